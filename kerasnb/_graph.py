@@ -1,0 +1,255 @@
+"""Read-only view of a Keras functional graph, and the few Keras internals kerasnb relies on.
+
+This is the only module that touches Keras private attributes (``_nodes_by_depth``,
+``_inbound_nodes``, ``_functional``, ``_inputs_struct``/``_outputs_struct``, deferred variable
+initialisation). Everything else goes through the functions here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from .errors import UnbuiltModel, UnsupportedModel
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One call of an operation (layer, nested model or raw ``keras.ops`` op) in a graph."""
+
+    node: Any  # the Keras Node
+    operation: Any
+    call_index: int  # which call of `operation` inside this graph, in the order they were made
+    n_calls: int  # how many times `operation` is called inside this graph
+
+    @property
+    def name(self) -> str:
+        return self.operation.name
+
+    @property
+    def input_tensors(self) -> list:
+        return list(self.node.input_tensors)
+
+    @property
+    def outputs(self) -> list:
+        return list(self.node.outputs)
+
+    @property
+    def args(self) -> tuple:
+        return tuple(self.node.arguments.args)
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.node.arguments.kwargs)
+
+    def fill_in(self, tensor_dict: dict):
+        """``(args, kwargs)`` with every Keras tensor swapped by ``tensor_dict[id(tensor)]``."""
+        return self.node.arguments.fill_in(tensor_dict)
+
+
+def functional(model) -> keras.Model:
+    """The functional graph behind ``model`` (a Sequential's inner Functional), or a clear error."""
+    if isinstance(model, keras.Sequential):
+        inner = getattr(model, "_functional", None)
+        if inner is None:
+            raise UnbuiltModel(
+                f"Sequential model {model.name!r} is not built, so it has no graph to edit. "
+                "Give it an input shape (keras.Input as first layer) or call model.build(input_shape) first. "
+                f"Received: model={model.name!r} with built={model.built}"
+            )
+        return inner
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModel(
+            f"kerasnb edits keras.Model objects. Received: {type(model).__name__}"
+        )
+    if not hasattr(model, "_nodes_by_depth") or not hasattr(model, "_outputs_struct"):
+        if not model.built:
+            raise UnbuiltModel(
+                f"Model {model.name!r} is not built. Build it (call it on data or model.build(...)) first. "
+                f"Received: model={model.name!r}"
+            )
+        raise UnsupportedModel(
+            f"Model {model.name!r} is a subclassed {type(model).__name__} without a functional graph; "
+            "kerasnb works on functional and Sequential models (and subclasses of Functional). "
+            f"Received: {type(model).__name__}"
+        )
+    return model
+
+
+def is_graph_model(layer) -> bool:
+    """True for nested models whose inside kerasnb can walk (functional or built Sequential)."""
+    if isinstance(layer, keras.Sequential):
+        return getattr(layer, "_functional", None) is not None
+    return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth") and hasattr(layer, "_outputs_struct")
+
+
+def walk(model) -> list[NodeView]:
+    """Every non-input node of the graph, parents before children (Keras's own order)."""
+    fn = functional(model)
+    nodes_by_depth = fn._nodes_by_depth
+    ordered = []
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            ordered.append(node)
+    # A call index is the position among this graph's calls of the same op, in call order.
+    own = {id(n) for n in ordered}
+    per_op: dict[int, list] = {}
+    for node in ordered:
+        op = node.operation
+        if id(op) not in per_op:
+            per_op[id(op)] = [n for n in op._inbound_nodes if id(n) in own]
+    views = []
+    for node in ordered:
+        calls = per_op[id(node.operation)]
+        index = next(i for i, n in enumerate(calls) if n is node)
+        views.append(NodeView(node, node.operation, index, len(calls)))
+    return views
+
+
+def input_tensors(model) -> list:
+    return list(functional(model).inputs)
+
+
+def output_tensors(model) -> list:
+    return list(functional(model).outputs)
+
+
+def input_layers(model) -> list:
+    return [t._keras_history.operation for t in input_tensors(model)]
+
+
+def pack_inputs(model, flat):
+    return keras.tree.pack_sequence_as(functional(model)._inputs_struct, list(flat))
+
+
+def pack_outputs(model, flat):
+    return keras.tree.pack_sequence_as(functional(model)._outputs_struct, list(flat))
+
+
+def producer(tensor):
+    """(operation, node index, tensor index) that made a Keras tensor."""
+    history = tensor._keras_history
+    return history.operation, history.node_index, history.tensor_index
+
+
+def layers_in_order(model) -> list:
+    """Input layers first, then every operation of the graph in walk order, each once."""
+    seen, out = set(), []
+    for layer in input_layers(model) + [view.operation for view in walk(model)]:
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            out.append(layer)
+    return out
+
+
+def is_input_layer(layer) -> bool:
+    return isinstance(layer, keras.layers.InputLayer)
+
+
+def count_params(layer) -> int:
+    return int(sum(int(_prod(v.shape)) for v in layer.weights))
+
+
+def _prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+def output_shape(layer) -> Any:
+    """The output shape of a layer's first call (or of an InputLayer), or None if unknown."""
+    try:
+        nodes = layer._inbound_nodes
+        if nodes:
+            outs = keras.tree.map_structure(lambda t: tuple(t.shape), nodes[0].outputs)
+            return outs[0] if len(outs) == 1 else outs
+    except AttributeError:
+        pass
+    return None
+
+
+# ----------------------------------------------------------------------------- layer table
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of :func:`describe`: what the editor's table shows for a layer."""
+
+    path: str  # "name", or "outer/inner" inside a nested model
+    name: str
+    type: str
+    output_shape: str
+    params: int
+    trainable: bool
+    parent: str  # path of the enclosing nested model, "" at top level
+    depth: int  # nesting level, 0 at top level
+    calls: int  # number of calls of the layer in its graph
+    is_input: bool
+    is_container: bool  # a nested model whose layers follow as rows of their own
+
+
+def describe(model, prefix: str = "", depth: int = 0) -> list[LayerInfo]:
+    """Every layer in graph order, nested models' layers right after their container."""
+    views = walk(model)
+    calls: dict[int, int] = {}
+    for view in views:
+        calls[id(view.operation)] = view.n_calls
+    rows = []
+    for layer in layers_in_order(model):
+        path = prefix + layer.name
+        container = is_graph_model(layer)
+        shape = output_shape(layer)
+        rows.append(
+            LayerInfo(
+                path=path,
+                name=layer.name,
+                type=type(layer).__name__,
+                output_shape="" if shape is None else str(shape),
+                params=count_params(layer),
+                trainable=bool(getattr(layer, "trainable", True)),
+                parent=prefix[:-1],
+                depth=depth,
+                calls=calls.get(id(layer), 0),
+                is_input=is_input_layer(layer),
+                is_container=container,
+            )
+        )
+        if container:
+            rows.extend(describe(layer, prefix=path + "/", depth=depth + 1))
+    return rows
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+@contextlib.contextmanager
+def deferred_variables():
+    """Create variables without drawing their initial values until the block ends.
+
+    Inside, layers build as usual but their variables stay uninitialised; values given with
+    :func:`set_initial_value` are used when the block ends, the others are drawn from their own
+    initialisers then. This skips drawing random values that would be thrown away at once.
+    """
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    with StatelessScope():
+        yield
+
+
+def set_initial_value(variable, value) -> None:
+    """Give a variable created inside :func:`deferred_variables` its starting value."""
+    if getattr(variable, "_value", None) is None and getattr(variable, "_initializer", None) is not None:
+        variable._initializer = lambda shape, dtype=None: value
+    else:
+        variable.assign(value)
+
+
+def is_deferred_variable_error(error: Exception) -> bool:
+    """True when a layer refused to build inside :func:`deferred_variables`."""
+    return "stateless scope" in str(error)

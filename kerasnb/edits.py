@@ -1,0 +1,72 @@
+"""Edits as small immutable requests. They hold no logic: `kerasnb.surgery` carries them out.
+
+A *target* is one of:
+- a layer name (``"dense_1"``) or the layer object itself;
+- ``(name, call_index)`` for one call of a layer that is called more than once;
+- ``"outer/inner"`` for a layer inside a nested model;
+- ``(first, last)``, two names, for a linear chain of layers handled as one span (Replace only).
+
+A *replacement* (or inserted *layer*) is a Layer, a list of layers applied in order, a
+``keras.Model`` used as a block, or a callable ``tensor -> tensor`` that builds a subgraph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Put ``replacement`` where ``target`` was; the target's input flows into it."""
+
+    target: Any
+    replacement: Any
+
+
+@dataclass(frozen=True)
+class Insert:
+    """Add ``layer`` right after (or before) ``target``."""
+
+    layer: Any
+    after: Any = None
+    before: Any = None
+
+    def __post_init__(self):
+        if (self.after is None) == (self.before is None):
+            from .errors import InvalidEdit
+
+            raise InvalidEdit(
+                "Insert needs exactly one of after= or before=. "
+                f"Received: after={self.after!r}, before={self.before!r}"
+            )
+
+    @property
+    def target(self):
+        return self.after if self.after is not None else self.before
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove ``target``; its single input flows on to its consumers."""
+
+    target: Any
+
+
+@dataclass(frozen=True)
+class Configure:
+    """Rebuild ``target`` from its config with ``changes`` (e.g. units=128); weights kept if they fit."""
+
+    target: Any
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetTrainable:
+    """Freeze (``trainable=False``) or unfreeze one target or a list of targets."""
+
+    targets: Any
+    trainable: bool = False
+
+
+Edit = Replace | Insert | Delete | Configure | SetTrainable

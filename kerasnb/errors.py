@@ -1,0 +1,56 @@
+"""Errors raised by kerasnb. Every message names what was received and what would work."""
+
+from __future__ import annotations
+
+import difflib
+
+
+class SurgeryError(ValueError):
+    """Base class of every error kerasnb raises for bad input."""
+
+
+class LayerNotFound(SurgeryError, KeyError):
+    """A target names no layer of the model."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousTarget(SurgeryError):
+    """A shared layer was named without saying which of its calls is meant."""
+
+
+class InvalidEdit(SurgeryError):
+    """The edit cannot be expressed on this graph (e.g. deleting a layer with several inputs)."""
+
+
+class InputLayerEdit(InvalidEdit):
+    """An edit that would replace, delete or reconfigure an InputLayer."""
+
+
+class IncompatibleShape(SurgeryError):
+    """After the edit, some layer cannot take the tensor it now receives."""
+
+
+class NameClash(SurgeryError):
+    """A rename would give two layers the same name."""
+
+
+class UnsupportedModel(SurgeryError):
+    """The model is not one kerasnb can rebuild (unbuilt, or subclassed without a graph)."""
+
+
+class UnbuiltModel(UnsupportedModel):
+    """The model has no graph yet because it was never built."""
+
+
+class UnsupportedLayer(SurgeryError):
+    """A layer cannot be recreated from its config (e.g. an unregistered custom layer)."""
+
+
+def suggest(name: str, candidates) -> str:
+    """' Did you mean ...?' for the closest candidate names, or ''."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

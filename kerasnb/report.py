@@ -1,0 +1,157 @@
+"""The weight report: which layers of the new model kept their trained weights, and why not.
+
+Plain data; pandas is imported only by :meth:`WeightReport.to_frame`.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, fields
+
+KEPT = "kept"
+KEPT_INPUT_CHANGED = "kept_input_changed"
+REINITIALIZED = "reinitialized"
+NEW = "new"
+REMOVED = "removed"
+NO_WEIGHTS = "no_weights"
+PRUNED = "pruned"
+
+STATUSES = (KEPT, KEPT_INPUT_CHANGED, PRUNED, REINITIALIZED, NEW, REMOVED, NO_WEIGHTS)
+
+# Colours shared by the HTML table, the editor and the plots.
+STATUS_COLORS = {
+    KEPT: "#2e7d32",
+    KEPT_INPUT_CHANGED: "#f9a825",
+    PRUNED: "#6a1b9a",
+    REINITIALIZED: "#c62828",
+    NEW: "#1565c0",
+    REMOVED: "#757575",
+    NO_WEIGHTS: "#9e9e9e",
+}
+
+STATUS_MEANINGS = {
+    KEPT: "weights copied; computes exactly what it did before",
+    KEPT_INPUT_CHANGED: "weights copied, but something upstream changed: fine-tune",
+    PRUNED: "weights kept but sliced to the remaining channels",
+    REINITIALIZED: "its old weights no longer fit; freshly initialised",
+    NEW: "added by the edit",
+    REMOVED: "in the original, not in the new model",
+    NO_WEIGHTS: "has no weights",
+}
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of the report: a layer of the new model, or a removed one."""
+
+    layer: str  # name in the new model ("outer/inner" inside a nested model); removed: old name
+    type: str
+    status: str
+    reason: str = ""
+    params: int = 0
+    trainable: bool = True
+    source: str = ""  # the original layer whose weights (or place) it carries, or ""
+
+
+class WeightReport:
+    """Rows in graph order of the new model, then the removed layers."""
+
+    def __init__(self, rows):
+        self.rows = tuple(rows)
+        self._by_name = {row.layer: row for row in self.rows}
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> LayerRow:
+        return self.row(name)
+
+    def row(self, name: str) -> LayerRow:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            from .errors import LayerNotFound, suggest
+
+            raise LayerNotFound(
+                f"The report has no layer named {name!r}.{suggest(name, self._by_name)} "
+                f"Received: name={name!r}"
+            ) from None
+
+    def status(self, name: str) -> str:
+        return self.row(name).status
+
+    def with_status(self, status: str) -> list[str]:
+        """Names of the layers that have ``status``."""
+        return [row.layer for row in self.rows if row.status == status]
+
+    def counts(self) -> dict:
+        """``{status: (number of layers, number of parameters)}`` for every status present."""
+        out: dict = {}
+        for row in self.rows:
+            n, p = out.get(row.status, (0, 0))
+            out[row.status] = (n + 1, p + row.params)
+        return out
+
+    def summary(self) -> str:
+        """One line, e.g. '14 layers kept weights (3.2M params), 1 reinitialized (2,080 params)'."""
+        counts = self.counts()
+        parts = []
+        kept_n = sum(counts.get(s, (0, 0))[0] for s in (KEPT, KEPT_INPUT_CHANGED))
+        kept_p = sum(counts.get(s, (0, 0))[1] for s in (KEPT, KEPT_INPUT_CHANGED))
+        if kept_n:
+            parts.append(f"{_layers(kept_n)} kept weights ({_params(kept_p)})")
+            if counts.get(KEPT_INPUT_CHANGED):
+                parts[-1] += f", {counts[KEPT_INPUT_CHANGED][0]} of them with changed input"
+        for status, word in ((PRUNED, "pruned"), (REINITIALIZED, "reinitialized"), (NEW, "new"), (REMOVED, "removed")):
+            if status in counts:
+                n, p = counts[status]
+                parts.append(f"{n} {word} ({_params(p)})" if p else f"{n} {word}")
+        return ", ".join(parts) if parts else "no layers"
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([_row_dict(row) for row in self.rows], columns=[f.name for f in fields(LayerRow)])
+
+    def __repr__(self) -> str:
+        width = max((len(r.layer) for r in self.rows), default=5)
+        lines = [f"WeightReport: {self.summary()}"]
+        for r in self.rows:
+            extra = f"  ({r.reason})" if r.reason else ""
+            lines.append(f"  {r.layer:<{width}}  {r.status:<18} {r.type}{extra}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("layer", "type", "status", "reason", "params", "trainable", "source"))
+        body = []
+        for r in self.rows:
+            color = STATUS_COLORS.get(r.status, "#000")
+            body.append(
+                "<tr>"
+                f"<td><code>{html.escape(r.layer)}</code></td><td>{html.escape(r.type)}</td>"
+                f"<td><span style='color:white;background:{color};padding:1px 6px;border-radius:3px'>{r.status}</span></td>"
+                f"<td>{html.escape(r.reason)}</td><td style='text-align:right'>{r.params:,}</td>"
+                f"<td>{'yes' if r.trainable else 'no'}</td><td>{html.escape(r.source)}</td>"
+                "</tr>"
+            )
+        return (
+            f"<div><b>Weight report</b>: {html.escape(self.summary())}"
+            f"<table>{'<tr>' + head + '</tr>'}{''.join(body)}</table></div>"
+        )
+
+
+def _row_dict(row: LayerRow) -> dict:
+    return {f.name: getattr(row, f.name) for f in fields(LayerRow)}
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer" if n == 1 else f"{n} layers"
+
+
+def _params(p: int) -> str:
+    if p >= 1_000_000:
+        return f"{p / 1e6:.1f}M params"
+    return f"{p:,} params"

@@ -1,0 +1,898 @@
+"""Carry out edits: rebuild a model through its functional graph, copying every weight that fits.
+
+The walk mirrors Keras's own ``Function._run_through_graph``: nodes in depth order, each call
+replayed on new tensors. It is written out here (rather than passed as hooks to
+``keras.models.clone_model``) because an edit is attached to one *call* of a layer, and the
+report needs to know, per call, whether it still sees exactly the inputs it saw before.
+
+New layers are built inside :func:`kerasnb._graph.deferred_variables`, so kept layers receive a
+copy of their old values directly instead of first drawing random ones (that is where
+``clone_model`` + ``set_weights`` spends about half of its time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from . import _graph
+from .edits import Configure, Delete, Insert, Replace, SetTrainable
+from .errors import (
+    AmbiguousTarget,
+    IncompatibleShape,
+    InputLayerEdit,
+    InvalidEdit,
+    LayerNotFound,
+    NameClash,
+    SurgeryError,
+    UnsupportedLayer,
+    suggest,
+)
+from .report import (
+    KEPT,
+    KEPT_INPUT_CHANGED,
+    NEW,
+    NO_WEIGHTS,
+    REINITIALIZED,
+    REMOVED,
+    LayerRow,
+    WeightReport,
+)
+
+
+@dataclass(frozen=True)
+class SurgeryResult:
+    """What an operation returns: the new model, the weight report and the edits applied."""
+
+    model: Any
+    report: WeightReport
+    edits: tuple
+    notes: tuple = ()
+
+    def _repr_html_(self) -> str:
+        notes = "".join(f"<li>{n}</li>" for n in self.notes)
+        return self.report._repr_html_() + (f"<ul>{notes}</ul>" if notes else "")
+
+    def __repr__(self) -> str:
+        return f"SurgeryResult(model={self.model.name!r}, {len(self.edits)} edit(s))\n{self.report!r}"
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def replace(model, target, replacement) -> SurgeryResult:
+    """Put ``replacement`` (layer, list of layers, model or callable) in place of ``target``."""
+    return apply(model, [Replace(target, replacement)])
+
+
+def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
+    """Add ``layer`` right after or right before ``target``."""
+    return apply(model, [Insert(layer, after=after, before=before)])
+
+
+def delete(model, target) -> SurgeryResult:
+    """Remove ``target``; its single input flows on to its consumers."""
+    return apply(model, [Delete(target)])
+
+
+def configure(model, target, **changes) -> SurgeryResult:
+    """Rebuild ``target`` from its config with ``changes``; its weights are kept if they still fit."""
+    return apply(model, [Configure(target, changes)])
+
+
+def set_trainable(model, targets, trainable: bool = False) -> SurgeryResult:
+    """Freeze (``False``) or unfreeze the target layers."""
+    return apply(model, [SetTrainable(targets, trainable)])
+
+
+def apply(model, edits) -> SurgeryResult:
+    """Apply several edits in as few rebuilds as possible; the report compares with ``model``.
+
+    Edits are resolved in order. Consecutive edits whose targets all exist in the current graph
+    share one rebuild; an edit that names a layer made by an earlier edit starts a new one.
+    """
+    edits = tuple(edits)
+    for edit in edits:
+        if not isinstance(edit, (Replace, Insert, Delete, Configure, SetTrainable)):
+            raise InvalidEdit(
+                "apply() takes a list of kerasnb.Replace, Insert, Delete, Configure or SetTrainable. "
+                f"Received: {edit!r}"
+            )
+    _graph.functional(model)  # clear error for unbuilt / subclassed models
+    lineage = {row_path: _Lineage(row_path) for row_path in _all_paths(model)}
+    current = model
+    pending: list = []
+    planned: _Plan | None = None
+    notes: list[str] = []
+    for edit in edits:
+        candidate = planned or _Plan()
+        try:
+            _plan_edit(current, edit, candidate)
+        except (LayerNotFound, _Conflict):
+            if not pending:
+                raise
+            current, lineage = _run_pass(current, planned, lineage)
+            candidate = _Plan()
+            _plan_edit(current, edit, candidate)
+            pending = []
+        pending.append(edit)
+        planned = candidate
+    if planned is not None or not edits:
+        current, lineage = _run_pass(current, planned or _Plan(), lineage)
+    notes.extend(_recompile(model, current))
+    report = _build_report(model, current, lineage)
+    return SurgeryResult(current, report, edits, tuple(notes))
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+class _Conflict(SurgeryError):
+    """Two edits of one batch touch the same call; the second starts a new rebuild."""
+
+
+@dataclass
+class _NodePlan:
+    before: list = field(default_factory=list)
+    action: tuple | None = None  # ("replace", block, edit) | ("delete", edit) | ("span", block, first_node, edit)
+    after: list = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """Everything to do inside one graph (a model or a nested model), keyed by Keras objects' ids."""
+
+    nodes: dict = field(default_factory=dict)  # id(node) -> _NodePlan
+    skip: set = field(default_factory=set)  # id(node) inside a replaced span
+    config: dict = field(default_factory=dict)  # id(layer) -> {key: value}
+    trainable: dict = field(default_factory=dict)  # id(layer) -> bool
+    after_input: dict = field(default_factory=dict)  # id(input layer) -> [blocks]
+    nested: dict = field(default_factory=dict)  # id(nested model) -> _Plan
+
+    def is_empty(self) -> bool:
+        return not (self.nodes or self.skip or self.config or self.trainable or self.after_input or any(
+            not p.is_empty() for p in self.nested.values()))
+
+    def node(self, node) -> _NodePlan:
+        return self.nodes.setdefault(id(node), _NodePlan())
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    scope: Any  # the (nested) model that holds the layer
+    plan: _Plan  # that scope's plan
+    layer: Any
+    views: tuple  # the chosen calls (NodeView); all calls when no call index was given
+    span_first: Any = None  # NodeView of a span's first layer
+
+
+def _plan_edit(model, edit, plan: _Plan) -> None:
+    if isinstance(edit, SetTrainable):
+        targets = edit.targets if isinstance(edit.targets, (list, set)) else [edit.targets]
+        for target in targets:
+            res = _resolve(model, target, plan, edit)
+            res.plan.trainable[id(res.layer)] = bool(edit.trainable)
+        return
+    res = _resolve(model, edit.target, plan, edit)
+    if isinstance(edit, Configure):
+        if _graph.is_input_layer(res.layer):
+            raise InputLayerEdit(_input_msg(res.layer, edit))
+        _check_config_keys(res.layer, edit)
+        if id(res.layer) in res.plan.config:
+            raise _Conflict(f"{res.layer.name} configured twice")
+        res.plan.config[id(res.layer)] = dict(edit.changes)
+        return
+    if isinstance(edit, Insert) and edit.after is not None and _graph.is_input_layer(res.layer):
+        res.plan.after_input.setdefault(id(res.layer), []).append(_Block(edit.layer, edit))
+        return
+    if _graph.is_input_layer(res.layer):
+        raise InputLayerEdit(_input_msg(res.layer, edit))
+    view = _single_call(res, edit)
+    node_plan = res.plan.node(view.node)
+    if isinstance(edit, Insert):
+        if edit.before is not None:
+            if len(view.input_tensors) != 1:
+                raise InvalidEdit(
+                    f"Cannot insert before {res.layer.name!r}: it has {len(view.input_tensors)} inputs, so 'before' "
+                    f"is ambiguous. Insert after one of its inputs instead: {_input_names(view)}. Received: before={edit.before!r}"
+                )
+            node_plan.before.append(_Block(edit.layer, edit))
+        else:
+            node_plan.after.append(_Block(edit.layer, edit))
+        return
+    if node_plan.action is not None or id(view.node) in res.plan.skip:
+        raise _Conflict(f"{res.layer.name} edited twice")
+    if isinstance(edit, Delete):
+        if len(view.input_tensors) != 1 or len(view.outputs) != 1:
+            raise InvalidEdit(
+                f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it takes {len(view.input_tensors)} "
+                f"inputs ({_input_names(view)}), so there is no single input to pass on to its consumers. "
+                "Replace it with a layer that merges them instead, e.g. "
+                f"kerasnb.replace(model, {res.layer.name!r}, keras.layers.Add()). Received: target={edit.target!r}"
+            )
+        node_plan.action = ("delete", edit)
+        return
+    # Replace
+    if res.span_first is not None:
+        first = res.span_first
+        chain = _span_nodes(res.scope, first, view, edit)
+        for inner in chain[:-1]:
+            if id(inner.node) in res.plan.nodes or id(inner.node) in res.plan.skip:
+                raise _Conflict("span overlaps another edit")
+            res.plan.skip.add(id(inner.node))
+        node_plan.action = ("span", _Block(edit.replacement, edit), first.node, edit)
+    else:
+        node_plan.action = ("replace", _Block(edit.replacement, edit), edit)
+
+
+def _resolve(model, target, plan: _Plan, edit) -> _Resolved:
+    """Find the layer (and calls) a target names, descending into nested models for 'a/b'."""
+    if isinstance(target, keras.layers.Layer) and not isinstance(target, str):
+        for layer in _graph.layers_in_order(model):
+            if layer is target:
+                return _resolve(model, layer.name, plan, edit)
+        found = _find_path_of(model, target)
+        if found is None:
+            raise LayerNotFound(
+                f"The layer object {target.name!r} ({type(target).__name__}) is not part of model {model.name!r}. "
+                f"Pass a layer of this model or its name. Received: target=<{type(target).__name__} {target.name!r}>"
+            )
+        return _resolve(model, found, plan, edit)
+    call_index = None
+    span_last = None
+    if isinstance(target, tuple) and len(target) == 2:
+        if isinstance(target[1], (int, np.integer)) and not isinstance(target[1], bool):
+            target, call_index = target[0], int(target[1])
+        elif isinstance(target[0], str) and isinstance(target[1], str):
+            if not isinstance(edit, Replace):
+                raise InvalidEdit(
+                    f"A (first, last) span can only be replaced as a whole. Received: {type(edit).__name__} with target={target!r}"
+                )
+            target, span_last = target
+        else:
+            raise InvalidEdit(
+                "A tuple target is (name, call_index) or (first_name, last_name). "
+                f"Received: target={target!r}"
+            )
+    if not isinstance(target, str):
+        raise InvalidEdit(
+            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last). "
+            f"Received: target={target!r} of type {type(target).__name__}"
+        )
+    if "/" in target:
+        head, rest = target.split("/", 1)
+        outer = _layer_by_name(model, head, target)
+        if not _graph.is_graph_model(outer):
+            raise LayerNotFound(
+                f"{head!r} in path {target!r} is a {type(outer).__name__}, not a nested model, so it has no layer {rest!r}. "
+                f"Received: target={target!r}"
+            )
+        if span_last is not None:
+            span_last = span_last.split("/", 1)[1] if span_last.startswith(head + "/") else span_last
+            rest = (rest, span_last)
+        elif call_index is not None:
+            rest = (rest, call_index)
+        sub_plan = plan.nested.setdefault(id(outer), _Plan())
+        return _resolve(outer, rest, sub_plan, edit)
+    layer = _layer_by_name(model, target, target)
+    views = [v for v in _graph.walk(model) if v.operation is layer]
+    if call_index is not None:
+        if not 0 <= call_index < max(len(views), 1) or not views:
+            raise LayerNotFound(
+                f"Layer {target!r} is called {len(views)} time(s) in model {model.name!r}; call index {call_index} "
+                f"does not exist. Use an index from 0 to {len(views) - 1}. Received: target={(target, call_index)!r}"
+            )
+        views = [views[call_index]]
+    first = None
+    if span_last is not None:
+        first_views = views
+        last = _layer_by_name(model, span_last, span_last)
+        views = [v for v in _graph.walk(model) if v.operation is last]
+        if len(first_views) != 1 or len(views) != 1:
+            raise AmbiguousTarget(
+                f"A span's first and last layers must each be called once. Received: target={(target, span_last)!r}"
+            )
+        first = first_views[0]
+        layer = last
+    return _Resolved(model, plan, layer, tuple(views), first)
+
+
+def _layer_by_name(model, name, full_target):
+    layers = _graph.layers_in_order(model)
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    raise LayerNotFound(
+        f"No layer named {name!r} in model {model.name!r}.{suggest(name, [l.name for l in layers])} "
+        f"Received: target={full_target!r}"
+    )
+
+
+def _find_path_of(model, target, prefix=""):
+    for layer in _graph.layers_in_order(model):
+        if _graph.is_graph_model(layer):
+            for inner in _graph.layers_in_order(layer):
+                if inner is target:
+                    return prefix + layer.name + "/" + inner.name
+            found = _find_path_of(layer, target, prefix + layer.name + "/")
+            if found:
+                return found
+    return None
+
+
+def _single_call(res: _Resolved, edit):
+    if len(res.views) == 1:
+        return res.views[0]
+    if not res.views:
+        raise InvalidEdit(f"Layer {res.layer.name!r} is never called in the graph. Received: {edit!r}")
+    options = ", ".join(repr((res.layer.name, i)) for i in range(len(res.views)))
+    raise AmbiguousTarget(
+        f"Layer {res.layer.name!r} is shared: it is called {len(res.views)} times in model {res.scope.name!r}. "
+        f"Say which call to edit with a (name, call_index) target: {options}. Received: target={_target_of(edit)!r}"
+    )
+
+
+def _target_of(edit):
+    return edit.target
+
+
+def _input_names(view) -> str:
+    names = []
+    for t in view.input_tensors:
+        op, _, _ = _graph.producer(t)
+        names.append(op.name)
+    return ", ".join(repr(n) for n in names)
+
+
+def _input_msg(layer, edit) -> str:
+    return (
+        f"{layer.name!r} is an InputLayer: it can't be replaced, deleted or reconfigured, nor can anything be "
+        "inserted before it. Insert after it instead (kerasnb.insert(model, layer, after="
+        f"{layer.name!r})), or build a model with a different keras.Input. Received: {type(edit).__name__}(target={_target_of(edit)!r})"
+    )
+
+
+def _check_config_keys(layer, edit) -> None:
+    config = layer.get_config()
+    unknown = [k for k in edit.changes if k not in config]
+    if unknown:
+        raise InvalidEdit(
+            f"{type(layer).__name__} {layer.name!r} has no config option {', '.join(map(repr, unknown))}. "
+            f"Options it has: {', '.join(sorted(config))}. Received: changes={dict(edit.changes)!r}"
+        )
+
+
+def _span_nodes(scope, first, last, edit) -> list:
+    """The calls from ``first`` to ``last`` along single-input links, checked to be a closed chain."""
+    by_output = {}
+    for view in _graph.walk(scope):
+        for t in view.outputs:
+            by_output[id(t)] = view
+    consumers: dict[int, int] = {}
+    for view in _graph.walk(scope):
+        for t in view.input_tensors:
+            consumers[id(t)] = consumers.get(id(t), 0) + 1
+    out_ids = {id(t) for t in _graph.output_tensors(scope)}
+    chain = [last]
+    while chain[-1].node is not first.node:
+        cur = chain[-1]
+        if len(cur.input_tensors) != 1:
+            raise InvalidEdit(
+                f"{cur.name!r} in span {edit.target!r} has {len(cur.input_tensors)} inputs; a span must be a linear "
+                f"chain from {first.name!r} to {last.name!r}. Received: target={edit.target!r}"
+            )
+        parent = by_output.get(id(cur.input_tensors[0]))
+        if parent is None:
+            raise InvalidEdit(
+                f"{first.name!r} does not lead to {last.name!r} along a linear chain, so ({first.name!r}, {last.name!r}) "
+                f"is not a span. Received: target={edit.target!r}"
+            )
+        chain.append(parent)
+    chain.reverse()
+    for view in chain[:-1]:
+        for t in view.outputs:
+            if consumers.get(id(t), 0) > 1 or id(t) in out_ids:
+                raise InvalidEdit(
+                    f"The output of {view.name!r}, inside span {edit.target!r}, is also used outside the span, so "
+                    f"the span cannot be replaced as one piece. Received: target={edit.target!r}"
+                )
+    return chain
+
+
+# ----------------------------------------------------------------------------- rebuilding
+
+
+@dataclass
+class _Block:
+    """A replacement or inserted piece, as the user gave it."""
+
+    spec: Any
+    edit: Any
+
+
+@dataclass
+class _Record:
+    """What one pass did to one layer of the new model."""
+
+    prev_path: str | None
+    weights: str  # "copied" | "reinit" | "new" | "none"
+    reason: str = ""
+    faithful: bool = True  # computes the same as prev_path did, on the same inputs
+    config_changed: str = ""
+    inner: tuple = ()  # for a rebuilt nested model: its layers' new ids
+
+
+@dataclass
+class _Lineage:
+    """Where a layer of the current model comes from, relative to the original model."""
+
+    original: str | None
+    state: str = "original"  # "original" | "reinit" | "new"
+    reason: str = ""
+    faithful: bool = True
+    config_changed: str = ""
+
+
+class _Pass:
+    """State of one rebuild."""
+
+    def __init__(self):
+        self.records: dict[int, _Record] = {}  # id(new layer) -> record
+        self.layers: dict[int, Any] = {}  # id(new layer) -> new layer (keeps ids alive)
+        self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
+        self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
+
+    def record(self, layer, rec: _Record):
+        self.records[id(layer)] = rec
+        self.layers[id(layer)] = layer
+
+
+def _run_pass(model, plan: _Plan, lineage: dict):
+    state = _Pass()
+    try:
+        with _graph.deferred_variables():
+            new_model = _rebuild(model, plan, state, prefix="")
+            _transfer_weights(state)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
+            raise
+        # Some layer creates variables outside build(); rebuild the slow way.
+        state = _Pass()
+        new_model = _rebuild(model, plan, state, prefix="")
+        _transfer_weights(state)
+    return new_model, _compose(new_model, state, lineage)
+
+
+def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = None):
+    """A new functional model computing ``model`` with ``plan`` applied; fills ``state``."""
+    fn = _graph.functional(model)
+    names = _NameBook(_graph.layers_in_order(model))
+    tensor_dict: dict[int, Any] = {}
+    faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
+    new_inputs = []
+    for old_t, old_layer in zip(_graph.input_tensors(model), _graph.input_layers(model)):
+        new_t = keras.Input(batch_shape=old_t.shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
+                            name=old_layer.name)
+        new_inputs.append(new_t)
+        new_layer = _graph.producer(new_t)[0]
+        state.record(new_layer, _Record(prefix + old_layer.name, "none"))
+        out = new_t
+        faithful[id(new_t)] = id(old_t)
+        for block in plan.after_input.get(id(old_layer), []):
+            out = _call_block(block, (out,), state, names, old_layer, prefix)
+        tensor_dict[id(old_t)] = out
+
+    clones: dict[int, Any] = {}  # id(old op) -> new op
+    op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
+    op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
+    for view in _graph.walk(model):
+        node, op = view.node, view.operation
+        if id(node) in plan.skip:
+            continue
+        node_plan = plan.nodes.get(id(node))
+        inputs_faithful = all(faithful.get(id(tensor_dict[id(t)])) == id(t) for t in view.input_tensors)
+        local = tensor_dict
+        if node_plan and node_plan.before:
+            x = tensor_dict[id(view.input_tensors[0])]
+            for block in node_plan.before:
+                x = _call_block(block, (x,), state, names, op, prefix)
+            local = dict(tensor_dict)
+            local[id(view.input_tensors[0])] = x
+            inputs_faithful = False
+        args, kwargs = view.fill_in(local)
+        action = node_plan.action if node_plan else None
+        if action is None:
+            new_op = clones.get(id(op))
+            if new_op is None:
+                new_op = _clone_op(op, plan, state, prefix)
+                clones[id(op)] = new_op
+            unchanged_op = id(op) not in plan.config and not (
+                _graph.is_graph_model(op) and not plan.nested.get(id(op), _Plan()).is_empty())
+            node_faithful = inputs_faithful and unchanged_op
+            outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, node_plan)
+            op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
+            op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
+        elif action[0] == "delete":
+            outputs = local[id(view.input_tensors[0])]
+            node_faithful = False
+        else:
+            block = action[1]
+            if action[0] == "span":
+                first_node = action[2]
+                x = tensor_dict[id(first_node.input_tensors[0])]
+                outputs = _call_block(block, (x,), state, names, op, prefix)
+            else:
+                outputs = _call_block(block, args, state, names, op, prefix)
+            node_faithful = False
+        flat = keras.tree.flatten(outputs)
+        if len(flat) != len(view.outputs):
+            edit = action[-1] if action else None
+            raise IncompatibleShape(
+                f"{view.name!r} had {len(view.outputs)} output(s) but its replacement gives {len(flat)}; consumers "
+                f"need the same number. Received: {edit!r}"
+            )
+        for old_t, new_t in zip(view.outputs, flat):
+            if node_faithful:
+                faithful[id(new_t)] = id(old_t)
+            tensor_dict[id(old_t)] = new_t
+        if node_plan and node_plan.after:
+            if len(flat) != 1:
+                raise InvalidEdit(f"Cannot insert after {view.name!r}: it has {len(flat)} outputs. Received: {node_plan.after[0].edit!r}")
+            y = flat[0]
+            for block in node_plan.after:
+                y = _call_block(block, (y,), state, names, op, prefix)
+            tensor_dict[id(view.outputs[0])] = y
+
+    for old_id, new_op in clones.items():
+        rec = state.records[id(new_op)]
+        rec.faithful = rec.faithful and op_faithful.get(old_id, False)
+        if rec.inner and not op_inputs_faithful.get(old_id, False):
+            # A nested model fed changed inputs changes the inputs of every layer inside it.
+            for key in rec.inner:
+                state.records[key].faithful = False
+
+    outputs = [tensor_dict[id(t)] for t in _graph.output_tensors(model)]
+    new_inputs_struct = _graph.pack_inputs(model, new_inputs)
+    new_outputs_struct = _graph.pack_outputs(model, outputs)
+    try:
+        new_model = keras.Model(new_inputs_struct, new_outputs_struct, name=name or model.name)
+    except ValueError as error:
+        if "unique" in str(error):
+            raise NameClash(f"The edited model would have two layers with one name: {error}") from None
+        raise
+    return new_model
+
+
+def _call_checked(new_op, args, kwargs, view, inputs_faithful, node_plan):
+    try:
+        return new_op(*args, **kwargs)
+    except SurgeryError:
+        raise
+    except Exception as error:  # a layer refusing its new input: say which and why
+        if inputs_faithful:
+            raise
+        got = [tuple(t.shape) for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
+        was = [tuple(t.shape) for t in view.input_tensors]
+        raise IncompatibleShape(
+            f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: it took "
+            f"{_fmt_shapes(was)} and now receives {_fmt_shapes(got)}. Keras says: {_first_line(error)} "
+            f"What would work: a replacement whose output has shape {_fmt_shapes(was)}, or also replace {view.name!r}."
+        ) from None
+
+
+def _fmt_shapes(shapes) -> str:
+    return ", ".join(str(s) for s in shapes)
+
+
+def _first_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class _NameBook:
+    """Layer names used in one graph, to give new layers names that clash with none."""
+
+    def __init__(self, layers):
+        self.used = {layer.name for layer in layers}
+
+    def unique(self, name: str) -> str:
+        if name not in self.used:
+            self.used.add(name)
+            return name
+        base, i = name, 1
+        while f"{base}_{i}" in self.used:
+            i += 1
+        self.used.add(f"{base}_{i}")
+        return f"{base}_{i}"
+
+
+def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
+    """A fresh copy of an existing operation: same config (plus changes), new variables."""
+    path = prefix + op.name
+    if _graph.is_graph_model(op):
+        sub_plan = plan.nested.get(id(op), _Plan())
+        before = set(state.records)
+        new_op = _rebuild(op, sub_plan, state, prefix=path + "/")
+        inner = tuple(k for k in state.records if k not in before)
+        trainable = plan.trainable.get(id(op), op.trainable)
+        if not trainable:
+            new_op.trainable = False
+        state.record(new_op, _Record(path, "none", inner=inner))
+        return new_op
+    if not isinstance(op, keras.layers.Layer):
+        # A raw keras.ops call in the graph: stateless, so a copy from its config is exact.
+        try:
+            new_op = type(op).from_config(op.get_config())
+        except Exception:
+            new_op = op  # ops that cannot be re-made are stateless and safe to call again
+        state.record(new_op, _Record(path, "none"))
+        return new_op
+    config = op.get_config()
+    changes = plan.config.get(id(op), {})
+    config.update(changes)
+    if "trainable" in config and id(op) in plan.trainable:
+        config["trainable"] = plan.trainable[id(op)]
+    try:
+        new_op = type(op).from_config(config)
+    except Exception as error:
+        if changes:
+            raise InvalidEdit(
+                f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {_first_line(error)} "
+                f"Received: changes={changes!r}"
+            ) from None
+        raise UnsupportedLayer(
+            f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
+            f"({_first_line(error)}). Custom layers need get_config() and registration with "
+            "@keras.saving.register_keras_serializable(). Received: layer={op.name!r}"
+        ) from None
+    if id(op) in plan.trainable:
+        new_op.trainable = plan.trainable[id(op)]
+    elif not op.trainable:
+        new_op.trainable = False
+    described = _describe_changes(op, changes)
+    state.record(new_op, _Record(path, "copied", config_changed=described))
+    state.copies.append((op, new_op))
+    return new_op
+
+
+def _describe_changes(op, changes) -> str:
+    if not changes:
+        return ""
+    old = op.get_config()
+    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in changes.items() if old.get(k) != v]
+    return "config changed (" + ", ".join(parts) + ")" if parts else ""
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+def _call_block(block: _Block, args, state: _Pass, names: _NameBook, anchor, prefix: str):
+    """Call a replacement / inserted piece on ``args``, recording every layer it adds as new."""
+    spec = block.spec
+    pieces = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not pieces:
+        raise InvalidEdit(f"An empty list is not a replacement; use kerasnb.delete to remove a layer. Received: {block.edit!r}")
+    x = args
+    for piece in pieces:
+        x = _call_piece(piece, x, state, names, block, anchor, prefix)
+        x = (x,)
+    return x[0]
+
+
+def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anchor, prefix: str):
+    made_by = f"added by {type(block.edit).__name__.lower()} at {anchor.name!r}"
+    if isinstance(piece, keras.Model) and _graph.is_graph_model(piece):
+        sub = _Pass()
+        copy = _rebuild(piece, _Plan(), sub, prefix="", name=names.unique(piece.name))
+        for new_id, layer in sub.layers.items():
+            state.layers[new_id] = layer
+            has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
+            state.records[new_id] = _Record(None, "new", f"{made_by}; brings its own pretrained weights from {piece.name!r}"
+                                            if has_weights else made_by)
+        state.copies.extend(sub.copies)
+        state.record(copy, _Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
+        if not piece.trainable:
+            copy.trainable = False
+        return _call_new(copy, args, block)
+    if isinstance(piece, keras.layers.Layer):
+        config = piece.get_config()
+        config["name"] = names.unique(piece.name)
+        try:
+            layer = type(piece).from_config(config)
+        except Exception as error:
+            raise UnsupportedLayer(
+                f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
+                f"{_first_line(error)}. Received: {block.edit!r}"
+            ) from None
+        if not piece.trainable:
+            layer.trainable = False
+        out = _call_new(layer, args, block)
+        if piece.weights:
+            state.pretrained.append((piece, layer, block.edit))
+            state.record(layer, _Record(None, "new", f"{made_by}; brings its own weights"))
+        else:
+            state.record(layer, _Record(None, "new", made_by))
+        return out
+    if callable(piece):
+        try:
+            return piece(*args)
+        except SurgeryError:
+            raise
+        except Exception as error:
+            raise IncompatibleShape(
+                f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
+                f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
+                f"{_first_line(error)} Received: {block.edit!r}"
+            ) from None
+    raise InvalidEdit(
+        "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
+        f"Received: {piece!r} of type {type(piece).__name__}"
+    )
+
+
+def _call_new(layer, args, block):
+    try:
+        return layer(*args)
+    except Exception as error:
+        got = _fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))
+        raise IncompatibleShape(
+            f"{type(layer).__name__} {layer.name!r} cannot take an input of shape {got}: {_first_line(error)} "
+            f"Received: {block.edit!r}"
+        ) from None
+
+
+def _transfer_weights(state: _Pass) -> None:
+    """Copy every old variable whose shape still fits; record why the others do not."""
+    for old, new in state.copies:
+        rec = state.records[id(new)]
+        old_vars, new_vars = list(old.weights), list(new.weights)
+        if not old_vars and not new_vars:
+            rec.weights = "none"
+            continue
+        mismatch = _mismatches(old_vars, new_vars)
+        if mismatch:
+            rec.weights = "reinit"
+            rec.reason = mismatch
+            rec.faithful = False
+            continue
+        for ov, nv in zip(old_vars, new_vars):
+            _graph.set_initial_value(nv, _copy_value(ov))
+    for piece, new, edit in state.pretrained:
+        rec = state.records[id(new)]
+        mismatch = _mismatches(list(piece.weights), list(new.weights))
+        if mismatch:
+            rec.reason = f"{rec.reason.split(';')[0]}; its own weights did not fit ({mismatch}), so it starts fresh"
+            continue
+        for ov, nv in zip(piece.weights, new.weights):
+            _graph.set_initial_value(nv, _copy_value(ov))
+
+
+def _mismatches(old_vars, new_vars) -> str:
+    if len(old_vars) != len(new_vars):
+        before = ", ".join(f"{_var_name(v)} {tuple(v.shape)}" for v in old_vars) or "none"
+        after = ", ".join(f"{_var_name(v)} {tuple(v.shape)}" for v in new_vars) or "none"
+        return f"variables changed: [{before}] -> [{after}]"
+    parts = [
+        f"{_var_name(ov)} {tuple(ov.shape)} -> {tuple(nv.shape)}"
+        for ov, nv in zip(old_vars, new_vars)
+        if tuple(ov.shape) != tuple(nv.shape)
+    ]
+    return ", ".join(parts)
+
+
+def _var_name(variable) -> str:
+    return variable.name.split("/")[-1]
+
+
+def _copy_value(variable):
+    # A numpy copy: the new model must share no storage with the user's model on any backend.
+    return np.array(keras.ops.convert_to_numpy(variable.value), copy=True)
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+def _all_paths(model, prefix: str = "") -> list[str]:
+    out = []
+    for layer in _graph.layers_in_order(model):
+        path = prefix + layer.name
+        out.append(path)
+        if _graph.is_graph_model(layer):
+            out.extend(_all_paths(layer, path + "/"))
+    return out
+
+
+def _walk_layers(model, prefix: str = ""):
+    """(path, layer, container path) for every layer of a model, nested ones after their container."""
+    for layer in _graph.layers_in_order(model):
+        path = prefix + layer.name
+        yield path, layer
+        if _graph.is_graph_model(layer):
+            yield from _walk_layers(layer, path + "/")
+
+
+def _compose(new_model, state: _Pass, lineage: dict) -> dict:
+    """Lineage of every layer of ``new_model`` relative to the original model."""
+    out = {}
+    for path, layer in _walk_layers(new_model):
+        rec = state.records.get(id(layer))
+        if rec is None:  # made inside a user's callable
+            out[path] = _Lineage(None, "new", "added by a callable replacement", False)
+            continue
+        prev = lineage.get(rec.prev_path) if rec.prev_path is not None else None
+        if prev is None or prev.original is None:
+            reason = rec.reason or (prev.reason if prev else "")
+            out[path] = _Lineage(None, "new", reason, False)
+            continue
+        if rec.weights == "reinit":
+            state_, reason = "reinit", rec.reason
+        else:
+            state_, reason = prev.state, prev.reason
+        config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)
+        out[path] = _Lineage(prev.original, state_, reason, prev.faithful and rec.faithful, config_changed)
+    return out
+
+
+def _build_report(original, new_model, lineage: dict) -> WeightReport:
+    rows = []
+    carried = set()
+    original_layers = dict(_walk_layers(original))
+    for path, layer in _walk_layers(new_model):
+        lin = lineage[path]
+        params = _graph.count_params(layer)
+        trainable = bool(getattr(layer, "trainable", True))
+        type_name = type(layer).__name__
+        if lin.original is not None:
+            carried.add(lin.original)
+        container = _graph.is_graph_model(layer)
+        if lin.original is None:
+            status, reason = NEW, lin.reason
+        elif container:
+            status, reason = _container_status(path, lin, lineage)
+        elif lin.state == "reinit":
+            status, reason = REINITIALIZED, lin.reason
+        elif lin.state == "new":
+            status, reason = NEW, lin.reason
+        elif not layer.weights:
+            status = NO_WEIGHTS
+            reason = "" if lin.faithful else "its input changed"
+        elif lin.faithful and not lin.config_changed:
+            status, reason = KEPT, ""
+        else:
+            status = KEPT_INPUT_CHANGED
+            reason = lin.config_changed or "weights copied, but its input changed: fine-tune it"
+        rows.append(LayerRow(path, type_name, status, reason, params, trainable, lin.original or ""))
+    for path, layer in original_layers.items():
+        if path not in carried:
+            rows.append(LayerRow(path, type(layer).__name__, REMOVED, "", _graph.count_params(layer),
+                                 bool(getattr(layer, "trainable", True)), path))
+    return WeightReport(rows)
+
+
+def _container_status(path, lin: _Lineage, lineage: dict):
+    inner = [l for p, l in lineage.items() if p.startswith(path + "/")]
+    if all(l.original is not None and l.state == "original" and l.faithful and not l.config_changed for l in inner) and lin.faithful:
+        return KEPT, ""
+    if any(l.original is not None and l.state == "original" for l in inner):
+        return KEPT_INPUT_CHANGED, "some layers inside changed or see changed inputs; see its rows"
+    return REINITIALIZED, "none of its weights could be kept; see its rows"
+
+
+def _recompile(original, new_model) -> list[str]:
+    try:
+        config = original.get_compile_config()
+    except Exception:
+        config = None
+    if not config:
+        return []
+    try:
+        new_model.compile_from_config(config)
+    except Exception as error:
+        return [f"The original was compiled but the new model could not be compiled the same way ({_first_line(error)}); "
+                "call new_model.compile(...) yourself."]
+    return []
