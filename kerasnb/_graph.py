@@ -152,7 +152,7 @@ def is_input_layer(layer) -> bool:
 
 
 def count_params(layer) -> int:
-    return int(sum(int(_prod(v.shape)) for v in layer.weights))
+    return int(sum(int(_prod(v.shape)) for v in getattr(layer, "weights", ())))
 
 
 def _prod(shape) -> int:

@@ -44,6 +44,7 @@ class Entry:
     insertable: bool = True  # also offered by "insert after"
     check: Callable[..., str] | None = None  # fast shape check: (layer, input_shape) -> reason or ""
     note: Callable[..., str] | None = None  # (input_shape, **params) -> remark shown beside the result
+    output: Callable[..., tuple] | None = None  # input_shape -> output shape, to skip building in dry runs
 
     def defaults(self, layer=None) -> dict:
         """Parameter values to start from for ``layer`` (callable defaults are resolved)."""
@@ -77,7 +78,8 @@ _REGISTRY: dict[str, Entry] = {}
 
 
 def register_replacement(label: str, *, params: dict | None = None, insertable: bool = True,
-                         check: Callable | None = None, note: Callable | None = None, kind: str = "replace"):
+                         check: Callable | None = None, note: Callable | None = None,
+                         output: Callable | None = None, kind: str = "replace"):
     """Decorator adding ``fn(layer, input_shape, **params)`` to the editor's dropdowns as ``label``.
 
     Registering a label again replaces the earlier entry (handy while iterating in a notebook).
@@ -91,7 +93,7 @@ def register_replacement(label: str, *, params: dict | None = None, insertable: 
         if not callable(fn):
             raise TypeError(f"register_replacement decorates a function. Received: {fn!r}")
         _REGISTRY[label] = Entry(label, fn, dict(params or {}), kind=kind, insertable=insertable,
-                                 check=check, note=note)
+                                 check=check, note=note, output=output)
         return fn
 
     return decorate
@@ -131,6 +133,7 @@ class Site:
     output_shape: tuple | None
     feeds_merge: bool  # a consumer takes several tensors, so the output shape must stay the same
     is_input: bool
+    consumers: tuple = ()  # layers that take this layer's output as their only input
 
 
 def locate(model, target) -> Site:
@@ -159,10 +162,10 @@ def locate(model, target) -> Site:
         outs = found.outputs
         out_shape = tuple(outs[0].shape) if len(outs) == 1 else None
         out_ids = {id(t) for t in outs}
-        feeds_merge = any(
-            len(v.input_tensors) > 1 and any(id(t) in out_ids for t in v.input_tensors) for v in views
-        )
-        return Site(found.operation, in_shape, out_shape, feeds_merge, False)
+        takers = [v for v in views if any(id(t) in out_ids for t in v.input_tensors)]
+        feeds_merge = any(len(v.input_tensors) > 1 for v in takers)
+        consumers = tuple(v.operation for v in takers if len(v.input_tensors) == 1)
+        return Site(found.operation, in_shape, out_shape, feeds_merge, False, consumers)
 
 
 def fits(entry: Entry | str, model, target, site: Site | None = None, **params) -> tuple[bool, str]:
@@ -182,10 +185,11 @@ def fits(entry: Entry | str, model, target, site: Site | None = None, **params) 
     if entry.kind == "remove":
         if site.feeds_merge and site.input_shape != site.output_shape:
             return False, f"removing it would change {site.output_shape} into {site.input_shape} before a merge"
-        return True, ""
-    if entry.check is not None:
+        return shape_reason(site, site.input_shape)
+    if entry.check is not None:  # entries too big to dry-run (backbones) say what they need
         reason = entry.check(site.layer, site.input_shape)
-        return (not reason, reason or "")
+        if reason:
+            return False, reason
     try:
         out_shape = dry_run(entry, site.layer, site.input_shape, **params)
     except Exception as error:  # any failure to build means "does not fit", with Keras's words
@@ -195,17 +199,26 @@ def fits(entry: Entry | str, model, target, site: Site | None = None, **params) 
 
 def shape_reason(site: Site, out_shape) -> tuple[bool, str]:
     """Whether a replacement's output shape can flow on to the layer's consumers."""
-    if out_shape is None or site.output_shape is None:
+    if out_shape is None or site.output_shape is None or out_shape == site.output_shape:
         return True, ""
-    if len(out_shape) != len(site.output_shape):
-        return False, f"gives rank-{len(out_shape)} {out_shape} where rank-{len(site.output_shape)} {site.output_shape} is needed"
-    if site.feeds_merge and out_shape != site.output_shape:
+    if site.feeds_merge:
         return False, f"gives {out_shape} but a merge after it needs {site.output_shape}"
+    # A new shape is fine if every next layer, rebuilt fresh, still accepts it.
+    for consumer in site.consumers:
+        if _graph.is_graph_model(consumer):
+            continue
+        try:
+            with _graph.deferred_variables():
+                type(consumer).from_config(consumer.get_config())(keras.KerasTensor(out_shape))
+        except Exception as error:
+            return False, f"gives {out_shape}, which the next layer {consumer.name!r} cannot take ({_first_line(error)})"
     return True, ""
 
 
 def dry_run(entry: Entry, layer, input_shape, **params):
     """Output shape of ``entry``'s replacement on a symbolic input, weights never drawn."""
+    if entry.output is not None:  # declared, so big blocks need not be built to be checked
+        return tuple(entry.output(input_shape))
     with _graph.deferred_variables():
         replacement = entry.make(layer, input_shape, **params)
         x = keras.KerasTensor(input_shape)
@@ -231,7 +244,6 @@ def _width(layer) -> int:
     return 64
 
 
-register_replacement(KEEP if False else "Keep", kind="keep", insertable=False) if False else None
 _REGISTRY[KEEP] = Entry(KEEP, lambda layer, input_shape: None, kind="keep", insertable=False)
 
 
@@ -348,11 +360,13 @@ def _backbone(factory, name, input_shape):
     return [base, keras.layers.GlobalAveragePooling2D()]
 
 
-@register_replacement("VGG16 backbone (frozen)", insertable=False, check=_image_check(32), note=_backbone_note("VGG16"))
+@register_replacement("VGG16 backbone (frozen)", insertable=False, check=_image_check(32),
+                      note=_backbone_note("VGG16"), output=lambda shape: (shape[0], 512))
 def _vgg16(layer, input_shape):
     return _backbone(keras.applications.VGG16, "VGG16", input_shape)
 
 
-@register_replacement("MobileNetV2 backbone (frozen)", insertable=False, check=_image_check(32), note=_backbone_note("MobileNetV2"))
+@register_replacement("MobileNetV2 backbone (frozen)", insertable=False, check=_image_check(32),
+                      note=_backbone_note("MobileNetV2"), output=lambda shape: (shape[0], 1280))
 def _mobilenet_v2(layer, input_shape):
     return _backbone(keras.applications.MobileNetV2, "MobileNetV2", input_shape)

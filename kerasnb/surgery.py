@@ -493,6 +493,13 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
         if id(node) in plan.skip:
             continue
         node_plan = plan.nodes.get(id(node))
+        action = node_plan.action if node_plan else None
+        if action is not None and action[0] == "span":
+            # The span's inner calls were skipped: feed what fed its first layer.
+            x = tensor_dict[id(action[2].input_tensors[0])]
+            outputs = _call_block(action[1], (x,), state, names, op, prefix)
+            _store_outputs(view, outputs, tensor_dict, faithful, False, node_plan, state, names, prefix)
+            continue
         inputs_faithful = all(faithful.get(id(tensor_dict[id(t)])) == id(t) for t in view.input_tensors)
         local = tensor_dict
         if node_plan and node_plan.before:
@@ -503,7 +510,6 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
             local[id(view.input_tensors[0])] = x
             inputs_faithful = False
         args, kwargs = view.fill_in(local)
-        action = node_plan.action if node_plan else None
         if action is None:
             new_op = clones.get(id(op))
             if new_op is None:
@@ -512,39 +518,16 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
             unchanged_op = id(op) not in plan.config and not (
                 _graph.is_graph_model(op) and not plan.nested.get(id(op), _Plan()).is_empty())
             node_faithful = inputs_faithful and unchanged_op
-            outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, node_plan)
+            outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, local, faithful)
             op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
             op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
         elif action[0] == "delete":
             outputs = local[id(view.input_tensors[0])]
             node_faithful = False
         else:
-            block = action[1]
-            if action[0] == "span":
-                first_node = action[2]
-                x = tensor_dict[id(first_node.input_tensors[0])]
-                outputs = _call_block(block, (x,), state, names, op, prefix)
-            else:
-                outputs = _call_block(block, args, state, names, op, prefix)
+            outputs = _call_block(action[1], args, state, names, op, prefix)
             node_faithful = False
-        flat = keras.tree.flatten(outputs)
-        if len(flat) != len(view.outputs):
-            edit = action[-1] if action else None
-            raise IncompatibleShape(
-                f"{view.name!r} had {len(view.outputs)} output(s) but its replacement gives {len(flat)}; consumers "
-                f"need the same number. Received: {edit!r}"
-            )
-        for old_t, new_t in zip(view.outputs, flat):
-            if node_faithful:
-                faithful[id(new_t)] = id(old_t)
-            tensor_dict[id(old_t)] = new_t
-        if node_plan and node_plan.after:
-            if len(flat) != 1:
-                raise InvalidEdit(f"Cannot insert after {view.name!r}: it has {len(flat)} outputs. Received: {node_plan.after[0].edit!r}")
-            y = flat[0]
-            for block in node_plan.after:
-                y = _call_block(block, (y,), state, names, op, prefix)
-            tensor_dict[id(view.outputs[0])] = y
+        _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix)
 
     for old_id, new_op in clones.items():
         rec = state.records[id(new_op)]
@@ -566,7 +549,31 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
     return new_model
 
 
-def _call_checked(new_op, args, kwargs, view, inputs_faithful, node_plan):
+def _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix):
+    """Map the old call's outputs to the new ones, then run any inserts placed after the call."""
+    flat = keras.tree.flatten(outputs)
+    if len(flat) != len(view.outputs):
+        edit = node_plan.action[-1] if node_plan and node_plan.action else None
+        raise IncompatibleShape(
+            f"{view.name!r} had {len(view.outputs)} output(s) but its replacement gives {len(flat)}; its consumers "
+            f"need the same number. Received: {edit!r}"
+        )
+    for old_t, new_t in zip(view.outputs, flat):
+        if node_faithful:
+            faithful[id(new_t)] = id(old_t)
+        tensor_dict[id(old_t)] = new_t
+    if node_plan and node_plan.after:
+        if len(flat) != 1:
+            raise InvalidEdit(
+                f"Cannot insert after {view.name!r}: it has {len(flat)} outputs. Received: {node_plan.after[0].edit!r}"
+            )
+        y = flat[0]
+        for block in node_plan.after:
+            y = _call_block(block, (y,), state, names, view.operation, prefix)
+        tensor_dict[id(view.outputs[0])] = y
+
+
+def _call_checked(new_op, args, kwargs, view, inputs_faithful, tensor_dict, faithful):
     try:
         return new_op(*args, **kwargs)
     except SurgeryError:
@@ -574,12 +581,17 @@ def _call_checked(new_op, args, kwargs, view, inputs_faithful, node_plan):
     except Exception as error:  # a layer refusing its new input: say which and why
         if inputs_faithful:
             raise
-        got = [tuple(t.shape) for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
-        was = [tuple(t.shape) for t in view.input_tensors]
+        changed = []
+        for old_t in view.input_tensors:
+            new_t = tensor_dict[id(old_t)]
+            if faithful.get(id(new_t)) != id(old_t):
+                changed.append((_graph.producer(old_t)[0].name, tuple(old_t.shape), tuple(new_t.shape)))
+        what = "; ".join(f"from {name!r} it took {was} and now receives {now}" for name, was, now in changed)
+        wants = " and ".join(str(was) for _, was, _ in changed)
         raise IncompatibleShape(
-            f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: it took "
-            f"{_fmt_shapes(was)} and now receives {_fmt_shapes(got)}. Keras says: {_first_line(error)} "
-            f"What would work: a replacement whose output has shape {_fmt_shapes(was)}, or also replace {view.name!r}."
+            f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: {what}. "
+            f"Keras says: {_first_line(error)} What would work: an edit whose output keeps shape {wants}, "
+            f"or also replace {view.name!r}."
         ) from None
 
 
@@ -790,8 +802,9 @@ def _var_name(variable) -> str:
 
 
 def _copy_value(variable):
-    # A numpy copy: the new model must share no storage with the user's model on any backend.
-    return np.array(keras.ops.convert_to_numpy(variable.value), copy=True)
+    # A copy on the backend's own device: the new model must share no storage with the user's
+    # model (torch would otherwise wrap the same buffer); cheaper than a round trip through numpy.
+    return keras.ops.copy(variable.value)
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -858,7 +871,7 @@ def _build_report(original, new_model, lineage: dict) -> WeightReport:
             status, reason = REINITIALIZED, lin.reason
         elif lin.state == "new":
             status, reason = NEW, lin.reason
-        elif not layer.weights:
+        elif not getattr(layer, "weights", None):
             status = NO_WEIGHTS
             reason = "" if lin.faithful else "its input changed"
         elif lin.faithful and not lin.config_changed:

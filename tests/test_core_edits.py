@@ -1,0 +1,150 @@
+"""insert, delete, configure, set_trainable and apply (several edits, one result)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import assert_unchanged, layer_output, sample_input, snapshot
+from keras import layers as L
+
+import kerasnb
+
+
+class TestInsert:
+    def test_insert_after_keeps_everything_before(self, make):
+        """A layer inserted after 'dense' leaves 'dense' kept and its consumer with changed input."""
+        model = make("seed_mlp")
+        r = kerasnb.insert(model, L.Dropout(0.5, name="extra_drop"), after="dense")
+        assert [l.name for l in r.model.layers] == ["input_layer", "dense", "extra_drop", "dense_1", "dense_2"]
+        assert r.report.status("dense") == "kept"
+        assert r.report.status("extra_drop") == "new"
+        # Dropout is the identity at inference, but the report cannot know; it says the input changed.
+        assert r.report.status("dense_1") == "kept_input_changed"
+
+    def test_insert_before(self, make):
+        """before= puts the new layer between the target and its input."""
+        model = make("seed_mlp")
+        r = kerasnb.insert(model, L.Dense(64, name="pre"), before="dense_1")
+        assert [l.name for l in r.model.layers][2:4] == ["pre", "dense_1"]
+
+    def test_insert_after_input_layer(self, make):
+        """Inserting right after an input (e.g. a normalisation) is allowed."""
+        model = make("seed_mlp")
+        r = kerasnb.insert(model, L.LayerNormalization(name="norm"), after="input_layer")
+        assert r.report.status("norm") == "new"
+        assert r.report.status("dense") == "kept_input_changed"
+
+    def test_insert_inside_nested_model(self, make):
+        model = make("nested")
+        r = kerasnb.insert(model, L.Dense(5, name="mid"), after="encoder/inner_a")
+        assert [l.name for l in r.model.get_layer("encoder").layers][-2:] == ["mid", "inner_b"]
+        assert r.report.status("encoder/inner_a") == "kept"
+        assert r.report.status("encoder/inner_b") == "kept_input_changed"  # still 5 features in
+
+
+class TestDelete:
+    def test_delete_passes_input_on(self, make):
+        """Deleting 'dense_1' feeds 'dense' straight into 'dense_2'."""
+        model = make("seed_mlp")
+        r = kerasnb.delete(model, "dense_1")
+        assert [l.name for l in r.model.layers] == ["input_layer", "dense", "dense_2"]
+        assert r.report.status("dense_1") == "removed"
+        assert r.report.row("dense_2").reason == "kernel (32, 1) -> (64, 1)"
+
+    def test_delete_shape_preserving_layer_keeps_consumers_weights(self, make):
+        model = make("residual")
+        r = kerasnb.delete(model, "res_bn")
+        assert r.report.status("res_conv2") == "kept_input_changed"
+        assert r.report.status("res_conv1") == "kept"
+
+    def test_delete_original_untouched(self, make):
+        model = make("residual")
+        before = snapshot(model)
+        kerasnb.delete(model, "drop")
+        assert_unchanged(model, before)
+
+
+class TestConfigure:
+    def test_units_change_reinitialises_and_explains(self, make):
+        model = make("seed_mlp")
+        r = kerasnb.configure(model, "dense_1", units=16)
+        assert r.report.status("dense_1") == "reinitialized"
+        assert r.report.row("dense_1").reason == "kernel (64, 32) -> (64, 16), bias (32,) -> (16,)"
+        assert r.report.row("dense_2").reason == "kernel (32, 1) -> (16, 1)"
+
+    def test_activation_change_keeps_weights(self, make):
+        """Same shapes: the weights are copied, and the report says the config changed."""
+        model = make("seed_mlp")
+        r = kerasnb.configure(model, "dense_1", activation="tanh")
+        assert r.report.status("dense_1") == "kept_input_changed"
+        assert "activation" in r.report.row("dense_1").reason
+        np.testing.assert_array_equal(
+            np.asarray(model.get_layer("dense_1").kernel), np.asarray(r.model.get_layer("dense_1").kernel)
+        )
+        assert r.model.get_layer("dense_1").activation.__name__ == "tanh"
+
+    def test_unknown_option_names_valid_ones(self, make):
+        model = make("seed_mlp")
+        with pytest.raises(kerasnb.InvalidEdit, match=r"no config option 'unit'.*units"):
+            kerasnb.configure(model, "dense_1", unit=3)
+
+
+class TestSetTrainable:
+    def test_freeze_keeps_outputs(self, make):
+        model = make("residual")
+        r = kerasnb.set_trainable(model, ["stem", "res_conv1"], False)
+        assert not r.model.get_layer("stem").trainable
+        assert r.model.get_layer("res_conv2").trainable
+        assert r.report.status("stem") == "kept"
+        assert r.report.row("stem").trainable is False
+        x = sample_input(model)
+        np.testing.assert_array_equal(np.asarray(model(x)["cls"]), np.asarray(r.model(x)["cls"]))
+
+    def test_frozen_flags_are_carried_through_edits(self, make):
+        model = make("seed_mlp")
+        model.get_layer("dense").trainable = False
+        r = kerasnb.delete(model, "dense_1")
+        assert not r.model.get_layer("dense").trainable
+
+
+class TestApply:
+    def test_several_edits_one_result(self, make):
+        model = make("residual")
+        r = kerasnb.apply(model, [
+            kerasnb.Replace("res_conv2", L.Conv2D(8, 1, padding="same", name="pointwise")),
+            kerasnb.Insert(L.Dropout(0.1, name="late_drop"), after="gap"),
+            kerasnb.SetTrainable(["stem"], False),
+        ])
+        assert r.report.status("pointwise") == "new"
+        assert r.report.status("late_drop") == "new"
+        assert r.report.status("stem") == "kept"
+        assert r.edits[0].target == "res_conv2"
+
+    def test_later_edit_may_target_a_layer_made_by_an_earlier_one(self, make):
+        """The report still compares with the original model across rebuilds."""
+        model = make("seed_mlp")
+        r = kerasnb.apply(model, [
+            kerasnb.Replace("dense_1", L.Dropout(0.2, name="dropout")),
+            kerasnb.Configure("dropout", {"rate": 0.5}),
+            kerasnb.Insert(L.Dense(64, name="after_drop"), after="dropout"),
+        ])
+        assert r.model.get_layer("dropout").rate == 0.5
+        assert r.report.status("dense") == "kept"
+        assert r.report.status("dense_1") == "removed"
+        assert r.report.status("dropout") == "new"
+        assert r.report.status("after_drop") == "new"
+        assert r.report.status("dense_2") == "reinitialized"
+
+    def test_no_edits_is_a_faithful_copy(self, make):
+        model = make("residual")
+        r = kerasnb.apply(model, [])
+        assert set(r.report.counts()) <= {"kept", "no_weights"}
+        x = sample_input(model)
+        np.testing.assert_array_equal(np.asarray(model(x)["cls"]), np.asarray(r.model(x)["cls"]))
+
+    def test_identity_replacement_round_trip_keeps_every_weight(self, make):
+        """Replacing a layer by a copy of itself: only that layer is new, all others kept."""
+        model = make("residual")
+        layer = model.get_layer("res_conv1")
+        r = kerasnb.replace(model, "res_conv1", layer.__class__.from_config(layer.get_config()))
+        assert r.report.status("res_bn") == "kept_input_changed"
+        assert r.report.status("stem") == "kept"

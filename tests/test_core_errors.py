@@ -1,0 +1,119 @@
+"""Bad input: a typed error naming what was received and what would work; nothing half-applied."""
+
+import keras
+import pytest
+from conftest import assert_unchanged, snapshot
+from keras import layers as L
+
+import kerasnb
+
+
+def test_unknown_layer_suggests_close_names(make):
+    model = make("seed_mlp")
+    with pytest.raises(kerasnb.LayerNotFound) as info:
+        kerasnb.delete(model, "dens_1")
+    text = str(info.value)
+    assert "No layer named 'dens_1' in model 'mlp'" in text
+    assert "Did you mean 'dense_1'" in text
+    assert "Received: target='dens_1'" in text
+    assert isinstance(info.value, KeyError) and isinstance(info.value, kerasnb.SurgeryError)
+
+
+def test_shared_layer_needs_call_index(make):
+    model = make("shared")
+    with pytest.raises(kerasnb.AmbiguousTarget, match=r"called 2 times.*\('shared', 0\), \('shared', 1\)"):
+        kerasnb.replace(model, "shared", L.Dense(4))
+
+
+def test_call_index_out_of_range(make):
+    model = make("shared")
+    with pytest.raises(kerasnb.LayerNotFound, match="index from 0 to 1"):
+        kerasnb.replace(model, ("shared", 5), L.Dense(4))
+
+
+def test_delete_multi_input_layer(make):
+    model = make("residual")
+    with pytest.raises(kerasnb.InvalidEdit, match=r"takes 2 inputs \('stem', 'res_conv2'\).*Replace it"):
+        kerasnb.delete(model, "res_add")
+
+
+def test_replacement_that_cannot_feed_consumers(make):
+    model = make("residual")
+    before = snapshot(model)
+    with pytest.raises(kerasnb.IncompatibleShape) as info:
+        kerasnb.replace(model, "res_conv2", L.Conv2D(5, 1, name="narrow"))
+    text = str(info.value)
+    assert "'res_add'" in text and "(None, 8, 8, 8)" in text and "(None, 8, 8, 5)" in text
+    assert "keeps shape (None, 8, 8, 8)" in text
+    assert_unchanged(model, before)
+
+
+def test_replacement_that_cannot_take_the_input(make):
+    model = make("seed_mlp")
+    with pytest.raises(kerasnb.IncompatibleShape, match=r"Conv2D 'c2d' cannot take an input of shape \(None, 64\)"):
+        kerasnb.replace(model, "dense_1", L.Conv2D(3, 3, name="c2d"))
+
+
+@pytest.mark.parametrize("edit", [
+    kerasnb.Replace("input_layer", L.Dense(3)),
+    kerasnb.Delete("input_layer"),
+    kerasnb.Configure("input_layer", {"name": "x"}),
+    kerasnb.Insert(L.Dense(3), before="input_layer"),
+])
+def test_input_layer_cannot_be_edited(make, edit):
+    model = make("seed_mlp")
+    with pytest.raises(kerasnb.InputLayerEdit, match="'input_layer' is an InputLayer.*Insert after it"):
+        kerasnb.apply(model, [edit])
+
+
+def test_unbuilt_model():
+    model = keras.Sequential([L.Dense(3), L.Dense(1)])
+    with pytest.raises(kerasnb.UnbuiltModel, match=r"not built.*model.build"):
+        kerasnb.delete(model, "dense")
+
+
+def test_subclassed_model_is_refused():
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = L.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    model = Tiny()
+    model(keras.ops.ones((1, 3)))
+    with pytest.raises(kerasnb.UnsupportedModel, match="subclassed Tiny without a functional graph"):
+        kerasnb.delete(model, "dense")
+
+
+def test_span_with_branch_out_is_refused(make):
+    model = make("residual")
+    with pytest.raises(kerasnb.InvalidEdit, match="inputs; a span must be a linear chain|also used outside the span"):
+        kerasnb.replace(model, ("stem", "res_conv2"), L.Conv2D(8, 1))
+
+
+def test_bad_edit_in_a_list_applies_none(make):
+    """A failing edit late in the list leaves nothing changed and raises."""
+    model = make("seed_mlp")
+    before = snapshot(model)
+    with pytest.raises(kerasnb.LayerNotFound):
+        kerasnb.apply(model, [kerasnb.Delete("dense_1"), kerasnb.Delete("nope")])
+    assert_unchanged(model, before)
+
+
+def test_not_a_replacement(make):
+    model = make("seed_mlp")
+    with pytest.raises(kerasnb.InvalidEdit, match="Received: 42 of type int"):
+        kerasnb.replace(model, "dense_1", 42)
+
+
+def test_insert_needs_one_anchor():
+    with pytest.raises(kerasnb.InvalidEdit, match="exactly one of after= or before="):
+        kerasnb.Insert(L.Dense(1))
+
+
+def test_configure_rename_clash(make):
+    model = make("seed_mlp")
+    with pytest.raises(kerasnb.NameClash, match="dense_2"):
+        kerasnb.configure(model, "dense_1", name="dense_2")
