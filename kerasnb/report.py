@@ -51,6 +51,7 @@ class LayerRow:
     params: int = 0
     trainable: bool = True
     source: str = ""  # the original layer whose weights (or place) it carries, or ""
+    is_container: bool = False  # a nested model; its layers have rows of their own
 
 
 class WeightReport:
@@ -88,9 +89,14 @@ class WeightReport:
         return [row.layer for row in self.rows if row.status == status]
 
     def counts(self) -> dict:
-        """``{status: (number of layers, number of parameters)}`` for every status present."""
+        """``{status: (number of layers, number of parameters)}`` for every status present.
+
+        Nested models are not counted themselves: their layers are, so no parameter counts twice.
+        """
         out: dict = {}
         for row in self.rows:
+            if row.is_container:
+                continue
             n, p = out.get(row.status, (0, 0))
             out[row.status] = (n + 1, p + row.params)
         return out

@@ -879,11 +879,11 @@ def _build_report(original, new_model, lineage: dict) -> WeightReport:
         else:
             status = KEPT_INPUT_CHANGED
             reason = lin.config_changed or "weights copied, but its input changed: fine-tune it"
-        rows.append(LayerRow(path, type_name, status, reason, params, trainable, lin.original or ""))
+        rows.append(LayerRow(path, type_name, status, reason, params, trainable, lin.original or "", container))
     for path, layer in original_layers.items():
         if path not in carried:
             rows.append(LayerRow(path, type(layer).__name__, REMOVED, "", _graph.count_params(layer),
-                                 bool(getattr(layer, "trainable", True)), path))
+                                 bool(getattr(layer, "trainable", True)), path, _graph.is_graph_model(layer)))
     return WeightReport(rows)
 
 
