@@ -143,8 +143,14 @@ class WeightReport:
                 f"<td>{'yes' if r.trainable else 'no'}</td><td>{html.escape(r.source)}</td>"
                 "</tr>"
             )
+        present = [s for s in STATUSES if any(r.status == s for r in self.rows)]
+        legend = " ".join(
+            f"<span style='color:white;background:{STATUS_COLORS[s]};padding:1px 6px;border-radius:3px' "
+            f"title='{html.escape(STATUS_MEANINGS[s])}'>{s}</span> {html.escape(STATUS_MEANINGS[s])};"
+            for s in present
+        )
         return (
-            f"<div><b>Weight report</b>: {html.escape(self.summary())}"
+            f"<div><b>Weight report</b>: {html.escape(self.summary())}<br><small>{legend}</small>"
             f"<table>{'<tr>' + head + '</tr>'}{''.join(body)}</table></div>"
         )
 
