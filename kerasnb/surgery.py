@@ -102,26 +102,24 @@ def apply(model, edits) -> SurgeryResult:
                 f"Received: {edit!r}"
             )
     _graph.functional(model)  # clear error for unbuilt / subclassed models
-    lineage = {row_path: _Lineage(row_path) for row_path in _all_paths(model)}
+    lineage = {path: _Lineage(path) for path in _all_paths(model)}
     current = model
-    pending: list = []
-    planned: _Plan | None = None
-    notes: list[str] = []
+    batch: _Plan | None = None  # edits planned on `current`, not yet rebuilt
     for edit in edits:
-        candidate = planned or _Plan()
         try:
+            candidate = batch or _Plan()
             _plan_edit(current, edit, candidate)
         except (LayerNotFound, _Conflict):
-            if not pending:
+            if batch is None:
                 raise
-            current, lineage = _run_pass(current, planned, lineage)
+            # The edit needs the result of the batch so far (or clashes with it): rebuild first.
+            current, lineage = _run_pass(current, batch, lineage)
             candidate = _Plan()
             _plan_edit(current, edit, candidate)
-            pending = []
-        pending.append(edit)
-        planned = candidate
-    if planned is not None or not edits:
-        current, lineage = _run_pass(current, planned or _Plan(), lineage)
+        batch = candidate
+    if batch is not None or not edits:
+        current, lineage = _run_pass(current, batch or _Plan(), lineage)
+    notes = []
     notes.extend(_recompile(model, current))
     report = _build_report(model, current, lineage)
     return SurgeryResult(current, report, edits, tuple(notes))
