@@ -41,22 +41,26 @@ __all__ = [
 ]
 
 
+_LAZY = {
+    # name -> (module, attribute or None for the module itself)
+    "show_editor": ("editor", "show_editor"),
+    "Editor": ("editor", "Editor"),
+    "catalog": ("catalog", None),
+    "register_replacement": ("catalog", "register_replacement"),
+    "prune": ("prune", "prune"),
+    "channel_groups": ("prune", "channel_groups"),
+}
+
+
 def __getattr__(name):
-    # The panel and the catalog pull in ipywidgets-free but larger modules only when asked for.
-    if name in ("show_editor", "Editor"):
-        from . import editor
+    # The panel, the catalog and pruning load only when asked for, so `import kerasnb` stays light.
+    # importlib, not `from . import x`: the latter probes this very __getattr__ and recurses.
+    import importlib
 
-        return getattr(editor, name)
-    if name == "catalog":
-        from . import catalog
-
-        return catalog
-    if name == "register_replacement":
-        from .catalog import register_replacement
-
-        return register_replacement
-    if name in ("prune", "channel_groups"):
-        from . import prune
-
-        return getattr(prune, name)
-    raise AttributeError(f"module 'kerasnb' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later look-ups skip this function
+    return value
