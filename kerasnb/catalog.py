@@ -15,8 +15,8 @@ callable ``tensor -> tensor``). ``params`` are the few settings the editor shows
 A parameter default may be a value (its type picks the widget), a tuple of choices (the first is
 the default), or a function ``layer -> value`` computed for the row being edited.
 
-:func:`fits` is the dry run the editor uses to decide which types a row may offer: it calls the
-replacement on a symbolic tensor of the row's input shape, without drawing any weights.
+:func:`fits` is the dry run the editor uses to decide which types a row may offer: it works out the
+replacement's output shape from the row's input shape, without making any weights.
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def locate(model, target) -> Site:
 def fits(entry: Entry | str, model, target, site: Site | None = None, **params) -> tuple[bool, str]:
     """``(True, "")`` if ``entry`` can stand where ``target`` is, else ``(False, reason)``.
 
-    Cheap on big models: only the one replacement is called, on a symbolic tensor, with weight
-    initialisation deferred, so nothing is drawn or rebuilt.
+    Cheap on big models: only shapes around the one layer are computed (``compute_output_shape``
+    of the replacement and of the next layers); no weight is made and nothing is rebuilt.
     """
     entry = get(entry) if isinstance(entry, str) else entry
     site = site or locate(model, target)
@@ -193,7 +193,7 @@ def fits(entry: Entry | str, model, target, site: Site | None = None, **params) 
     try:
         out_shape = dry_run(entry, site.layer, site.input_shape, **params)
     except Exception as error:  # any failure to build means "does not fit", with Keras's words
-        return False, _first_line(error)
+        return False, first_line(error)
     return shape_reason(site, out_shape)
 
 
@@ -208,27 +208,62 @@ def shape_reason(site: Site, out_shape) -> tuple[bool, str]:
         if _graph.is_graph_model(consumer):
             continue
         try:
-            with _graph.deferred_variables():
-                type(consumer).from_config(consumer.get_config())(keras.KerasTensor(out_shape))
+            output_shape_of(type(consumer).from_config(consumer.get_config()), out_shape)
         except Exception as error:
-            return False, f"gives {out_shape}, which the next layer {consumer.name!r} cannot take ({_first_line(error)})"
+            return False, f"gives {out_shape}, which the next layer {consumer.name!r} cannot take ({first_line(error)})"
     return True, ""
 
 
 def dry_run(entry: Entry, layer, input_shape, **params):
-    """Output shape of ``entry``'s replacement on a symbolic input, weights never drawn."""
+    """Output shape of ``entry``'s replacement for ``input_shape``, found without making weights."""
     if entry.output is not None:  # declared, so big blocks need not be built to be checked
         return tuple(entry.output(input_shape))
-    with _graph.deferred_variables():
-        replacement = entry.make(layer, input_shape, **params)
-        x = keras.KerasTensor(input_shape)
-        parts = replacement if isinstance(replacement, (list, tuple)) else [replacement]
-        for part in parts:
-            x = part(x)
-    return tuple(x.shape)
+    replacement = entry.make(layer, input_shape, **params)
+    shape = tuple(input_shape)
+    for part in replacement if isinstance(replacement, (list, tuple)) else [replacement]:
+        shape = output_shape_of(part, shape)
+    return shape
 
 
-def _first_line(error: Exception) -> str:
+def output_shape_of(part, shape: tuple) -> tuple:
+    """What ``part`` (a layer, model or callable) gives for ``shape``; raises if it cannot take it.
+
+    Layers answer from ``compute_output_shape`` (no variables, so a 16M-weight Dense costs
+    nothing). Only parts that cannot say are called on a symbolic tensor.
+    """
+    if isinstance(part, keras.layers.Layer) and not isinstance(part, keras.Model):
+        problem = _input_spec_problem(part, shape)
+        if problem:
+            raise ValueError(problem)
+        try:
+            out = tuple(part.compute_output_shape(shape))
+        except NotImplementedError:
+            out = None
+        if out is not None:
+            if any(isinstance(d, int) and d <= 0 for d in out):
+                raise ValueError(f"{type(part).__name__} would give the empty shape {out} for {shape}")
+            return out
+    with keras.StatelessScope():
+        return tuple(part(keras.KerasTensor(shape)).shape)
+
+
+def _input_spec_problem(layer, shape: tuple) -> str:
+    """What a layer's declared ``input_spec`` says against ``shape`` ('' if nothing)."""
+    specs = layer.input_spec
+    spec = specs[0] if isinstance(specs, (list, tuple)) and specs else specs
+    if spec is None or isinstance(spec, (list, tuple)):
+        return ""
+    rank = len(shape)
+    if getattr(spec, "ndim", None) is not None and rank != spec.ndim:
+        return f"{type(layer).__name__} expects rank {spec.ndim}, got {shape}"
+    if getattr(spec, "min_ndim", None) is not None and rank < spec.min_ndim:
+        return f"{type(layer).__name__} expects rank >= {spec.min_ndim}, got {shape}"
+    if getattr(spec, "max_ndim", None) is not None and rank > spec.max_ndim:
+        return f"{type(layer).__name__} expects rank <= {spec.max_ndim}, got {shape}"
+    return ""
+
+
+def first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:200]
 

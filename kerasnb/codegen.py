@@ -76,6 +76,8 @@ class _Writer:
         return lines
 
     def _constructor(self, op) -> str:
+        if not isinstance(op, keras.layers.Layer):
+            return _op_function(op)
         if isinstance(op, keras.Sequential) and op.trainable and _graph.is_graph_model(op) and _is_plain_chain(op):
             first = _graph.input_layers(op)[0]
             items = [_input_call(first)] + [self._constructor(layer) for layer in op.layers]
@@ -96,6 +98,26 @@ class _Writer:
                 self.functions += lines + [""]
             return f"{fn}()"
         return _layer_constructor(op)
+
+
+def _op_function(op) -> str:
+    """A raw ``keras.ops`` call recorded in the graph (``x + y``, ``keras.ops.relu(x)``)."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", type(op).__name__).lower()
+    if not callable(getattr(keras.ops, snake, None)):
+        from .errors import UnsupportedLayer
+
+        raise UnsupportedLayer(
+            f"No keras.ops function matches the operation {type(op).__name__} ({op.name!r}), so its code "
+            f"cannot be written. Received: operation={op.name!r}"
+        )
+    try:
+        settings = {k: v for k, v in op.get_config().items() if k != "name"}
+    except Exception:
+        settings = {}
+    if not settings:
+        return f"keras.ops.{snake}"
+    inner = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    return f"(lambda *a, **k: keras.ops.{snake}(*a, {inner}, **k))"
 
 
 def _input_call(layer) -> str:
@@ -136,8 +158,15 @@ def _non_default(cls, config: dict) -> dict | None:
         accepted = set(params) | {"name", "dtype", "trainable"}
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()) and not set(config) <= accepted:
             return None
-        # Round-trip check: what we print must rebuild the same config.
         shown = {k: v for k, v in config.items() if k in required or reference.get(k, _MISSING) != v}
+        # Round trip: some defaults follow other arguments (MaxPooling's strides = pool_size), so
+        # add whatever a layer made from `shown` still gets wrong.
+        for _ in range(3):
+            rebuilt = cls(**shown).get_config()
+            missing = {k: v for k, v in config.items() if rebuilt.get(k, _MISSING) != v and k not in shown}
+            if not missing:
+                break
+            shown.update(missing)
         # Required arguments first and the name last, as one would write it by hand.
         shown = {**{k: shown[k] for k in required if k in shown},
                  **{k: v for k, v in shown.items() if k not in required and k != "name"},
@@ -152,8 +181,8 @@ def _non_default(cls, config: dict) -> dict | None:
 
 
 def _meaningful_kwargs(kwargs: dict) -> dict:
-    # Keras records call context (training=..., mask=None) on nodes; a rebuilt model gets it
-    # from the call anyway, and writing training=False would pin Dropout off.
+    # Nodes record call context (training=..., mask=None); a functional model passes its own
+    # training flag to every layer when called, so these add nothing but noise.
     return {k: v for k, v in kwargs.items() if not (k == "training" or (k == "mask" and v is None))}
 
 

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _graph, catalog
+from .. import _graph
+import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 from ..edits import Delete, Insert, Replace, SetTrainable
 from ..report import KEPT, NO_WEIGHTS, LayerRow, WeightReport
 
@@ -31,9 +32,13 @@ class Step:
     names: tuple = ()  # names of the layers this step adds, so their rows lead back to it
     trainable: bool | None = None
 
-    def describe(self) -> str:
+    def what(self) -> str:
+        """The chosen type with its parameters, e.g. ``Dropout(rate=0.2)``."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        what = f"{self.label}({args})" if args else self.label
+        return f"{self.label}({args})" if args else self.label
+
+    def describe(self) -> str:
+        what = self.what()
         if self.kind == "choice":
             if isinstance(self.edit, Delete):
                 return f"delete {self.target!r}"
@@ -113,21 +118,13 @@ class Session:
         model = self.model if path in self.rows() else self.original
         return catalog.locate(model, path)
 
-    def options(self, path: str, params: dict | None = None) -> tuple[list, dict]:
+    def options(self, path: str) -> tuple[list, dict]:
         """``(labels offered, {label: reason not offered})`` for the row ``path``."""
         step = self.step_for(path)
         if step is not None and step.kind == "insert":
-            target, entries = path, [catalog.get(catalog.REMOVE)] + [e for e in catalog.entries() if e.insertable]
-            site = self.site(step.target)
-            site = catalog.Site(site.layer, site.output_shape, site.output_shape, False, False)
-            offered, refused = [], {}
-            for entry in entries:
-                if entry.kind == "remove":
-                    offered.append(entry.label)
-                    continue
-                ok, reason = _insert_fits(entry, site)
-                (offered.append(entry.label) if ok else refused.__setitem__(entry.label, reason))
-            return offered, refused
+            # An inserted row can become another insertable type, or be removed again.
+            offered, refused = self.insert_options(step.target)
+            return [catalog.REMOVE] + offered, refused
         target = step.target if step is not None else path
         site = self.site(target)
         offered, refused = [], {}
@@ -140,49 +137,58 @@ class Session:
         return offered, refused
 
     def insert_options(self, path: str) -> tuple[list, dict]:
-        """Types that can be inserted after ``path`` (checked on its output shape)."""
+        """Types that can be inserted after ``path``: they must take and give its output shape."""
         site = self.site(path)
-        shape = site.output_shape
-        view = catalog.Site(site.layer, shape, shape, False, False)
+        after = catalog.Site(site.layer, site.output_shape, site.output_shape, site.feeds_merge, False, site.consumers)
         offered, refused = [], {}
         for entry in catalog.entries():
             if not entry.insertable:
                 continue
-            ok, reason = _insert_fits(entry, view)
-            (offered.append(entry.label) if ok else refused.__setitem__(entry.label, reason))
+            try:
+                ok, reason = catalog.shape_reason(after, catalog.dry_run(entry, site.layer, site.output_shape))
+            except Exception as error:  # a type that cannot take the shape is simply not offered
+                ok, reason = False, catalog.first_line(error)
+            if ok:
+                offered.append(entry.label)
+            else:
+                refused[entry.label] = reason
         return offered, refused
 
     # ------------------------------------------------------------------ actions
 
-    def choose(self, path: str, label: str, params: dict | None = None) -> None:
-        """Give the row ``path`` the type ``label`` (Keep undoes an earlier choice)."""
+    def choose(self, path: str, label: str, params: dict | None = None) -> str | None:
+        """Give the row ``path`` the type ``label`` (Keep undoes an earlier choice).
+
+        Returns the row that stands for this layer afterwards (an inserted layer's new name, or
+        the target), so the panel can keep it selected; None when the row is gone.
+        """
         step = self.step_for(path)
         entry = catalog.get(label)
         steps = list(self.steps)
         if step is not None and step.kind == "insert":
-            index = steps.index(step)
-            if entry.kind in ("remove", "keep"):
-                if entry.kind == "remove":
-                    del steps[index]
-                self._commit(steps)
-                return
-            steps[index] = self._insert_step(step.target, entry, params, reuse=step)
+            if entry.kind == "keep":
+                return path
+            if entry.kind == "remove":
+                self._commit(_without(steps, step))
+                return None
+            new = self._insert_step(step.target, entry, params, reuse=step)
+            steps[steps.index(step)] = new
             self._commit(steps)
-            return
+            return new.names[0] if new.names else None
         target = step.target if step is not None else path
         if target not in self.rows() and target not in self.original_rows:
             raise catalog_error(f"No layer {target!r} to edit.")
         if entry.kind == "keep":
             if step is not None:
-                steps.remove(step)
-            self._commit(steps)
-            return
+                self._commit(_without(steps, step))
+            return target
         new = self._choice_step(target, entry, params, reuse=step)
         if step is not None:
             steps[steps.index(step)] = new
         else:
             steps.append(new)
         self._commit(steps)
+        return target
 
     def insert_after(self, path: str, label: str, params: dict | None = None) -> str:
         """Insert a layer of type ``label`` after ``path``; returns the new layer's name."""
@@ -194,8 +200,8 @@ class Session:
         self._commit(list(self.steps) + [step])
         return step.names[0] if step.names else ""
 
-    def delete(self, path: str) -> None:
-        self.choose(path, catalog.REMOVE)
+    def delete(self, path: str) -> str | None:
+        return self.choose(path, catalog.REMOVE)
 
     def set_trainable(self, path: str, trainable: bool) -> None:
         if path not in self.rows():
@@ -233,7 +239,7 @@ class Session:
         if entry.kind == "remove":
             return Step("choice", target, Delete(target), entry.label, {})
         replacement = entry.make(site.layer, site.input_shape, **values)
-        names = self._name(replacement, target, entry)
+        names = self._name(replacement, target, entry, keep=reuse.names if reuse else ())
         return Step("choice", target, Replace(target, replacement), entry.label, values, names)
 
     def _insert_step(self, target: str, entry, params, reuse=None) -> Step:
@@ -306,12 +312,10 @@ class Session:
         return result
 
 
-def _insert_fits(entry, site) -> tuple[bool, str]:
-    try:
-        out = catalog.dry_run(entry, site.layer, site.input_shape)
-    except Exception as error:  # a type that cannot take the shape is simply not offered
-        return False, catalog._first_line(error)
-    return catalog.shape_reason(site, out)
+def _without(steps: list, step: Step) -> list:
+    """``steps`` less ``step`` and the freeze / unfreeze steps aimed at the layers it added."""
+    gone = set(step.names)
+    return [s for s in steps if s is not step and not (s.kind == "trainable" and s.target.split("/")[0] in gone)]
 
 
 def _entry_or_none(label):

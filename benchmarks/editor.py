@@ -1,0 +1,102 @@
+"""How fast the editor panel opens and edits, next to the bare surgery it wraps.
+
+Run by hand:  python benchmarks/editor.py
+For a small MLP, ResNet50 and DenseNet121 (weights=None) it prints:
+  open       building the panel (table, dropdowns, fit checks for the selected row)
+  surgery    kerasnb.replace(model, target, Dropout) on its own
+  edit       choosing Dropout in the panel's type dropdown (rebuild + redraw)
+  panel      the part of "edit" spent outside kerasnb.apply: what the panel adds to the rebuild
+  undo       clicking Undo (the earlier result is kept, so no rebuild)
+Times are the median of REPEATS runs, in seconds of Python time (no browser).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+
+import kerasnb  # noqa: E402
+import kerasnb.surgery  # noqa: E402
+from kerasnb.editor import Editor  # noqa: E402
+
+REPEATS = 3
+
+
+def mlp():
+    inputs = keras.Input((10,), name="input_layer")
+    x = keras.layers.Dense(64, activation="relu", name="dense")(inputs)
+    x = keras.layers.Dense(32, activation="relu", name="dense_1")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="dense_2")(x)
+    return keras.Model(inputs, out, name="mlp")
+
+
+# (name, factory, layer to replace): a layer deep in the graph, so the whole model is rebuilt.
+CASES = [
+    ("MLP (4 layers)", mlp, "dense_1"),
+    ("ResNet50", lambda: keras.applications.ResNet50(weights=None), "conv5_block3_2_relu"),
+    ("DenseNet121", lambda: keras.applications.DenseNet121(weights=None), "conv5_block16_1_relu"),
+]
+
+
+def timed(fn):
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+class ApplyClock:
+    """Wraps kerasnb.surgery.apply (which the panel calls) to time the rebuild inside an edit."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.original = kerasnb.surgery.apply
+
+    def __enter__(self):
+        def clocked(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return self.original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        kerasnb.surgery.apply = clocked
+        return self
+
+    def __exit__(self, *exc):
+        kerasnb.surgery.apply = self.original
+
+
+def measure(model, target):
+    opens, surgeries, edits, panels, undos = [], [], [], [], []
+    for _ in range(REPEATS):
+        holder = {}
+        opens.append(timed(lambda: holder.setdefault("editor", Editor(model))))
+        editor = holder["editor"]
+        surgeries.append(timed(lambda: kerasnb.replace(model, target, keras.layers.Dropout(0.2))))
+        editor.layer_picker.value = target
+        with ApplyClock() as clock:
+            edits.append(timed(lambda: setattr(editor.type_picker, "value", "Dropout")))
+        panels.append(edits[-1] - clock.seconds)
+        assert editor.report.status(target) == "removed"
+        undos.append(timed(editor.undo_button.click))
+        assert editor.model is model
+    return [statistics.median(v) for v in (opens, surgeries, edits, panels, undos)]
+
+
+def main():
+    print(f"{'model':<16} {'layers':>6} {'open':>8} {'surgery':>8} {'edit':>8} {'panel':>8} {'undo':>8}")
+    for name, factory, target in CASES:
+        model = factory()
+        kerasnb.replace(model, target, keras.layers.Dropout(0.2))  # warm-up: first traces are slower
+        open_s, surgery_s, edit_s, panel_s, undo_s = measure(model, target)
+        print(f"{name:<16} {len(model.layers):>6} {open_s:>8.3f} {surgery_s:>8.3f} {edit_s:>8.3f} "
+              f"{panel_s:>8.3f} {undo_s:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The layer table as one HTML string: cheap to build and to draw for hundreds of layers.
+
+A widget per row costs seconds on DenseNet-sized models (see the ecosystem notes); one HTML
+block costs milliseconds. Nested models are ``<details>`` groups the browser folds by itself.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import kerasnb.catalog as catalog  # absolute: kerasnb.__getattr__ recurses on "from .. import catalog"
+
+from ..report import REMOVED, STATUS_COLORS, STATUS_MEANINGS, STATUSES
+
+COLUMNS = ("layer", "type", "output shape", "params", "trainable", "weights", "edit")
+WIDTHS = ("30%", "15%", "16%", "9%", "7%", "12%", "11%")
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """What one line of the table shows."""
+
+    path: str
+    type: str
+    output_shape: str
+    params: int
+    trainable: bool
+    status: str
+    reason: str
+    choice: str  # the edit made at this row, in words, or ""
+    is_container: bool
+    depth: int
+
+
+def table_rows(session) -> list[TableRow]:
+    """Rows of the current model in graph order, each removed layer just after its old predecessor."""
+    report = session.report
+    current = session.rows()
+    choice_of: dict[str, str] = {}
+    for step in session.steps:
+        if step.kind == "trainable":
+            continue
+        if step.kind == "choice":
+            choice_of[step.target] = "deleted" if not step.names and not step.params and \
+                step.label == catalog.REMOVE else step.what()
+        for name in step.names:
+            choice_of.setdefault(name, f"{step.what()} (inserted)" if step.kind == "insert" else f"{step.label} (new)")
+    out: list[TableRow] = []
+    removed = []
+    for row in report.rows:
+        if row.status == REMOVED:
+            removed.append(row)
+            continue
+        info = current.get(row.layer)
+        out.append(TableRow(
+            row.layer, row.type, info.output_shape if info else "", row.params, row.trainable, row.status,
+            row.reason, choice_of.get(row.layer, ""), bool(info and info.is_container), row.layer.count("/"),
+        ))
+    order = list(session.original_rows)
+    for row in removed:
+        info = session.original_rows.get(row.layer)
+        line = TableRow(row.layer, row.type, info.output_shape if info else "", row.params, row.trainable,
+                        row.status, row.reason, choice_of.get(row.layer, ""), False, row.layer.count("/"))
+        out.insert(_place(out, order, row.layer), line)
+    return out
+
+
+def _place(rows: list[TableRow], order: list[str], path: str) -> int:
+    """Index right after the nearest earlier original layer still shown."""
+    where = {r.path: i for i, r in enumerate(rows)}
+    index = order.index(path) if path in order else len(order)
+    for earlier in reversed(order[:index]):
+        if earlier in where:
+            return where[earlier] + 1
+    return len(rows)
+
+
+def matches(row: TableRow, query: str) -> bool:
+    q = query.strip().lower()
+    return not q or q in row.path.lower() or q in row.type.lower() or q in row.choice.lower()
+
+
+def render(rows: list[TableRow], *, selected: str | None = None, query: str = "") -> str:
+    """The table's HTML; rows not matching ``query`` (by name, type or edit) are left out."""
+    shown = [r for r in rows if matches(r, query)]
+    if query.strip():
+        # Keep the groups that hold a match so a hit inside a nested model keeps its context.
+        keep = {r.path for r in shown}
+        parents = {p for r in shown for p in _ancestors(r.path)}
+        shown = [r for r in rows if r.path in keep or r.path in parents]
+    parts = [f"<div class='kn-table-inner'>{_STYLE}"]
+    if not shown:
+        parts.append(f"<p class='kn-empty'>No layer matches {html.escape(query)!s}.</p>")
+    else:
+        parts.append(_block(shown, 0, len(shown), selected, prefix=""))
+    parts.append(f"<p class='kn-count'>{len(shown)} of {len(rows)} rows shown</p></div>")
+    return "".join(parts)
+
+
+def legend() -> str:
+    items = "".join(
+        f"<span class='kn-legend-item' style='margin-right:14px;white-space:nowrap'>{_badge(s)} "
+        f"{html.escape(STATUS_MEANINGS[s])}</span> "
+        for s in STATUSES
+    )
+    return f"<div class='kn-legend' style='font-size:11px;line-height:1.8'>{items}</div>"
+
+
+def _ancestors(path: str):
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _block(rows: list[TableRow], start: int, stop: int, selected, prefix: str) -> str:
+    """Rows[start:stop] at one nesting level: plain rows in tables, containers as <details>."""
+    out, plain = [], []
+    i = start
+    while i < stop:
+        row = rows[i]
+        inside = i + 1
+        while inside < stop and rows[inside].path.startswith(row.path + "/"):
+            inside += 1
+        if row.is_container and inside > i + 1:
+            if plain:
+                out.append(_table(plain, selected))
+                plain = []
+            summary = _cells_text(row)
+            out.append(
+                f"<details open class='kn-group' data-layer='{html.escape(row.path)}'>"
+                f"<summary class='kn-row{' kn-selected' if row.path == selected else ''}'>{summary}</summary>"
+                f"<div style='margin-left:14px'>{_block(rows, i + 1, inside, selected, row.path + '/')}</div></details>"
+            )
+            i = inside
+            continue
+        plain.append(row)
+        i += 1
+    if plain:
+        out.append(_table(plain, selected))
+    return "".join(out)
+
+
+def _table(rows: list[TableRow], selected) -> str:
+    cols = "".join(f"<col style='width:{w}'>" for w in WIDTHS)
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    body = "".join(_tr(r, r.path == selected) for r in rows)
+    return f"<table class='kn-layers'><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table>"
+
+
+def _tr(row: TableRow, selected: bool) -> str:
+    cls = "kn-row kn-selected" if selected else "kn-row"
+    removed = " kn-removed" if row.status == REMOVED else ""
+    name = html.escape(row.path.split("/")[-1])
+    reason = html.escape(row.reason)
+    return (
+        f"<tr class='{cls}{removed}' data-layer='{html.escape(row.path)}'>"
+        f"<td title='{html.escape(row.path)}'><code>{name}</code></td><td>{html.escape(row.type)}</td>"
+        f"<td>{html.escape(row.output_shape)}</td><td class='kn-num'>{row.params:,}</td>"
+        f"<td>{'yes' if row.trainable else 'no'}</td>"
+        f"<td class='kn-status' title='{reason}'>{_badge(row.status)}</td>"
+        f"<td class='kn-choice'>{html.escape(row.choice)}</td></tr>"
+    )
+
+
+def _cells_text(row: TableRow) -> str:
+    return (
+        f"<code>{html.escape(row.path.split('/')[-1])}</code> &nbsp;{html.escape(row.type)}, "
+        f"{row.params:,} params, {'trainable' if row.trainable else 'frozen'} &nbsp;{_badge(row.status)}"
+        f"{' &nbsp;<i>' + html.escape(row.choice) + '</i>' if row.choice else ''}"
+    )
+
+
+def _badge(status: str) -> str:
+    color = STATUS_COLORS.get(status, "#000")
+    return (f"<span class='kn-badge' data-status='{status}' style='background:{color};color:white;"
+            f"padding:0 5px;border-radius:3px;font-size:11px'>{status}</span>")
+
+
+_STYLE = """<style>
+.kn-layers{border-collapse:collapse;table-layout:fixed;width:100%;font-size:12px}
+.kn-layers th{text-align:left;border-bottom:1px solid #ccc;font-weight:600}
+.kn-layers td{padding:1px 4px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.kn-layers tr.kn-selected td, summary.kn-selected{background:#fff3c4}
+.kn-layers tr.kn-removed td{color:#888;text-decoration:line-through}
+.kn-layers tr.kn-removed td.kn-status, .kn-layers tr.kn-removed td.kn-choice{text-decoration:none}
+.kn-num{text-align:right}
+.kn-group summary{font-size:12px;cursor:pointer;padding:2px 0}
+.kn-count{font-size:11px;color:#666;margin:2px 0}
+</style>"""

@@ -1,0 +1,141 @@
+"""The replacement catalog: built-in types, registration, the dry run, backbones without downloads."""
+
+import keras
+import pytest
+
+import kerasnb
+import kerasnb.catalog as catalog
+
+
+@pytest.fixture
+def clean_registry():
+    """Put the registry back as it was after a test registers its own types."""
+    before = dict(catalog._REGISTRY)
+    yield
+    catalog._REGISTRY.clear()
+    catalog._REGISTRY.update(before)
+
+
+def image_model():
+    """The seed's third example, small: a Dense over pixels that a backbone can stand in for."""
+    inputs = keras.Input((40, 40, 3), name="image")
+    x = keras.layers.Dense(8, activation="relu", name="pixels")(inputs)
+    x = keras.layers.Flatten(name="flat")(x)
+    out = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, out, name="small_cnn")
+
+
+class TestEntries:
+    def test_builtins_in_dropdown_order(self):
+        """Keep comes first; the types the issue lists are all there."""
+        labels = [e.label for e in catalog.entries()]
+        assert labels[0] == "Keep"
+        for wanted in ("Remove (identity)", "Dropout", "Dense", "Conv1D block", "BatchNormalization",
+                       "LayerNormalization", "Activation", "VGG16 backbone (frozen)", "MobileNetV2 backbone (frozen)"):
+            assert wanted in labels
+
+    def test_dense_defaults_to_the_width_of_the_layer_it_replaces(self, make):
+        model = make("seed_mlp")
+        assert catalog.get("Dense").defaults(model.get_layer("dense_1")) == {"units": 32, "activation": "relu"}
+
+    def test_unknown_parameter_is_refused_in_plain_words(self, make):
+        with pytest.raises(ValueError, match="'Dropout' has no parameter units; it takes rate"):
+            catalog.get("Dropout").make(None, (None, 4), units=3)
+
+    def test_unknown_label_suggests_a_close_one(self):
+        with pytest.raises(KeyError, match="Did you mean 'Dropout'"):
+            catalog.get("Dropuot")
+
+    def test_register_replacement_adds_a_type(self, make, clean_registry):
+        @kerasnb.catalog.register_replacement("Noise", params={"stddev": 0.1})
+        def noise(layer, input_shape, stddev):
+            return keras.layers.GaussianNoise(stddev)
+
+        entry = catalog.get("Noise")
+        assert catalog.entries()[-1] is entry
+        made = entry.make(None, (None, 4), stddev=0.3)
+        assert isinstance(made, keras.layers.GaussianNoise) and made.stddev == 0.3
+        assert catalog.fits(entry, make("seed_mlp"), "dense_1") == (True, "")
+
+    def test_keep_label_is_reserved(self):
+        with pytest.raises(ValueError, match="reserved"):
+            catalog.register_replacement("Keep")
+
+
+class TestFits:
+    def test_simple_types_fit_a_dense_layer(self, make):
+        model = make("seed_mlp")
+        for label in ("Remove (identity)", "Dropout", "Dense", "Conv1D block", "BatchNormalization", "Activation"):
+            assert catalog.fits(label, model, "dense_1") == (True, ""), label
+
+    def test_backbones_need_images(self, make):
+        ok, reason = catalog.fits("VGG16 backbone (frozen)", make("seed_mlp"), "dense_1")
+        assert not ok and "needs images" in reason and "(None, 64)" in reason
+
+    def test_shape_change_before_a_merge_is_refused_with_the_shapes(self, make):
+        ok, reason = catalog.fits("Dense", make("residual"), "res_conv2", units=3)
+        assert not ok
+        assert "(None, 8, 8, 3)" in reason and "merge" in reason
+
+    def test_next_layer_that_cannot_take_the_new_shape_is_named(self):
+        inputs = keras.Input((6, 6, 3))
+        x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
+        out = keras.layers.Conv2D(2, 3, name="c2")(x)
+        model = keras.Model(inputs, out)
+        ok, reason = catalog.fits("Conv1D block", model, "c1")
+        assert not ok and "'c2'" in reason
+
+    def test_dry_run_makes_no_weights(self, make):
+        """A Dense over a huge flattened input costs nothing to check: only shapes are computed."""
+        inputs = keras.Input((4096,))
+        out = keras.layers.Dense(4096, name="wide")(inputs)
+        model = keras.Model(inputs, out)
+        import time
+
+        started = time.perf_counter()
+        assert catalog.fits("Conv1D block", model, "wide", filters=64)[0]
+        assert time.perf_counter() - started < 0.5
+
+    def test_backbone_output_must_suit_the_next_layer(self):
+        """VGG16 + pooling gives (batch, 512); a pooling layer after it wants images."""
+        inputs = keras.Input((40, 40, 3))
+        x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+        out = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+        ok, reason = catalog.fits("VGG16 backbone (frozen)", keras.Model(inputs, out), "conv")
+        assert not ok and "'gap'" in reason and "rank 4" in reason
+
+    def test_input_layers_are_not_replaced(self, make):
+        ok, reason = catalog.fits("Dropout", make("seed_mlp"), "input_layer")
+        assert not ok and "input" in reason
+
+
+class TestBuiltinsThroughTheCore:
+    def test_conv1d_block_keeps_the_width_for_the_next_layer(self, make):
+        """The seed's second example: Reshape -> Conv1D -> Flatten, back to the width dense_2 expects."""
+        model = make("seed_mlp")
+        block = catalog.get("Conv1D block").make(model.get_layer("dense_1"), (None, 64), filters=16, kernel_size=3)
+        result = kerasnb.replace(model, "dense_1", block)
+        types = [type(l).__name__ for l in result.model.layers]
+        assert types[2:6] == ["Reshape", "Conv1D", "Flatten", "Dense"]
+        assert result.report.status("dense_2") == "kept_input_changed"  # its weights still fit
+        assert tuple(result.model.output.shape) == (None, 1)
+
+    def test_backbone_without_cache_uses_random_weights_and_says_so(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+        model = image_model()
+        entry = catalog.get("VGG16 backbone (frozen)")
+        assert catalog.fits(entry, model, "pixels") == (True, "")
+        result = kerasnb.replace(model, "pixels", entry.make(model.get_layer("pixels"), (None, 40, 40, 3)))
+        backbone = result.model.get_layer("vgg16_random_init")
+        assert backbone.trainable is False
+        assert result.report.status("vgg16_random_init") == "new"
+        assert "random weights" in entry.note((None, 40, 40, 3))
+        assert not list(tmp_path.rglob("*.h5"))  # nothing was downloaded
+
+    def test_backbone_sees_imagenet_file_in_keras_cache(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+        (tmp_path / "models").mkdir()
+        (tmp_path / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"")
+        assert catalog.cached_weights("VGG16", (None, 64, 64, 3)).endswith("notop.h5")
+        assert "ImageNet weights from Keras's cache" in catalog.get("VGG16 backbone (frozen)").note((None, 64, 64, 3))
+        assert catalog.cached_weights("MobileNetV2", (None, 96, 96, 3)) is None

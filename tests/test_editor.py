@@ -1,0 +1,364 @@
+"""The editor panel driven from Python: set widget values and click buttons as a user would.
+
+Setting ``.value`` runs the same observers a browser change does, and ``Button.click()`` runs
+the same handlers, so these tests exercise the panel itself, without a browser.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import pytest
+from conftest import assert_unchanged, snapshot
+
+import kerasnb
+import kerasnb.catalog as catalog
+from kerasnb.editor import Editor, show_editor
+
+
+def rows(editor):
+    """(layer path, status) of every row drawn in the table, in order."""
+    return re.findall(r"data-layer='([^']+)'>.*?data-status='([^']+)'", editor.table.value)
+
+
+def status_in_table(editor, path):
+    return dict(rows(editor))[path]
+
+
+def pick(editor, path, label=None):
+    """Select a row with the layer dropdown, then optionally a type with the type dropdown."""
+    editor.layer_picker.value = path
+    if label is not None:
+        editor.type_picker.value = label
+
+
+@pytest.fixture
+def mlp(make):
+    return make("seed_mlp")
+
+
+@pytest.fixture
+def editor(mlp):
+    return Editor(mlp)
+
+
+class TestOpening:
+    def test_table_lists_every_layer_in_graph_order_with_its_status(self, editor):
+        assert rows(editor) == [("input_layer", "no_weights"), ("dense", "kept"), ("dense_1", "kept"), ("dense_2", "kept")]
+        assert "3 layers kept weights (2,817 params)" in editor.summary.value
+        assert "(None, 64)" in editor.table.value and "2,080" in editor.table.value
+
+    def test_starts_on_the_original_model_with_no_edits(self, editor, mlp):
+        assert editor.model is mlp
+        assert editor.edits == ()
+        assert editor.undo_button.disabled and editor.redo_button.disabled and editor.reset_button.disabled
+
+    def test_first_layer_is_selected_and_offers_fitting_types(self, editor):
+        assert editor.selected == "dense"
+        assert editor.type_picker.value == "Keep"
+        assert editor.type_picker.options[:3] == ("Keep", "Remove (identity)", "Dropout")
+
+    def test_types_that_cannot_fit_are_not_offered_and_say_why(self, editor):
+        assert "VGG16 backbone (frozen)" not in editor.type_picker.options
+        assert "VGG16 backbone (frozen)" in editor.unavailable.value
+        assert "needs images" in editor.unavailable.value
+
+    def test_legend_explains_every_status(self, editor):
+        for status in kerasnb.STATUSES:
+            assert f"data-status='{status}'" in editor.legend.value
+
+    def test_show_editor_outside_a_notebook_returns_a_working_editor(self, mlp):
+        editor = show_editor(mlp)
+        assert isinstance(editor, Editor) and editor.model is mlp
+
+    def test_returned_editor_does_not_draw_the_panel_twice_in_one_cell(self, editor, monkeypatch):
+        import kerasnb.editor.panel as panel
+
+        monkeypatch.setattr(panel, "_execution_count", lambda: 7)
+        assert "application/vnd.jupyter.widget-view+json" in editor._repr_mimebundle_()
+        editor._shown_in_cell = 7  # what show_editor records after drawing the panel in cell 7
+        assert list(editor._repr_mimebundle_()) == ["text/plain"]
+
+    def test_refuses_a_subclassed_model_in_plain_words(self):
+        class Plain(keras.Model):
+            def call(self, x):
+                return x
+
+        with pytest.raises(kerasnb.SurgeryError, match="not built|subclassed"):
+            Editor(Plain())
+
+
+class TestChoosingATypeRebuilds:
+    def test_dropout_replaces_dense_1(self, editor, mlp):
+        before = snapshot(mlp)
+        pick(editor, "dense_1", "Dropout")
+        types = [type(l).__name__ for l in editor.model.layers]
+        assert types == ["InputLayer", "Dense", "Dropout", "Dense"]
+        assert editor.report.status("dense_1") == "removed"
+        assert editor.report.status("dense_2") == "reinitialized"  # its kernel was (32, 1), now (64, 1)
+        assert "1 reinitialized (65 params), 1 new, 1 removed (2,080 params)" in editor.summary.value
+        assert ("dense_1", "removed") in rows(editor) and ("dense_1_dropout", "new") in rows(editor)
+        assert len(editor.edits) == 1 and isinstance(editor.edits[0], kerasnb.Replace)
+        assert_unchanged(mlp, before)  # the user's model is never touched
+
+    def test_parameter_widgets_appear_and_rebuild_on_change(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        (rate,) = editor.params_box.children
+        assert rate.description == "rate" and rate.value == 0.2
+        rate.value = 0.5
+        assert editor.model.get_layer("dense_1_dropout").rate == 0.5
+        assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.5)"]  # changed in place, not stacked
+
+    def test_dense_parameters_change_the_shape_downstream(self, editor):
+        pick(editor, "dense_1", "Dense")
+        units = next(w for w in editor.params_box.children if w.description == "units")
+        assert units.value == 32  # starts at the replaced layer's width, so the next layer keeps its weights
+        assert editor.report.status("dense_2") == "kept_input_changed"
+        units.value = 16
+        assert tuple(editor.model.get_layer("dense_1_dense").output.shape) == (None, 16)
+        assert editor.report.status("dense_2") == "reinitialized"
+
+    def test_switching_type_again_replaces_the_earlier_choice(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        editor.type_picker.value = "LayerNormalization"
+        assert editor.steps == ["replace 'dense_1' with LayerNormalization"]
+        editor.type_picker.value = "Keep"
+        assert editor.edits == () and editor.model is editor.original
+
+    def test_selecting_a_replaced_row_shows_its_choice(self, editor):
+        pick(editor, "dense_1", "Activation")
+        pick(editor, "dense")
+        pick(editor, "dense_1")  # the removed row still leads to its choice
+        assert editor.type_picker.value == "Activation"
+        pick(editor, "dense_1_activation")  # and so does the new layer
+        assert editor.type_picker.value == "Activation"
+
+    def test_conv1d_block_from_the_dropdown(self, editor):
+        pick(editor, "dense_1", "Conv1D block")
+        assert [type(l).__name__ for l in editor.model.layers][2:6] == ["Reshape", "Conv1D", "Flatten", "Dense"]
+        assert tuple(editor.model.output.shape) == (None, 1)
+
+    def test_registered_type_is_offered_and_used(self, editor):
+        @kerasnb.catalog.register_replacement("Dropout 0.5 (test)")
+        def half(layer, input_shape):
+            return keras.layers.Dropout(0.5)
+
+        try:
+            pick(editor, "dense")
+            pick(editor, "dense_1")
+            assert "Dropout 0.5 (test)" in editor.type_picker.options
+            editor.type_picker.value = "Dropout 0.5 (test)"
+            assert editor.model.get_layer("dense_1_dropout_0_5_test").rate == 0.5
+        finally:
+            catalog.unregister("Dropout 0.5 (test)")
+
+
+class TestBackbones:
+    def test_backbone_choice_says_which_weights_it_carries(self, tmp_path, monkeypatch):
+        """The seed's third example: a frozen VGG16 for a Dense over pixels; no ImageNet file here."""
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+        inputs = keras.Input((40, 40, 3), name="image")
+        x = keras.layers.Dense(8, activation="relu", name="pixels")(inputs)
+        out = keras.layers.Dense(3, name="head")(keras.layers.Flatten(name="flat")(x))
+        editor = Editor(keras.Model(inputs, out, name="cnn"))
+        pick(editor, "pixels")
+        assert "VGG16 backbone (frozen)" in editor.type_picker.options
+        editor.type_picker.value = "VGG16 backbone (frozen)"
+        assert editor.model.get_layer("vgg16_random_init").trainable is False
+        assert any("random weights" in note for note in editor.notes)
+        assert "random weights" in editor.history_view.value
+        assert status_in_table(editor, "vgg16_random_init") == "new"
+        assert "data-layer='vgg16_random_init/block1_conv1'" in editor.table.value  # a group of its own
+
+
+class TestErrors:
+    def test_bad_parameter_is_shown_and_nothing_changes(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        model, history = editor.model, editor.history
+        editor.params_box.children[0].value = 1.5
+        assert "rate" in editor.message.value and "1.5" in editor.message.value
+        assert "kn-error" in editor.message.value
+        assert editor.model is model and editor.history == history
+        assert editor.params_box.children[0].value == 0.2  # the control shows the model again
+
+    def test_edit_the_core_refuses_is_explained_and_the_panel_keeps_working(self, make):
+        editor = Editor(make("residual"))
+        pick(editor, "res_conv2")
+        with pytest.raises(kerasnb.SurgeryError):
+            editor.choose("Dense", units=3)  # (8, 8, 3) cannot be added to (8, 8, 8)
+        assert "res_add" in editor.message.value
+        assert editor.edits == () and editor.model is editor.original
+        editor.type_picker.value = "BatchNormalization"  # the next choice works
+        assert editor.report.status("res_conv2") == "removed" and editor.message.value == ""
+
+    def test_message_clears_on_the_next_action(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        editor.params_box.children[0].value = 7.0
+        assert editor.message.value
+        pick(editor, "dense")
+        assert editor.message.value == ""
+
+
+class TestHistory:
+    def test_undo_redo_reset_buttons(self, editor, mlp):
+        pick(editor, "dense_1", "Dropout")
+        pick(editor, "dense", "BatchNormalization")
+        assert len(editor.edits) == 2
+        editor.undo_button.click()
+        assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)"]
+        assert status_in_table(editor, "dense") == "kept"
+        editor.undo_button.click()
+        assert editor.edits == () and editor.model is mlp and editor.undo_button.disabled
+        editor.redo_button.click()
+        editor.redo_button.click()
+        assert len(editor.edits) == 2 and editor.redo_button.disabled
+        assert editor.report.status("dense") == "removed"
+        editor.reset_button.click()
+        assert editor.edits == () and editor.model is mlp
+        editor.undo_button.click()  # reset itself can be undone
+        assert len(editor.edits) == 2
+
+    def test_a_new_edit_after_undo_drops_the_redo_branch(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        editor.undo_button.click()
+        pick(editor, "dense_1", "Activation")
+        assert editor.redo_button.disabled
+        assert editor.history[-1][0].replacement.__class__.__name__ == "Activation"
+
+    def test_history_view_lists_the_edits_in_words(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        assert "replace &#x27;dense_1&#x27; with Dropout(rate=0.2)" in editor.history_view.value
+
+
+class TestRowActions:
+    def test_insert_after(self, editor):
+        pick(editor, "dense")
+        editor.insert_picker.value = "BatchNormalization"
+        editor.insert_button.click()
+        assert [type(l).__name__ for l in editor.model.layers][1:3] == ["Dense", "BatchNormalization"]
+        assert editor.selected == "dense_batchnormalization"
+        assert status_in_table(editor, "dense_batchnormalization") == "new"
+        editor.type_picker.value = "Dropout"  # an inserted row's type can still change
+        assert editor.steps == ["insert Dropout(rate=0.2) after 'dense'"]
+        editor.delete_button.click()  # and deleting it drops the insert
+        assert editor.edits == ()
+
+    def test_delete_button_removes_the_layer(self, editor):
+        pick(editor, "dense_1")
+        editor.delete_button.click()
+        assert [l.name for l in editor.model.layers] == ["input_layer", "dense", "dense_2"]
+        assert isinstance(editor.edits[0], kerasnb.Delete)
+        assert status_in_table(editor, "dense_1") == "removed"
+
+    def test_trainable_checkbox_freezes_and_unfreezes(self, editor):
+        pick(editor, "dense")
+        editor.trainable_box.value = False
+        assert editor.model.get_layer("dense").trainable is False
+        assert "<td>no</td>" in editor.table.value
+        editor.trainable_box.value = True
+        assert editor.edits == ()  # back to how the original was: no edit needed
+
+    def test_input_layer_cannot_be_replaced_or_deleted(self, editor):
+        pick(editor, "input_layer")
+        assert editor.type_picker.disabled and editor.delete_button.disabled
+        assert not editor.insert_button.disabled  # but something can go after it
+
+
+class TestFindingLayers:
+    def test_search_filters_table_and_layer_dropdown(self, editor):
+        editor.search.value = "dense_"
+        assert [p for p, _ in rows(editor)] == ["dense_1", "dense_2"]
+        assert "2 of 4 rows shown" in editor.table.value
+        assert "input_layer" not in [v for _, v in editor.layer_picker.options]
+
+    def test_search_by_type(self, editor):
+        editor.search.value = "inputlayer"
+        assert [p for p, _ in rows(editor)] == ["input_layer"]
+
+    def test_nested_model_is_a_collapsible_group(self, make):
+        editor = Editor(make("nested"))
+        html = editor.table.value
+        assert "<details open class='kn-group' data-layer='encoder'>" in html
+        group = html.split("data-layer='encoder'>", 1)[1]
+        assert "data-layer='encoder/inner_a'" in group and "data-layer='encoder/inner_b'" in group
+        pick(editor, "encoder/inner_a", "Dropout")
+        assert editor.report.status("encoder/inner_a") == "removed"
+        assert status_in_table(editor, "encoder/inner_b") == "reinitialized"
+
+
+class TestTakingTheResultOut:
+    def test_code_rebuilds_the_edited_model(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        namespace = {}
+        exec(editor.code(), namespace)
+        rebuilt = namespace["model"]
+        assert [type(l).__name__ for l in rebuilt.layers] == [type(l).__name__ for l in editor.model.layers]
+        assert tuple(rebuilt.output.shape) == (None, 1)
+
+    def test_save_button_writes_a_keras_file(self, editor, tmp_path):
+        pick(editor, "dense_1", "Dropout")
+        editor.save_path.value = str(tmp_path / "edited.keras")
+        editor.save_button.click()
+        assert "Saved" in editor.message.value
+        loaded = keras.saving.load_model(tmp_path / "edited.keras")
+        assert [type(l).__name__ for l in loaded.layers] == ["InputLayer", "Dense", "Dropout", "Dense"]
+
+    def test_save_refuses_other_extensions(self, editor, tmp_path):
+        editor.save_path.value = str(tmp_path / "edited.h5")
+        editor.save_button.click()
+        assert ".keras" in editor.message.value and not (tmp_path / "edited.h5").exists()
+
+    def test_report_chart_and_code_sections_draw_when_opened(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        editor.details.selected_index = 0
+        assert "Weight report" in editor.report_view.value and "reinitialized" in editor.report_view.value
+        editor.details.selected_index = 1
+        assert editor.chart_view.value[:8] == b"\x89PNG\r\n\x1a\n"
+        editor.details.selected_index = 2
+        assert "keras.Model(" in editor.code_view.value
+
+    def test_chart_colours_bars_by_status(self, editor):
+        import matplotlib.colors as mcolors
+
+        from kerasnb.report import STATUS_COLORS
+
+        pick(editor, "dense_1", "Dropout")
+        figure = editor.chart()
+        bars = figure.axes[0].patches
+        assert len(bars) == 3  # dense, dense_2 and the removed dense_1: the layers with parameters
+        colours = {mcolors.to_hex(b.get_facecolor()) for b in bars}
+        assert colours == {STATUS_COLORS["kept"], STATUS_COLORS["reinitialized"], STATUS_COLORS["removed"]}
+
+
+class TestBigModels:
+    def test_densenet_opens_fast_with_one_row_per_layer(self, densenet121):
+        editor = Editor(densenet121)
+        assert editor.open_seconds < 1.0
+        assert len(rows(editor)) == len(densenet121.layers) == 429
+        assert len(editor.layer_picker.options) == 429
+
+    def test_densenet_edit_and_undo(self, densenet121):
+        editor = Editor(densenet121)
+        pick(editor, "conv5_block16_1_relu", "Activation")
+        assert editor.report.status("conv5_block16_1_relu") == "removed"
+        assert status_in_table(editor, "conv5_block16_1_relu_activation") == "new"
+        editor.undo_button.click()
+        assert editor.model is densenet121
+
+
+def test_public_names_lead_to_the_panel_and_import_stays_light():
+    """In a fresh process: import kerasnb loads no ipywidgets; kerasnb.catalog, register_replacement
+    and show_editor are what a user types first, with nothing else imported before."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    code = (
+        "import sys, kerasnb\n"
+        "assert 'ipywidgets' not in sys.modules, 'ipywidgets loaded by import kerasnb'\n"
+        "assert kerasnb.catalog.entries()[0].label == 'Keep'\n"
+        "assert kerasnb.register_replacement is kerasnb.catalog.register_replacement\n"
+        "import kerasnb.editor\n"
+        "assert kerasnb.show_editor is kerasnb.editor.show_editor\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
