@@ -83,6 +83,15 @@ def status_of(page, layer: str) -> str:
     return page.locator(f".kn-table tr[data-layer='{layer}'] .kn-badge").inner_text()
 
 
+def wait_for_status(page, layer: str, status: str) -> None:
+    """The summary and the table are separate widgets whose updates reach the page one by one."""
+    page.wait_for_function(
+        "([layer, status]) => { const b = document.querySelector(`.kn-table tr[data-layer='${layer}'] .kn-badge`);"
+        " return b && b.innerText.trim() === status; }",
+        arg=[layer, status], timeout=30_000,
+    )
+
+
 def test_pick_a_replacement_in_the_browser(voila_url, browser, tmp_path):
     """The table renders, a dropdown choice rebuilds the model, summary and statuses follow."""
     page = browser.new_page(viewport={"width": 1200, "height": 1400})
@@ -103,6 +112,7 @@ def test_pick_a_replacement_in_the_browser(voila_url, browser, tmp_path):
         "() => document.querySelector('.kn-summary').innerText.includes('1 new')", timeout=30_000
     )
     assert "1 reinitialized (65 params), 1 new, 1 removed (2,080 params)" in summary.inner_text()
+    wait_for_status(page, "dense_1", "removed")
     assert status_of(page, "dense_1") == "removed"
     assert status_of(page, "dense_1_dropout") == "new"
     assert status_of(page, "dense_2") == "reinitialized"
@@ -133,10 +143,12 @@ def test_undo_in_the_browser(voila_url, browser):
     page.wait_for_function(
         "() => document.querySelector('.kn-summary').innerText.includes('1 removed')", timeout=30_000
     )
+    wait_for_status(page, "dense_1", "removed")
     assert status_of(page, "dense_1") == "removed"
     page.locator(".kn-undo").click()
     page.wait_for_function(
         "() => !document.querySelector('.kn-summary').innerText.includes('removed')", timeout=30_000
     )
+    wait_for_status(page, "dense_1", "kept")
     assert status_of(page, "dense_1") == "kept"
     page.close()
