@@ -5,7 +5,7 @@ passed in is never changed. The editor panel (``show_editor``) is imported only 
 ``import kerasnb`` loads neither ipywidgets, pandas nor matplotlib.
 """
 
-from .edits import Configure, Delete, Insert, Replace, SetTrainable
+from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
 from .errors import (
     AmbiguousTarget,
     IncompatibleShape,
@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousTarget", "Configure", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
-    "InvalidEdit", "LayerInfo", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
+    "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
     "SetTrainable", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",

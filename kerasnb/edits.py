@@ -69,4 +69,18 @@ class SetTrainable:
     trainable: bool = False
 
 
-Edit = Replace | Insert | Delete | Configure | SetTrainable
+@dataclass(frozen=True)
+class Prune:
+    """Remove output channels (units / filters) of ``target`` and slice every layer they feed.
+
+    Give either ``channels`` (indices to remove) or ``keep`` (fraction to keep, the weakest by
+    ``by`` go). Channels coupled through Add and the like are pruned together.
+    """
+
+    target: Any
+    channels: Any = None
+    keep: float | None = None
+    by: str = "l1"
+
+
+Edit = Replace | Insert | Delete | Configure | SetTrainable | Prune

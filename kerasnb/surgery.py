@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from . import _graph
-from .edits import Configure, Delete, Insert, Replace, SetTrainable
+from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
 from .errors import (
     AmbiguousTarget,
     IncompatibleShape,
@@ -36,6 +36,7 @@ from .report import (
     KEPT_INPUT_CHANGED,
     NEW,
     NO_WEIGHTS,
+    PRUNED,
     REINITIALIZED,
     REMOVED,
     LayerRow,
@@ -96,9 +97,9 @@ def apply(model, edits) -> SurgeryResult:
     """
     edits = tuple(edits)
     for edit in edits:
-        if not isinstance(edit, (Replace, Insert, Delete, Configure, SetTrainable)):
+        if not isinstance(edit, (Replace, Insert, Delete, Configure, SetTrainable, Prune)):
             raise InvalidEdit(
-                "apply() takes a list of kerasnb.Replace, Insert, Delete, Configure or SetTrainable. "
+                "apply() takes a list of kerasnb.Replace, Insert, Delete, Configure, SetTrainable or Prune. "
                 f"Received: {edit!r}"
             )
     _graph.functional(model)  # clear error for unbuilt / subclassed models
@@ -106,6 +107,13 @@ def apply(model, edits) -> SurgeryResult:
     current = model
     batch: _Plan | None = None  # edits planned on `current`, not yet rebuilt
     for edit in edits:
+        if isinstance(edit, Prune):
+            # Pruning slices weights with its own rules: rebuild what came before, then prune.
+            if batch is not None:
+                current, lineage = _run_pass(current, batch, lineage)
+                batch = None
+            current, lineage = _prune_pass(current, edit, lineage)
+            continue
         try:
             candidate = batch or _Plan()
             _plan_edit(current, edit, candidate)
@@ -117,7 +125,7 @@ def apply(model, edits) -> SurgeryResult:
             candidate = _Plan()
             _plan_edit(current, edit, candidate)
         batch = candidate
-    if batch is not None or not edits:
+    if batch is not None or current is model:
         current, lineage = _run_pass(current, batch or _Plan(), lineage)
     notes = []
     notes.extend(_recompile(model, current))
@@ -428,7 +436,7 @@ class _Lineage:
     """Where a layer of the current model comes from, relative to the original model."""
 
     original: str | None
-    state: str = "original"  # "original" | "reinit" | "new"
+    state: str = "original"  # "original" | "reinit" | "pruned" | "new"
     reason: str = ""
     faithful: bool = True
     config_changed: str = ""
@@ -818,6 +826,35 @@ def _all_paths(model, prefix: str = "") -> list[str]:
     return out
 
 
+def _prune_pass(model, edit: Prune, lineage: dict):
+    import importlib
+
+    pruning = importlib.import_module("kerasnb.prune")
+    result = pruning.prune(model, edit.target, channels=edit.channels, keep=edit.keep, by=edit.by)
+    return result.model, _compose_report(result.report, lineage)
+
+
+def _compose_report(report: WeightReport, lineage: dict) -> dict:
+    """Lineage after a step that reports on itself (pruning) relative to the model before it."""
+    out = {}
+    for row in report:
+        if row.status == REMOVED:
+            continue
+        prev = lineage.get(row.source) if row.source else None
+        if prev is None or prev.original is None:
+            out[row.layer] = _Lineage(None, "new", prev.reason if prev else row.reason, False)
+            continue
+        faithful = row.status == KEPT or (row.status == NO_WEIGHTS and not row.reason)
+        if row.status == PRUNED and prev.state == "original":
+            state, reason = "pruned", row.reason
+        elif row.status == REINITIALIZED:
+            state, reason = "reinit", row.reason
+        else:
+            state, reason = prev.state, prev.reason
+        out[row.layer] = _Lineage(prev.original, state, reason, prev.faithful and faithful, prev.config_changed)
+    return out
+
+
 def _walk_layers(model, prefix: str = ""):
     """(path, layer, container path) for every layer of a model, nested ones after their container."""
     for layer in _graph.layers_in_order(model):
@@ -867,6 +904,8 @@ def _build_report(original, new_model, lineage: dict) -> WeightReport:
             status, reason = _container_status(path, lin, lineage)
         elif lin.state == "reinit":
             status, reason = REINITIALIZED, lin.reason
+        elif lin.state == "pruned":
+            status, reason = PRUNED, lin.reason
         elif lin.state == "new":
             status, reason = NEW, lin.reason
         elif not getattr(layer, "weights", None):

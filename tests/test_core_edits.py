@@ -148,3 +148,20 @@ class TestApply:
         r = kerasnb.replace(model, "res_conv1", layer.__class__.from_config(layer.get_config()))
         assert r.report.status("res_bn") == "kept_input_changed"
         assert r.report.status("stem") == "kept"
+
+
+class TestPruneInApply:
+    def test_prune_composes_with_other_edits(self, make):
+        """A Prune edit in a list: statuses still compare with the original model."""
+        model = make("seed_mlp")
+        r = kerasnb.apply(model, [
+            kerasnb.Replace("dense_2", L.Dense(1, name="head")),
+            kerasnb.Prune("dense", channels=[0, 5, 7]),
+        ])
+        assert r.report.status("dense") == "pruned"
+        assert r.report.row("dense").reason == "kernel (10, 64) -> (10, 61), bias (64,) -> (61,)"
+        assert r.report.status("dense_1") == "pruned"
+        assert r.report.status("head") == "new"
+        assert r.report.row("head").reason.startswith("added by replace")
+        assert r.report.status("dense_2") == "removed"
+        assert r.model.get_layer("dense").units == 61
