@@ -47,8 +47,9 @@ _LAZY = {
     "Editor": ("editor", "Editor"),
     "catalog": ("catalog", None),
     "register_replacement": ("catalog", "register_replacement"),
-    "prune": ("prune", "prune"),
-    "channel_groups": ("prune", "channel_groups"),
+    "prune": ("pruning", "prune"),
+    "channel_groups": ("pruning", "channel_groups"),
+    "pruning": ("pruning", None),
 }
 
 

@@ -827,10 +827,9 @@ def _all_paths(model, prefix: str = "") -> list[str]:
 
 
 def _prune_pass(model, edit: Prune, lineage: dict):
-    import importlib
+    from .pruning import prune  # pruning builds on this module, so it is imported when used
 
-    pruning = importlib.import_module("kerasnb.prune")
-    result = pruning.prune(model, edit.target, channels=edit.channels, keep=edit.keep, by=edit.by)
+    result = prune(model, edit.target, channels=edit.channels, keep=edit.keep, by=edit.by)
     return result.model, _compose_report(result.report, lineage)
 
 

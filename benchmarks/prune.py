@@ -1,0 +1,88 @@
+"""Prune 50% of the channels of every prunable group of ResNet50, beside a plain clone.
+
+ResNet50 (weights=None), in one process, median of several runs:
+- kerasnb.prune(model, <one producer of every prunable channel group>, keep=0.5, by="l1"):
+  analysis, one rebuild, slicing of every affected variable;
+- kerasnb.channel_groups(model) alone (the analysis);
+- keras.models.clone_model(model), and clone_model followed by set_weights (what a copy with
+  weights costs, with no pruning at all).
+Parameters and a forward pass's time on one batch are printed before and after.
+
+Run: python benchmarks/prune.py [--repeat 5] [--size 224]
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import kerasnb  # noqa: E402
+
+
+def median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def clone_and_set(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    args = parser.parse_args()
+    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, median of {args.repeat} runs")
+    model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
+    groups = kerasnb.channel_groups(model)
+    prunable = [g for g in groups if g.prunable]
+    targets = [g.producers[0] for g in prunable]
+
+    def prune():
+        return kerasnb.prune(model, targets, keep=0.5, by="l1")
+
+    # One warm-up of each, so one-off imports and tracing are not timed.
+    result = prune()
+    clone_and_set(model)
+    t_groups = median_time(lambda: kerasnb.channel_groups(model), args.repeat)
+    t_prune = median_time(prune, args.repeat)
+    t_clone = median_time(lambda: keras.models.clone_model(model), args.repeat)
+    t_clone_set = median_time(lambda: clone_and_set(model), args.repeat)
+
+    x = np.random.default_rng(0).normal(size=(8, args.size, args.size, 3)).astype("float32")
+    model.predict(x, verbose=0), result.model.predict(x, verbose=0)
+    t_fwd = median_time(lambda: model.predict(x, verbose=0), args.repeat)
+    t_fwd_pruned = median_time(lambda: result.model.predict(x, verbose=0), args.repeat)
+
+    before, after = model.count_params(), result.model.count_params()
+    counts = result.report.counts()
+    print(f"ResNet50 {args.size}x{args.size}: {len(model.layers)} layers, {before / 1e6:.2f}M params; "
+          f"{len(groups)} channel groups, {len(prunable)} prunable "
+          f"({sum(g.coupled for g in prunable)} coupled by Add, {sum(len(g.producers) for g in prunable)} producers)")
+    print(f"  kept 50% of every prunable group: {after / 1e6:.2f}M params ({after / before:.1%} of the original); "
+          f"report: {counts.get('pruned', (0, 0))[0]} layers pruned, "
+          f"{counts.get('reinitialized', (0, 0))[0]} reinitialized")
+    print(f"  kerasnb.channel_groups          {t_groups * 1000:8.0f} ms")
+    print(f"  kerasnb.prune (keep=0.5, l1)    {t_prune * 1000:8.0f} ms")
+    print(f"  keras clone_model               {t_clone * 1000:8.0f} ms   ratio prune / this {t_prune / t_clone:.2f}")
+    print(f"  clone_model + set_weights       {t_clone_set * 1000:8.0f} ms   "
+          f"ratio prune / this {t_prune / t_clone_set:.2f}")
+    print(f"  predict, batch of 8: original {t_fwd * 1000:.0f} ms, pruned {t_fwd_pruned * 1000:.0f} ms "
+          f"({t_fwd_pruned / t_fwd:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
