@@ -42,7 +42,7 @@ class _Writer:
         var_of: dict[int, str] = {}
         inputs = _graph.input_tensors(model)
         for tensor in inputs:
-            layer = tensor._keras_history.operation
+            layer = _graph.producer(tensor)[0]
             var = names.new(layer.name)
             var_of[id(tensor)] = var
             lines.append(f"    {var} = {_input_call(layer)}")
