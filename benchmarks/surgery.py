@@ -10,36 +10,11 @@ Run: python benchmarks/surgery.py [--repeat 5]
 """
 
 import argparse
-import os
-import resource
-import statistics
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from _timing import clone_and_set, median_time, peak_mb  # first: it quiets TensorFlow before Keras loads
+import keras
 
-import keras  # noqa: E402
-
-import kerasnb  # noqa: E402
-
-
-def median_time(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def clone_and_set(model):
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
+import kerasnb
 
 
 def bench(name, model, target, repeat):
