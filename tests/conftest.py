@@ -86,6 +86,11 @@ FACTORIES = {
 }
 
 
+def to_numpy(x):
+    """A tensor or variable of any backend as a numpy array (torch's need detaching first)."""
+    return keras.ops.convert_to_numpy(x)
+
+
 def sample_input(model, batch=3, seed=0):
     rng = np.random.default_rng(seed)
     shapes = [tuple(t.shape) for t in model.inputs]
@@ -114,7 +119,7 @@ def assert_unchanged(model, before):
 def layer_output(model, name, x):
     """The output of layer `name` (top level) on input x."""
     probe = keras.Model(model.inputs, model.get_layer(name).output)
-    return np.asarray(probe(x))
+    return to_numpy(probe(x))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 from keras import layers as L
 
 import kerasnb
+from conftest import to_numpy
 
 
 def _check(model, target, replacement, kept_probe):
@@ -17,7 +18,7 @@ def _check(model, target, replacement, kept_probe):
 
     before = keras.Model(model.inputs, model.get_layer(kept_probe).output)(x)
     after = keras.Model(r.model.inputs, r.model.get_layer(kept_probe).output)(x)
-    np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+    np.testing.assert_array_equal(to_numpy(before), to_numpy(after))
     assert len(r.model.layers) == len(model.layers)
     return r
 

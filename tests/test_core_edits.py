@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_unchanged, layer_output, sample_input, snapshot
+from conftest import assert_unchanged, layer_output, sample_input, snapshot, to_numpy
 from keras import layers as L
 
 import kerasnb
@@ -78,7 +78,7 @@ class TestConfigure:
         assert r.report.status("dense_1") == "kept_input_changed"
         assert "activation" in r.report.row("dense_1").reason
         np.testing.assert_array_equal(
-            np.asarray(model.get_layer("dense_1").kernel), np.asarray(r.model.get_layer("dense_1").kernel)
+            to_numpy(model.get_layer("dense_1").kernel), to_numpy(r.model.get_layer("dense_1").kernel)
         )
         assert r.model.get_layer("dense_1").activation.__name__ == "tanh"
 
@@ -97,7 +97,7 @@ class TestSetTrainable:
         assert r.report.status("stem") == "kept"
         assert r.report.row("stem").trainable is False
         x = sample_input(model)
-        np.testing.assert_array_equal(np.asarray(model(x)["cls"]), np.asarray(r.model(x)["cls"]))
+        np.testing.assert_array_equal(to_numpy(model(x)["cls"]), to_numpy(r.model(x)["cls"]))
 
     def test_frozen_flags_are_carried_through_edits(self, make):
         model = make("seed_mlp")
@@ -139,7 +139,7 @@ class TestApply:
         r = kerasnb.apply(model, [])
         assert set(r.report.counts()) <= {"kept", "no_weights"}
         x = sample_input(model)
-        np.testing.assert_array_equal(np.asarray(model(x)["cls"]), np.asarray(r.model(x)["cls"]))
+        np.testing.assert_array_equal(to_numpy(model(x)["cls"]), to_numpy(r.model(x)["cls"]))
 
     def test_identity_replacement_round_trip_keeps_every_weight(self, make):
         """Replacing a layer by a copy of itself: only that layer is new, all others kept."""

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_unchanged, layer_output, sample_input, snapshot
+from conftest import assert_unchanged, layer_output, sample_input, snapshot, to_numpy
 from keras import layers as L
 
 import kerasnb
@@ -45,7 +45,7 @@ class TestSeedExample1:
         new.compile(optimizer="sgd", loss="mse")
         new.fit(np.ones((8, 10), "float32"), np.ones((8, 1), "float32"), epochs=1, verbose=0)
         assert_unchanged(model, before)
-        assert not np.array_equal(np.array(new.get_layer("dense").kernel), before["weights"][0])
+        assert not np.array_equal(to_numpy(new.get_layer("dense").kernel), before["weights"][0])
         ids = {id(v) for v in model.weights}
         assert not any(id(v) in ids for v in new.weights)
 
@@ -70,7 +70,7 @@ class TestReplacementKinds:
         assert r.report.status("pretrained") == "new"
         assert "own" in r.report.row("pretrained/pre").reason
         np.testing.assert_array_equal(
-            np.array(r.model.get_layer("pretrained").get_layer("pre").kernel), np.array(block.get_layer("pre").kernel)
+            to_numpy(r.model.get_layer("pretrained").get_layer("pre").kernel), to_numpy(block.get_layer("pre").kernel)
         )
         # Same width as before, so the consumer keeps its weights, with a changed input.
         assert r.report.status("dense_2") == "kept_input_changed"
@@ -143,7 +143,7 @@ class TestGraphShapes:
         model = make("residual")
         r = kerasnb.replace(model, "cls", L.Dense(5, name="cls2"))
         x = sample_input(model)
-        np.testing.assert_array_equal(np.asarray(model(x)["reg"]), np.asarray(r.model(x)["reg"]))
+        np.testing.assert_array_equal(to_numpy(model(x)["reg"]), to_numpy(r.model(x)["reg"]))
 
     def test_shared_layer_one_call(self, make):
         """(name, call_index) replaces one call; the other calls stay shared and kept."""
