@@ -75,8 +75,8 @@ def kill(model, channels, *names):
 def outputs(model, x):
     out = model(x, training=False)
     if isinstance(out, dict):
-        return {k: np.asarray(v) for k, v in out.items()}
-    return np.asarray(out)
+        return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+    return keras.ops.convert_to_numpy(out)
 
 
 def assert_same_outputs(a, b):
