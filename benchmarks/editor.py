@@ -7,6 +7,12 @@ For a small MLP, ResNet50 and DenseNet121 (weights=None) it prints:
   edit       choosing Dropout in the panel's type dropdown (rebuild + redraw)
   panel      the part of "edit" spent outside kerasnb.apply: what the panel adds to the rebuild
   undo       clicking Undo (the earlier result is kept, so no rebuild)
+Then, for pruning one Dense / Conv layer from the panel:
+  select     picking that layer in the Layer dropdown, with the check that offers "Prune..."
+             (one channel analysis of the model, asked for the selected row only)
+  pruning    kerasnb.apply(model, [kerasnb.Prune(target, keep=0.5)]) on its own
+  prune      clicking "Prune..." and moving the keep slider to 50% (rebuild + redraw)
+  params     the model's parameters before -> after that prune
 Times are the median of REPEATS runs, in seconds of Python time (no browser).
 """
 
@@ -35,11 +41,12 @@ def mlp():
     return keras.Model(inputs, out, name="mlp")
 
 
-# (name, factory, layer to replace): a layer deep in the graph, so the whole model is rebuilt.
+# (name, factory, layer to replace, layer to prune): deep in the graph, so the whole model is rebuilt.
 CASES = [
-    ("MLP (4 layers)", mlp, "dense_1"),
-    ("ResNet50", lambda: keras.applications.ResNet50(weights=None), "conv5_block3_2_relu"),
-    ("DenseNet121", lambda: keras.applications.DenseNet121(weights=None), "conv5_block16_1_relu"),
+    ("MLP (4 layers)", mlp, "dense_1", "dense"),
+    ("ResNet50", lambda: keras.applications.ResNet50(weights=None), "conv5_block3_2_relu", "conv5_block3_1_conv"),
+    ("DenseNet121", lambda: keras.applications.DenseNet121(weights=None), "conv5_block16_1_relu",
+     "conv5_block16_1_conv"),
 ]
 
 
@@ -88,14 +95,35 @@ def measure(model, target):
     return [statistics.median(v) for v in (opens, surgeries, edits, panels, undos)]
 
 
+def measure_prune(model, target):
+    selects, prunings, prunes, counts = [], [], [], None
+    for _ in range(REPEATS):
+        editor = Editor(model)  # a fresh panel: nothing about pruning is known yet
+        selects.append(timed(lambda: setattr(editor.layer_picker, "value", target)))
+        assert not editor.prune_button.disabled, editor.prune_button.tooltip
+        prunings.append(timed(lambda: kerasnb.apply(model, [kerasnb.Prune(target, keep=0.5)])))
+        editor.prune_button.click()
+        prunes.append(timed(lambda: setattr(editor.prune_slider, "value", 0.5)))
+        assert editor.report.status(target) == "pruned", editor.message.value
+        counts = editor.session.prune_step(target).counts
+    return [statistics.median(v) for v in (selects, prunings, prunes)] + [counts]
+
+
 def main():
+    models = [(name, factory(), target, prune_target) for name, factory, target, prune_target in CASES]
     print(f"{'model':<16} {'layers':>6} {'open':>8} {'surgery':>8} {'edit':>8} {'panel':>8} {'undo':>8}")
-    for name, factory, target in CASES:
-        model = factory()
+    for name, model, target, _ in models:
         kerasnb.replace(model, target, keras.layers.Dropout(0.2))  # warm-up: first traces are slower
         open_s, surgery_s, edit_s, panel_s, undo_s = measure(model, target)
         print(f"{name:<16} {len(model.layers):>6} {open_s:>8.3f} {surgery_s:>8.3f} {edit_s:>8.3f} "
               f"{panel_s:>8.3f} {undo_s:>8.3f}")
+    print()
+    print(f"{'model':<16} {'prune target':<22} {'select':>8} {'pruning':>8} {'prune':>8}  params")
+    for name, model, _, prune_target in models:
+        kerasnb.apply(model, [kerasnb.Prune(prune_target, keep=0.5)])  # warm-up
+        select_s, pruning_s, prune_s, (before, after) = measure_prune(model, prune_target)
+        print(f"{name:<16} {prune_target:<22} {select_s:>8.3f} {pruning_s:>8.3f} {prune_s:>8.3f}  "
+              f"{before:,} -> {after:,}")
 
 
 if __name__ == "__main__":

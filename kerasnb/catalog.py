@@ -137,10 +137,18 @@ class Site:
 
 
 def locate(model, target) -> Site:
-    """The :class:`Site` of ``target`` (a name, ``"outer/inner"`` path, or layer object) in ``model``."""
+    """The :class:`Site` of ``target`` in ``model``.
+
+    ``target`` is a name, an ``"outer/inner"`` path, a layer object, or ``(name or path,
+    call_index)`` for one call of a layer called more than once (without a call index, a shared
+    layer's first call stands for it).
+    """
     from .errors import LayerNotFound, suggest
 
     graph = model
+    call_index = None
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], int) and not isinstance(target[1], bool):
+        target, call_index = target
     parts = target.split("/") if isinstance(target, str) else [target]
     for depth, part in enumerate(parts):
         views = _graph.walk(graph)
@@ -149,14 +157,22 @@ def locate(model, target) -> Site:
             if part == layer.name or part is layer:
                 shape = tuple(layer.batch_shape) if hasattr(layer, "batch_shape") else None
                 return Site(layer, None, shape, False, True)
-        found = next((v for v in views if part is v.operation or part == v.name), None)
-        if found is None:
+        calls = sorted((v for v in views if part is v.operation or part == v.name), key=lambda v: v.call_index)
+        if not calls:
             raise LayerNotFound(
                 f"No layer named {part!r} in model {graph.name!r}.{suggest(str(part), names)} Received: target={target!r}"
             )
+        found = calls[0]
         if depth < len(parts) - 1:
             graph = found.operation
             continue
+        if call_index is not None:
+            if not 0 <= call_index < len(calls):
+                raise LayerNotFound(
+                    f"Layer {part!r} is called {len(calls)} time(s) in model {graph.name!r}; there is no call "
+                    f"{call_index}. Received: target={(target, call_index)!r}"
+                )
+            found = calls[call_index]
         inputs = found.input_tensors
         in_shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
         outs = found.outputs

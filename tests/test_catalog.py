@@ -109,6 +109,24 @@ class TestFits:
         assert not ok and "input" in reason
 
 
+    def test_each_call_of_a_shared_layer_is_checked_with_its_own_shapes(self):
+        """One Conv1D called on a long and a short sequence: call 1 gets call 1's shapes."""
+        long_in, short_in = keras.Input((9, 3), name="long"), keras.Input((5, 3), name="short")
+        conv = keras.layers.Conv1D(4, 3, name="conv")
+        pooled = [keras.layers.GlobalAveragePooling1D(name=f"gap{i}")(conv(t)) for i, t in enumerate((long_in, short_in))]
+        model = keras.Model([long_in, short_in], keras.layers.Concatenate(name="cat")(pooled))
+        assert catalog.locate(model, ("conv", 0)).input_shape == (None, 9, 3)
+        site = catalog.locate(model, ("conv", 1))
+        assert (site.input_shape, site.output_shape) == ((None, 5, 3), (None, 3, 4))
+        assert catalog.locate(model, "conv").input_shape == (None, 9, 3)  # no call index: the first call
+        assert catalog.fits("Dropout", model, ("conv", 1)) == (True, "")
+        ok, reason = catalog.fits("Conv1D block", model, ("conv", 1))  # flattens: the call's own next layer refuses
+        assert not ok and "'gap1'" in reason
+        assert "'gap0'" in catalog.fits("Conv1D block", model, ("conv", 0))[1]
+        with pytest.raises(kerasnb.LayerNotFound, match="no call 2"):
+            catalog.locate(model, ("conv", 2))
+
+
 class TestBuiltinsThroughTheCore:
     def test_conv1d_block_keeps_the_width_for_the_next_layer(self, make):
         """The seed's second example: Reshape -> Conv1D -> Flatten, back to the width dense_2 expects."""

@@ -4,12 +4,14 @@ Setting ``.value`` runs the same observers a browser change does, and ``Button.c
 the same handlers, so these tests exercise the panel itself, without a browser.
 """
 
+import html
 import os
 import re
 import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 from conftest import assert_unchanged, snapshot
 
@@ -339,6 +341,17 @@ class TestBigModels:
         assert len(rows(editor)) == len(densenet121.layers) == 429
         assert len(editor.layer_picker.options) == 429
 
+    def test_densenet_prune_check_is_asked_only_for_the_selected_row(self, densenet121):
+        import time
+
+        editor = Editor(densenet121)
+        started = time.perf_counter()
+        pick(editor, "conv5_block16_2_conv")
+        assert time.perf_counter() - started < 1.0
+        assert not editor.prune_button.disabled
+        pick(editor, "conv5_block16_1_relu")
+        assert editor.prune_button.disabled  # makes no channels of its own
+
     def test_densenet_edit_and_undo(self, densenet121):
         editor = Editor(densenet121)
         pick(editor, "conv5_block16_1_relu", "Activation")
@@ -346,6 +359,190 @@ class TestBigModels:
         assert status_in_table(editor, "conv5_block16_1_relu_activation") == "new"
         editor.undo_button.click()
         assert editor.model is densenet121
+
+
+class TestSharedLayers:
+    """``shared = Dense(4); y = shared(shared(x))``: each call is edited on its own."""
+
+    @pytest.fixture
+    def shared(self, make):
+        return Editor(make("shared"))
+
+    def test_layer_dropdown_lists_each_call_and_the_row_says_how_many(self, shared):
+        options = dict(shared.layer_picker.options)
+        assert options["shared \u2014 Dense (call 0)"] == ("shared", 0)
+        assert options["shared \u2014 Dense (call 1)"] == ("shared", 1)
+        assert shared.selected == ("shared", 0)  # opens on the first call of the first layer
+        assert [p for p, _ in rows(shared)] == ["x", "shared", "cat", "out"]  # still one row per layer
+        row = re.search(r"data-layer='shared'>(.*?)</tr>", shared.table.value).group(1)
+        assert "\u00d72 calls" in html.unescape(row)
+
+    def test_replacing_one_call_keeps_the_other_and_its_weights(self, shared):
+        original = shared.model
+        pick(shared, ("shared", 1), "Dropout")
+        assert shared.message.value == ""
+        assert shared.steps == ["replace 'shared' (call 1) with Dropout(rate=0.2)"]
+        (edit,) = shared.edits
+        assert edit.target == ("shared", 1)
+        assert [l.name for l in shared.model.layers] == ["x", "shared", "shared_call1_dropout", "cat", "out"]
+        assert shared.report.status("shared") == "kept" and shared.report.status("out") == "kept_input_changed"
+        assert "call 1: Dropout(rate=0.2)" in shared.table.value
+        assert shared.selected == ("shared", 1) and shared.type_picker.value == "Dropout"
+        # What the user sees: the second call's output is now the first call's, passed through Dropout.
+        x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+        h = np.asarray(original.get_layer("shared")(x))
+        expected = np.asarray(original.get_layer("out")(np.concatenate([h, h], axis=-1)))
+        np.testing.assert_allclose(np.asarray(shared.model(x)), expected, rtol=1e-5, atol=1e-6)
+
+    def test_each_call_gets_its_own_type_and_undo_takes_them_back(self, shared):
+        pick(shared, ("shared", 0), "Dense")
+        pick(shared, ("shared", 1), "Activation")
+        assert shared.report.status("shared") == "removed"  # no call of it is left
+        assert ("shared_call0_dense", "new") in rows(shared) and ("shared_call1_activation", "new") in rows(shared)
+        assert "call 0: Dense(units=4, activation=&#x27;relu&#x27;); call 1: Activation" in shared.table.value
+        pick(shared, ("shared", 0))
+        assert shared.type_picker.value == "Dense"  # a replaced call still leads to its choice
+        assert shared.insert_picker.options == () and shared.insert_button.disabled  # that call is gone
+        shared.undo_button.click()
+        assert shared.steps == ["replace 'shared' (call 0) with Dense(units=4, activation='relu')"]
+        shared.undo_button.click()
+        assert shared.model is shared.original
+
+    def test_delete_one_call_and_insert_after_the_other(self, shared):
+        pick(shared, ("shared", 0))
+        shared.delete_button.click()
+        assert [l.name for l in shared.model.layers] == ["x", "shared", "cat", "out"]
+        assert "call 0: deleted" in shared.table.value
+        pick(shared, ("shared", 1))
+        shared.insert_picker.value = "LayerNormalization"
+        shared.insert_button.click()
+        assert shared.selected == "shared_call1_layernormalization"
+        assert ("shared_call1_layernormalization", "new") in rows(shared)
+        assert "(inserted after call 1)" in shared.table.value
+        # editor.edits replays to the same model (call edits run while the original calls exist).
+        again = kerasnb.apply(shared.original, shared.edits).model
+        assert [l.name for l in again.layers] == [l.name for l in shared.model.layers]
+
+    def test_calls_renumbered_by_the_core_are_still_the_users_calls(self, shared):
+        """Replace call 0, insert after its new layer (a second rebuild), then replace call 1."""
+        pick(shared, ("shared", 0), "Dropout")
+        pick(shared, "shared_call0_dropout")
+        shared.insert_picker.value = "BatchNormalization"
+        shared.insert_button.click()
+        pick(shared, ("shared", 1), "LayerNormalization")
+        assert shared.message.value == ""
+        assert [type(l).__name__ for l in shared.model.layers] == [
+            "InputLayer", "Dropout", "BatchNormalization", "LayerNormalization", "Concatenate", "Dense"]
+
+    def test_freezing_is_per_layer_from_any_call(self, shared):
+        pick(shared, ("shared", 1))
+        shared.trainable_box.value = False
+        assert shared.model.get_layer("shared").trainable is False
+        assert shared.steps == ["freeze 'shared'"]
+        pick(shared, ("shared", 0))
+        assert shared.trainable_box.value is False
+
+    def test_shared_layer_is_not_offered_for_pruning(self, shared):
+        pick(shared, ("shared", 1))
+        assert shared.prune_button.disabled and "shared" in shared.prune_button.tooltip
+
+
+def small_cnn():
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, out, name="small_cnn")
+
+
+class TestPrune:
+    def test_prune_from_the_panel_then_undo(self, editor, mlp):
+        before = snapshot(mlp)
+        pick(editor, "dense")
+        assert not editor.prune_button.disabled
+        assert editor.prune_box.layout.display == "none"  # nothing shown until asked
+        editor.prune_button.click()
+        assert editor.prune_box.layout.display != "none" and editor.prune_slider.value == 1.0
+        assert "2,817" in editor.prune_info.value
+        editor.prune_slider.value = 0.5
+        assert editor.message.value == ""
+        assert editor.steps == ["prune 'dense' keeping 50% of its channels (by l1)"]
+        assert isinstance(editor.edits[0], kerasnb.Prune) and editor.edits[0].keep == 0.5
+        assert editor.report.status("dense") == "pruned" and editor.report.status("dense_1") == "pruned"
+        assert editor.model.get_layer("dense").units == 32
+        assert editor.model.count_params() == 1441 < mlp.count_params()
+        assert "<b>2,817</b> before pruning &rarr; <b>1,441</b> after" in editor.prune_info.value
+        assert ("dense", "pruned") in rows(editor) and "pruned to 50%" in editor.table.value
+        assert "pruned" in editor.summary.value
+        editor.prune_slider.value = 0.25  # moving it again changes the same step
+        assert len(editor.edits) == 1 and editor.model.get_layer("dense").units == 16
+        editor.undo_button.click()
+        assert editor.model.get_layer("dense").units == 32 and editor.prune_slider.value == 0.5
+        editor.undo_button.click()
+        assert editor.model is mlp and status_in_table(editor, "dense") == "kept"
+        editor.redo_button.click()
+        assert editor.report.status("dense") == "pruned"
+        assert_unchanged(mlp, before)
+
+    def test_slider_back_to_all_channels_drops_the_prune(self, editor):
+        pick(editor, "dense_1")
+        editor.prune_button.click()
+        editor.prune_slider.value = 0.5
+        assert editor.report.status("dense_1") == "pruned"
+        editor.prune_slider.value = 1.0
+        assert editor.edits == () and editor.model is editor.original
+
+    def test_small_cnn_prunes_the_batchnorm_and_next_conv_with_it(self):
+        model = small_cnn()
+        editor = Editor(model)
+        pick(editor, "conv1")
+        editor.prune_button.click()
+        editor.prune_slider.value = 0.5
+        statuses = {p: s for p, s in rows(editor)}
+        assert statuses["conv1"] == statuses["bn1"] == statuses["conv2"] == "pruned"
+        assert statuses["head"] == "kept_input_changed"  # same shapes, but what it reads changed
+        assert tuple(editor.model.get_layer("conv2").kernel.shape) == (3, 3, 4, 16)
+        assert tuple(editor.model.output.shape) == (None, 3)
+        assert editor.model.count_params() < model.count_params()
+        editor.undo_button.click()
+        assert editor.model is model
+
+    def test_prune_together_with_other_edits(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        pick(editor, "dense")
+        editor.prune_button.click()
+        editor.prune_slider.value = 0.5
+        assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)",
+                                "prune 'dense' keeping 50% of its channels (by l1)"]
+        assert editor.report.status("dense") == "pruned"
+        assert tuple(editor.model.get_layer("dense_2").kernel.shape) == (32, 1)
+        editor.undo_button.click()
+        assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)"]
+
+    def test_not_offered_where_it_cannot_apply_and_says_why(self, editor):
+        pick(editor, "dense_2")  # its channels are the model's output
+        assert editor.prune_button.disabled and "output" in editor.prune_button.tooltip
+        assert editor.prune_box.layout.display == "none"
+        pick(editor, "input_layer")
+        assert editor.prune_button.disabled
+        pick(editor, "dense_2")
+        with pytest.raises(kerasnb.SurgeryError):
+            editor.prune(0.5)
+        assert "output" in editor.message.value and editor.edits == ()
+
+    def test_a_replaced_layer_is_not_pruned_but_its_new_dense_is(self, editor):
+        pick(editor, "dense_1", "Dense")
+        pick(editor, "dense_1")  # the removed row
+        assert editor.prune_button.disabled
+        pick(editor, "dense_1_dense")
+        assert not editor.prune_button.disabled
+        editor.prune(0.5)
+        assert editor.model.get_layer("dense_1_dense").units == 16
+        pick(editor, "dense_1_dense", "Keep")  # taking the choice back takes its pruning too
+        assert editor.edits == ()
 
 
 def test_public_names_lead_to_the_panel_and_import_stays_light():

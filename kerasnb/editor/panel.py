@@ -5,6 +5,11 @@ control calls a plain method of the editor (``select``, ``choose``, ``insert_aft
 reads the widgets, calls the session, and redraws; an error is shown in the panel and leaves the
 model and the history as they were. Setting a widget's ``.value`` or calling ``.click()`` from
 Python does exactly what the same gesture does in the browser.
+
+A layer called more than once (a shared layer) has one Layer-dropdown entry per call, and its
+row a "calls" hint; replacing, deleting and inserting act on the chosen call, freezing and
+pruning on the layer. "Prune..." is offered where the pruning module says the selected layer
+can be pruned (asked for that row only, so opening a big model costs no channel analysis).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import ipywidgets as w
 import kerasnb.catalog as catalog  # absolute: kerasnb.__getattr__ recurses on "from .. import catalog"
 from ..errors import SurgeryError
 from . import table
-from .session import Session
+from .session import Session, call_of, ordered, path_of
 
 _ITEM = w.Layout(width="auto")
 
@@ -30,7 +35,8 @@ class Editor:
     def __init__(self, model):
         started = time.perf_counter()
         self.session = Session(model)
-        self.selected: str | None = None
+        self.selected = None  # a layer path, or (path, call_index) for one call of a shared layer
+        self._prune_open = None  # the path whose prune controls were opened with "Prune..."
         self._syncing = False  # set while the panel updates its own widgets, so observers stay quiet
         self._param_widgets: dict = {}
         self._shown_in_cell = None
@@ -65,6 +71,17 @@ class Editor:
         self.insert_button.add_class("kn-insert")
         self.delete_button = w.Button(description="Delete", icon="trash", layout=w.Layout(width="90px"))
         self.delete_button.add_class("kn-delete")
+        self.prune_button = w.Button(description="Prune\u2026", icon="cut", layout=w.Layout(width="90px"))
+        self.prune_button.add_class("kn-prune")
+        # Shown once "Prune..." is clicked (or the row is pruned): how much to keep, and what it saves.
+        self.prune_slider = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="keep",
+                                          readout_format=".0%", continuous_update=False,
+                                          layout=w.Layout(width="320px"))
+        self.prune_slider.add_class("kn-prune-keep")
+        self.prune_info = w.HTML()
+        self.prune_info.add_class("kn-prune-info")
+        self.prune_box = w.HBox([self.prune_slider, self.prune_info], layout=w.Layout(width="auto", display="none"))
+        self.prune_box.add_class("kn-prune-box")
 
         self.undo_button = w.Button(description="Undo", icon="undo", layout=w.Layout(width="80px"))
         self.redo_button = w.Button(description="Redo", icon="repeat", layout=w.Layout(width="80px"))
@@ -93,7 +110,8 @@ class Editor:
             w.HBox([self.layer_picker, self.type_picker, self.trainable_box], layout=_ITEM),
             self.params_box,
             self.unavailable,
-            w.HBox([self.insert_picker, self.insert_button, self.delete_button], layout=_ITEM),
+            w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button], layout=_ITEM),
+            self.prune_box,
         ])
         self.widget = w.VBox([
             self.title, self.summary, self.message, self.legend,
@@ -109,6 +127,8 @@ class Editor:
         self.trainable_box.observe(self._on_trainable, "value")
         self.insert_button.on_click(lambda _: self._guard(self._insert_from_widgets))
         self.delete_button.on_click(lambda _: self._guard(lambda: self.delete(self.selected)))
+        self.prune_button.on_click(lambda _: self._guard(self._open_prune))
+        self.prune_slider.observe(self._on_prune_keep, "value")
         self.undo_button.on_click(lambda _: self._guard(self.undo))
         self.redo_button.on_click(lambda _: self._guard(self.redo))
         self.reset_button.on_click(lambda _: self._guard(self.reset))
@@ -116,7 +136,7 @@ class Editor:
         self.details.observe(lambda _: self._draw_details(), "selected_index")
 
         first = next((i.path for i in self.session.original_rows.values() if not i.is_input), None)
-        self._redraw(select=first)
+        self._redraw(select=None if first is None else self.session.key(first))
         self.open_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ results
@@ -146,7 +166,7 @@ class Editor:
     @property
     def history(self) -> list[tuple]:
         """Every state the history holds, each as its list of edits; ``history[cursor]`` is current."""
-        return [tuple(s.edit for s in steps) for steps in self.session.history]
+        return [tuple(s.edit for s in ordered(steps)) for steps in self.session.history]
 
     @property
     def steps(self) -> list[str]:
@@ -176,16 +196,22 @@ class Editor:
 
     # ------------------------------------------------------------------ actions (what the controls call)
 
-    def select(self, path: str) -> None:
-        """Make ``path`` the row the shared controls act on."""
-        if path not in self._all_paths():
+    def select(self, key) -> None:
+        """Make ``key`` what the shared controls act on: a row's path, or ``(path, call_index)``
+        for one call of a shared layer (a shared layer's bare path selects its first call)."""
+        if path_of(key) not in self._all_paths():
             from ..errors import LayerNotFound, suggest
 
-            raise LayerNotFound(f"No row {path!r} in the table.{suggest(path, self._all_paths())} Received: path={path!r}")
-        self.selected = path
+            path = str(path_of(key))
+            raise LayerNotFound(f"No row {path!r} in the table.{suggest(path, self._all_paths())} Received: path={key!r}")
+        key = self.session.key(key)
+        if key not in self._all_keys():
+            raise LayerNotFound(f"{path_of(key)!r} is called {self.session.calls(path_of(key))} time(s); "
+                                f"there is no such call. Received: {key!r}")
+        self.selected = key
         self._say("", "ok")
         self._sync_controls()
-        self.table.value = table.render(self._rows, selected=path, query=self.search.value)
+        self.table.value = table.render(self._rows, selected=path_of(key), query=self.search.value)
 
     def choose(self, label: str, **params) -> None:
         """Give the selected row the type ``label`` (from the catalog) and rebuild."""
@@ -201,10 +227,18 @@ class Editor:
     def insert_after(self, label: str, **params) -> None:
         self._edit(lambda: self.session.insert_after(self.selected, label, params or None), follow=True)
 
-    def delete(self, path: str | None = None) -> None:
-        if path is not None and path != self.selected:
-            self.select(path)
+    def delete(self, key=None) -> None:
+        if key is not None and key != self.selected:
+            self.select(key)
         self._edit(lambda: self.session.delete(self.selected), follow=True)
+
+    def prune(self, keep: float, by: str = "l1") -> None:
+        """Keep the fraction ``keep`` of the selected layer's channels (the strongest by ``by``).
+
+        What the "keep" slider does; ``keep=1`` takes the pruning back. One prune step per layer.
+        """
+        self._prune_open = path_of(self.selected)
+        self._edit(lambda: self.session.prune(self.selected, keep, by), follow=True)
 
     def set_trainable(self, trainable: bool) -> None:
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
@@ -242,31 +276,37 @@ class Editor:
 
     def _redraw(self, select: str | None = None) -> None:
         self._rows = table.table_rows(self.session)
-        paths = [r.path for r in self._rows]
-        if select not in paths:
-            select = self._nearest(select, paths)
+        keys = self._all_keys()
+        if select is not None:
+            select = self.session.key(select)  # a shared layer's bare path: its first call
+        if select not in keys:
+            select = self._nearest(select, keys)
         self.selected = select
         self.summary.value = f"<b>{html.escape(self.report.summary())}</b>"
-        self.table.value = table.render(self._rows, selected=select, query=self.search.value)
+        self.table.value = table.render(self._rows, selected=path_of(select), query=self.search.value)
         self._fill_layer_picker()
         self._sync_controls()
         self._draw_history()
         self._draw_details()
 
-    def _nearest(self, path, paths):
+    def _nearest(self, key, keys):
         # The selected layer vanished (undo of an insert, ...): go to the first editable row.
         rows = self.session.rows()
-        return next((p for p in paths if p in rows and not rows[p].is_input), paths[0] if paths else None)
+        return next((k for k in keys if path_of(k) in rows and not rows[path_of(k)].is_input), keys[0] if keys else None)
 
     def _all_paths(self):
         return [r.path for r in self._rows]
 
+    def _all_keys(self):
+        """What the Layer dropdown offers: each row, or each call of a shared layer."""
+        return [k for r in self._rows for k in self.session.keys(r.path)]
+
     def _fill_layer_picker(self) -> None:
         query = self.search.value
-        options = [(_option_text(r), r.path) for r in self._rows if table.matches(r, query)]
-        if self.selected is not None and all(p != self.selected for _, p in options):
-            row = next(r for r in self._rows if r.path == self.selected)
-            options.insert(0, (_option_text(row), row.path))
+        options = [(_option_text(r, k), k) for r in self._rows if table.matches(r, query) for k in self.session.keys(r.path)]
+        if self.selected is not None and all(k != self.selected for _, k in options):
+            row = next(r for r in self._rows if r.path == path_of(self.selected))
+            options.insert(0, (_option_text(row, self.selected), self.selected))
         self._syncing = True
         try:
             self.layer_picker.options = options
@@ -276,25 +316,29 @@ class Editor:
 
     def _sync_controls(self) -> None:
         """Show the selected row's type, parameters, flag and the types it may take."""
-        path = self.selected
+        key = self.selected
+        path = path_of(key)
         self._syncing = True
         try:
-            if path is None:
+            if key is None:
                 self.type_picker.options, self.insert_picker.options = [], []
                 self.params_box.children = ()
+                self.prune_button.disabled = True
+                self.prune_box.layout.display = "none"
                 return
-            if self.layer_picker.value != path and path in [p for _, p in self.layer_picker.options]:
-                self.layer_picker.value = path
+            if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
+                self.layer_picker.value = key
             row = next(r for r in self._rows if r.path == path)
-            step = self.session.step_for(path)
-            offered, refused = self.session.options(path)
+            step = self.session.step_for(key)
+            offered, refused = self.session.options(key)
             current = step.label if step is not None else catalog.KEEP
             if current not in offered:
                 offered = [current] + offered
             self.type_picker.options = offered
             self.type_picker.value = current
             self.unavailable.value = _refused_text(refused)
-            insertable, _ = (self.session.insert_options(path) if row.status != "removed" else ([], {}))
+            call_gone = step is not None and step.kind == "choice" and step.target == key and call_of(key) is not None
+            insertable, _ = (self.session.insert_options(key) if row.status != "removed" and not call_gone else ([], {}))
             self.insert_picker.options = insertable
             self.insert_button.disabled = not insertable
             is_input = self.session.rows().get(path) is not None and self.session.rows()[path].is_input
@@ -303,8 +347,32 @@ class Editor:
             self.trainable_box.value = row.trainable
             self.trainable_box.disabled = row.status == "removed" or is_input
             self._build_param_widgets(step)
+            self._sync_prune(path)
         finally:
             self._syncing = False
+
+    def _sync_prune(self, path) -> None:
+        """Offer "Prune..." where it applies; show the slider and the parameter counts once opened."""
+        pruned = self.session.prune_step(path)
+        reason = "" if pruned is not None else self.session.prune_reason(self.selected)
+        self.prune_button.disabled = bool(reason)
+        self.prune_button.tooltip = reason or "remove the weakest channels and slice the layers that read them"
+        if pruned is None and (reason or self._prune_open != path):
+            self.prune_box.layout.display = "none"
+            return
+        self.prune_box.layout.display = None
+        if pruned is not None:
+            before, after = pruned.counts
+            self.prune_slider.value = pruned.params["keep"]
+            self.prune_info.value = (
+                f"<span style='font-size:12px'>model parameters: <b>{before:,}</b> before pruning &rarr; "
+                f"<b>{after:,}</b> after ({(after - before) / max(before, 1):+.1%})</span>"
+            )
+        else:
+            self.prune_slider.value = 1.0
+            now = self.session.model.count_params()
+            self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{now:,}</b>; move the slider "
+                                     "to keep fewer channels</span>")
 
     def _build_param_widgets(self, step) -> None:
         self._param_widgets = {}
@@ -381,6 +449,23 @@ class Editor:
             return
         self._guard(lambda: self.set_trainable(change["new"]))
 
+    def _open_prune(self) -> None:
+        reason = self.session.prune_reason(self.selected) if self.session.prune_step(path_of(self.selected)) is None else ""
+        if reason:
+            raise SurgeryError(reason)
+        self._prune_open = path_of(self.selected)
+        self._say("", "ok")
+        self._syncing = True
+        try:
+            self._sync_prune(path_of(self.selected))
+        finally:
+            self._syncing = False
+
+    def _on_prune_keep(self, change) -> None:
+        if self._syncing:
+            return
+        self._guard(lambda: self.prune(change["new"]))
+
     def _insert_from_widgets(self) -> None:
         if not self.insert_picker.value:
             raise SurgeryError("Pick a type to insert first.")
@@ -424,10 +509,11 @@ def _execution_count():
         return None
 
 
-def _option_text(row) -> str:
+def _option_text(row, key=None) -> str:
     indent = "\u2003" * row.depth
     mark = " (removed)" if row.status == "removed" else ""
-    return f"{indent}{row.path.split('/')[-1]} \u2014 {row.type}{mark}"
+    call = f" (call {call_of(key)})" if call_of(key) is not None else ""
+    return f"{indent}{row.path.split('/')[-1]} \u2014 {row.type}{call}{mark}"
 
 
 def _refused_text(refused: dict) -> str:

@@ -1,19 +1,24 @@
 """The editor's state without any widget: the original model, the steps taken, and the history.
 
-Each step is one user action (choose a type for a layer, insert after it, freeze it). The
-current model is always ``kerasnb.apply(original, [step.edit for step in steps])``, so undo is
-just going back to an earlier list of steps, and an error leaves everything as it was.
+Each step is one user action (choose a type for a layer, insert after it, freeze it, prune it).
+The current model is always ``kerasnb.apply(original, session.edits)``, so undo is just going
+back to an earlier list of steps, and an error leaves everything as it was.
+
+A row of the table is a layer *path*. What the controls act on is a *key*: the path, or
+``(path, call_index)`` for one call of a layer the original model calls more than once (a
+shared layer); replacing, deleting and inserting are per call, freezing and pruning per layer.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _graph
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
-from ..edits import Delete, Insert, Replace, SetTrainable
+from ..edits import Delete, Insert, Prune, Replace, SetTrainable
 from ..report import KEPT, NO_WEIGHTS, LayerRow, WeightReport
 
 
@@ -24,13 +29,14 @@ RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of 
 class Step:
     """One action in the panel and the core edit that carries it out."""
 
-    kind: str  # "choice" (replace / remove), "insert" or "trainable"
-    target: str  # the layer the action is about ("outer/inner" inside a nested model)
+    kind: str  # "choice" (replace / remove), "insert", "trainable" or "prune"
+    target: Any  # the layer's path ("outer/inner" inside a nested model), or (path, call_index)
     edit: Any
     label: str = ""  # catalog label for choices and inserts
     params: dict = field(default_factory=dict)
     names: tuple = ()  # names of the layers this step adds, so their rows lead back to it
     trainable: bool | None = None
+    counts: tuple = field(default=(), compare=False)  # prune: (params before, params after) the step
 
     def what(self) -> str:
         """The chosen type with its parameters, e.g. ``Dropout(rate=0.2)``."""
@@ -38,14 +44,31 @@ class Step:
         return f"{self.label}({args})" if args else self.label
 
     def describe(self) -> str:
-        what = self.what()
+        what, target = self.what(), key_text(self.target)
         if self.kind == "choice":
             if isinstance(self.edit, Delete):
-                return f"delete {self.target!r}"
-            return f"replace {self.target!r} with {what}"
+                return f"delete {target}"
+            return f"replace {target} with {what}"
         if self.kind == "insert":
-            return f"insert {what} after {self.target!r}"
-        return f"{'unfreeze' if self.trainable else 'freeze'} {self.target!r}"
+            return f"insert {what} after {target}"
+        if self.kind == "prune":
+            return f"prune {target} keeping {self.params['keep']:.0%} of its channels (by {self.params['by']})"
+        return f"{'unfreeze' if self.trainable else 'freeze'} {target}"
+
+
+def path_of(key) -> str:
+    """The layer path of a key (``"shared"`` for ``("shared", 1)``)."""
+    return key[0] if isinstance(key, tuple) else key
+
+
+def call_of(key):
+    """The call index of a key, or None for a whole layer."""
+    return key[1] if isinstance(key, tuple) else None
+
+
+def key_text(key) -> str:
+    """``'dense_1'``, or ``'shared' (call 1)`` for one call of a shared layer."""
+    return f"{path_of(key)!r} (call {call_of(key)})" if isinstance(key, tuple) else repr(key)
 
 
 class Session:
@@ -60,6 +83,7 @@ class Session:
         self.result = None  # SurgeryResult of the current steps; None while there are none
         self._rows_cache: dict | None = None
         self._recent: list = []  # (steps, result) of the last few rebuilds, newest first
+        self._prune_reasons: tuple = (None, {})  # (model, {path: reason}) for the current model
 
     # ------------------------------------------------------------------ current state
 
@@ -79,7 +103,8 @@ class Session:
 
     @property
     def edits(self) -> tuple:
-        return tuple(step.edit for step in self.steps)
+        """The core edits, in the order :func:`kerasnb.apply` runs them (see :func:`ordered`)."""
+        return tuple(step.edit for step in ordered(self.steps))
 
     @property
     def notes(self) -> list[str]:
@@ -102,30 +127,63 @@ class Session:
 
     # ------------------------------------------------------------------ what a row stands for
 
-    def step_for(self, path: str):
-        """The step whose target or added layers include ``path``, or None."""
+    def calls(self, path: str) -> int:
+        """How many times the original model calls the layer at ``path`` (1 for new layers)."""
+        info = self.original_rows.get(path)
+        return max(info.calls, 1) if info is not None else 1
+
+    def keys(self, path: str) -> list:
+        """What the controls can act on for a row: the path, or one ``(path, i)`` per call."""
+        n = self.calls(path)
+        return [(path, i) for i in range(n)] if n > 1 else [path]
+
+    def key(self, key):
+        """``key`` made exact: a shared layer's bare path means its first call."""
+        if isinstance(key, list):
+            key = tuple(key)
+        if isinstance(key, tuple):
+            return key if self.calls(key[0]) > 1 else key[0]
+        return (key, 0) if self.calls(key) > 1 else key
+
+    def step_for(self, key):
+        """The choice or insert step whose target or added layers include ``key``, or None."""
+        path = path_of(key)
         for step in self.steps:
-            if step.kind == "trainable":
+            if step.kind in ("trainable", "prune"):
                 continue
-            if step.target == path and step.kind == "choice":
+            if step.target == key and step.kind == "choice":
                 return step
             if any(path == n or path.startswith(n + "/") for n in step.names):
                 return step
         return None
 
-    def site(self, path: str) -> catalog.Site:
-        """Where ``path`` sits, in the current model if it is there, else in the original."""
-        model = self.model if path in self.rows() else self.original
-        return catalog.locate(model, path)
+    def prune_step(self, path: str):
+        """The step pruning the layer at ``path``, or None."""
+        return next((s for s in self.steps if s.kind == "prune" and s.target == path), None)
 
-    def options(self, path: str) -> tuple[list, dict]:
-        """``(labels offered, {label: reason not offered})`` for the row ``path``."""
-        step = self.step_for(path)
+    def site(self, key) -> catalog.Site:
+        """Where ``key`` sits, in the current model if it is there, else in the original.
+
+        One call of a shared layer is looked up in the current model only while that model still
+        has all the original calls (once a call is replaced, the others are numbered anew).
+        """
+        path, call = path_of(key), call_of(key)
+        current = self.rows().get(path)
+        if call is None:
+            model = self.model if current is not None else self.original
+        else:
+            model = self.model if current is not None and current.calls == self.calls(path) else self.original
+        return catalog.locate(model, key)
+
+    def options(self, key) -> tuple[list, dict]:
+        """``(labels offered, {label: reason not offered})`` for ``key`` (a row or one call of it)."""
+        key = self.key(key)
+        step = self.step_for(key)
         if step is not None and step.kind == "insert":
             # An inserted row can become another insertable type, or be removed again.
             offered, refused = self.insert_options(step.target)
             return [catalog.REMOVE] + offered, refused
-        target = step.target if step is not None else path
+        target = step.target if step is not None else key
         site = self.site(target)
         offered, refused = [], {}
         for entry in catalog.entries():
@@ -136,9 +194,9 @@ class Session:
                 refused[entry.label] = reason
         return offered, refused
 
-    def insert_options(self, path: str) -> tuple[list, dict]:
-        """Types that can be inserted after ``path``: they must take and give its output shape."""
-        site = self.site(path)
+    def insert_options(self, key) -> tuple[list, dict]:
+        """Types that can be inserted after ``key``: they must take and give its output shape."""
+        site = self.site(self.key(key))
         after = catalog.Site(site.layer, site.output_shape, site.output_shape, site.feeds_merge, False, site.consumers)
         offered, refused = [], {}
         for entry in catalog.entries():
@@ -156,13 +214,72 @@ class Session:
 
     # ------------------------------------------------------------------ actions
 
-    def choose(self, path: str, label: str, params: dict | None = None) -> str | None:
-        """Give the row ``path`` the type ``label`` (Keep undoes an earlier choice).
+    def prune_reason(self, path: str) -> str:
+        """Why the layer at ``path`` cannot be pruned in the current model, or ``""`` when it can.
 
-        Returns the row that stands for this layer afterwards (an inserted layer's new name, or
+        Asked only for the row the user selects, and kept per model: one channel analysis per
+        row asked about, none at all when the editor opens on a layer that makes no channels.
+        """
+        if isinstance(path, tuple):
+            return (f"{path[0]!r} is shared (called {self.calls(path[0])} times with the same weights); "
+                    "pruning works on layers called once")
+        model, known = self._prune_reasons
+        if model is not self.model:
+            known = {}
+            self._prune_reasons = (self.model, known)
+        if path not in known:
+            info = self.rows().get(path)
+            if info is None:
+                known[path] = f"{path!r} is not in the current model"
+            elif info.is_input or info.is_container or "/" in path or not info.params:
+                # Said here without an analysis: pruning works on top-level layers that make channels.
+                what = ("an input" if info.is_input else "a nested model" if info.is_container
+                        else "inside a nested model" if "/" in path else "a layer without weights")
+                known[path] = (f"{path!r} is {what}; only top-level Dense and convolution layers "
+                               "have channels to prune")
+            else:
+                known[path] = pruning_module().unprunable_reason(self.model, path)
+        return known[path]
+
+    def prune(self, key, keep: float, by: str = "l1") -> str:
+        """Keep the fraction ``keep`` of the layer's channels (the strongest by ``by``); 1 undoes it.
+
+        One prune step per layer: pruning it again changes that step in place. Returns the path.
+        """
+        path = path_of(key)
+        steps = list(self.steps)
+        old = self.prune_step(path)
+        keep = float(keep)
+        if keep >= 1.0:
+            if old is not None:
+                self._commit(_without(steps, old))
+            return path
+        if old is None:
+            reason = self.prune_reason(path)
+            if reason:
+                raise catalog_error(reason)
+            index = len(steps)
+            steps.append(None)
+        else:
+            index = steps.index(old)
+        step = Step("prune", path, Prune(path, keep=keep, by=by), "Prune", {"keep": keep, "by": by})
+        steps[index] = step
+        before = self._build(tuple(steps[:index]))  # usually the current or the previous state: kept
+        after = self._build(tuple(steps[:index + 1]))  # the whole list when it is the last step
+        counts = (_params(before.model if before else self.original), _params(after.model))
+        steps[index] = Step(step.kind, step.target, step.edit, step.label, step.params, counts=counts)
+        self._commit(steps)
+        return path
+
+    def choose(self, key, label: str, params: dict | None = None):
+        """Give ``key`` (a row, or one call of a shared layer) the type ``label`` (Keep undoes a choice).
+
+        Returns the key that stands for this layer afterwards (an inserted layer's new name, or
         the target), so the panel can keep it selected; None when the row is gone.
         """
-        step = self.step_for(path)
+        key = self.key(key)
+        path = path_of(key)
+        step = self.step_for(key)
         entry = catalog.get(label)
         steps = list(self.steps)
         if step is not None and step.kind == "insert":
@@ -175,9 +292,9 @@ class Session:
             steps[steps.index(step)] = new
             self._commit(steps)
             return new.names[0] if new.names else None
-        target = step.target if step is not None else path
-        if target not in self.rows() and target not in self.original_rows:
-            raise catalog_error(f"No layer {target!r} to edit.")
+        target = step.target if step is not None else key
+        if path_of(target) not in self.rows() and path_of(target) not in self.original_rows:
+            raise catalog_error(f"No layer {key_text(target)} to edit.")
         if entry.kind == "keep":
             if step is not None:
                 self._commit(_without(steps, step))
@@ -190,20 +307,26 @@ class Session:
         self._commit(steps)
         return target
 
-    def insert_after(self, path: str, label: str, params: dict | None = None) -> str:
-        """Insert a layer of type ``label`` after ``path``; returns the new layer's name."""
+    def insert_after(self, key, label: str, params: dict | None = None) -> str:
+        """Insert a layer of type ``label`` after ``key``; returns the new layer's name."""
         entry = catalog.get(label)
         if not entry.insertable:
             raise catalog_error(f"{label!r} cannot be inserted; insertable types: "
                                 + ", ".join(e.label for e in catalog.entries() if e.insertable))
-        step = self._insert_step(path, entry, params)
+        key = self.key(key)
+        step = self.step_for(key)
+        if step is not None and step.kind == "choice" and step.target == key:
+            raise catalog_error(f"{key_text(key)} was replaced or deleted; insert after what stands there now.")
+        step = self._insert_step(key, entry, params)
         self._commit(list(self.steps) + [step])
         return step.names[0] if step.names else ""
 
-    def delete(self, path: str) -> str | None:
-        return self.choose(path, catalog.REMOVE)
+    def delete(self, key) -> str | None:
+        return self.choose(key, catalog.REMOVE)
 
-    def set_trainable(self, path: str, trainable: bool) -> None:
+    def set_trainable(self, key, trainable: bool) -> None:
+        """Freeze or unfreeze a layer (all its calls: the weights are the same)."""
+        path = path_of(key)
         if path not in self.rows():
             raise catalog_error(f"{path!r} is not in the current model, so it cannot be frozen or unfrozen.")
         steps = [s for s in self.steps if not (s.kind == "trainable" and s.target == path)]
@@ -233,7 +356,7 @@ class Session:
 
     # ------------------------------------------------------------------ internals
 
-    def _choice_step(self, target: str, entry, params, reuse=None) -> Step:
+    def _choice_step(self, target, entry, params, reuse=None) -> Step:
         site = self.site(target)
         values = self._params(entry, site.layer, params, reuse)
         if entry.kind == "remove":
@@ -242,7 +365,7 @@ class Session:
         names = self._name(replacement, target, entry, keep=reuse.names if reuse else ())
         return Step("choice", target, Replace(target, replacement), entry.label, values, names)
 
-    def _insert_step(self, target: str, entry, params, reuse=None) -> Step:
+    def _insert_step(self, target, entry, params, reuse=None) -> Step:
         site = self.site(target)
         values = self._params(entry, site.layer, params, reuse)
         layer = entry.make(site.layer, site.output_shape, **values)
@@ -255,7 +378,7 @@ class Session:
             return dict(reuse.params)  # same type again: keep what the user had set
         return {**entry.defaults(layer), **(params or {})}
 
-    def _name(self, replacement, target: str, entry, keep=()) -> tuple:
+    def _name(self, replacement, target, entry, keep=()) -> tuple:
         """Name the new layers after the row they stand in, so the table can lead back to the step."""
         parts = replacement if isinstance(replacement, (list, tuple)) else [replacement]
         taken = set(self.rows()) | set(self.original_rows)
@@ -264,7 +387,8 @@ class Session:
         taken -= set(keep)
         import keras
 
-        base = target.split("/")[-1] + "_" + _slug(entry.label)
+        call = f"_call{call_of(target)}" if isinstance(target, tuple) else ""
+        base = path_of(target).split("/")[-1] + call + "_" + _slug(entry.label)
         names = []
         for i, part in enumerate(parts):
             if not isinstance(part, keras.layers.Layer):
@@ -303,19 +427,44 @@ class Session:
         if not steps:
             return None
         for kept_steps, result in self._recent:
-            if kept_steps is steps:
+            if kept_steps is steps or kept_steps == steps:
                 return result
         from ..surgery import apply
 
-        result = apply(self.original, [s.edit for s in steps])
+        result = apply(self.original, [s.edit for s in ordered(steps)])
         self._recent = ([(steps, result)] + self._recent)[:RECENT_RESULTS]
         return result
 
 
+def ordered(steps) -> list:
+    """The steps in the order they are applied: edits of single calls of shared layers first.
+
+    A call index names a call of the original model. Once one call is replaced, the core numbers
+    the remaining calls anew, so those edits run first, while the original calls all exist, and
+    from the highest call index down (replacing call 1 leaves call 0 as it was). The rest keep
+    the user's order; a call edit never depends on them, as it targets an original layer.
+    """
+    calls = [s for s in steps if s.kind in ("choice", "insert") and isinstance(s.target, tuple)]
+    if not calls:
+        return list(steps)
+    calls.sort(key=lambda s: -s.target[1])  # stable: edits of one call keep their order
+    return calls + [s for s in steps if not (s.kind in ("choice", "insert") and isinstance(s.target, tuple))]
+
+
+def pruning_module():
+    """``kerasnb.pruning``, imported on the first question about pruning (not when the panel opens)."""
+    return importlib.import_module("kerasnb.pruning")
+
+
+def _params(model) -> int:
+    return _graph.count_params(model)
+
+
 def _without(steps: list, step: Step) -> list:
-    """``steps`` less ``step`` and the freeze / unfreeze steps aimed at the layers it added."""
+    """``steps`` less ``step`` and the freeze / prune steps aimed at the layers it added."""
     gone = set(step.names)
-    return [s for s in steps if s is not step and not (s.kind == "trainable" and s.target.split("/")[0] in gone)]
+    return [s for s in steps
+            if s is not step and not (s.kind in ("trainable", "prune") and path_of(s.target).split("/")[0] in gone)]
 
 
 def _entry_or_none(label):

@@ -31,6 +31,7 @@ class TableRow:
     choice: str  # the edit made at this row, in words, or ""
     is_container: bool
     depth: int
+    calls: int = 1  # how many times the original model calls this layer (shared layers: > 1)
 
 
 def table_rows(session) -> list[TableRow]:
@@ -38,14 +39,24 @@ def table_rows(session) -> list[TableRow]:
     report = session.report
     current = session.rows()
     choice_of: dict[str, str] = {}
-    for step in session.steps:
+
+    def note(path, text):
+        choice_of[path] = f"{choice_of[path]}; {text}" if choice_of.get(path) else text
+
+    for step in sorted(session.steps, key=_by_call):
         if step.kind == "trainable":
             continue
+        if step.kind == "prune":
+            note(step.target, f"pruned to {step.params['keep']:.0%}")
+            continue
         if step.kind == "choice":
-            choice_of[step.target] = "deleted" if not step.names and not step.params and \
-                step.label == catalog.REMOVE else step.what()
+            what = "deleted" if not step.names and not step.params and step.label == catalog.REMOVE else step.what()
+            if isinstance(step.target, tuple):  # one call of a shared layer
+                what = f"call {step.target[1]}: {what}"
+            note(step.target[0] if isinstance(step.target, tuple) else step.target, what)
         for name in step.names:
-            choice_of.setdefault(name, f"{step.what()} (inserted)" if step.kind == "insert" else f"{step.label} (new)")
+            after = f" after call {step.target[1]}" if isinstance(step.target, tuple) else ""
+            choice_of.setdefault(name, f"{step.what()} (inserted{after})" if step.kind == "insert" else f"{step.label} (new)")
     out: list[TableRow] = []
     removed = []
     for row in report.rows:
@@ -56,14 +67,21 @@ def table_rows(session) -> list[TableRow]:
         out.append(TableRow(
             row.layer, row.type, info.output_shape if info else "", row.params, row.trainable, row.status,
             row.reason, choice_of.get(row.layer, ""), bool(info and info.is_container), row.layer.count("/"),
+            session.calls(row.layer),
         ))
     order = list(session.original_rows)
     for row in removed:
         info = session.original_rows.get(row.layer)
         line = TableRow(row.layer, row.type, info.output_shape if info else "", row.params, row.trainable,
-                        row.status, row.reason, choice_of.get(row.layer, ""), False, row.layer.count("/"))
+                        row.status, row.reason, choice_of.get(row.layer, ""), False, row.layer.count("/"),
+                        session.calls(row.layer))
         out.insert(_place(out, order, row.layer), line)
     return out
+
+
+def _by_call(step):
+    """Calls of a shared layer in call order; the rest as the user made them."""
+    return step.target[1] if step.kind == "choice" and isinstance(step.target, tuple) else -1
 
 
 def _place(rows: list[TableRow], order: list[str], path: str) -> int:
@@ -154,7 +172,7 @@ def _tr(row: TableRow, selected: bool) -> str:
     reason = html.escape(row.reason)
     return (
         f"<tr class='{cls}{removed}' data-layer='{html.escape(row.path)}'>"
-        f"<td title='{html.escape(row.path)}'><code>{name}</code></td><td>{html.escape(row.type)}</td>"
+        f"<td title='{html.escape(row.path)}'><code>{name}</code>{_calls(row)}</td><td>{html.escape(row.type)}</td>"
         f"<td>{html.escape(row.output_shape)}</td><td class='kn-num'>{row.params:,}</td>"
         f"<td>{'yes' if row.trainable else 'no'}</td>"
         f"<td class='kn-status' title='{reason}'>{_badge(row.status)}</td>"
@@ -162,9 +180,17 @@ def _tr(row: TableRow, selected: bool) -> str:
     )
 
 
+def _calls(row: TableRow) -> str:
+    """A hint on a shared layer's row: each call is edited on its own (the Layer dropdown lists them)."""
+    if row.calls <= 1:
+        return ""
+    return (f" <span class='kn-calls' title='called {row.calls} times, sharing its weights; pick a call in "
+            f"the Layer dropdown'>&times;{row.calls} calls</span>")
+
+
 def _cells_text(row: TableRow) -> str:
     return (
-        f"<code>{html.escape(row.path.split('/')[-1])}</code> &nbsp;{html.escape(row.type)}, "
+        f"<code>{html.escape(row.path.split('/')[-1])}</code>{_calls(row)} &nbsp;{html.escape(row.type)}, "
         f"{row.params:,} params, {'trainable' if row.trainable else 'frozen'} &nbsp;{_badge(row.status)}"
         f"{' &nbsp;<i>' + html.escape(row.choice) + '</i>' if row.choice else ''}"
     )
@@ -186,4 +212,5 @@ _STYLE = """<style>
 .kn-num{text-align:right}
 .kn-group summary{font-size:12px;cursor:pointer;padding:2px 0}
 .kn-count{font-size:11px;color:#666;margin:2px 0}
+.kn-calls{font-size:10px;color:#6a1b9a;border:1px solid #ce93d8;border-radius:3px;padding:0 3px}
 </style>"""
