@@ -2,7 +2,8 @@
 
 A *target* is one of:
 - a layer name (``"dense_1"``) or the layer object itself;
-- ``(name, call_index)`` for one call of a layer that is called more than once;
+- ``(name, call_index)`` for one call of a layer that is called more than once (calls are counted
+  in the graph the edit meets: inside ``apply``, the model as the earlier edits left it);
 - ``"outer/inner"`` for a layer inside a nested model;
 - ``(first, last)``, two names, for a linear chain of layers handled as one span (Replace only).
 

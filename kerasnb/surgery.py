@@ -212,7 +212,13 @@ def _plan_edit(model, edit, plan: _Plan) -> None:
     if node_plan.action is not None or id(view.node) in res.plan.skip:
         raise _Conflict(f"{res.layer.name} edited twice")
     if isinstance(edit, Delete):
-        if len(view.input_tensors) != 1 or len(view.outputs) != 1:
+        if len(view.outputs) != 1:
+            raise InvalidEdit(
+                f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it has {len(view.outputs)} outputs, "
+                "and one input cannot stand in for all of them. Replace it with a block that gives as many outputs. "
+                f"Received: target={edit.target!r}"
+            )
+        if len(view.input_tensors) != 1:
             raise InvalidEdit(
                 f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it takes {len(view.input_tensors)} "
                 f"inputs ({_input_names(view)}), so there is no single input to pass on to its consumers. "
