@@ -288,6 +288,10 @@ class TestFindingLayers:
         pick(editor, "encoder/inner_a", "Dropout")
         assert editor.report.status("encoder/inner_a") == "removed"
         assert status_in_table(editor, "encoder/inner_b") == "reinitialized"
+        assert editor.report.status("encoder/inner_a_dropout") == "new"
+        pick(editor, "x")
+        pick(editor, "encoder/inner_a_dropout")  # the new layer inside the group leads to its choice
+        assert editor.type_picker.value == "Dropout"
 
 
 class TestTakingTheResultOut:

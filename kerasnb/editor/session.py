@@ -389,6 +389,9 @@ class Session:
 
         call = f"_call{call_of(target)}" if isinstance(target, tuple) else ""
         base = path_of(target).split("/")[-1] + call + "_" + _slug(entry.label)
+        # New layers live in the same (nested) model as the target: rows are keyed by full path.
+        prefix = path_of(target).rpartition("/")[0]
+        prefix = prefix + "/" if prefix else ""
         names = []
         for i, part in enumerate(parts):
             if not isinstance(part, keras.layers.Layer):
@@ -396,12 +399,12 @@ class Session:
             if not isinstance(part, keras.Model):
                 wanted = base if len(parts) == 1 else f"{base}_{i + 1}"
                 name, n = wanted, 1
-                while name in taken:
+                while prefix + name in taken:
                     n += 1
                     name = f"{wanted}_{n}"
                 part.name = name
-            taken.add(part.name)
-            names.append(part.name)
+            taken.add(prefix + part.name)
+            names.append(prefix + part.name)
         return tuple(names)
 
     def _commit(self, steps: list) -> None:
