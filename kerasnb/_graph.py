@@ -147,6 +147,16 @@ def layers_in_order(model) -> list:
     return out
 
 
+def call_count(layer) -> int:
+    """How many times a layer has been called, in any graph."""
+    return len(getattr(layer, "_inbound_nodes", ()))
+
+
+def forget_calls(layer, keep: int) -> None:
+    """Drop the calls made after the first ``keep`` (a user's callable reused one of their layers)."""
+    del layer._inbound_nodes[keep:]
+
+
 def is_input_layer(layer) -> bool:
     return isinstance(layer, keras.layers.InputLayer)
 

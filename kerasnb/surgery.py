@@ -95,6 +95,8 @@ def apply(model, edits) -> SurgeryResult:
     Edits are resolved in order. Consecutive edits whose targets all exist in the current graph
     share one rebuild; an edit that names a layer made by an earlier edit starts a new one.
     """
+    if isinstance(edits, (Replace, Insert, Delete, Configure, SetTrainable, Prune)):
+        edits = (edits,)
     edits = tuple(edits)
     for edit in edits:
         if not isinstance(edit, (Replace, Insert, Delete, Configure, SetTrainable, Prune)):
@@ -177,13 +179,29 @@ class _Resolved:
 
 def _plan_edit(model, edit, plan: _Plan) -> None:
     if isinstance(edit, SetTrainable):
-        targets = edit.targets if isinstance(edit.targets, (list, set)) else [edit.targets]
+        targets = edit.targets
+        if not isinstance(targets, (list, set, tuple)) or _is_call_target(targets):
+            targets = [targets]
         for target in targets:
             res = _resolve(model, target, plan, edit)
+            _refuse_if_already_edited(res)
+            if edit.trainable and res.scope is not model and not res.scope.trainable and \
+                    res.plan is not plan and plan.trainable.get(id(res.scope)) is not True:
+                raise InvalidEdit(
+                    f"{target!r} is inside {res.scope.name!r}, which is frozen, and Keras ignores the flags of "
+                    f"layers inside a frozen model. Unfreeze {res.scope.name!r} first, then freeze the layers "
+                    f"inside it that should stay frozen. Received: SetTrainable({target!r}, True)"
+                )
             res.plan.trainable[id(res.layer)] = bool(edit.trainable)
         return
     res = _resolve(model, edit.target, plan, edit)
+    _refuse_if_already_edited(res)
     if isinstance(edit, Configure):
+        if _graph.is_graph_model(res.layer):
+            raise InvalidEdit(
+                f"{res.layer.name!r} is a nested model; configure its layers ('{res.layer.name}/<layer>') or "
+                f"freeze it with kerasnb.set_trainable. Received: Configure({edit.target!r}, {dict(edit.changes)!r})"
+            )
         if _graph.is_input_layer(res.layer):
             raise InputLayerEdit(_input_msg(res.layer, edit))
         _check_config_keys(res.layer, edit)
@@ -240,6 +258,20 @@ def _plan_edit(model, edit, plan: _Plan) -> None:
         node_plan.action = ("replace", _Block(edit.replacement, edit), edit)
 
 
+def _is_call_target(target) -> bool:
+    return isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], (int, np.integer)) \
+        and not isinstance(target[1], bool)
+
+
+def _refuse_if_already_edited(res: _Resolved) -> None:
+    """An edit naming a call this batch already replaces or deletes applies to the rebuilt model."""
+    views = list(res.views) + ([res.span_first] if res.span_first is not None else [])
+    for view in views:
+        node_plan = res.plan.nodes.get(id(view.node))
+        if (node_plan is not None and node_plan.action is not None) or id(view.node) in res.plan.skip:
+            raise _Conflict(f"{view.name} already replaced in this batch")
+
+
 def _resolve(model, target, plan: _Plan, edit) -> _Resolved:
     """Find the layer (and calls) a target names, descending into nested models for 'a/b'."""
     if isinstance(target, keras.layers.Layer) and not isinstance(target, str):
@@ -256,7 +288,7 @@ def _resolve(model, target, plan: _Plan, edit) -> _Resolved:
     call_index = None
     span_last = None
     if isinstance(target, tuple) and len(target) == 2:
-        if isinstance(target[1], (int, np.integer)) and not isinstance(target[1], bool):
+        if _is_call_target(target):
             target, call_index = target[0], int(target[1])
         elif isinstance(target[0], str) and isinstance(target[1], str):
             if not isinstance(edit, Replace):
@@ -455,6 +487,8 @@ class _Pass:
         self.records: dict[int, _Record] = {}  # id(new layer) -> record
         self.layers: dict[int, Any] = {}  # id(new layer) -> new layer (keeps ids alive)
         self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
+        self.clones: dict[int, Any] = {}  # id(old op) -> its one new op in this pass
+        self.source_layers: list = []  # every layer of the model being edited, nested ones too
         self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
 
     def record(self, layer, rec: _Record):
@@ -464,6 +498,7 @@ class _Pass:
 
 def _run_pass(model, plan: _Plan, lineage: dict):
     state = _Pass()
+    state.source_layers = [layer for _, layer in _walk_layers(model)]
     try:
         with _graph.deferred_variables():
             new_model = _rebuild(model, plan, state, prefix="")
@@ -473,6 +508,7 @@ def _run_pass(model, plan: _Plan, lineage: dict):
             raise
         # Some layer creates variables outside build(); rebuild the slow way.
         state = _Pass()
+        state.source_layers = [layer for _, layer in _walk_layers(model)]
         new_model = _rebuild(model, plan, state, prefix="")
         _transfer_weights(state)
     return new_model, _compose(new_model, state, lineage)
@@ -497,7 +533,8 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
             out = _call_block(block, (out,), state, names, old_layer, prefix)
         tensor_dict[id(old_t)] = out
 
-    clones: dict[int, Any] = {}  # id(old op) -> new op
+    clones = state.clones  # one clone per original op in the whole pass: layers tied across graphs stay tied
+    called_here: set[int] = set()  # ids of the old ops called in this graph
     op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
     op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
     for view in _graph.walk(model):
@@ -527,7 +564,8 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
             if new_op is None:
                 new_op = _clone_op(op, plan, state, prefix)
                 clones[id(op)] = new_op
-            unchanged_op = id(op) not in plan.config and not (
+            called_here.add(id(op))
+            unchanged_op = not _computation_changes(op, plan.config.get(id(op))) and not (
                 _graph.is_graph_model(op) and not plan.nested.get(id(op), _Plan()).is_empty())
             node_faithful = inputs_faithful and unchanged_op
             outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, local, faithful)
@@ -541,7 +579,8 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
             node_faithful = False
         _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix)
 
-    for old_id, new_op in clones.items():
+    for old_id in called_here:
+        new_op = clones[old_id]
         rec = state.records[id(new_op)]
         rec.faithful = rec.faithful and op_faithful.get(old_id, False)
         if rec.inner and not op_inputs_faithful.get(old_id, False):
@@ -603,7 +642,7 @@ def _call_checked(new_op, args, kwargs, view, inputs_faithful, tensor_dict, fait
         raise IncompatibleShape(
             f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: {what}. "
             f"Keras says: {_first_line(error)} What would work: an edit whose output keeps shape {wants}, "
-            f"or also replace {view.name!r}."
+            f"or also replace {view.name!r}. Received: an edit upstream of {view.name!r}."
         ) from None
 
 
@@ -641,8 +680,13 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
         before = set(state.records)
         new_op = _rebuild(op, sub_plan, state, prefix=path + "/")
         inner = tuple(k for k in state.records if k not in before)
-        trainable = plan.trainable.get(id(op), op.trainable)
-        if not trainable:
+        if id(op) in plan.trainable:
+            # A Functional's setter does not reach its layers' own flags: set each one, as users expect
+            # "unfreeze the backbone" to mean every layer in it.
+            for _, inner_layer in _walk_layers(new_op):
+                inner_layer.trainable = plan.trainable[id(op)]
+            new_op.trainable = plan.trainable[id(op)]
+        elif not op.trainable:
             new_op.trainable = False
         state.record(new_op, _Record(path, "none", inner=inner))
         return new_op
@@ -670,7 +714,8 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
         raise UnsupportedLayer(
             f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
             f"({_first_line(error)}). Custom layers need get_config() and registration with "
-            "@keras.saving.register_keras_serializable(). Received: layer={op.name!r}"
+            f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
+            f"blocks edits anywhere in it. Received: layer={op.name!r}"
         ) from None
     if id(op) in plan.trainable:
         new_op.trainable = plan.trainable[id(op)]
@@ -682,11 +727,17 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
     return new_op
 
 
-def _describe_changes(op, changes) -> str:
+def _computation_changes(op, changes) -> dict:
+    """The changes that make the layer compute something else (a new name or flag does not)."""
     if not changes:
-        return ""
+        return {}
     old = op.get_config()
-    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in changes.items() if old.get(k) != v]
+    return {k: v for k, v in changes.items() if k not in ("name", "trainable") and old.get(k) != v}
+
+
+def _describe_changes(op, changes) -> str:
+    old = op.get_config()
+    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in _computation_changes(op, changes).items()]
     return "config changed (" + ", ".join(parts) + ")" if parts else ""
 
 
@@ -716,7 +767,7 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
         for new_id, layer in sub.layers.items():
             state.layers[new_id] = layer
             has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
-            state.records[new_id] = _Record(None, "new", f"{made_by}; brings its own pretrained weights from {piece.name!r}"
+            state.records[new_id] = _Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
                                             if has_weights else made_by)
         state.copies.extend(sub.copies)
         state.record(copy, _Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
@@ -743,16 +794,31 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
             state.record(layer, _Record(None, "new", made_by))
         return out
     if callable(piece):
+        calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
         try:
-            return piece(*args)
+            out = piece(*args)
         except SurgeryError:
             raise
         except Exception as error:
+            failure = error
+        else:
+            failure = None
+        reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
+        for layer in reused:  # undo the calls so the user's model is as it was
+            _graph.forget_calls(layer, calls_before[id(layer)])
+        if reused:
+            raise InvalidEdit(
+                f"The callable {getattr(piece, '__name__', piece)!r} calls {reused[0].name!r}, a layer of the model "
+                "being edited. That would add calls to your model and share its weights; make new layers inside "
+                f"the callable instead (e.g. keras.layers.Dense(...)(x)). Received: {block.edit!r}"
+            )
+        if failure is not None:
             raise IncompatibleShape(
                 f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
                 f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
-                f"{_first_line(error)} Received: {block.edit!r}"
-            ) from None
+                f"{_first_line(failure)} Received: {block.edit!r}"
+            )
+        return out
     raise InvalidEdit(
         "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
         f"Received: {piece!r} of type {type(piece).__name__}"
@@ -822,14 +888,8 @@ def _copy_value(variable):
 # ----------------------------------------------------------------------------- bookkeeping
 
 
-def _all_paths(model, prefix: str = "") -> list[str]:
-    out = []
-    for layer in _graph.layers_in_order(model):
-        path = prefix + layer.name
-        out.append(path)
-        if _graph.is_graph_model(layer):
-            out.extend(_all_paths(layer, path + "/"))
-    return out
+def _all_paths(model) -> list[str]:
+    return [path for path, _ in _walk_layers(model)]
 
 
 def _prune_pass(model, edit: Prune, lineage: dict):
@@ -861,7 +921,7 @@ def _compose_report(report: WeightReport, lineage: dict) -> dict:
 
 
 def _walk_layers(model, prefix: str = ""):
-    """(path, layer, container path) for every layer of a model, nested ones after their container."""
+    """(path, layer) for every layer of a model, nested ones right after their container."""
     for layer in _graph.layers_in_order(model):
         path = prefix + layer.name
         yield path, layer
@@ -911,8 +971,6 @@ def _build_report(original, new_model, lineage: dict) -> WeightReport:
             status, reason = REINITIALIZED, lin.reason
         elif lin.state == "pruned":
             status, reason = PRUNED, lin.reason
-        elif lin.state == "new":
-            status, reason = NEW, lin.reason
         elif not getattr(layer, "weights", None):
             status = NO_WEIGHTS
             reason = "" if lin.faithful else "its input changed"
@@ -939,15 +997,24 @@ def _container_status(path, lin: _Lineage, lineage: dict):
 
 
 def _recompile(original, new_model) -> list[str]:
+    """Compile the new model as the original was; per-output settings follow renamed outputs."""
     try:
         config = original.get_compile_config()
     except Exception:
         config = None
     if not config:
         return []
+    notes = []
+    renamed = {old: new for old, new in zip(original.output_names, new_model.output_names) if old != new}
+    if renamed:
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if isinstance(config.get(key), dict):
+                config[key] = {renamed.get(name, name): value for name, value in config[key].items()}
+        pairs = ", ".join(f"{old!r} -> {new!r}" for old, new in renamed.items())
+        notes.append(f"Outputs renamed by the edit ({pairs}); their losses and metrics were carried over to the new names.")
     try:
         new_model.compile_from_config(config)
     except Exception as error:
-        return [f"The original was compiled but the new model could not be compiled the same way ({_first_line(error)}); "
-                "call new_model.compile(...) yourself."]
-    return []
+        notes.append(f"The original was compiled but the new model could not be compiled the same way "
+                     f"({_first_line(error)}); call new_model.compile(...) yourself.")
+    return notes

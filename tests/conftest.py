@@ -100,11 +100,20 @@ def sample_input(model, batch=3, seed=0):
 
 def snapshot(model):
     """What must not change in a model the user hands us: layers, weights, graph nodes."""
+    every = list(_all_layers(model))
     return {
-        "layers": [(l.name, type(l).__name__, l.trainable) for l in model.layers],
+        "layers": [(l.name, type(l).__name__, l.trainable) for l in every],
         "weights": [np.array(w) for w in model.get_weights()],
-        "nodes": [len(l._inbound_nodes) for l in model.layers],
+        "nodes": [len(l._inbound_nodes) for l in every],
     }
+
+
+def _all_layers(model):
+    """Layers of a model and, recursively, of the models nested in it."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def assert_unchanged(model, before):

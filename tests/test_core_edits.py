@@ -88,7 +88,40 @@ class TestConfigure:
             kerasnb.configure(model, "dense_1", unit=3)
 
 
+class TestConfigureWithoutNewComputation:
+    def test_same_value_or_new_name_keeps_the_layer_kept(self, make):
+        """A change that computes the same (a value it already had, a name) leaves it and its consumers kept."""
+        model = make("seed_mlp")
+        r = kerasnb.configure(model, "dense_1", activation="relu")
+        assert r.report.status("dense_1") == "kept" and r.report.status("dense_2") == "kept"
+        r = kerasnb.configure(model, "dense_1", name="hidden")
+        assert r.report.status("hidden") == "kept" and r.report.row("hidden").source == "dense_1"
+        assert r.report.status("dense_2") == "kept"
+
+    def test_nested_model_cannot_be_configured(self, make):
+        with pytest.raises(kerasnb.InvalidEdit, match="'encoder' is a nested model; configure its layers"):
+            kerasnb.configure(make("nested"), "encoder", name="enc2")
+
+
 class TestSetTrainable:
+    def test_unfreezing_a_frozen_nested_model_unfreezes_its_layers(self, make):
+        model = make("nested")
+        model.get_layer("encoder").trainable = False
+        r = kerasnb.set_trainable(model, "encoder", True)
+        inner = r.model.get_layer("encoder")
+        assert all(layer.trainable for layer in inner.layers)
+        assert len(r.model.trainable_weights) == len(model.weights)
+
+    def test_unfreezing_inside_a_frozen_model_is_refused(self, make):
+        model = make("nested")
+        model.get_layer("encoder").trainable = False
+        with pytest.raises(kerasnb.InvalidEdit, match="inside 'encoder', which is frozen.*Unfreeze 'encoder' first"):
+            kerasnb.set_trainable(model, "encoder/inner_a", True)
+
+    def test_a_tuple_of_names(self, make):
+        r = kerasnb.set_trainable(make("seed_mlp"), ("dense", "dense_1"), False)
+        assert not r.model.get_layer("dense").trainable and not r.model.get_layer("dense_1").trainable
+
     def test_freeze_keeps_outputs(self, make):
         model = make("residual")
         r = kerasnb.set_trainable(model, ["stem", "res_conv1"], False)
@@ -134,6 +167,19 @@ class TestApply:
         assert r.report.status("after_drop") == "new"
         assert r.report.status("dense_2") == "reinitialized"
 
+    def test_an_edit_on_a_layer_the_list_already_replaced_is_refused(self, make):
+        """Later edits see the model as earlier ones left it: a replaced layer is gone."""
+        model = make("seed_mlp")
+        with pytest.raises(kerasnb.LayerNotFound, match="No layer named 'dense_1'"):
+            kerasnb.apply(model, [kerasnb.Replace("dense_1", L.Dense(32, name="d32")),
+                                  kerasnb.Configure("dense_1", {"units": 3})])
+        with pytest.raises(kerasnb.LayerNotFound, match="No layer named 'dense_1'"):
+            kerasnb.apply(model, [kerasnb.Delete("dense_1"), kerasnb.Insert(L.Dropout(0.1), after="dense_1")])
+
+    def test_a_single_edit_is_accepted(self, make):
+        r = kerasnb.apply(make("seed_mlp"), kerasnb.Delete("dense_1"))
+        assert r.report.status("dense_1") == "removed"
+
     def test_no_edits_is_a_faithful_copy(self, make):
         model = make("residual")
         r = kerasnb.apply(model, [])
@@ -141,8 +187,8 @@ class TestApply:
         x = sample_input(model)
         np.testing.assert_array_equal(to_numpy(model(x)["cls"]), to_numpy(r.model(x)["cls"]))
 
-    def test_identity_replacement_round_trip_keeps_every_weight(self, make):
-        """Replacing a layer by a copy of itself: only that layer is new, all others kept."""
+    def test_identity_replacement_round_trip(self, make):
+        """Replacing a layer by a fresh copy of itself: it is new; upstream kept, downstream input changed."""
         model = make("residual")
         layer = model.get_layer("res_conv1")
         r = kerasnb.replace(model, "res_conv1", layer.__class__.from_config(layer.get_config()))

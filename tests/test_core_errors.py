@@ -117,3 +117,31 @@ def test_configure_rename_clash(make):
     model = make("seed_mlp")
     with pytest.raises(kerasnb.NameClash, match="dense_2"):
         kerasnb.configure(model, "dense_1", name="dense_2")
+
+
+def test_callable_must_make_its_own_layers(make):
+    """A callable that calls a layer of the model is refused, and the model gets no new call."""
+    model = make("seed_mlp")
+    before = snapshot(model)
+    with pytest.raises(kerasnb.InvalidEdit, match="calls 'dense_1', a layer of the model being edited"):
+        kerasnb.replace(model, "dense_1", lambda t: model.get_layer("dense_1")(t) * 2.0)
+    assert_unchanged(model, before)
+
+
+def test_layer_that_cannot_be_rebuilt_from_its_config(make):
+    class NoConfig(L.Layer):
+        def __init__(self, width):  # get_config() cannot give `width` back
+            super().__init__()
+            self.width = width
+
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((3,), name="x")
+    h = NoConfig(3)(inputs)
+    model = keras.Model(inputs, L.Dense(1, name="out")(h))
+    with pytest.raises(kerasnb.UnsupportedLayer) as info:
+        kerasnb.delete(model, "out")
+    text = str(info.value)
+    assert "cannot be recreated from its config" in text and "register_keras_serializable" in text
+    assert "Received: layer='no_config" in text

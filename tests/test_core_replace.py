@@ -111,8 +111,9 @@ class TestReplacementKinds:
         model = make("seed_mlp")
         r = kerasnb.replace(model, "dense_1", L.Dense(32, name="dense"))
         names = [l.name for l in r.model.layers]
-        assert len(set(names)) == len(names)
-        assert "dense_3" in names or "dense_1" in names
+        assert names == ["input_layer", "dense", "dense_3", "dense_2"]
+        assert r.report.status("dense_3") == "new"
+        assert r.report.status("dense") == "kept"
 
 
 class TestGraphShapes:
@@ -171,6 +172,28 @@ class TestGraphShapes:
         assert isinstance(r.model, keras.Model)
         assert r.report.status("s1") == "kept"
         assert r.report.status("s2") == "kept_input_changed"
+
+    def test_layer_shared_by_a_nested_model_and_the_outer_graph_stays_tied(self):
+        """One layer called inside a nested model and outside it is still one layer afterwards."""
+        tied = L.Dense(4, name="tied")
+        inner_in = keras.Input((4,))
+        inner = keras.Model(inner_in, tied(inner_in), name="inner")
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, tied(inner(inputs)))
+        r = kerasnb.apply(model, [])
+        assert r.model.get_layer("tied") is r.model.get_layer("inner").get_layer("tied")
+        assert len(r.model.weights) == len(model.weights) == 2
+
+    def test_compile_follows_a_renamed_output(self):
+        """Losses keyed by output name move to the new name when an edit renames the output."""
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, [L.Dense(2, name="o1")(inputs), L.Dense(2, name="o2")(inputs)])
+        model.compile(optimizer="sgd", loss={"o1": "mse", "o2": "mae"})
+        r = kerasnb.insert(model, L.Activation("relu", name="act"), after="o1")
+        assert r.model.output_names == ["act", "o2"]
+        assert "'o1' -> 'act'" in r.notes[0]
+        x = np.ones((4, 3), "float32")
+        r.model.fit(x, [np.ones((4, 2), "float32")] * 2, epochs=1, verbose=0)
 
     def test_compile_config_is_kept(self, make):
         """A compiled model gives a compiled model."""
