@@ -1,7 +1,8 @@
 """Property-based check of the guarantees on random functional DAGs with random edits.
 
 Each example builds a small random graph (Dense, normalisation, activations, Add and
-Concatenate joins, several outputs), applies a random edit and checks: the original is
+Concatenate joins, nested blocks, several outputs), applies one to three random edits in one
+``apply`` and checks: the original is
 untouched; the new model shares no variables; kept layers compute bit-identical outputs;
 every original layer is accounted for; a refused edit raises a SurgeryError.
 """
@@ -28,7 +29,7 @@ def graphs(draw):
     steps = []
     widths = [draw(st.sampled_from(WIDTHS))]  # tensor 0 is the input
     for _ in range(n_steps):
-        kind = draw(st.sampled_from(["dense", "dense", "act", "bn", "ln", "drop", "add", "concat"]))
+        kind = draw(st.sampled_from(["dense", "dense", "act", "bn", "ln", "drop", "add", "concat", "block"]))
         src = draw(st.integers(0, len(widths) - 1))
         if kind == "add":
             same = [i for i, w in enumerate(widths) if w == widths[src] and i != src]
@@ -44,7 +45,7 @@ def graphs(draw):
             steps.append(("concat", (src, other), widths[src] + widths[other]))
             widths.append(widths[src] + widths[other])
             continue
-        width = draw(st.sampled_from(WIDTHS)) if kind == "dense" else widths[src]
+        width = draw(st.sampled_from(WIDTHS)) if kind in ("dense", "block") else widths[src]
         steps.append((kind, (src,), width))
         widths.append(width)
     return widths[0], steps
@@ -70,6 +71,10 @@ def build(recipe):
             out = L.Dropout(0.25, name=name)(args[0])
         elif kind == "add":
             out = L.Add(name=name)(args)
+        elif kind == "block":  # a nested model: Dense then LayerNormalization
+            block_in = keras.Input((args[0].shape[-1],))
+            inner = L.LayerNormalization(name="norm")(L.Dense(width, activation="relu", name="inner")(block_in))
+            out = keras.Model(block_in, inner, name=name)(args[0])
         else:
             out = L.Concatenate(name=name)(args)
         tensors.append(out)
@@ -80,7 +85,12 @@ def build(recipe):
 @st.composite
 def edits(draw, model):
     layers = [l for l in model.layers if not isinstance(l, L.InputLayer)]
-    target = draw(st.sampled_from(layers))
+    # Layers inside nested blocks are targets too, by their "block/inner" path.
+    targets = [(l.name, l) for l in layers] + [
+        (f"{l.name}/{inner.name}", inner) for l in layers if isinstance(l, keras.Model)
+        for inner in l.layers if not isinstance(inner, L.InputLayer)
+    ]
+    name, target = draw(st.sampled_from(targets))
     width = target.output.shape[-1]
     kind = draw(st.sampled_from(["replace", "insert_after", "insert_before", "delete", "configure", "freeze"]))
     # Layers are made in the test body, not here: making one draws Keras's own random state.
@@ -88,17 +98,17 @@ def edits(draw, model):
         new_width = draw(st.sampled_from((width,) + WIDTHS))
         use_dense = draw(st.booleans())
         return lambda: kerasnb.Replace(
-            target.name, L.Dense(new_width, name="swapped") if use_dense else L.Activation("gelu", name="swapped"))
+            name, L.Dense(new_width, name="swapped") if use_dense else L.Activation("gelu", name="swapped"))
     if kind == "insert_after":
-        return lambda: kerasnb.Insert(L.Dense(width, name="inserted"), after=target.name)
+        return lambda: kerasnb.Insert(L.Dense(width, name="inserted"), after=name)
     if kind == "insert_before":
-        return lambda: kerasnb.Insert(L.LayerNormalization(name="inserted"), before=target.name)
+        return lambda: kerasnb.Insert(L.LayerNormalization(name="inserted"), before=name)
     if kind == "delete":
-        return lambda: kerasnb.Delete(target.name)
+        return lambda: kerasnb.Delete(name)
     if kind == "configure" and isinstance(target, L.Dense):
         units = draw(st.sampled_from(WIDTHS))
-        return lambda: kerasnb.Configure(target.name, {"units": units})
-    return lambda: kerasnb.SetTrainable([target.name], False)
+        return lambda: kerasnb.Configure(name, {"units": units})
+    return lambda: kerasnb.SetTrainable([name], False)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -106,16 +116,18 @@ def edits(draw, model):
 def test_guarantees_hold_on_random_graphs(data):
     recipe = data.draw(graphs())
     model = build(recipe)
-    edit = data.draw(edits(model))()
+    make_edits = data.draw(st.lists(edits(model), min_size=1, max_size=3))
+    edit_list = [make() for make in make_edits]
+    edit = edit_list[-1]
     before = snapshot(model)
     try:
-        result = kerasnb.apply(model, [edit])
+        result = kerasnb.apply(model, edit_list)
     except kerasnb.SurgeryError as error:
         event(f"refused: {type(error).__name__}")
         assert "Received: " in str(error)
         assert_unchanged(model, before)
         return
-    event(f"applied: {type(edit).__name__}")
+    event(f"applied: {len(edit_list)} edit(s), last {type(edit).__name__}")
     assert_unchanged(model, before)
     new = result.model
     report = result.report
@@ -135,7 +147,8 @@ def test_guarantees_hold_on_random_graphs(data):
     assert [t.name for t in new.inputs] == [t.name for t in model.inputs]
 
     # Kept layers compute exactly what they did, on the same input.
-    kept = [row.layer for row in report if row.status == "kept"]
+    # Top-level layers (a nested model's .output is its inner tensor, not its call in this graph).
+    kept = [row.layer for row in report if row.status == "kept" and "/" not in row.layer and not row.is_container]
     for row in report:
         if row.status in ("kept", "kept_input_changed"):
             assert row.source, row
@@ -147,9 +160,10 @@ def test_guarantees_hold_on_random_graphs(data):
             np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
     # Trainable flags follow the edit or the original.
+    frozen = {t for e in edit_list if isinstance(e, kerasnb.SetTrainable) for t in e.targets}
     for layer in new.layers:
         row = report.row(layer.name)
-        if isinstance(edit, kerasnb.SetTrainable) and layer.name in edit.targets:
+        if layer.name in frozen:
             assert layer.trainable is False
         elif row.source and row.status != "new":
             assert layer.trainable == model.get_layer(row.source).trainable
