@@ -1005,7 +1005,8 @@ def _recompile(original, new_model) -> list[str]:
     if not config:
         return []
     notes = []
-    renamed = {old: new for old, new in zip(original.output_names, new_model.output_names) if old != new}
+    old_names = _graph.functional(original).output_names  # a Sequential keeps them on its inner graph
+    renamed = {old: new for old, new in zip(old_names, new_model.output_names) if old != new}
     if renamed:
         for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if isinstance(config.get(key), dict):

@@ -195,6 +195,12 @@ class TestGraphShapes:
         x = np.ones((4, 3), "float32")
         r.model.fit(x, [np.ones((4, 2), "float32")] * 2, epochs=1, verbose=0)
 
+    def test_compiled_sequential_stays_compiled(self, make):
+        model = make("sequential")
+        model.compile(optimizer="sgd", loss="mse")
+        r = kerasnb.delete(model, "sdrop")
+        assert r.model.compiled and r.notes == ()
+
     def test_compile_config_is_kept(self, make):
         """A compiled model gives a compiled model."""
         model = make("seed_mlp")
