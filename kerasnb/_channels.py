@@ -291,8 +291,8 @@ def _why_unknown(op) -> str:
         return (f"they flow into {name!r} ({kind}), an attention layer whose heads would be split; "
                 "kerasnb does not prune into attention layers")
     if _graph.is_graph_model(op):
-        return (f"they flow into the nested model {name!r}; prune inside it separately, or flatten it into "
-                "the outer model")
+        return (f"they flow into the nested model {name!r}, and kerasnb does not prune into or inside nested "
+                "models; prune a top-level layer whose channels do not reach it")
     known = tuple(PRODUCERS) + tuple(CHANNELWISE) + PASSTHROUGH + MERGES + (
         L.Activation, L.Flatten, L.Reshape, L.Concatenate)
     for base in known:

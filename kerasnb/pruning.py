@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from . import _channels, _graph
-from .edits import Configure
+from .edits import Configure, Prune
 from .errors import InvalidEdit, LayerNotFound, suggest
 from .report import PRUNED, WeightReport
 from .surgery import SurgeryResult, apply
@@ -95,10 +95,13 @@ def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True) -> 
     ``target`` is a layer name (or layer) of the top-level model, or a list of them with ``keep``
     to prune several groups in one rebuild. Channels coupled by Add / Multiply / ... are pruned in
     every producer of the group; with ``coupled=False`` such a target is refused instead.
-    Returns a :class:`kerasnb.SurgeryResult`; ``model`` is not changed.
+    Returns a :class:`kerasnb.SurgeryResult`; ``model`` is not changed. Its ``edits`` are one
+    :class:`kerasnb.Prune` per pruned group, naming the channels removed, so that
+    ``kerasnb.apply(model, result.edits)`` gives the same model again.
     """
-    analysis, removed = _choose(model, target, channels, keep, by, coupled)
-    return _carry_out(model, analysis, removed)
+    analysis, removed, named = _choose(model, target, channels, keep, by, coupled)
+    edits = tuple(Prune(named[root], channels=tuple(int(i) for i in idx)) for root, idx in removed.items())
+    return _carry_out(model, analysis, removed, edits)
 
 
 def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=True) -> tuple:
@@ -106,7 +109,7 @@ def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=Tr
 
     Cheap enough to follow a slider: one graph analysis and some shape arithmetic.
     """
-    analysis, removed = _choose(model, target, channels, keep, by, coupled)
+    analysis, removed, _ = _choose(model, target, channels, keep, by, coupled)
     before = int(model.count_params())
     after = before
     for name, (k_in, k_out) in _plan(analysis, removed)[1].items():
@@ -117,7 +120,8 @@ def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=Tr
 
 
 def _choose(model, target, channels, keep, by, coupled):
-    """The analysis and ``{group root: channel indices to remove}``; every check happens here."""
+    """The analysis, ``{group root: channel indices to remove}`` and ``{group root: the target's name
+    that reached it first}``; every check happens here."""
     analysis = _channels.analyse(model)
     targets = list(target) if isinstance(target, (list, tuple)) and not _is_call_target(target) else [target]
     if not targets:
@@ -133,6 +137,7 @@ def _choose(model, target, channels, keep, by, coupled):
             f"Received: target={target!r}, channels={channels!r}"
         )
     removed: dict = {}  # root space -> indices removed
+    named: dict = {}  # root space -> name of the target that chose it
     for t in targets:
         root, group = _group_of(model, analysis, t)
         if group.coupled and not coupled:
@@ -143,11 +148,12 @@ def _choose(model, target, channels, keep, by, coupled):
             )
         if root in removed:
             continue  # two targets of one coupled group
+        named[root] = _name(t)
         if channels is not None:
             removed[root] = _check_channels(channels, group, t)
         else:
             removed[root] = _weakest(analysis, group, keep, by, t)
-    return analysis, {r: idx for r, idx in removed.items() if idx.size}  # keep=1.0 removes nothing
+    return analysis, {r: idx for r, idx in removed.items() if idx.size}, named  # keep=1.0 removes nothing
 
 
 # ----------------------------------------------------------------------------- choosing channels
@@ -287,9 +293,9 @@ def _plan(analysis, removed: dict):
     return changes, slices
 
 
-def _carry_out(model, analysis, removed: dict) -> SurgeryResult:
+def _carry_out(model, analysis, removed: dict, edits: tuple) -> SurgeryResult:
+    """Rebuild with fewer channels and sliced weights; ``edits`` are what the result says it applied."""
     changes, slices = _plan(analysis, removed)
-    edits = [Configure(name, dict(c)) for name, c in changes.items()]  # what the user asked for
     # Every sliced layer is rebuilt with zeros initialisers: its values are overwritten at once,
     # and drawing random ones first costs time (on JAX, a compilation per new shape).
     restore = {}
@@ -321,7 +327,7 @@ def _carry_out(model, analysis, removed: dict) -> SurgeryResult:
         f"Pruned {n_removed} channel(s): {described}. Layers after them keep their weights but see "
         "changed inputs (kept_input_changed); fine-tune unless the removed channels were zero.",
     )
-    return SurgeryResult(new_model, WeightReport(rows), tuple(edits), notes)
+    return SurgeryResult(new_model, WeightReport(rows), edits, notes)
 
 
 def _kept_per_axis(layer, k_in, k_out):

@@ -334,8 +334,39 @@ class TestKeep:
         assert result.model.count_params() < 0.5 * mobilenet.count_params()
         assert params_after(mobilenet, targets, keep=0.5) == (mobilenet.count_params(), result.model.count_params())
         assert outputs(result.model, image(96, batch=1)).shape == (1, 1000)
-        assert {edit.target for edit in result.edits} == {p for g in groups for p in g.producers}
+        # One Prune per group, naming the first target that reached it and the channels it lost.
+        assert len(result.edits) == len(groups) and all(isinstance(e, kerasnb.Prune) for e in result.edits)
+        assert [e.target for e in result.edits] == targets
+        assert all(e.keep is None and len(e.channels) for e in result.edits)
         assert set(result.report.with_status("pruned")) >= {p for g in groups for p in g.producers}
+
+
+    @staticmethod
+    def weights_of(model):
+        return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+
+    @pytest.mark.parametrize("kind, target, kwargs", [
+        ("seed_mlp", "dense_1", {"channels": [0, 5, 9]}),
+        ("seed_mlp", ["dense", "dense_1"], {"keep": 0.5, "by": "l2"}),
+        ("residual", "res_conv2", {"keep": 0.5}),  # a coupled group: one Prune for all its producers
+        ("residual", ["stem", "res_conv1", "branch"], {"keep": 3}),
+    ])
+    def test_edits_replay_to_the_same_model(self, make, kind, target, kwargs):
+        """``kerasnb.apply(model, prune(...).edits)`` prunes the same channels: same shapes and values."""
+        model = randomize(make(kind))
+        result = prune(model, target, **kwargs)
+        assert result.edits and all(isinstance(e, kerasnb.Prune) and e.channels for e in result.edits)
+        again = kerasnb.apply(model, result.edits)
+        assert [l.name for l in again.model.layers] == [l.name for l in result.model.layers]
+        mine, theirs = self.weights_of(result.model), self.weights_of(again.model)
+        assert list(mine) == list(theirs)
+        for path in mine:
+            np.testing.assert_array_equal(mine[path], theirs[path], err_msg=path)
+        assert again.report.with_status("pruned") == result.report.with_status("pruned")
+        assert again.report.with_status("reinitialized") == []
+
+    def test_keep_everything_has_no_edit(self):
+        assert prune(seed_mlp(), "dense", keep=1.0).edits == ()
 
 
 # ----------------------------------------------------------------------------- report
@@ -389,7 +420,8 @@ class TestReport:
             assert new == old, name
         clone = keras.models.Model.from_config(result.model.get_config())
         assert clone.count_params() == result.model.count_params()
-        assert [e.changes for e in result.edits] == [{"filters": 4}, {"filters": 4}]
+        (edit,) = result.edits
+        assert edit.target == "stem" and len(edit.channels) == 4 and edit.keep is None
 
     def test_original_model_untouched(self, make):
         """The model passed in keeps its layers, weights and graph."""
@@ -523,8 +555,12 @@ class TestErrors:
         inner = keras.Sequential([keras.Input((4,)), L.Dense(2, name="inner_d")], name="inner")
         inputs = keras.Input((3,))
         model = keras.Model(inputs, L.Dense(1, name="out")(inner(L.Dense(4, name="d")(inputs))))
-        with pytest.raises(UnprunableLayer, match=r"nested model 'inner'"):
+        with pytest.raises(UnprunableLayer, match=r"nested model 'inner'") as refused:
             prune(model, "d", channels=[0])
+        # It suggests only what works: layers inside the nested model cannot be pruned either.
+        assert "inside it separately" not in str(refused.value) and "flatten" not in str(refused.value)
+        with pytest.raises(UnprunableLayer, match="nested models are not pruned"):
+            prune(model, "inner/inner_d", channels=[0])
 
     def test_unknown_name(self):
         with pytest.raises(kerasnb.LayerNotFound, match="Did you mean 'dense_1'"):

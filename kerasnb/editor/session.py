@@ -153,7 +153,7 @@ class Session:
                 continue
             if step.target == key and step.kind == "choice":
                 return step
-            if any(path == n or path.startswith(n + "/") for n in step.names):
+            if _under(path, step.names):
                 return step
         return None
 
@@ -266,7 +266,7 @@ class Session:
         steps[index] = step
         before = self._build(tuple(steps[:index]))  # usually the current or the previous state: kept
         after = self._build(tuple(steps[:index + 1]))  # the whole list when it is the last step
-        counts = (_params(before.model if before else self.original), _params(after.model))
+        counts = (_graph.count_params(before.model if before else self.original), _graph.count_params(after.model))
         steps[index] = Step(step.kind, step.target, step.edit, step.label, step.params, counts=counts)
         self._commit(steps)
         return path
@@ -408,13 +408,31 @@ class Session:
         return tuple(names)
 
     def _commit(self, steps: list) -> None:
-        steps = tuple(steps)
+        steps = tuple(self._applying(steps))
         result = self._build(steps)
         # Only a successful rebuild reaches here: history and state change together.
         del self.history[self.cursor + 1:]
         self.history.append(steps)
         self.cursor += 1
         self._show(result)
+
+    def _applying(self, steps: list) -> list:
+        """``steps`` less the freeze and prune steps that no longer aim at anything.
+
+        Those are the ones aimed at a layer that a changed or removed step had added (its name is
+        gone from the steps, so the rebuild would not find it), and the ones aimed at an original
+        layer that a choice now replaces or deletes (every call of it, for a shared layer): they
+        would stay in the list of edits without any effect on the model.
+        """
+        had = {n for s in self.steps for n in s.names}
+        gone = had - {n for s in steps for n in s.names}
+        chosen: dict = {}  # original layer path -> calls of it replaced or deleted
+        for s in steps:
+            if s.kind == "choice":
+                chosen.setdefault(path_of(s.target), set()).add(call_of(s.target))
+        replaced = {p for p, calls in chosen.items() if None in calls or len(calls) >= self.calls(p)}
+        return [s for s in steps
+                if not (s.kind in ("trainable", "prune") and _under(path_of(s.target), gone | replaced))]
 
     def _move(self, cursor: int) -> None:
         result = self._build(self.history[cursor])
@@ -459,15 +477,14 @@ def pruning_module():
     return importlib.import_module("kerasnb.pruning")
 
 
-def _params(model) -> int:
-    return _graph.count_params(model)
-
-
 def _without(steps: list, step: Step) -> list:
-    """``steps`` less ``step`` and the freeze / prune steps aimed at the layers it added."""
-    gone = set(step.names)
-    return [s for s in steps
-            if s is not step and not (s.kind in ("trainable", "prune") and path_of(s.target).split("/")[0] in gone)]
+    """``steps`` less ``step`` (:meth:`Session._commit` drops the freezes / prunes of what it added)."""
+    return [s for s in steps if s is not step]
+
+
+def _under(path: str, names) -> bool:
+    """True when ``path`` is one of ``names`` or inside one of them (a nested model)."""
+    return any(path == n or path.startswith(n + "/") for n in names)
 
 
 def _entry_or_none(label):
