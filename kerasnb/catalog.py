@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import keras
 
-from . import _graph
+from . import _graph, errors
 
 KEEP = "Keep"
 REMOVE = "Remove (identity)"
@@ -280,8 +280,7 @@ def _input_spec_problem(layer, shape: tuple) -> str:
 
 
 def first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
+    return errors.first_line(error, limit=200)  # a reason in a dropdown's tooltip stays short
 
 
 # ----------------------------------------------------------------------------- built-ins

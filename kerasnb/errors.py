@@ -48,6 +48,13 @@ class UnsupportedLayer(SurgeryError):
     """A layer cannot be recreated from its config (e.g. an unregistered custom layer)."""
 
 
+def first_line(error: Exception, limit: int | None = None) -> str:
+    """The first line of an exception's message (Keras's are long), for our own messages."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line[:limit] if limit else line
+
+
 def suggest(name: str, candidates) -> str:
     """' Did you mean ...?' for the closest candidate names, or ''."""
     close = difflib.get_close_matches(str(name), list(candidates), n=3, cutoff=0.5)

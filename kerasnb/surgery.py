@@ -29,6 +29,7 @@ from .errors import (
     NameClash,
     SurgeryError,
     UnsupportedLayer,
+    first_line,
     suggest,
 )
 from .report import (
@@ -129,8 +130,7 @@ def apply(model, edits) -> SurgeryResult:
         batch = candidate
     if batch is not None or current is model:
         current, lineage = _run_pass(current, batch or _Plan(), lineage)
-    notes = []
-    notes.extend(_recompile(model, current))
+    notes = _recompile(model, current)
     report = _build_report(model, current, lineage)
     return SurgeryResult(current, report, edits, tuple(notes))
 
@@ -481,14 +481,15 @@ class _Lineage:
 
 
 class _Pass:
-    """State of one rebuild."""
+    """State of one rebuild of ``model`` (None for the copy of a block model a user brings in)."""
 
-    def __init__(self):
+    def __init__(self, model=None):
         self.records: dict[int, _Record] = {}  # id(new layer) -> record
         self.layers: dict[int, Any] = {}  # id(new layer) -> new layer (keeps ids alive)
         self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
         self.clones: dict[int, Any] = {}  # id(old op) -> its one new op in this pass
-        self.source_layers: list = []  # every layer of the model being edited, nested ones too
+        # every layer of the model being edited, nested ones too: a callable must not call them
+        self.source_layers: list = [layer for _, layer in _walk_layers(model)] if model is not None else []
         self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
 
     def record(self, layer, rec: _Record):
@@ -497,8 +498,7 @@ class _Pass:
 
 
 def _run_pass(model, plan: _Plan, lineage: dict):
-    state = _Pass()
-    state.source_layers = [layer for _, layer in _walk_layers(model)]
+    state = _Pass(model)
     try:
         with _graph.deferred_variables():
             new_model = _rebuild(model, plan, state, prefix="")
@@ -507,8 +507,7 @@ def _run_pass(model, plan: _Plan, lineage: dict):
         if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
             raise
         # Some layer creates variables outside build(); rebuild the slow way.
-        state = _Pass()
-        state.source_layers = [layer for _, layer in _walk_layers(model)]
+        state = _Pass(model)
         new_model = _rebuild(model, plan, state, prefix="")
         _transfer_weights(state)
     return new_model, _compose(new_model, state, lineage)
@@ -641,18 +640,13 @@ def _call_checked(new_op, args, kwargs, view, inputs_faithful, tensor_dict, fait
         wants = " and ".join(str(was) for _, was, _ in changed)
         raise IncompatibleShape(
             f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: {what}. "
-            f"Keras says: {_first_line(error)} What would work: an edit whose output keeps shape {wants}, "
+            f"Keras says: {first_line(error)} What would work: an edit whose output keeps shape {wants}, "
             f"or also replace {view.name!r}. Received: an edit upstream of {view.name!r}."
         ) from None
 
 
 def _fmt_shapes(shapes) -> str:
     return ", ".join(str(s) for s in shapes)
-
-
-def _first_line(error) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 class _NameBook:
@@ -708,12 +702,12 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
     except Exception as error:
         if changes:
             raise InvalidEdit(
-                f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {_first_line(error)} "
+                f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {first_line(error)} "
                 f"Received: changes={changes!r}"
             ) from None
         raise UnsupportedLayer(
             f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
-            f"({_first_line(error)}). Custom layers need get_config() and registration with "
+            f"({first_line(error)}). Custom layers need get_config() and registration with "
             f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
             f"blocks edits anywhere in it. Received: layer={op.name!r}"
         ) from None
@@ -736,9 +730,12 @@ def _computation_changes(op, changes) -> dict:
 
 
 def _describe_changes(op, changes) -> str:
+    effective = _computation_changes(op, changes)
+    if not effective:
+        return ""
     old = op.get_config()
-    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in _computation_changes(op, changes).items()]
-    return "config changed (" + ", ".join(parts) + ")" if parts else ""
+    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in effective.items()]
+    return "config changed (" + ", ".join(parts) + ")"
 
 
 def _short(value) -> str:
@@ -782,7 +779,7 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
         except Exception as error:
             raise UnsupportedLayer(
                 f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
-                f"{_first_line(error)}. Received: {block.edit!r}"
+                f"{first_line(error)}. Received: {block.edit!r}"
             ) from None
         if not piece.trainable:
             layer.trainable = False
@@ -816,7 +813,7 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
             raise IncompatibleShape(
                 f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
                 f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
-                f"{_first_line(failure)} Received: {block.edit!r}"
+                f"{first_line(failure)} Received: {block.edit!r}"
             )
         return out
     raise InvalidEdit(
@@ -831,7 +828,7 @@ def _call_new(layer, args, block):
     except Exception as error:
         got = _fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))
         raise IncompatibleShape(
-            f"{type(layer).__name__} {layer.name!r} cannot take an input of shape {got}: {_first_line(error)} "
+            f"{type(layer).__name__} {layer.name!r} cannot take an input of shape {got}: {first_line(error)} "
             f"Received: {block.edit!r}"
         ) from None
 
@@ -1017,5 +1014,5 @@ def _recompile(original, new_model) -> list[str]:
         new_model.compile_from_config(config)
     except Exception as error:
         notes.append(f"The original was compiled but the new model could not be compiled the same way "
-                     f"({_first_line(error)}); call new_model.compile(...) yourself.")
+                     f"({first_line(error)}); call new_model.compile(...) yourself.")
     return notes
