@@ -45,6 +45,10 @@ class NodeView:
     def kwargs(self) -> dict:
         return dict(self.node.arguments.kwargs)
 
+    def kwargs_tensors(self) -> list:
+        """Keras tensors passed by keyword (masks, ``query=``...), flattened."""
+        return [t for t in keras.tree.flatten(self.kwargs) if isinstance(t, keras.KerasTensor)]
+
     def fill_in(self, tensor_dict: dict):
         """``(args, kwargs)`` with every Keras tensor swapped by ``tensor_dict[id(tensor)]``."""
         return self.node.arguments.fill_in(tensor_dict)
@@ -245,11 +249,37 @@ def deferred_variables():
     Inside, layers build as usual but their variables stay uninitialised; values given with
     :func:`set_initial_value` are used when the block ends, the others are drawn from their own
     initialisers then. This skips drawing random values that would be thrown away at once.
+
+    Keras keeps the pending variables in one process-wide list and, on its own, initialises the
+    whole list when the scope closes, even after an error; one variable that fails to initialise
+    then stays in the list and breaks every later scope. So the list is taken over here: the
+    variables made inside the block are initialised only if the block succeeds, and whatever
+    happens (an error, KeyboardInterrupt), the list is left exactly as it was found.
     """
+    from keras.src.backend.common import global_state
     from keras.src.backend.common.stateless_scope import StatelessScope
 
-    with StatelessScope():
-        yield
+    key = "uninitialized_variables"
+    found = list(global_state.get_global_attribute(key) or [])
+    try:
+        with StatelessScope(initialize_variables=False):
+            yield
+        pending = global_state.get_global_attribute(key) or []
+        made_here = [v for v in pending[len(found):] if getattr(v, "_value", None) is None]
+        global_state.set_global_attribute(key, list(found))
+        for variable in made_here:
+            try:
+                variable._deferred_initialize()
+            except Exception as error:
+                from .errors import InvalidEdit, first_line
+
+                raise InvalidEdit(
+                    f"The new variable {variable.path!r} ({variable.dtype}, shape {tuple(variable.shape)}) could not "
+                    f"be initialised: {type(error).__name__}: {first_line(error, 200).rstrip('.')}. Check the initializer of the "
+                    f"layer that owns it. Received: a layer whose variable {variable.path!r} failed to initialise"
+                ) from error
+    finally:
+        global_state.set_global_attribute(key, found)
 
 
 def set_initial_value(variable, value) -> None:
@@ -263,3 +293,26 @@ def set_initial_value(variable, value) -> None:
 def is_deferred_variable_error(error: Exception) -> bool:
     """True when a layer refused to build inside :func:`deferred_variables`."""
     return "stateless scope" in str(error)
+
+
+def config_of(layer, where: str = "") -> dict:
+    """``layer.get_config()``, or UnsupportedLayer naming the layer and the way out.
+
+    Custom layers that take objects in ``__init__`` (a function, a tensor) and some published
+    layers raise from ``get_config()``; kerasnb recreates layers from their configs, so such a
+    layer cannot be carried into a new model. ``where`` says where it sits, for the message.
+    """
+    from .errors import UnsupportedLayer, first_line
+
+    try:
+        return layer.get_config()
+    except Exception as error:
+        place = where or f"Layer {layer.name!r}"
+        raise UnsupportedLayer(
+            f"{place} ({type(layer).__name__}) cannot be recreated: its get_config() raised "
+            f"{type(error).__name__}: {first_line(error, 200).rstrip('.')}. kerasnb makes every layer of the new model "
+            "from its config, and the model you pass in is never reused. What would work: give "
+            f"{type(layer).__name__} a get_config() that returns its __init__ arguments, register the class with "
+            "@keras.saving.register_keras_serializable(), and pass an instance built from plain arguments. "
+            f"Received: layer={layer.name!r} of type {type(layer).__name__}"
+        ) from None

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Replace:
@@ -61,6 +63,21 @@ class Configure:
     target: Any
     changes: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        from .errors import InvalidEdit
+
+        if not isinstance(self.changes, Mapping):
+            raise InvalidEdit(
+                "Configure takes the changes as a dict of config options, e.g. Configure('dense', {'units': 128}) "
+                f"(or kerasnb.configure(model, 'dense', units=128)). Received: changes={self.changes!r}"
+            )
+        bad = [k for k in self.changes if not isinstance(k, str)]
+        if bad:
+            raise InvalidEdit(
+                f"Config options are named by strings, e.g. {{'units': 128}}. Received: a key {bad[0]!r} of type "
+                f"{type(bad[0]).__name__} in changes={dict(self.changes)!r}"
+            )
+
 
 @dataclass(frozen=True)
 class SetTrainable:
@@ -68,6 +85,16 @@ class SetTrainable:
 
     targets: Any
     trainable: bool = False
+
+    def __post_init__(self):
+        # bool("False") is True: only a real bool says what the user meant.
+        if not isinstance(self.trainable, (bool, np.bool_)):
+            from .errors import InvalidEdit
+
+            raise InvalidEdit(
+                "trainable is True (unfreeze) or False (freeze). "
+                f"Received: trainable={self.trainable!r} of type {type(self.trainable).__name__}"
+            )
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,21 @@ class UnsupportedLayer(SurgeryError):
 
 
 def first_line(error: Exception, limit: int | None = None) -> str:
-    """The first line of an exception's message (Keras's are long), for our own messages."""
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
+    """The reason an exception gives, in one line, for our own messages.
+
+    Keras's deserialisation errors start with the whole config ("Error when deserializing class
+    'Dense' using config={...}") and give the reason after "Exception encountered:"; the reason
+    is kept, the config dump is dropped.
+    """
+    text = str(error).strip()
+    marker = "Exception encountered:"
+    if marker in text:
+        text = text.rsplit(marker, 1)[1].strip()
+    # The first paragraph, its wrapped lines joined: some messages break lines mid-sentence.
+    paragraph = text.split("\n\n", 1)[0] if text else ""
+    line = " ".join(part.strip() for part in paragraph.splitlines() if part.strip()) or type(error).__name__
+    if line.startswith("Error when deserializing class") and " using config=" in line:
+        line = line.split(" using config=", 1)[0]
     return line[:limit] if limit else line
 
 

@@ -19,6 +19,8 @@ fewer channels afterwards, so it does not compute exactly what it did: its reaso
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dataclasses
 
 import keras
@@ -211,7 +213,18 @@ def _group_of(model, analysis, target):
 
 
 def _check_channels(channels, group, target) -> np.ndarray:
-    idx = np.asarray(list(channels), dtype=int).reshape(-1)
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
+        raise InvalidEdit(
+            f"channels= is a list of channel indices to remove, e.g. channels=[0, 3]. Received: channels={channels!r}"
+        )
+    channels = list(channels)
+    not_int = [c for c in channels if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer))]
+    if not_int:
+        raise InvalidEdit(
+            f"channels= takes whole numbers (channel indices from 0 to {group.channels - 1}); "
+            f"{not_int[0]!r} is a {type(not_int[0]).__name__}. Received: channels={channels!r}"
+        )
+    idx = np.asarray(channels, dtype=int).reshape(-1)
     bad = idx[(idx < 0) | (idx >= group.channels)]
     if bad.size:
         raise InvalidEdit(

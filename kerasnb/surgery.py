@@ -12,6 +12,8 @@ copy of their old values directly instead of first drawing random ones (that is 
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +57,8 @@ class SurgeryResult:
     notes: tuple = ()
 
     def _repr_html_(self) -> str:
-        notes = "".join(f"<li>{n}</li>" for n in self.notes)
+        # Notes quote layer names, which come from model files: escape them like the report does.
+        notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in self.notes)
         return self.report._repr_html_() + (f"<ul>{notes}</ul>" if notes else "")
 
     def __repr__(self) -> str:
@@ -96,11 +99,16 @@ def apply(model, edits) -> SurgeryResult:
     Edits are resolved in order. Consecutive edits whose targets all exist in the current graph
     share one rebuild; an edit that names a layer made by an earlier edit starts a new one.
     """
-    if isinstance(edits, (Replace, Insert, Delete, Configure, SetTrainable, Prune)):
+    if isinstance(edits, _EDIT_TYPES):
         edits = (edits,)
+    elif isinstance(edits, (str, bytes, dict)) or not isinstance(edits, Iterable):
+        raise InvalidEdit(
+            "apply() takes an edit or a list of edits: kerasnb.Replace, Insert, Delete, Configure, SetTrainable "
+            f"or Prune, e.g. apply(model, [kerasnb.Delete('dense_1')]). Received: {edits!r} of type {type(edits).__name__}"
+        )
     edits = tuple(edits)
     for edit in edits:
-        if not isinstance(edit, (Replace, Insert, Delete, Configure, SetTrainable, Prune)):
+        if not isinstance(edit, _EDIT_TYPES):
             raise InvalidEdit(
                 "apply() takes a list of kerasnb.Replace, Insert, Delete, Configure, SetTrainable or Prune. "
                 f"Received: {edit!r}"
@@ -133,6 +141,9 @@ def apply(model, edits) -> SurgeryResult:
     notes = _recompile(model, current)
     report = _build_report(model, current, lineage)
     return SurgeryResult(current, report, edits, tuple(notes))
+
+
+_EDIT_TYPES = (Replace, Insert, Delete, Configure, SetTrainable, Prune)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -204,7 +215,7 @@ def _plan_edit(model, edit, plan: _Plan) -> None:
             )
         if _graph.is_input_layer(res.layer):
             raise InputLayerEdit(_input_msg(res.layer, edit))
-        _check_config_keys(res.layer, edit)
+        _check_config_keys(res.layer, edit, res.scope)
         if id(res.layer) in res.plan.config:
             raise _Conflict(f"{res.layer.name} configured twice")
         res.plan.config[id(res.layer)] = dict(edit.changes)
@@ -399,14 +410,29 @@ def _input_msg(layer, edit) -> str:
     )
 
 
-def _check_config_keys(layer, edit) -> None:
-    config = layer.get_config()
+def _check_config_keys(layer, edit, scope) -> None:
+    config = _graph.config_of(layer)
     unknown = [k for k in edit.changes if k not in config]
     if unknown:
         raise InvalidEdit(
             f"{type(layer).__name__} {layer.name!r} has no config option {', '.join(map(repr, unknown))}. "
             f"Options it has: {', '.join(sorted(config))}. Received: changes={dict(edit.changes)!r}"
         )
+    if "name" in edit.changes:
+        new_name = edit.changes["name"]
+        taken = {l.name for l in _graph.layers_in_order(scope) if l is not layer}
+        if not isinstance(new_name, str) or not new_name or "/" in new_name:
+            raise InvalidEdit(
+                "A layer's new name is a non-empty string without '/' (kerasnb uses '/' for paths into nested "
+                f"models). Received: name={new_name!r} for {layer.name!r}"
+            )
+        if new_name in taken:
+            free = next(f"{new_name}_{i}" for i in range(1, len(taken) + 2) if f"{new_name}_{i}" not in taken)
+            raise NameClash(
+                f"Cannot rename {layer.name!r} to {new_name!r}: model {scope.name!r} already has a layer named "
+                f"{new_name!r}, and layer names must be unique. Pick a name no layer has, e.g. {free!r}, or rename "
+                f"{new_name!r} in the same apply(). Received: Configure({edit.target!r}, {dict(edit.changes)!r})"
+            )
 
 
 def _span_nodes(scope, first, last, edit) -> list:
@@ -592,11 +618,38 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
     new_outputs_struct = _graph.pack_outputs(model, outputs)
     try:
         new_model = keras.Model(new_inputs_struct, new_outputs_struct, name=name or model.name)
+        if isinstance(model, keras.Sequential):
+            new_model = _as_sequential(new_model, state) or new_model
     except ValueError as error:
         if "unique" in str(error):
             raise NameClash(f"The edited model would have two layers with one name: {error}") from None
         raise
     return new_model
+
+
+def _as_sequential(functional, state: _Pass):
+    """The same chain of layers as a keras.Sequential, or None when the edit made it branch.
+
+    A Sequential stays a Sequential (its class, its config, and how the panel labels it) as long
+    as the edited graph is still one chain of layers, each called once on the previous output.
+    """
+    views = _graph.walk(functional)
+    if len(_graph.input_tensors(functional)) != 1 or len(_graph.output_tensors(functional)) != 1:
+        return None
+    previous = _graph.input_tensors(functional)[0]
+    for view in views:
+        if (not isinstance(view.operation, keras.layers.Layer) or view.n_calls != 1 or view.kwargs_tensors()
+                or len(view.input_tensors) != 1 or view.input_tensors[0] is not previous or len(view.outputs) != 1):
+            return None
+        previous = view.outputs[0]
+    if previous is not _graph.output_tensors(functional)[0]:
+        return None
+    source = _graph.input_tensors(functional)[0]
+    walked_input = _graph.input_layers(functional)[0]
+    start = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=walked_input.name)
+    state.record(_graph.producer(start)[0], state.records[id(walked_input)])
+    # Keras calls each layer once more on `start`; they are built already, so no variable is made.
+    return keras.Sequential([start] + [view.operation for view in views], name=functional.name)
 
 
 def _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix):
@@ -692,7 +745,7 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
             new_op = op  # ops that cannot be re-made are stateless and safe to call again
         state.record(new_op, _Record(path, "none"))
         return new_op
-    config = op.get_config()
+    config = _graph.config_of(op, f"Layer {path!r}")
     changes = plan.config.get(id(op), {})
     config.update(changes)
     if "trainable" in config and id(op) in plan.trainable:
@@ -725,7 +778,7 @@ def _computation_changes(op, changes) -> dict:
     """The changes that make the layer compute something else (a new name or flag does not)."""
     if not changes:
         return {}
-    old = op.get_config()
+    old = _graph.config_of(op)
     return {k: v for k, v in changes.items() if k not in ("name", "trainable") and old.get(k) != v}
 
 
@@ -733,12 +786,14 @@ def _describe_changes(op, changes) -> str:
     effective = _computation_changes(op, changes)
     if not effective:
         return ""
-    old = op.get_config()
+    old = _graph.config_of(op)
     parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in effective.items()]
     return "config changed (" + ", ".join(parts) + ")"
 
 
 def _short(value) -> str:
+    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        value = value.get("config", {}).get("name", value)  # a dtype policy reads as its name
     text = repr(value)
     return text if len(text) < 40 else text[:37] + "..."
 
@@ -772,7 +827,7 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
             copy.trainable = False
         return _call_new(copy, args, block)
     if isinstance(piece, keras.layers.Layer):
-        config = piece.get_config()
+        config = _graph.config_of(piece, f"The replacement {piece.name!r}")
         config["name"] = names.unique(piece.name)
         try:
             layer = type(piece).from_config(config)
@@ -792,17 +847,19 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
         return out
     if callable(piece):
         calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
+        failure = None
         try:
             out = piece(*args)
         except SurgeryError:
             raise
         except Exception as error:
             failure = error
-        else:
-            failure = None
-        reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
-        for layer in reused:  # undo the calls so the user's model is as it was
-            _graph.forget_calls(layer, calls_before[id(layer)])
+        finally:
+            # Undo any call the callable made to the user's layers, whatever happened (an error,
+            # KeyboardInterrupt): the user's model must end up as it was.
+            reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
+            for layer in reused:
+                _graph.forget_calls(layer, calls_before[id(layer)])
         if reused:
             raise InvalidEdit(
                 f"The callable {getattr(piece, '__name__', piece)!r} calls {reused[0].name!r}, a layer of the model "
@@ -815,11 +872,24 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
                 f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
                 f"{first_line(failure)} Received: {block.edit!r}"
             )
+        _check_callable_output(piece, out, block)
         return out
     raise InvalidEdit(
         "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
         f"Received: {piece!r} of type {type(piece).__name__}"
     )
+
+
+def _check_callable_output(piece, out, block) -> None:
+    """A callable replacement must hand back the tensor(s) it built, not None or a number."""
+    flat = keras.tree.flatten(out) if out is not None else []
+    if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
+        raise InvalidEdit(
+            f"The callable {getattr(piece, '__name__', piece)!r} returned {_short(out)} of type {type(out).__name__}; "
+            "a callable replacement must return the Keras tensor(s) it computes from its input, e.g. "
+            "lambda x: keras.layers.Dense(8)(x). Did it forget a return statement? "
+            f"Received: {block.edit!r}"
+        )
 
 
 def _call_new(layer, args, block):
@@ -847,16 +917,22 @@ def _transfer_weights(state: _Pass) -> None:
             rec.reason = mismatch
             rec.faithful = False
             continue
+        casts = _dtype_casts(old, old_vars, new_vars)
         for ov, nv in zip(old_vars, new_vars):
-            _graph.set_initial_value(nv, _copy_value(ov))
+            _graph.set_initial_value(nv, _copy_value(ov, nv.dtype))
+        if casts:
+            rec.config_changed = "; ".join(s for s in (rec.config_changed, casts) if s)
     for piece, new, edit in state.pretrained:
         rec = state.records[id(new)]
         mismatch = _mismatches(list(piece.weights), list(new.weights))
         if mismatch:
             rec.reason = f"{rec.reason.split(';')[0]}; its own weights did not fit ({mismatch}), so it starts fresh"
             continue
+        casts = _dtype_casts(piece, piece.weights, new.weights)
         for ov, nv in zip(piece.weights, new.weights):
-            _graph.set_initial_value(nv, _copy_value(ov))
+            _graph.set_initial_value(nv, _copy_value(ov, nv.dtype))
+        if casts:
+            rec.reason = f"{rec.reason}; {casts}"
 
 
 def _mismatches(old_vars, new_vars) -> str:
@@ -876,10 +952,34 @@ def _var_name(variable) -> str:
     return variable.name.split("/")[-1]
 
 
-def _copy_value(variable):
+def _copy_value(variable, dtype=None):
     # A copy on the backend's own device: the new model must share no storage with the user's
     # model (torch would otherwise wrap the same buffer); cheaper than a round trip through numpy.
+    if dtype is not None and keras.backend.standardize_dtype(dtype) != keras.backend.standardize_dtype(variable.dtype):
+        return keras.ops.cast(variable.value, dtype)  # a cast makes a new tensor already
     return keras.ops.copy(variable.value)
+
+
+def _dtype_casts(layer, old_vars, new_vars) -> str:
+    """'kernel, bias cast float32 -> float16' for variables whose dtype changed, or ''.
+
+    A cast between float types keeps the trained values (rounded); anything else (float to
+    int, int to float) would not mean the same numbers, so it is refused.
+    """
+    changed: dict = {}
+    for ov, nv in zip(old_vars, new_vars):
+        was, now = keras.backend.standardize_dtype(ov.dtype), keras.backend.standardize_dtype(nv.dtype)
+        if was == now:
+            continue
+        if not (keras.backend.is_float_dtype(was) and keras.backend.is_float_dtype(now)):
+            raise InvalidEdit(
+                f"{type(layer).__name__} {layer.name!r}: its variable {_var_name(ov)!r} holds {was} values, which "
+                f"cannot be carried over into a {now} variable without changing what they mean. Float dtypes "
+                f"(float16, bfloat16, float32, float64) can be cast into one another. "
+                f"Received: a change of {_var_name(ov)!r} from {was} to {now}"
+            )
+        changed.setdefault((was, now), []).append(_var_name(ov))
+    return "; ".join(f"{', '.join(names)} cast {was} -> {now}" for (was, now), names in changed.items())
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -1003,7 +1103,8 @@ def _recompile(original, new_model) -> list[str]:
         return []
     notes = []
     old_names = _graph.functional(original).output_names  # a Sequential keeps them on its inner graph
-    renamed = {old: new for old, new in zip(old_names, new_model.output_names) if old != new}
+    new_names = _graph.functional(new_model).output_names
+    renamed = {old: new for old, new in zip(old_names, new_names) if old != new}
     if renamed:
         for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if isinstance(config.get(key), dict):

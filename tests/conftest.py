@@ -127,7 +127,7 @@ def assert_unchanged(model, before):
 
 def layer_output(model, name, x):
     """The output of layer `name` (top level) on input x."""
-    probe = keras.Model(model.inputs, model.get_layer(name).output)
+    probe = keras.Model(model.input, model.get_layer(name).output)
     return to_numpy(probe(x))
 
 

@@ -16,8 +16,8 @@ def _check(model, target, replacement, kept_probe):
     x = np.random.default_rng(0).normal(size=(1,) + tuple(model.input_shape[1:])).astype("float32")
     import keras
 
-    before = keras.Model(model.inputs, model.get_layer(kept_probe).output)(x)
-    after = keras.Model(r.model.inputs, r.model.get_layer(kept_probe).output)(x)
+    before = keras.Model(model.input, model.get_layer(kept_probe).output)(x)
+    after = keras.Model(r.model.input, r.model.get_layer(kept_probe).output)(x)
     np.testing.assert_array_equal(to_numpy(before), to_numpy(after))
     assert len(r.model.layers) == len(model.layers)
     return r

@@ -154,8 +154,8 @@ def test_guarantees_hold_on_random_graphs(data):
             assert row.source, row
     if kept:
         x = np.random.default_rng(1).normal(size=(2, recipe[0])).astype("float32")
-        old_probe = keras.Model(model.inputs, [model.get_layer(n).output for n in kept])
-        new_probe = keras.Model(new.inputs, [new.get_layer(n).output for n in kept])
+        old_probe = keras.Model(model.input, [model.get_layer(n).output for n in kept])
+        new_probe = keras.Model(new.input, [new.get_layer(n).output for n in kept])
         for a, b in zip(old_probe(x), new_probe(x)):
             np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 

@@ -156,7 +156,7 @@ def resnet(resnet50):
 
 def probe(model, name):
     """The model up to layer ``name``: where a test's changes end, to compute less on big models."""
-    return keras.Model(model.inputs, model.get_layer(name).output)
+    return keras.Model(model.input, model.get_layer(name).output)
 
 
 # ----------------------------------------------------------------------------- zero channels
