@@ -161,6 +161,15 @@ def forget_calls(layer, keep: int) -> None:
     del layer._inbound_nodes[keep:]
 
 
+def drop_all_calls(layer) -> None:
+    """Forget every call of a layer made by kerasnb itself, so a graph can call it afresh.
+
+    Only for layers kerasnb just made, whose first graph is being thrown away.
+    """
+    del layer._inbound_nodes[:]
+    del layer._outbound_nodes[:]
+
+
 def is_input_layer(layer) -> bool:
     return isinstance(layer, keras.layers.InputLayer)
 

@@ -648,8 +648,13 @@ def _as_sequential(functional, state: _Pass):
     walked_input = _graph.input_layers(functional)[0]
     start = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=walked_input.name)
     state.record(_graph.producer(start)[0], state.records[id(walked_input)])
-    # Keras calls each layer once more on `start`; they are built already, so no variable is made.
-    return keras.Sequential([start] + [view.operation for view in views], name=functional.name)
+    layers = [view.operation for view in views]
+    # The functional graph is thrown away: its calls go, so that `layer.output` and the like
+    # read the Sequential's own graph. Keras calls each layer again on `start`; they are
+    # built already, so no variable is made twice.
+    for layer in layers:
+        _graph.drop_all_calls(layer)
+    return keras.Sequential([start] + layers, name=functional.name)
 
 
 def _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix):

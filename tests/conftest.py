@@ -127,7 +127,8 @@ def assert_unchanged(model, before):
 
 def layer_output(model, name, x):
     """The output of layer `name` (top level) on input x."""
-    probe = keras.Model(model.input, model.get_layer(name).output)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # the structure calls give
+    probe = keras.Model(inputs, model.get_layer(name).output)
     return to_numpy(probe(x))
 
 

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_unchanged, sample_input, snapshot, to_numpy
+from conftest import assert_unchanged, layer_output, sample_input, snapshot, to_numpy
 from keras import layers as L
 from keras.src.backend.common import global_state
 
@@ -211,6 +211,14 @@ class TestSequentialStaysSequential:
         result = kerasnb.apply(model, [])
         assert isinstance(result.model, keras.Sequential)
         assert result.model.get_config() == model.get_config()
+
+    def test_layers_read_the_new_sequential_graph(self, make):
+        """`layer.output` of a rebuilt Sequential's layer belongs to that model's own graph."""
+        model = make("sequential")
+        x = sample_input(model)
+        result = kerasnb.configure(model, "s2", units=4)
+        assert result.report.status("s1") == "kept"
+        np.testing.assert_array_equal(layer_output(result.model, "s1", x), layer_output(model, "s1", x))
 
     def test_a_branching_edit_gives_a_functional_model(self, make):
         model = make("sequential")
