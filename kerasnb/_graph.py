@@ -115,6 +115,52 @@ def walk(model) -> list[NodeView]:
     return views
 
 
+def replay_order(model) -> list[NodeView]:
+    """The calls of :func:`walk` in an order that rebuilds each layer's calls in Keras's order.
+
+    Depth order alone can call a shared layer's second call before its first (when the first
+    sits deeper in the graph), which renumbers the calls and changes the model's config. The
+    order in which the calls were made is itself a valid order to replay them, so each call
+    waits for the calls of its layer made before it, and for its inputs; ties go by depth.
+    """
+    import heapq
+
+    views = walk(model)
+    position = {id(v.node): i for i, v in enumerate(views)}
+    producer_of = {id(t): id(v.node) for v in views for t in v.outputs}
+    waits_for: dict[int, set] = {id(v.node): set() for v in views}
+    by_op: dict[int, list] = {}
+    for view in views:
+        by_op.setdefault(id(view.operation), []).append(view)
+    for view in views:
+        for tensor in view.node.input_tensors:
+            parent = producer_of.get(id(tensor))
+            if parent is not None:
+                waits_for[id(view.node)].add(parent)
+    for calls in by_op.values():
+        calls = sorted(calls, key=lambda v: v.call_index)
+        for earlier, later in zip(calls, calls[1:]):
+            waits_for[id(later.node)].add(id(earlier.node))
+    blocking: dict[int, list] = {}
+    for node_id, parents in waits_for.items():
+        for parent in parents:
+            blocking.setdefault(parent, []).append(node_id)
+    remaining = {k: len(v) for k, v in waits_for.items()}
+    ready = [position[k] for k, n in remaining.items() if n == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        view = views[heapq.heappop(ready)]
+        ordered.append(view)
+        for child in blocking.get(id(view.node), ()):
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                heapq.heappush(ready, position[child])
+    if len(ordered) != len(views):  # cannot happen for a graph Keras built; keep depth order then
+        return views
+    return ordered
+
+
 def input_tensors(model) -> list:
     return list(functional(model).inputs)
 
@@ -159,6 +205,21 @@ def call_count(layer) -> int:
 def forget_calls(layer, keep: int) -> None:
     """Drop the calls made after the first ``keep`` (a user's callable reused one of their layers)."""
     del layer._inbound_nodes[keep:]
+
+
+def sublayers(layer) -> list:
+    """The layer and every layer it tracks, parents before their children (Keras's own order)."""
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def fresh_copy(operation):
+    """A copy of a stateless operation with no calls of its own (for ops without a config)."""
+    import copy
+
+    new = copy.copy(operation)
+    new._inbound_nodes = []
+    new._outbound_nodes = []
+    return new
 
 
 def drop_all_calls(layer) -> None:

@@ -57,9 +57,11 @@ class LayerRow:
 class WeightReport:
     """Rows in graph order of the new model, then the removed layers."""
 
-    def __init__(self, rows):
+    def __init__(self, rows, aliases=None):
         self.rows = tuple(rows)
         self._by_name = {row.layer: row for row in self.rows}
+        # A tied layer has one row, at its first path; its other paths lead to that row.
+        self.aliases = dict(aliases or {})
 
     def __iter__(self):
         return iter(self.rows)
@@ -72,7 +74,7 @@ class WeightReport:
 
     def row(self, name: str) -> LayerRow:
         try:
-            return self._by_name[name]
+            return self._by_name[self.aliases.get(name, name)]
         except KeyError:
             from .errors import LayerNotFound, suggest
 

@@ -116,12 +116,13 @@ def apply(model, edits) -> SurgeryResult:
     _graph.functional(model)  # clear error for unbuilt / subclassed models
     lineage = {path: _Lineage(path) for path in _all_paths(model)}
     current = model
+    pass_notes: list[str] = []
     batch: _Plan | None = None  # edits planned on `current`, not yet rebuilt
     for edit in edits:
         if isinstance(edit, Prune):
             # Pruning slices weights with its own rules: rebuild what came before, then prune.
             if batch is not None:
-                current, lineage = _run_pass(current, batch, lineage)
+                current, lineage = _run_pass(current, batch, lineage, pass_notes)
                 batch = None
             current, lineage = _prune_pass(current, edit, lineage)
             continue
@@ -132,13 +133,13 @@ def apply(model, edits) -> SurgeryResult:
             if batch is None:
                 raise
             # The edit needs the result of the batch so far (or clashes with it): rebuild first.
-            current, lineage = _run_pass(current, batch, lineage)
+            current, lineage = _run_pass(current, batch, lineage, pass_notes)
             candidate = _Plan()
             _plan_edit(current, edit, candidate)
         batch = candidate
     if batch is not None or current is model:
-        current, lineage = _run_pass(current, batch or _Plan(), lineage)
-    notes = _recompile(model, current)
+        current, lineage = _run_pass(current, batch or _Plan(), lineage, pass_notes)
+    notes = pass_notes + _recompile(model, current)
     report = _build_report(model, current, lineage)
     return SurgeryResult(current, report, edits, tuple(notes))
 
@@ -515,15 +516,20 @@ class _Pass:
         self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
         self.clones: dict[int, Any] = {}  # id(old op) -> its one new op in this pass
         # every layer of the model being edited, nested ones too: a callable must not call them
-        self.source_layers: list = [layer for _, layer in _walk_layers(model)] if model is not None else []
+        walked = list(_walk_layers(model)) if model is not None else []
+        self.source_layers: list = [layer for _, layer in walked]
+        self.old_paths: dict[int, str] = {id(layer): path for path, layer in walked}  # one path per layer
         self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
+        # id(new layer) -> (the layer its trainable flags come from, the flag an edit sets or None)
+        self.sources: dict[int, tuple] = {}
+        self.notes: list[str] = []
 
     def record(self, layer, rec: _Record):
         self.records[id(layer)] = rec
         self.layers[id(layer)] = layer
 
 
-def _run_pass(model, plan: _Plan, lineage: dict):
+def _run_pass(model, plan: _Plan, lineage: dict, notes: list):
     state = _Pass(model)
     try:
         with _graph.deferred_variables():
@@ -536,7 +542,49 @@ def _run_pass(model, plan: _Plan, lineage: dict):
         state = _Pass(model)
         new_model = _rebuild(model, plan, state, prefix="")
         _transfer_weights(state)
+    _apply_trainable(model, new_model, state)
+    notes.extend(n for n in state.notes if n not in notes)
     return new_model, _compose(new_model, state, lineage)
+
+
+def _apply_trainable(old_model, new_model, state: _Pass) -> None:
+    """Trainable flags as the original had them, sub-layers included, or as an edit set them.
+
+    Done once every layer is built: a layer that makes sub-layers in build() (attention, a
+    keras-hub block) would otherwise come back with trainable sub-layers under a frozen parent.
+    """
+    if new_model.trainable != old_model.trainable:
+        new_model.trainable = old_model.trainable
+    _flags_inside(new_model, state, inherited=None)
+
+
+def _flags_inside(container, state: _Pass, inherited) -> None:
+    for layer in _graph.layers_in_order(container):
+        source = state.sources.get(id(layer))
+        if source is None:
+            continue  # made by a callable: it follows its container
+        old, explicit = source
+        value = explicit if explicit is not None else inherited
+        if _graph.is_graph_model(layer):
+            wanted = old.trainable if value is None else value
+            if layer.trainable != wanted:
+                layer.trainable = wanted
+            _flags_inside(layer, state, value)
+        elif value is not None:
+            if layer.trainable != value:
+                layer.trainable = value
+        else:
+            _copy_flags(old, layer)
+
+
+def _copy_flags(old, new) -> None:
+    """Each sub-layer's flag as in ``old`` (parents first: setting a parent's flag sets its children's)."""
+    olds, news = _graph.sublayers(old), _graph.sublayers(new)
+    if len(olds) != len(news):  # a config change made other sub-layers: the layer's own flag only
+        olds, news = olds[:1], news[:1]
+    for o, n in zip(olds, news):
+        if n.trainable != o.trainable:
+            n.trainable = o.trainable
 
 
 def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = None):
@@ -551,7 +599,7 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
                             name=old_layer.name)
         new_inputs.append(new_t)
         new_layer = _graph.producer(new_t)[0]
-        state.record(new_layer, _Record(prefix + old_layer.name, "none"))
+        state.record(new_layer, _Record(state.old_paths.get(id(old_layer), prefix + old_layer.name), "none"))
         out = new_t
         faithful[id(new_t)] = id(old_t)
         for block in plan.after_input.get(id(old_layer), []):
@@ -562,7 +610,7 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
     called_here: set[int] = set()  # ids of the old ops called in this graph
     op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
     op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
-    for view in _graph.walk(model):
+    for view in _graph.replay_order(model):
         node, op = view.node, view.operation
         if id(node) in plan.skip:
             continue
@@ -600,7 +648,7 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
             outputs = local[id(view.input_tensors[0])]
             node_faithful = False
         else:
-            outputs = _call_block(action[1], args, state, names, op, prefix)
+            outputs = _call_block(action[1], args, state, names, op, prefix, kwargs)
             node_faithful = False
         _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix)
 
@@ -732,22 +780,17 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
         before = set(state.records)
         new_op = _rebuild(op, sub_plan, state, prefix=path + "/")
         inner = tuple(k for k in state.records if k not in before)
-        if id(op) in plan.trainable:
-            # A Functional's setter does not reach its layers' own flags: set each one, as users expect
-            # "unfreeze the backbone" to mean every layer in it.
-            for _, inner_layer in _walk_layers(new_op):
-                inner_layer.trainable = plan.trainable[id(op)]
-            new_op.trainable = plan.trainable[id(op)]
-        elif not op.trainable:
-            new_op.trainable = False
-        state.record(new_op, _Record(path, "none", inner=inner))
+        # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
+        state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+        state.record(new_op, _Record(state.old_paths.get(id(op), path), "none", inner=inner))
         return new_op
     if not isinstance(op, keras.layers.Layer):
-        # A raw keras.ops call in the graph: stateless, so a copy from its config is exact.
+        # A raw keras.ops call in the graph: stateless, so a copy from its config is exact. Never
+        # the user's own op object: calling it would add a call to their model.
         try:
             new_op = type(op).from_config(op.get_config())
         except Exception:
-            new_op = op  # ops that cannot be re-made are stateless and safe to call again
+            new_op = _graph.fresh_copy(op)
         state.record(new_op, _Record(path, "none"))
         return new_op
     config = _graph.config_of(op, f"Layer {path!r}")
@@ -769,12 +812,9 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
             f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
             f"blocks edits anywhere in it. Received: layer={op.name!r}"
         ) from None
-    if id(op) in plan.trainable:
-        new_op.trainable = plan.trainable[id(op)]
-    elif not op.trainable:
-        new_op.trainable = False
+    state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
     described = _describe_changes(op, changes)
-    state.record(new_op, _Record(path, "copied", config_changed=described))
+    state.record(new_op, _Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
     state.copies.append((op, new_op))
     return new_op
 
@@ -803,20 +843,77 @@ def _short(value) -> str:
     return text if len(text) < 40 else text[:37] + "..."
 
 
-def _call_block(block: _Block, args, state: _Pass, names: _NameBook, anchor, prefix: str):
-    """Call a replacement / inserted piece on ``args``, recording every layer it adds as new."""
+def _call_block(block: _Block, args, state: _Pass, names: _NameBook, anchor, prefix: str, kwargs=None):
+    """Call a replacement / inserted piece with the call the replaced layer received.
+
+    The positional arguments go to the first piece; each keyword argument (a mask, ``query=``,
+    ``training=``) to the first piece that takes it. Records every layer it adds as new.
+    """
     spec = block.spec
     pieces = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not pieces:
         raise InvalidEdit(f"An empty list is not a replacement; use kerasnb.delete to remove a layer. Received: {block.edit!r}")
+    given = _share_keywords(pieces, kwargs or {}, block, anchor, state)
     x = args
-    for piece in pieces:
-        x = _call_piece(piece, x, state, names, block, anchor, prefix)
+    for piece, piece_kwargs in zip(pieces, given):
+        x = _call_piece(piece, x, state, names, block, anchor, prefix, piece_kwargs)
         x = (x,)
     return x[0]
 
 
-def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anchor, prefix: str):
+def _share_keywords(pieces, kwargs: dict, block: _Block, anchor, state: _Pass) -> list[dict]:
+    """The keyword arguments each piece gets: each to the first piece whose call takes it.
+
+    A keyword tensor that no piece takes is refused (dropping a mask silently would change what
+    the model computes); a non-tensor setting no piece takes (``use_causal_mask=True``) is left
+    out and said in the result's notes. ``None`` and ``training`` need no taker.
+    """
+    given: list[dict] = [{} for _ in pieces]
+    left_out = []
+    for key, value in kwargs.items():
+        taker = next((i for i, piece in enumerate(pieces) if _takes_keyword(piece, key)), None)
+        if taker is not None:
+            given[taker][key] = value
+            continue
+        if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value)):
+            kinds = ", ".join(_piece_name(p) for p in pieces)
+            raise InvalidEdit(
+                f"{anchor.name!r} is called with the tensor {key}=..., and its replacement ({kinds}) has no call "
+                f"argument {key!r} to receive it; dropping it would change what the model computes. What would "
+                f"work: a replacement whose call() takes {key}= (or **kwargs), or a callable "
+                f"`lambda x, {key}=None, **kwargs: ...` that uses it. Received: {block.edit!r}"
+            )
+        if value is not None and key != "training":
+            left_out.append(f"{key}={_short(value)}")
+    if left_out:
+        state.notes.append(
+            f"{anchor.name!r} was called with {', '.join(left_out)}; its replacement takes no such argument, "
+            "so it was not passed on."
+        )
+    return given
+
+
+def _takes_keyword(piece, key: str) -> bool:
+    import inspect
+
+    if isinstance(piece, keras.Model):
+        return key == "training"  # a model's call takes its inputs and training only
+    target = type(piece).call if isinstance(piece, keras.layers.Layer) else piece
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return key in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _piece_name(piece) -> str:
+    if isinstance(piece, keras.layers.Layer):
+        return f"{type(piece).__name__} {piece.name!r}"
+    return f"callable {getattr(piece, '__name__', type(piece).__name__)!r}"
+
+
+def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anchor, prefix: str, kwargs=None):
+    kwargs = kwargs or {}
     made_by = f"added by {type(block.edit).__name__.lower()} at {anchor.name!r}"
     if isinstance(piece, keras.Model) and _graph.is_graph_model(piece):
         sub = _Pass()
@@ -827,10 +924,10 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
             state.records[new_id] = _Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
                                             if has_weights else made_by)
         state.copies.extend(sub.copies)
+        state.sources.update(sub.sources)
+        state.sources[id(copy)] = (piece, None)
         state.record(copy, _Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
-        if not piece.trainable:
-            copy.trainable = False
-        return _call_new(copy, args, block)
+        return _call_new(copy, args, block, kwargs)
     if isinstance(piece, keras.layers.Layer):
         config = _graph.config_of(piece, f"The replacement {piece.name!r}")
         config["name"] = names.unique(piece.name)
@@ -841,9 +938,8 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
                 f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
                 f"{first_line(error)}. Received: {block.edit!r}"
             ) from None
-        if not piece.trainable:
-            layer.trainable = False
-        out = _call_new(layer, args, block)
+        state.sources[id(layer)] = (piece, None)  # the flags the user gave it, sub-layers included
+        out = _call_new(layer, args, block, kwargs)
         if piece.weights:
             state.pretrained.append((piece, layer, block.edit))
             state.record(layer, _Record(None, "new", f"{made_by}; brings its own weights"))
@@ -854,7 +950,7 @@ def _call_piece(piece, args, state: _Pass, names: _NameBook, block: _Block, anch
         calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
         failure = None
         try:
-            out = piece(*args)
+            out = piece(*args, **kwargs)
         except SurgeryError:
             raise
         except Exception as error:
@@ -897,9 +993,9 @@ def _check_callable_output(piece, out, block) -> None:
         )
 
 
-def _call_new(layer, args, block):
+def _call_new(layer, args, block, kwargs=None):
     try:
-        return layer(*args)
+        return layer(*args, **(kwargs or {}))
     except Exception as error:
         got = _fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))
         raise IncompatibleShape(
@@ -1022,13 +1118,37 @@ def _compose_report(report: WeightReport, lineage: dict) -> dict:
     return out
 
 
-def _walk_layers(model, prefix: str = ""):
-    """(path, layer) for every layer of a model, nested ones right after their container."""
+def _walk_layers(model, prefix: str = "", seen: set | None = None):
+    """(path, layer) for every layer of a model, nested ones right after their container.
+
+    A layer reached by several paths (tied: called in a nested model and outside it, like a
+    task model's output head that reuses the backbone's embedding) comes once, at its first path.
+    """
+    seen = set() if seen is None else seen
     for layer in _graph.layers_in_order(model):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         path = prefix + layer.name
         yield path, layer
         if _graph.is_graph_model(layer):
-            yield from _walk_layers(layer, path + "/")
+            yield from _walk_layers(layer, path + "/", seen)
+
+
+def _layer_aliases(model, prefix: str = "", first: dict | None = None) -> dict:
+    """``{other path: first path}`` for the layers that :func:`_walk_layers` gives only once."""
+    first = {} if first is None else first
+    aliases = {}
+    for layer in _graph.layers_in_order(model):
+        path = prefix + layer.name
+        if id(layer) in first:
+            if first[id(layer)] != path:
+                aliases[path] = first[id(layer)]
+            continue
+        first[id(layer)] = path
+        if _graph.is_graph_model(layer):
+            aliases.update(_layer_aliases(layer, path + "/", first))
+    return aliases
 
 
 def _compose(new_model, state: _Pass, lineage: dict) -> dict:
@@ -1086,7 +1206,8 @@ def _build_report(original, new_model, lineage: dict) -> WeightReport:
         if path not in carried:
             rows.append(LayerRow(path, type(layer).__name__, REMOVED, "", _graph.count_params(layer),
                                  bool(getattr(layer, "trainable", True)), path, _graph.is_graph_model(layer)))
-    return WeightReport(rows)
+    aliases = {**_layer_aliases(original), **_layer_aliases(new_model)}
+    return WeightReport(rows, aliases=aliases)
 
 
 def _container_status(path, lin: _Lineage, lineage: dict):
