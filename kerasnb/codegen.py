@@ -4,17 +4,32 @@
 call, naming each layer's arguments only where they differ from the layer's defaults, so the
 result reads like code written by hand (the seed's examples). Weights are not part of the
 source: load them with ``new_model.set_weights(model.get_weights())`` or from a ``.keras`` file.
+
+The source is safe to run for any model, including one loaded from an untrusted file: every
+text the model provides (layer, model and input names, config keys and values, registered
+class names, dtypes) reaches the source only as a literal made from plain Python data
+(``_literal``), config keys that are not plain identifiers are passed in a ``**{...}`` dict
+literal, and variable and function names are made from the layer names by ``_identifier``,
+never copied verbatim. A value with no literal form (an arbitrary object in a config) is
+refused with :class:`~kerasnb.errors.UnsupportedLayer` rather than written as code.
 """
 
 from __future__ import annotations
 
 import inspect
 import keyword
+import math
 import re
+import unicodedata
 
 import keras
 
 from . import _graph
+from .errors import SurgeryError, UnsupportedLayer
+
+# Names the generated source itself uses at module level or inside every function: no variable
+# or builder function may take them. `float` spells nan and infinities (`float('nan')`).
+_RESERVED = frozenset({"keras", "layers", "model", "block", "float", "__debug__"})
 
 
 def code(model, *, function_name: str | None = None) -> str:
@@ -23,21 +38,46 @@ def code(model, *, function_name: str | None = None) -> str:
     Executing it leaves the rebuilt model in a variable ``model``. Nested models become
     functions ``build_<name>()`` called where the nested model is used.
     """
-    writer = _Writer()
-    writer.defined.add(function_name or "build_model")
-    body = writer.model_function(model, function_name or "build_model")
+    name = "build_model" if function_name is None else function_name
+    if not _is_plain_name(name) or name in _RESERVED:
+        raise SurgeryError(
+            f"function_name must be a Python identifier (NFKC-normalised, not a keyword) other than "
+            f"{', '.join(sorted(_RESERVED))}, such as 'build_model'. Received: function_name={function_name!r}"
+        )
+    writer = _Writer(model, name)
+    body = writer.model_function(model, name)
     head = ["import keras", "from keras import layers", ""]
-    return "\n".join(head + writer.functions + body + ["", f"model = {function_name or 'build_model'}()", ""])
+    return "\n".join(head + writer.functions + body + ["", f"model = {name}()", ""])
 
 
 class _Writer:
-    def __init__(self):
+    def __init__(self, model, function_name: str):
         self.functions: list[str] = []  # nested models' builder functions, defined first
-        self.defined: set[str] = set()
-        self.defined_for: dict = {}
+        self.written: set[str] = set()
+        # Every builder function's name is chosen before any variable, so that no variable (a
+        # layer called `build_encoder`) can hide the function of a nested model `encoder`.
+        self.builder_of: dict[int, str] = {id(model): function_name}
+        self.taken: set[str] = set(_RESERVED) | {function_name}
+        self._plan(model, set())
 
-    def model_function(self, model, name: str) -> list[str]:
-        names = _Names()
+    def _plan(self, model, seen: set) -> None:
+        for view in _graph.walk(model):
+            self._plan_operation(view.operation, seen)
+
+    def _plan_operation(self, op, seen: set) -> None:
+        if id(op) in seen or not isinstance(op, keras.layers.Layer):
+            return
+        seen.add(id(op))
+        if _is_inlined_sequential(op):
+            for layer in op.layers:
+                self._plan_operation(layer, seen)
+        elif _graph.is_graph_model(op):
+            if id(op) not in self.builder_of:
+                self.builder_of[id(op)] = _unique("build_" + _identifier(op.name), self.taken)
+            self._plan(op, seen)
+
+    def model_function(self, model, name: str, frozen: bool = False) -> list[str]:
+        names = _Names(self.taken)
         lines = [f"def {name}():"]
         var_of: dict[int, str] = {}
         inputs = _graph.input_tensors(model)
@@ -57,8 +97,11 @@ class _Writer:
                     layer_var[id(op)] = var
                 else:
                     layer_var[id(op)] = constructor
-            args, kwargs = view.args, _meaningful_kwargs(view.kwargs)
-            rendered = [_render(a, var_of) for a in args] + [f"{k}={_render(v, var_of)}" for k, v in kwargs.items()]
+            try:
+                rendered = [_render(a, var_of) for a in view.args]
+                rendered += _keyword_arguments(_meaningful_kwargs(view.kwargs), lambda v: _render(v, var_of))
+            except _NotPlainData as error:
+                raise _refusal(op, error, "the call argument") from None
             call = f"{layer_var[id(op)]}({', '.join(rendered)})"
             outs = view.outputs
             if len(outs) == 1:
@@ -70,42 +113,46 @@ class _Writer:
                 lines.append(f"    {result} = keras.tree.flatten({call})")
                 for i, tensor in enumerate(outs):
                     var_of[id(tensor)] = f"{result}[{i}]"
-        ins = _render(_graph.pack_inputs(model, inputs), var_of)
-        outs = _render(_graph.pack_outputs(model, _graph.output_tensors(model)), var_of)
-        lines.append(f"    return keras.Model({ins}, {outs}, name={model.name!r})")
+        try:
+            ins = _render(_graph.pack_inputs(model, inputs), var_of)
+            outs = _render(_graph.pack_outputs(model, _graph.output_tensors(model)), var_of)
+            model_name = _literal(model.name)
+        except _NotPlainData as error:
+            raise _refusal(model, error, "the inputs/outputs structure") from None
+        built = f"keras.Model({ins}, {outs}, name={model_name})"
+        if frozen:
+            lines += ["    # this block was frozen", f"    block = {built}", "    block.trainable = False",
+                      "    return block"]
+        else:
+            lines.append(f"    return {built}")
         return lines
 
     def _constructor(self, op) -> str:
         if not isinstance(op, keras.layers.Layer):
             return _op_function(op)
-        if isinstance(op, keras.Sequential) and op.trainable and _graph.is_graph_model(op) and _is_plain_chain(op):
+        if _is_inlined_sequential(op):
             first = _graph.input_layers(op)[0]
             items = [_input_call(first)] + [self._constructor(layer) for layer in op.layers]
             inner = "".join(f"\n        {item}," for item in items)
-            return f"keras.Sequential([{inner}\n    ], name={op.name!r})"
+            return f"keras.Sequential([{inner}\n    ], name={_literal_name(op)})"
         if _graph.is_graph_model(op):
-            fn = "build_" + _identifier(op.name)
-            while fn in self.defined and self.defined_for.get(fn) is not op:
-                fn += "_"
-            if fn not in self.defined:
-                self.defined_for[fn] = op
-                self.defined.add(fn)
-                lines = self.model_function(op, fn)
-                if not op.trainable:
-                    lines.insert(-1, "    # this block was frozen")
-                    lines[-1] = lines[-1].replace("return keras.Model(", "block = keras.Model(")
-                    lines += ["    block.trainable = False", "    return block"]
-                self.functions += lines + [""]
+            fn = self.builder_of[id(op)]
+            if fn not in self.written:
+                self.written.add(fn)
+                self.functions += self.model_function(op, fn, frozen=not op.trainable) + [""]
             return f"{fn}()"
         return _layer_constructor(op)
+
+
+def _is_inlined_sequential(op) -> bool:
+    """A trainable plain-chain Sequential is written inline as ``keras.Sequential([...])``."""
+    return isinstance(op, keras.Sequential) and op.trainable and _graph.is_graph_model(op) and _is_plain_chain(op)
 
 
 def _op_function(op) -> str:
     """A raw ``keras.ops`` call recorded in the graph (``x + y``, ``keras.ops.relu(x)``)."""
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", type(op).__name__).lower()
-    if not callable(getattr(keras.ops, snake, None)):
-        from .errors import UnsupportedLayer
-
+    if not _is_plain_name(snake) or not callable(getattr(keras.ops, snake, None)):
         raise UnsupportedLayer(
             f"No keras.ops function matches the operation {type(op).__name__} ({op.name!r}), so its code "
             f"cannot be written. Received: operation={op.name!r}"
@@ -116,33 +163,45 @@ def _op_function(op) -> str:
         settings = {}
     if not settings:
         return f"keras.ops.{snake}"
-    inner = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    try:
+        inner = ", ".join(_keyword_arguments(settings, _literal))
+    except _NotPlainData as error:
+        raise _refusal(op, error, "the config value") from None
     return f"(lambda *a, **k: keras.ops.{snake}(*a, {inner}, **k))"
 
 
 def _input_call(layer) -> str:
-    shape = tuple(layer.batch_shape)
-    args = [f"shape={shape[1:]!r}"] if shape and shape[0] is None else [f"batch_shape={shape!r}"]
-    if layer.dtype and layer.dtype != "float32":
-        args.append(f"dtype={layer.dtype!r}")
-    if getattr(layer, "sparse", False):
-        args.append("sparse=True")
-    args.append(f"name={layer.name!r}")
+    try:
+        shape = tuple(layer.batch_shape)
+        args = [f"shape={_literal(shape[1:])}"] if shape and shape[0] is None else [f"batch_shape={_literal(shape)}"]
+        if layer.dtype and layer.dtype != "float32":
+            args.append(f"dtype={_literal(layer.dtype)}")
+        if getattr(layer, "sparse", False):
+            args.append("sparse=True")
+        args.append(f"name={_literal(layer.name)}")
+    except _NotPlainData as error:
+        raise _refusal(layer, error, "the input setting") from None
     return f"keras.Input({', '.join(args)})"
 
 
 def _layer_constructor(op) -> str:
     cls = type(op)
-    if getattr(keras.layers, cls.__name__, None) is cls:
+    if _is_plain_name(cls.__name__) and getattr(keras.layers, cls.__name__, None) is cls:
         qualified = f"layers.{cls.__name__}"
     else:
         registered = keras.saving.get_registered_name(cls)
-        qualified = f"keras.saving.get_registered_object({registered!r})"
-    config = op.get_config()
+        try:
+            qualified = f"keras.saving.get_registered_object({_literal(registered)})"
+        except _NotPlainData as error:
+            raise _refusal(op, error, "the registered class name") from None
+    config = _graph.config_of(op)
     shown = _non_default(cls, config)
-    if shown is None:  # defaults unknown: the full config is always right
-        return f"{qualified}.from_config({config!r})"
-    return f"{qualified}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+    try:
+        if shown is None:  # defaults unknown: the full config is always right
+            return f"{qualified}.from_config({_literal(config)})"
+        return f"{qualified}({', '.join(_keyword_arguments(shown, _literal))})"
+    except _NotPlainData as error:
+        raise _refusal(op, error, "the config value") from None
 
 
 def _non_default(cls, config: dict) -> dict | None:
@@ -200,37 +259,183 @@ def _is_default_dtype(dtype) -> bool:
 _MISSING = object()
 
 
-def _render(value, var_of: dict) -> str:
-    if isinstance(value, keras.KerasTensor):
+# ----------------------------------------------------------------------------- literals
+
+
+class _NotPlainData(Exception):
+    """A value with no literal form; ``where`` locates it (``['key'][0]``)."""
+
+    def __init__(self, value, where: str = ""):
+        super().__init__(where)
+        self.value, self.where = value, where
+
+    def inside(self, prefix: str) -> "_NotPlainData":
+        self.where = prefix + self.where
+        return self
+
+
+def _literal(value) -> str:
+    """Python literal source for plain data, built from the values themselves, never their repr.
+
+    Only None, bool, int, float, str, bytes and lists, tuples and dicts of them are written
+    (subclasses as their base type, numpy scalars as Python numbers); anything else raises
+    ``_NotPlainData``, since its ``repr`` could be any text, code included.
+    """
+    return _render(value, None)
+
+
+def _render(value, var_of: dict | None) -> str:
+    """Source for a call argument: Keras tensors by their variable (``var_of``), the rest as literals."""
+    if isinstance(value, keras.KerasTensor) and var_of is not None:
         return var_of[id(value)]
-    if isinstance(value, list):
-        return "[" + ", ".join(_render(v, var_of) for v in value) + "]"
-    if isinstance(value, tuple):
-        inner = ", ".join(_render(v, var_of) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if value is None or type(value) is bool:
+        return repr(value)
+    if _is_numpy_scalar(value):
+        value = value.item()
+        if not isinstance(value, (bool, int, float, str, bytes)):
+            raise _NotPlainData(value)
+        return _literal(value)
+    if isinstance(value, int):
+        number = int.__index__(value)  # the plain int, whatever a subclass overrides
+        try:
+            return repr(number)
+        except ValueError:  # more digits than Python prints in decimal: hexadecimal has no limit
+            return ("-" if number < 0 else "") + "0x" + format(abs(number), "x")
+    if isinstance(value, float):
+        number = float.__float__(value)
+        if math.isnan(number):
+            return "float('nan')"
+        if math.isinf(number):
+            return "float('inf')" if number > 0 else "-float('inf')"
+        return repr(number)
+    if isinstance(value, str):
+        return repr(str.__str__(value))  # an exact str: a subclass's __repr__ is never called
+    if isinstance(value, bytes):
+        return repr(bytes(memoryview(value)))  # the bytes themselves, not a subclass's __bytes__
+    if isinstance(value, (list, tuple)):
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_render(item, var_of))
+            except _NotPlainData as error:
+                raise error.inside(f"[{i}]") from None
+        if isinstance(value, list):
+            return "[" + ", ".join(items) + "]"
+        return f"({items[0]},)" if len(items) == 1 else "(" + ", ".join(items) + ")"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {_render(v, var_of)}" for k, v in value.items()) + "}"
-    return repr(value)
+        return "{" + ", ".join(_dict_items(value, lambda v: _render(v, var_of))) + "}"
+    raise _NotPlainData(value)
+
+
+def _dict_items(mapping: dict, render) -> list[str]:
+    items = []
+    for key, item in mapping.items():
+        try:
+            items.append(f"{_literal(key)}: {render(item)}")
+        except _NotPlainData as error:
+            raise error.inside(f"[{_safe_repr(key)}]") from None
+    return items
+
+
+def _keyword_arguments(arguments: dict, render) -> list[str]:
+    """``key=value`` for keys that are plain identifiers; the others in one ``**{...}`` literal.
+
+    A key is written bare only if Python reads it back as the same string: an identifier, not a
+    keyword, and unchanged by the NFKC normalisation Python applies to identifiers (``ﬁx`` would
+    arrive as ``fix``). Any other key, whatever it contains, stays a quoted string.
+    """
+    plain, other = [], {}
+    for key, value in arguments.items():
+        if isinstance(key, str) and _is_plain_name(key):
+            try:
+                plain.append(f"{str.__str__(key)}={render(value)}")
+            except _NotPlainData as error:
+                raise error.inside(f"[{_safe_repr(key)}]") from None
+        else:
+            other[key] = value
+    if other:
+        plain.append("**{" + ", ".join(_dict_items(other, render)) + "}")
+    return plain
+
+
+def _safe_repr(key) -> str:
+    return repr(str.__str__(key)) if isinstance(key, str) else f"<{type(key).__name__}>"
+
+
+def _is_numpy_scalar(value) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "shape", None) == ()
+
+
+def _literal_name(layer) -> str:
+    try:
+        return _literal(layer.name)
+    except _NotPlainData as error:
+        raise _refusal(layer, error, "the name") from None
+
+
+def _refusal(op, error: _NotPlainData, what: str) -> UnsupportedLayer:
+    """The error for a value that has no safe literal form, naming the layer and where the value is."""
+    name = _safe_repr(getattr(op, "name", ""))
+    kind, found = type(op).__name__, type(error.value).__name__
+    return UnsupportedLayer(
+        f"The code for layer {name} ({kind}) cannot be written: {what}{error.where} is a {found}, not plain "
+        "Python data (None, numbers, strings, bytes, lists, tuples, dicts), so it has no literal form that is "
+        "safe to run. What would work: make get_config() return plain data (keras.saving.serialize_keras_object(...) "
+        "for Keras objects), or save the model to a .keras file instead of writing its code. "
+        f"Received: layer={name} with {what}{error.where} of type {found}"
+    )
+
+
+# ----------------------------------------------------------------------------- names
 
 
 class _Names:
-    """Python variable names from layer names, each used once."""
+    """Python variable names from layer names, each used once in a function."""
 
-    def __init__(self):
-        self.used: set[str] = {"keras", "layers", "block"}  # names the generated code itself uses
+    def __init__(self, taken: set[str]):
+        # The names the generated code itself uses, and every builder function's name.
+        self.used: set[str] = set(taken)
 
-    def new(self, base: str) -> str:
-        name = _identifier(base)
-        candidate, i = name, 1
-        while candidate in self.used:
-            i += 1
-            candidate = f"{name}_{i}"
-        self.used.add(candidate)
-        return candidate
+    def new(self, base) -> str:
+        return _unique(_identifier(base), self.used)
 
 
-def _identifier(text: str) -> str:
-    name = re.sub(r"\W", "_", str(text)) or "x"
-    if name[0].isdigit() or keyword.iskeyword(name):
+def _unique(name: str, used: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... whichever is free; then marked used."""
+    candidate, i = name, 1
+    while candidate in used:
+        i += 1
+        candidate = f"{name}_{i}"
+    used.add(candidate)
+    return candidate
+
+
+def _is_plain_name(text: str) -> bool:
+    """True if Python reads ``text`` back as this very identifier (see ``_keyword_arguments``)."""
+    if not isinstance(text, str):
+        return False
+    text = str.__str__(text)
+    return (
+        text.isidentifier() and not keyword.iskeyword(text)
+        and unicodedata.normalize("NFKC", text) == text and text != "__debug__"
+    )
+
+
+def _identifier(text) -> str:
+    """A valid Python identifier made from a layer name, already in the NFKC form Python uses.
+
+    Python's parser NFKC-normalises identifiers, so ``ﬁx`` and ``fix`` are the same variable:
+    names are normalised first, then compared (``_unique``), and so never merge silently.
+    Characters that cannot appear in an identifier (``²`` normalises to ``2``; ``-`` cannot)
+    become ``_``.
+    """
+    text = unicodedata.normalize("NFKC", str.__str__(text) if isinstance(text, str) else type(text).__name__)
+    chars = [ch if ("_" + ch).isidentifier() else "_" for ch in text]
+    name = "".join(chars) or "x"
+    if not (name[0] == "_" or name[0].isidentifier()):
+        name = "_" + name
+    if unicodedata.normalize("NFKC", name) != name or not name.isidentifier():
+        name = "_" + re.sub(r"[^0-9A-Za-z_]", "_", name)  # rare combining-mark cases: plain ASCII
+    if keyword.iskeyword(name) or name == "__debug__":
         name = "_" + name
     return name
