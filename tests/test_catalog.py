@@ -57,6 +57,46 @@ class TestEntries:
         assert isinstance(made, keras.layers.GaussianNoise) and made.stddev == 0.3
         assert catalog.fits(entry, make("seed_mlp"), "dense_1") == (True, "")
 
+    def test_catalog_errors_are_surgery_errors_that_say_what_would_work(self):
+        """Unknown labels, unknown parameters and out-of-range values: SurgeryErrors, still Key/ValueErrors."""
+        with pytest.raises(kerasnb.SurgeryError, match="Known types: Keep, Remove \\(identity\\), Dropout") as caught:
+            catalog.get("NoSuchType")
+        assert isinstance(caught.value, KeyError) and str(caught.value).startswith("No replacement type 'NoSuchType'")
+        with pytest.raises(kerasnb.SurgeryError, match=r"0 <= rate < 1. Received: rate=5"):
+            catalog.get("Dropout").make(None, (None, 4), rate=5)
+        with pytest.raises(kerasnb.SurgeryError, match=r"whole number with 1 <= units. Received: units=-3"):
+            catalog.get("Dense").make(None, (None, 4), units=-3)
+        with pytest.raises(kerasnb.SurgeryError, match=r"one of 'relu', .*Received: activation='nope'"):
+            catalog.get("Dense").make(None, (None, 4), activation="nope")
+
+    def test_registered_limits_are_checked_before_building(self, clean_registry):
+        built = []
+
+        @kerasnb.catalog.register_replacement("Noise", params={"stddev": 0.1},
+                                              limits={"stddev": catalog.Range(0, None, low_open=True)})
+        def noise(layer, input_shape, stddev):
+            built.append(stddev)
+            return keras.layers.GaussianNoise(stddev)
+
+        with pytest.raises(catalog.InvalidParameter, match=r"0 < stddev. Received: stddev=-1"):
+            catalog.get("Noise").make(None, (None, 4), stddev=-1)
+        assert built == []
+        assert catalog.get("Noise").accepts() == "stddev: a number, 0 < stddev"
+
+    def test_defaults_follow_the_layer_being_replaced(self):
+        """A softmax output replaced by Dense stays softmax; an insert after it starts from relu."""
+        inputs = keras.Input((6,))
+        out = keras.layers.Dense(10, activation="softmax", name="probs")(keras.layers.Dense(8, name="h")(inputs))
+        model = keras.Model(inputs, out)
+        probs = model.get_layer("probs")
+        assert catalog.get("Dense").defaults(probs) == {"units": 10, "activation": "softmax"}
+        assert catalog.get("Dense").defaults(model.get_layer("h")) == {"units": 8, "activation": "linear"}
+        assert catalog.get("Dense").defaults(probs, replacing=False)["activation"] == "relu"
+        assert catalog.get("Activation").defaults(probs) == {"activation": "softmax"}
+        block = catalog.get("Conv1D block").defaults(probs)
+        assert block["output_activation"] == "softmax" and block["activation"] == "relu"
+        assert catalog.get("Dense").defaults(keras.layers.Dropout(0.1))["activation"] == "relu"  # no such option
+
     def test_keep_label_is_reserved(self):
         with pytest.raises(ValueError, match="reserved"):
             catalog.register_replacement("Keep")
@@ -75,7 +115,7 @@ class TestFits:
     def test_shape_change_before_a_merge_is_refused_with_the_shapes(self, make):
         ok, reason = catalog.fits("Dense", make("residual"), "res_conv2", units=3)
         assert not ok
-        assert "(None, 8, 8, 3)" in reason and "merge" in reason
+        assert "(None, 8, 8, 3)" in reason and "merge 'res_add'" in reason
 
     def test_next_layer_that_cannot_take_the_new_shape_is_named(self):
         inputs = keras.Input((6, 6, 3))

@@ -6,6 +6,17 @@ reads the widgets, calls the session, and redraws; an error is shown in the pane
 model and the history as they were. Setting a widget's ``.value`` or calling ``.click()`` from
 Python does exactly what the same gesture does in the browser.
 
+Every action shows its own outcome in the message line (a fresh message each time). An action's
+error is shown only when nothing was committed; when an edit was committed but drawing part of
+the panel failed afterwards, the message says the edit was made and what could not be drawn.
+While a rebuild runs the controls are disabled; they come back however it ends (an error, an
+interrupt).
+
+Lifetime: the widgets' callbacks reach the editor through weak references, so an editor nobody
+holds is freed (and its widgets closed); ``editor.close()`` closes every widget it made at once.
+``show_editor`` keeps the panel it displayed alive, one per model: opening the editor again on
+the same model closes the earlier panel.
+
 A layer called more than once (a shared layer) has one Layer-dropdown entry per call, and its
 row a "calls" hint; replacing, deleting and inserting act on the chosen call, freezing and
 pruning on the layer. "Prune..." is offered where the pruning module says the selected layer
@@ -18,15 +29,27 @@ import html
 import io
 import os
 import time
+import weakref
+from contextlib import contextmanager
 
 import ipywidgets as w
 
 import kerasnb.catalog as catalog  # absolute: kerasnb.__getattr__ recurses on "from .. import catalog"
-from ..errors import SurgeryError
+from ..errors import SurgeryError, first_line
 from . import table
 from .session import Session, call_of, ordered, path_of
 
-_ITEM = w.Layout(width="auto")
+
+class SaveFailed(SurgeryError):
+    """The edited model could not be written where asked (wrong extension, missing folder, ...)."""
+
+
+def _item():
+    """A fresh auto-width layout: one per box, so closing an editor closes only its own."""
+    return w.Layout(width="auto")
+
+
+_SHOWN: dict = {}  # id(model) -> the Editor that show_editor displayed for it (kept alive while shown)
 
 
 class Editor:
@@ -40,6 +63,10 @@ class Editor:
         self._syncing = False  # set while the panel updates its own widgets, so observers stay quiet
         self._param_widgets: dict = {}
         self._shown_in_cell = None
+        self._seq = 0  # messages shown so far: each one is a new value, even with the same text
+        self._message_plain = ""
+        self._shown_error = None  # id of the error the message line shows (so it is not shown twice)
+        self._closed = False
 
         name = html.escape(model.name)
         self.title = w.HTML(f"<b>kerasnb editor</b> &mdash; model <code>{name}</code>")
@@ -59,7 +86,7 @@ class Editor:
         self.layer_picker.add_class("kn-layer")
         self.type_picker = w.Dropdown(description="Type", layout=w.Layout(width="300px"))
         self.type_picker.add_class("kn-type")
-        self.params_box = w.HBox(layout=_ITEM)
+        self.params_box = w.HBox(layout=_item())
         self.params_box.add_class("kn-params")
         self.unavailable = w.HTML()
         self.unavailable.add_class("kn-unavailable")
@@ -107,36 +134,41 @@ class Editor:
         self.details.add_class("kn-details")
 
         self.controls = w.VBox([
-            w.HBox([self.layer_picker, self.type_picker, self.trainable_box], layout=_ITEM),
+            w.HBox([self.layer_picker, self.type_picker, self.trainable_box], layout=_item()),
             self.params_box,
             self.unavailable,
-            w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button], layout=_ITEM),
+            w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button], layout=_item()),
             self.prune_box,
         ])
         self.widget = w.VBox([
             self.title, self.summary, self.message, self.legend,
             self.search, self.table, self.controls,
-            w.HBox([self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button], layout=_ITEM),
+            w.HBox([self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button],
+                   layout=_item()),
             self.history_view, self.details,
         ])
         self.widget.add_class("kn-editor")
+        # Closes every widget of the panel once the editor is closed or freed. It holds the root
+        # widget, never the editor: the callbacks below reach the editor through weak references.
+        self._finalizer = weakref.finalize(self, _close_tree, self.widget)
+        self._finalizer.atexit = False
 
-        self.search.observe(self._on_search, "value")
-        self.layer_picker.observe(self._on_layer_picked, "value")
-        self.type_picker.observe(self._on_type_picked, "value")
-        self.trainable_box.observe(self._on_trainable, "value")
-        self.insert_button.on_click(lambda _: self._guard(self._insert_from_widgets))
-        self.delete_button.on_click(lambda _: self._guard(lambda: self.delete(self.selected)))
-        self.prune_button.on_click(lambda _: self._guard(self._open_prune))
-        self.prune_slider.observe(self._on_prune_keep, "value")
-        self.undo_button.on_click(lambda _: self._guard(self.undo))
-        self.redo_button.on_click(lambda _: self._guard(self.redo))
-        self.reset_button.on_click(lambda _: self._guard(self.reset))
-        self.save_button.on_click(lambda _: self._guard(lambda: self.save(self.save_path.value)))
-        self.details.observe(lambda _: self._draw_details(), "selected_index")
+        self.search.observe(_Weak(self, "_on_search"), "value")
+        self.layer_picker.observe(_Weak(self, "_on_layer_picked"), "value")
+        self.type_picker.observe(_Weak(self, "_on_type_picked"), "value")
+        self.trainable_box.observe(_Weak(self, "_on_trainable"), "value")
+        self.insert_button.on_click(_Weak(self, "_click", "_insert_from_widgets"))
+        self.delete_button.on_click(_Weak(self, "_click", "_delete_selected"))
+        self.prune_button.on_click(_Weak(self, "_click", "_open_prune"))
+        self.prune_slider.observe(_Weak(self, "_on_prune_keep"), "value")
+        self.undo_button.on_click(_Weak(self, "_click", "undo"))
+        self.redo_button.on_click(_Weak(self, "_click", "redo"))
+        self.reset_button.on_click(_Weak(self, "_click", "reset"))
+        self.save_button.on_click(_Weak(self, "_click", "_save_from_widgets"))
+        self.details.observe(_Weak(self, "_on_details"), "selected_index")
 
         first = next((i.path for i in self.session.original_rows.values() if not i.is_input), None)
-        self._redraw(select=None if first is None else self.session.key(first))
+        self._show_problems(self._redraw(select=None if first is None else self.session.key(first)))
         self.open_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ results
@@ -186,12 +218,31 @@ class Editor:
         return params_chart(self.report)
 
     def save(self, path: str) -> str:
-        """Save the edited model as a ``.keras`` file; returns the path."""
+        """Save the edited model as a ``.keras`` file; returns the path.
+
+        Refused with :class:`SaveFailed` (a SurgeryError) when the name does not end in ``.keras``,
+        the folder does not exist, or writing fails; the message says what would work.
+        """
+        return self._attempt(lambda: self._save(path))
+
+    def _save(self, path) -> str:
+        received = path
         path = os.path.expanduser(str(path).strip())
         if not path.endswith(".keras"):
-            raise SurgeryError(f"Keras saves whole models to files ending in .keras. Received: path={path!r}")
-        self.model.save(path)
-        self._say(f"Saved the edited model to <code>{html.escape(path)}</code>.", "ok")
+            raise SaveFailed(f"Keras saves whole models to files ending in .keras, e.g. "
+                             f"{os.path.splitext(path)[0] or self.original.name}.keras. Received: path={received!r}")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise SaveFailed(
+                f"The folder {folder!r} does not exist, so {os.path.basename(path)!r} cannot be saved there. "
+                f"Create it first (os.makedirs({folder!r})) or save into an existing folder, e.g. the current "
+                f"one: {os.path.basename(path)!r}. Received: path={received!r}"
+            )
+        try:
+            self.model.save(path)
+        except OSError as error:
+            raise SaveFailed(f"Could not write {path!r}: {first_line(error)}. Received: path={received!r}") from error
+        self._say(f"Saved the edited model to {path}.", "ok")
         return path
 
     # ------------------------------------------------------------------ actions (what the controls call)
@@ -199,6 +250,9 @@ class Editor:
     def select(self, key) -> None:
         """Make ``key`` what the shared controls act on: a row's path, or ``(path, call_index)``
         for one call of a shared layer (a shared layer's bare path selects its first call)."""
+        self._attempt(lambda: self._select(key))
+
+    def _select(self, key) -> None:
         if path_of(key) not in self._all_paths():
             from ..errors import LayerNotFound, suggest
 
@@ -210,19 +264,27 @@ class Editor:
                                 f"there is no such call. Received: {key!r}")
         self.selected = key
         self._say("", "ok")
-        self._sync_controls()
-        self.table.value = table.render(self._rows, selected=path_of(key), query=self.search.value)
+        self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._draw_table)]))
 
     def choose(self, label: str, **params) -> None:
-        """Give the selected row the type ``label`` (from the catalog) and rebuild."""
+        """Give the selected row the type ``label`` (from the catalog) and rebuild.
+
+        Refused before anything is built, with a :class:`kerasnb.SurgeryError` that names what was
+        received and what would work: an unknown type (the known ones are listed), an unknown or
+        out-of-range parameter (its valid range), a type that does not fit there (the types that do).
+        """
         self._edit(lambda: self.session.choose(self.selected, label, params or None), follow=True)
 
     def set_params(self, **params) -> None:
         """Change the parameters of the selected row's type and rebuild."""
-        step = self.session.step_for(self.selected)
-        if step is None or step.kind == "trainable":
-            raise SurgeryError(f"Row {self.selected!r} has no type with parameters chosen. Choose a type first.")
-        self._edit(lambda: self.session.choose(self.selected, step.label, {**step.params, **params}), follow=True)
+
+        def action():
+            step = self.session.step_for(self.selected)
+            if step is None or step.kind in ("trainable", "prune"):
+                raise SurgeryError(f"Row {self.selected!r} has no type with parameters chosen. Choose a type first.")
+            return self.session.choose(self.selected, step.label, {**step.params, **params})
+
+        self._edit(action, follow=True)
 
     def insert_after(self, label: str, **params) -> None:
         self._edit(lambda: self.session.insert_after(self.selected, label, params or None), follow=True)
@@ -244,53 +306,136 @@ class Editor:
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
 
     def undo(self) -> None:
-        self._edit(self.session.undo)
+        self._edit(self.session.undo, verb="Undo")
 
     def redo(self) -> None:
-        self._edit(self.session.redo)
+        self._edit(self.session.redo, verb="Redo")
 
     def reset(self) -> None:
-        self._edit(self.session.reset)
+        self._edit(self.session.reset, verb="Reset to the original model")
+
+    def close(self) -> None:
+        """Close every widget of the panel (it disappears from the notebook) and let it be freed.
+
+        ``editor.model``, ``.edits`` and the other results still work from Python afterwards.
+        """
+        self._closed = True
+        self._finalizer()  # closes the widget tree once; later calls do nothing
+        if _SHOWN.get(id(self.original)) is self:
+            del _SHOWN[id(self.original)]
 
     # ------------------------------------------------------------------ plumbing
 
-    def _edit(self, action, follow: bool = False) -> None:
-        """Run an action; on error say so, and leave model, history and controls as they were."""
-        self._say("Rebuilding&hellip;", "busy")  # reaches the browser before the rebuild starts
+    def _state(self) -> tuple:
+        """What a commit changes: the history's length, the cursor and the current steps."""
+        s = self.session
+        return len(s.history), s.cursor, id(s.steps)
+
+    def _edit(self, action, follow: bool = False, verb: str = "") -> None:
+        """Run an action that may rebuild, with the controls disabled while it runs.
+
+        Not committed (an error, an interrupt): its error is shown, the controls show the model
+        as it still is, and the error is raised. Committed: the panel is redrawn and the message
+        says what changed; a part that fails to draw is reported as such, the edit stands.
+        """
+        before, old_steps = self._state(), self.session.steps
+        self._say("Rebuilding\u2026", "busy")  # reaches the browser before the rebuild starts
+        error = None
         try:
-            outcome = action()
-        except Exception as error:  # shown in the panel; the model and history did not change
-            self._say(_plain(error), "error")
-            self._sync_controls()
+            with self._controls_disabled():
+                outcome = action()
+        except BaseException as caught:  # KeyboardInterrupt too: the panel must not stay "Rebuilding"
+            error, outcome = caught, None
+        if error is not None and self._state() == before:
+            self._say_error(error)
+            self._show_problems(self._render([("the controls", self._sync_controls)]), kind="error")
+            raise error
+        problems = self._redraw(select=outcome if follow and outcome else self.selected)
+        if error is not None:  # committed, then something failed: the edit stands
+            problems.append(("the rest of the action", error))
+        done = _change_text(old_steps, self.session.steps)
+        self._say(f"{verb}. {done}" if verb else done, "ok")
+        self._show_problems(problems)
+
+    def _attempt(self, action):
+        """Run a non-rebuilding action; its error is shown in the panel, then raised."""
+        try:
+            return action()
+        except BaseException as error:
+            self._say_error(error)
             raise
-        self._redraw(select=outcome if follow and outcome else self.selected)
-        self._say("", "ok")
 
     def _guard(self, action) -> None:
-        """Callbacks must not raise into the frontend: the error is already in the panel."""
+        """Callbacks must not raise into the frontend: every error is shown in the panel."""
+        self._shown_error = None
         try:
             action()
-        except Exception as error:
-            if not self.message.value:
-                self._say(_plain(error), "error")
+        except (Exception, KeyboardInterrupt) as error:  # the interrupt ends this callback, said in the panel
+            if id(error) != self._shown_error:
+                self._say_error(error)
+        finally:
+            self._shown_error = None
 
-    def _redraw(self, select: str | None = None) -> None:
-        self._rows = table.table_rows(self.session)
+    def _click(self, name: str, _button=None) -> None:
+        self._guard(getattr(self, name))
+
+    @contextmanager
+    def _controls_disabled(self):
+        """Disable every control while a rebuild runs; put each back as it was, however it ends."""
+        controls = [self.search, self.layer_picker, self.type_picker, self.trainable_box, self.insert_picker,
+                    self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
+                    self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
+                    *self._param_widgets.values()]
+        was = [(c, c.disabled) for c in controls]
+        for c in controls:
+            c.disabled = True
+        try:
+            yield
+        finally:
+            for c, disabled in was:
+                c.disabled = disabled
+
+    def _render(self, parts) -> list:
+        """Draw each ``(name, function)``; a part that fails is reported, the others still drawn."""
+        problems = []
+        for name, draw in parts:
+            try:
+                draw()
+            except (Exception, KeyboardInterrupt) as error:  # an interrupted chart is a drawing problem too
+                problems.append((name, error))
+        return problems
+
+    def _redraw(self, select: str | None = None) -> list:
+        """Draw the whole panel from the session; returns the parts that failed to draw."""
+        try:
+            self._rows = table.table_rows(self.session)
+        except Exception as error:  # nothing stale is shown: no rows rather than the old ones
+            self._rows = []
+            failed = [("the table", error)]
+        else:
+            failed = []
         keys = self._all_keys()
         if select is not None:
             select = self.session.key(select)  # a shared layer's bare path: its first call
         if select not in keys:
             select = self._nearest(select, keys)
         self.selected = select
-        self.summary.value = f"<b>{html.escape(self.report.summary())}</b>"
-        self.table.value = table.render(self._rows, selected=path_of(select), query=self.search.value)
-        self._fill_layer_picker()
-        self._sync_controls()
-        self._draw_history()
-        self._draw_details()
+        return failed + self._render([
+            ("the summary", lambda: setattr(self.summary, "value", f"<b>{html.escape(self.report.summary())}</b>")),
+            ("the table", self._draw_table),
+            ("the layer list", self._fill_layer_picker),
+            ("the controls", self._sync_controls),
+            ("the history", self._draw_history),
+            (self._details_name(), self._draw_details),
+        ])
+
+    def _draw_table(self) -> None:
+        self.table.value = table.render(self._rows, selected=path_of(self.selected), query=self.search.value)
 
     def _nearest(self, key, keys):
         # The selected layer vanished (undo of an insert, ...): go to the first editable row.
+        if not keys:
+            return None
         rows = self.session.rows()
         return next((k for k in keys if path_of(k) in rows and not rows[path_of(k)].is_input), keys[0] if keys else None)
 
@@ -322,7 +467,7 @@ class Editor:
         try:
             if key is None:
                 self.type_picker.options, self.insert_picker.options = [], []
-                self.params_box.children = ()
+                self._build_param_widgets(None)
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
                 return
@@ -375,19 +520,28 @@ class Editor:
                                      "to keep fewer channels</span>")
 
     def _build_param_widgets(self, step) -> None:
-        self._param_widgets = {}
-        if step is None or step.kind == "trainable" or not step.params:
-            self.params_box.children = ()
-            return
-        entry = catalog.get(step.label)
-        children = []
-        for name, value in step.params.items():
-            widget = _param_widget(entry, name, value)
-            widget.add_class(f"kn-param-{name}")
-            widget.observe(self._on_param, "value")
-            self._param_widgets[name] = widget
-            children.append(widget)
-        self.params_box.children = tuple(children)
+        """One widget per parameter of the selected row's type. A widget of the same kind is
+        reused (its value set); the ones a redraw replaces are closed, so edits leak none."""
+        old = self._param_widgets
+        wanted = {} if step is None or step.kind in ("trainable", "prune") else dict(step.params)
+        entry = catalog.get(step.label) if wanted else None
+        widgets = {}
+        for name, value in wanted.items():
+            kind, options = _param_kind(entry, name, value)
+            widget = old.get(name)
+            if widget is not None and type(widget) is kind and getattr(widget, "options", None) == options:
+                widget.value = value if kind is not w.Text else str(value)
+            else:
+                widget = _param_widget(entry, name, value)
+                widget.add_class(f"kn-param-{name}")
+                widget.observe(_Weak(self, "_on_param"), "value")
+            widgets[name] = widget
+        self._param_widgets = widgets
+        if tuple(self.params_box.children) != tuple(widgets.values()):
+            self.params_box.children = tuple(widgets.values())
+        for name, widget in old.items():
+            if widgets.get(name) is not widget:
+                _close_tree(widget)
 
     def _draw_history(self) -> None:
         s = self.session
@@ -403,30 +557,72 @@ class Editor:
             + (f"<div><b>Notes</b><ul>{notes}</ul></div>" if notes else "") + "</div>"
         )
 
+    def _details_name(self) -> str:
+        index = self.details.selected_index
+        return {0: "the weight report", 1: "the chart", 2: "the code"}.get(index, "the details")
+
     def _draw_details(self) -> None:
         index = self.details.selected_index
         if index == 0:
+            self.report_view.value = ""  # a failure below leaves no stale report behind
             self.report_view.value = self.report._repr_html_()
         elif index == 1:
             # PNG bytes in an Image widget: shows the same in every frontend, with or without
             # a matplotlib backend set up for the notebook.
+            self.chart_view.value = b""
             buffer = io.BytesIO()
             self.chart().savefig(buffer, format="png", dpi=96)
             self.chart_view.value = buffer.getvalue()
         elif index == 2:
+            self.code_view.value = ""
             self.code_view.value = f"<pre style='font-size:11px'>{html.escape(self.code())}</pre>"
 
+    @property
+    def message_text(self) -> str:
+        """The message line as plain text (what the user reads), or ``""``."""
+        return self._message_plain
+
     def _say(self, text: str, kind: str) -> None:
-        colors = {"error": "#c62828", "busy": "#555", "ok": "#2e7d32"}
+        """Show ``text`` (plain text: escaped here, so names from model files stay text)."""
+        colors = {"error": "#c62828", "busy": "#555", "ok": "#2e7d32", "warn": "#e65100"}
+        self._seq += 1
+        self._message_plain = text
+        if not text:
+            self.message.value = ""
+            return
+        icon = "\u26a0 " if kind in ("error", "warn") else ""
+        when = time.strftime("%H:%M:%S")
         self.message.value = (
-            f"<div class='kn-{kind}' style='color:{colors[kind]}'>{text}</div>" if text else ""
+            f"<div class='kn-{kind}' data-seq='{self._seq}' style='color:{colors[kind]}'>{html.escape(icon + text)}"
+            f" <span class='kn-when' style='color:#999;font-size:10px'>{when}</span></div>"
         )
+
+    def _say_error(self, error: BaseException) -> None:
+        """Show why an action did not happen (nothing was committed)."""
+        self._shown_error = id(error)
+        if isinstance(error, KeyboardInterrupt):
+            self._say("Interrupted: the rebuild was stopped; the model and the history are as they were.", "error")
+        else:
+            self._say(_plain(error), "error")
+
+    def _show_problems(self, problems, kind: str = "warn") -> None:
+        """Add to the message which parts of the panel could not be drawn: a drawing problem, not
+        a failed edit (what the message already says about the action stands)."""
+        if not problems:
+            return
+        parts = "; ".join(f"{name} ({type(error).__name__}: {first_line(error, 300) if str(error) else 'stopped'})"
+                          for name, error in problems)
+        lead = f"{self._message_plain} " if self._message_plain else ""
+        self._say(f"{lead}Drawing problem: the panel could not draw {parts}; that part may be out of date.", kind)
 
     # ------------------------------------------------------------------ observers
 
     def _on_search(self, change) -> None:
-        self.table.value = table.render(self._rows, selected=self.selected, query=change["new"])
-        self._fill_layer_picker()
+        self._show_problems(self._render([("the table", self._draw_table), ("the layer list", self._fill_layer_picker)]))
+
+    def _on_details(self, change) -> None:
+        if change["new"] is not None:
+            self._show_problems(self._render([(self._details_name(), self._draw_details)]))
 
     def _on_layer_picked(self, change) -> None:
         if self._syncing or change["new"] is None:
@@ -450,16 +646,24 @@ class Editor:
         self._guard(lambda: self.set_trainable(change["new"]))
 
     def _open_prune(self) -> None:
+        if self.selected is None:
+            raise SurgeryError("No layer is selected. Select a Dense or convolution layer to prune.")
         reason = self.session.prune_reason(self.selected) if self.session.prune_step(path_of(self.selected)) is None else ""
         if reason:
             raise SurgeryError(reason)
         self._prune_open = path_of(self.selected)
-        self._say("", "ok")
         self._syncing = True
         try:
             self._sync_prune(path_of(self.selected))
         finally:
             self._syncing = False
+        self._say(f"Pruning {path_of(self.selected)!r}: move the keep slider to remove its weakest channels.", "ok")
+
+    def _delete_selected(self) -> None:
+        self.delete(self.selected)
+
+    def _save_from_widgets(self) -> None:
+        self.save(self.save_path.value)
 
     def _on_prune_keep(self, change) -> None:
         if self._syncing:
@@ -475,28 +679,109 @@ class Editor:
 
     def _repr_mimebundle_(self, **kwargs):
         # show_editor already drew the panel in this cell; do not draw a second copy of it.
-        if self._shown_in_cell is not None and self._shown_in_cell == _execution_count():
+        # Once closed, the short text is all there is to show; a front end that cannot draw
+        # widgets (a terminal) shows the editor's short repr, not the widget's.
+        if self._closed or (self._shown_in_cell is not None and self._shown_in_cell == _execution_count()):
             return {"text/plain": repr(self)}
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        return {**bundle, "text/plain": repr(self)}
 
     def __repr__(self) -> str:
-        return f"<kerasnb Editor of {self.original.name!r}: {len(self.edits)} edit(s); {self.report.summary()}>"
+        n = len(self.session.steps)
+        closed = " (closed)" if self._closed else ""
+        return f"<kerasnb Editor on model {self.original.name!r}: {n} edit{'' if n == 1 else 's'}{closed}>"
 
 
 def show_editor(model) -> Editor:
-    """Open the editor panel on ``model`` and return the :class:`Editor` (keep it in a variable)."""
-    editor = Editor(model)
-    try:
-        from IPython.display import display
+    """Open the editor panel on ``model`` and return the :class:`Editor` (keep it in a variable).
 
-        display(editor.widget)
+    In a notebook the panel is displayed and kept alive, one per model: running this again on the
+    same model closes the earlier panel. In a plain Python script nothing is printed; the returned
+    editor works from code (``editor.select(...)``, ``editor.choose(...)``, ``editor.model``).
+    """
+    editor = Editor(model)  # first: a model the editor refuses leaves the earlier panel open
+    earlier = _SHOWN.pop(id(model), None)
+    if earlier is not None:
+        earlier.close()
+    if _in_notebook():
+        _display(editor.widget)
         editor._shown_in_cell = _execution_count()
-    except ImportError:  # plain Python: the editor still works from code
-        pass
+        _SHOWN[id(model)] = editor  # the displayed panel keeps working while nobody holds the editor
     return editor
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel, where a widget can be displayed (not a script, not a terminal)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _display(widget) -> None:
+    from IPython.display import display
+
+    display(widget)
+
+
+class _Weak:
+    """A widget callback that reaches the editor through a weak reference.
+
+    The widget registry holds every open widget and so its callbacks; holding the editor weakly
+    there lets an editor nobody uses be freed, with its models and their weights.
+    """
+
+    def __init__(self, editor, name: str, *args):
+        self._editor = weakref.ref(editor)
+        self._name, self._args = name, args
+
+    def __call__(self, *args):
+        editor = self._editor()
+        if editor is not None:
+            getattr(editor, self._name)(*self._args, *args)
+
+
+def _close_tree(root) -> None:
+    """Close ``root``, the widgets under it, and their layouts and styles."""
+    stack, seen = [root], set()
+    while stack:
+        widget = stack.pop()
+        if id(widget) in seen or not isinstance(widget, w.Widget):
+            continue
+        seen.add(id(widget))
+        stack.extend(getattr(widget, "children", None) or ())
+        stack.extend(sub for sub in (getattr(widget, "layout", None), getattr(widget, "style", None)) if sub is not None)
+        widget.close()
+
+
+def _change_text(old: tuple, new: tuple) -> str:
+    """What an action changed, in words, from the steps before and after it."""
+    added = [s for s in new if not any(s is o for o in old)]
+    gone = [s for s in old if not any(s is n for n in new)]
+    done = []
+    for step in added:
+        was = next((g for g in gone if g.kind == step.kind and g.target == step.target), None)
+        if was is not None and was.kind != "trainable":
+            gone.remove(was)
+            before = f"keeping {was.params['keep']:.0%}" if was.kind == "prune" else was.what()
+            done.append(f"{step.describe()} (was {before})")
+        else:
+            done.append(step.describe())
+    parts = []
+    if done:
+        parts.append("Done: " + _listing(done) + ".")
+    if gone:
+        parts.append("Took back: " + _listing([g.describe() for g in gone]) + ".")
+    return " ".join(parts) or "No change."
+
+
+def _listing(texts) -> str:
+    return f"{len(texts)} edits" if len(texts) > 3 else "; ".join(texts)
 
 
 def _execution_count():
@@ -524,23 +809,34 @@ def _refused_text(refused: dict) -> str:
             f"<ul>{items}</ul></details>")
 
 
-def _param_widget(entry, name: str, value):
+def _param_kind(entry, name: str, value) -> tuple:
+    """(widget class, dropdown options or None) that shows ``value`` of parameter ``name``."""
     choices = entry.choices(name)
     if choices:
-        options = list(choices) if value in choices else [value] + list(choices)
-        return w.Dropdown(options=options, value=value, description=name, layout=w.Layout(width="220px"))
+        return w.Dropdown, tuple(choices) if value in choices else (value,) + tuple(choices)
     if isinstance(value, bool):
-        return w.Checkbox(value=value, description=name, indent=False)
+        return w.Checkbox, None
     if isinstance(value, int):
-        return w.IntText(value=value, description=name, continuous_update=False, layout=w.Layout(width="180px"))
+        return w.IntText, None
     if isinstance(value, float):
-        return w.FloatText(value=value, description=name, continuous_update=False, layout=w.Layout(width="180px"))
+        return w.FloatText, None
+    return w.Text, None
+
+
+def _param_widget(entry, name: str, value):
+    kind, options = _param_kind(entry, name, value)
+    if kind is w.Dropdown:
+        return w.Dropdown(options=options, value=value, description=name, layout=w.Layout(width="220px"))
+    if kind is w.Checkbox:
+        return w.Checkbox(value=value, description=name, indent=False)
+    if kind in (w.IntText, w.FloatText):
+        return kind(value=value, description=name, continuous_update=False, layout=w.Layout(width="180px"))
     return w.Text(value=str(value), description=name, continuous_update=False, layout=w.Layout(width="220px"))
 
 
-def _plain(error: Exception) -> str:
-    """The error in plain words, without a traceback."""
+def _plain(error: BaseException) -> str:
+    """The error in plain words, without a traceback (plain text: :meth:`Editor._say` escapes it)."""
     text = str(error).strip() or type(error).__name__
     if not isinstance(error, SurgeryError):
-        text = f"That did not work: {text}"
-    return "&#9888; " + html.escape(text)
+        text = f"That did not work: {type(error).__name__}: {text}"
+    return text[:2000]

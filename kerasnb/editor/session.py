@@ -12,6 +12,8 @@ shared layer); replacing, deleting and inserting are per call, freezing and prun
 from __future__ import annotations
 
 import importlib
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +21,12 @@ from typing import Any
 from .. import _graph
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 from ..edits import Delete, Insert, Prune, Replace, SetTrainable
+from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit
 from ..report import KEPT, NO_WEIGHTS, LayerRow, WeightReport
 
 
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
+PRUNE_CRITERIA = ("l1", "l2")  # what kerasnb.prune ranks channels by
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,10 @@ class Session:
         site = self.site(target)
         offered, refused = [], {}
         for entry in catalog.entries():
-            ok, reason = catalog.fits(entry, None, target, site=site)
+            try:
+                ok, reason = catalog.fits(entry, None, target, site=site)
+            except Exception as error:  # a registered type's own check failed: not offered, with its words
+                ok, reason = False, catalog.first_line(error)
             if ok:
                 offered.append(entry.label)
             else:
@@ -197,15 +204,11 @@ class Session:
     def insert_options(self, key) -> tuple[list, dict]:
         """Types that can be inserted after ``key``: they must take and give its output shape."""
         site = self.site(self.key(key))
-        after = catalog.Site(site.layer, site.output_shape, site.output_shape, site.feeds_merge, False, site.consumers)
         offered, refused = [], {}
         for entry in catalog.entries():
             if not entry.insertable:
                 continue
-            try:
-                ok, reason = catalog.shape_reason(after, catalog.dry_run(entry, site.layer, site.output_shape))
-            except Exception as error:  # a type that cannot take the shape is simply not offered
-                ok, reason = False, catalog.first_line(error)
+            ok, reason = _insert_fit(site, entry, {})
             if ok:
                 offered.append(entry.label)
             else:
@@ -246,7 +249,17 @@ class Session:
 
         One prune step per layer: pruning it again changes that step in place. Returns the path.
         """
+        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) or not 0 < keep <= 1:
+            raise InvalidEdit(
+                "keep is the fraction of the layer's channels to keep: a number with 0 < keep <= 1 "
+                f"(0.5 keeps half; 1 takes the pruning back). Received: keep={keep!r}"
+            )
+        if by not in PRUNE_CRITERIA:
+            raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, PRUNE_CRITERIA))}. "
+                              f"Received: by={by!r}")
         path = path_of(key)
+        if path not in self.rows() and path not in self.original_rows:
+            raise InvalidEdit(f"No layer {path!r} to prune. Received: key={key!r}")
         steps = list(self.steps)
         old = self.prune_step(path)
         keep = float(keep)
@@ -277,10 +290,12 @@ class Session:
         Returns the key that stands for this layer afterwards (an inserted layer's new name, or
         the target), so the panel can keep it selected; None when the row is gone.
         """
+        entry = catalog.get(label)  # an unknown label is refused first, with the known ones
+        if key is None:
+            raise InvalidEdit(f"No layer is selected, so {label!r} has nothing to replace. Select a row first.")
         key = self.key(key)
         path = path_of(key)
         step = self.step_for(key)
-        entry = catalog.get(label)
         steps = list(self.steps)
         if step is not None and step.kind == "insert":
             if entry.kind == "keep":
@@ -313,6 +328,8 @@ class Session:
         if not entry.insertable:
             raise catalog_error(f"{label!r} cannot be inserted; insertable types: "
                                 + ", ".join(e.label for e in catalog.entries() if e.insertable))
+        if key is None:
+            raise InvalidEdit(f"No layer is selected, so there is nothing to insert {label!r} after. Select a row first.")
         key = self.key(key)
         step = self.step_for(key)
         if step is not None and step.kind == "choice" and step.target == key:
@@ -357,8 +374,20 @@ class Session:
     # ------------------------------------------------------------------ internals
 
     def _choice_step(self, target, entry, params, reuse=None) -> Step:
+        """The step giving ``target`` the type ``entry``; refused before anything is built when the
+        parameters are bad or the type's dry run says it does not fit there."""
         site = self.site(target)
         values = self._params(entry, site.layer, params, reuse)
+        if site.is_input:
+            raise InputLayerEdit(f"{key_text(target)} is an input layer: it stays. Insert after it instead. "
+                                 f"Received: label={entry.label!r}")
+        ok, reason = catalog.fits(entry, None, target, site=site, **values)
+        if not ok:
+            offered, _ = self.options(target)
+            raise IncompatibleShape(
+                f"{_what(entry, values)} does not fit {key_text(target)}: {reason}. "
+                f"Types that fit there: {', '.join(offered)}. Received: label={entry.label!r}, params={values!r}"
+            )
         if entry.kind == "remove":
             return Step("choice", target, Delete(target), entry.label, {})
         replacement = entry.make(site.layer, site.input_shape, **values)
@@ -366,17 +395,29 @@ class Session:
         return Step("choice", target, Replace(target, replacement), entry.label, values, names)
 
     def _insert_step(self, target, entry, params, reuse=None) -> Step:
+        """The step inserting ``entry`` after ``target``, checked like a choice before building."""
+        if not entry.insertable:
+            raise catalog_error(f"{entry.label!r} cannot be inserted; insertable types: "
+                                + ", ".join(e.label for e in catalog.entries() if e.insertable))
         site = self.site(target)
-        values = self._params(entry, site.layer, params, reuse)
+        values = self._params(entry, site.layer, params, reuse, replacing=False)
+        ok, reason = _insert_fit(site, entry, values)
+        if not ok:
+            offered, _ = self.insert_options(target)
+            raise IncompatibleShape(
+                f"{_what(entry, values)} cannot go after {key_text(target)}: {reason}. "
+                f"Types that can: {', '.join(offered) or 'none'}. Received: label={entry.label!r}, params={values!r}"
+            )
         layer = entry.make(site.layer, site.output_shape, **values)
         names = self._name(layer, target, entry, keep=reuse.names if reuse else ())
         return Step("insert", target, Insert(layer, after=target), entry.label, values, names)
 
     @staticmethod
-    def _params(entry, layer, params, reuse) -> dict:
+    def _params(entry, layer, params, reuse, replacing: bool = True) -> dict:
+        """Checked values: the user's, else the earlier ones for the same type, else the defaults."""
         if params is None and reuse is not None and reuse.label == entry.label:
             return dict(reuse.params)  # same type again: keep what the user had set
-        return {**entry.defaults(layer), **(params or {})}
+        return entry.check_params(params or {}, layer, replacing=replacing)
 
     def _name(self, replacement, target, entry, keep=()) -> tuple:
         """Name the new layers after the row they stand in, so the table can lead back to the step."""
@@ -470,6 +511,22 @@ def ordered(steps) -> list:
         return list(steps)
     calls.sort(key=lambda s: -s.target[1])  # stable: edits of one call keep their order
     return calls + [s for s in steps if not (s.kind in ("choice", "insert") and isinstance(s.target, tuple))]
+
+
+def _insert_fit(site, entry, values: dict) -> tuple[bool, str]:
+    """Whether ``entry`` can go right after the layer at ``site``: take and give its output shape."""
+    after = catalog.Site(site.layer, site.output_shape, site.output_shape, site.feeds_merge, False,
+                         site.consumers, site.merges)
+    try:
+        out = catalog.dry_run(entry, site.layer, site.output_shape, replacing=False, **values)
+        return catalog.shape_reason(after, out)
+    except Exception as error:  # a type that cannot take the shape is simply not offered
+        return False, catalog.first_line(error)
+
+
+def _what(entry, values: dict) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return f"{entry.label!r}" + (f" with {args}" if args else "")
 
 
 def pruning_module():

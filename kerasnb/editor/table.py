@@ -1,5 +1,9 @@
 """The layer table as one HTML string: cheap to build and to draw for hundreds of layers.
 
+Names, types, shapes, reasons and edits come from model files and users: every one of them is
+escaped where it enters the HTML (text and attributes alike), so a layer named
+``d1<img src=x onerror=alert(1)>`` is shown as those characters.
+
 A widget per row costs seconds on DenseNet-sized models (see the ecosystem notes); one HTML
 block costs milliseconds. Nested models are ``<details>`` groups the browser folds by itself.
 """
@@ -197,7 +201,8 @@ def _cells_text(row: TableRow) -> str:
 
 
 def _badge(status: str) -> str:
-    color = STATUS_COLORS.get(status, "#000")
+    color = html.escape(STATUS_COLORS.get(status, "#000"))
+    status = html.escape(str(status))
     return (f"<span class='kn-badge' data-status='{status}' style='background:{color};color:white;"
             f"padding:0 5px;border-radius:3px;font-size:11px'>{status}</span>")
 
