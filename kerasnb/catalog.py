@@ -285,50 +285,29 @@ class Site:
 def locate(model, target) -> Site:
     """The :class:`Site` of ``target`` in ``model``.
 
-    ``target`` is a name, an ``"outer/inner"`` path, a layer object, or ``(name or path,
-    call_index)`` for one call of a layer called more than once (without a call index, a shared
-    layer's first call stands for it).
+    ``target`` is anything :func:`kerasnb._targets.resolve` takes: a name, an ``"outer/inner"``
+    path, a layer object, or ``(name or path, call_index)``. A shared layer needs its call index,
+    as everywhere in kerasnb.
     """
-    from .errors import LayerNotFound, suggest
+    from . import _targets
 
-    graph = model
-    call_index = None
-    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], int) and not isinstance(target[1], bool):
-        target, call_index = target
-    parts = target.split("/") if isinstance(target, str) else [target]
-    for depth, part in enumerate(parts):
-        views = _graph.walk(graph)
-        names = {v.name: v for v in views}
-        for layer in _graph.input_layers(graph):
-            if part == layer.name or part is layer:
-                shape = tuple(layer.batch_shape) if hasattr(layer, "batch_shape") else None
-                return Site(layer, None, shape, False, True)
-        calls = sorted((v for v in views if part is v.operation or part == v.name), key=lambda v: v.call_index)
-        if not calls:
-            raise LayerNotFound(
-                f"No layer named {part!r} in model {graph.name!r}.{suggest(str(part), names)} Received: target={target!r}"
-            )
-        found = calls[0]
-        if depth < len(parts) - 1:
-            graph = found.operation
-            continue
-        if call_index is not None:
-            if not 0 <= call_index < len(calls):
-                raise LayerNotFound(
-                    f"Layer {part!r} is called {len(calls)} time(s) in model {graph.name!r}; there is no call "
-                    f"{call_index}. Received: target={(target, call_index)!r}"
-                )
-            found = calls[call_index]
-        inputs = found.input_tensors
-        in_shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
-        outs = found.outputs
-        out_shape = tuple(outs[0].shape) if len(outs) == 1 else None
-        out_ids = {id(t) for t in outs}
-        takers = [v for v in views if any(id(t) in out_ids for t in v.input_tensors)]
-        feeds_merge = any(len(v.input_tensors) > 1 for v in takers)
-        consumers = tuple(v.operation for v in takers if len(v.input_tensors) == 1)
-        merges = tuple(dict.fromkeys(v.name for v in takers if len(v.input_tensors) > 1))
-        return Site(found.operation, in_shape, out_shape, feeds_merge, False, consumers, merges)
+    found = _targets.resolve(model, target, what="a type")
+    if _graph.is_input_layer(found.layer):
+        layer = found.layer
+        shape = tuple(layer.batch_shape) if hasattr(layer, "batch_shape") else None
+        return Site(layer, None, shape, False, True)
+    call = found.single_call()
+    views = _graph.walk(found.scope)
+    inputs = call.input_tensors
+    in_shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
+    outs = call.outputs
+    out_shape = tuple(outs[0].shape) if len(outs) == 1 else None
+    out_ids = {id(t) for t in outs}
+    takers = [v for v in views if any(id(t) in out_ids for t in v.input_tensors)]
+    feeds_merge = any(len(v.input_tensors) > 1 for v in takers)
+    consumers = tuple(v.operation for v in takers if len(v.input_tensors) == 1)
+    merges = tuple(dict.fromkeys(v.name for v in takers if len(v.input_tensors) > 1))
+    return Site(call.operation, in_shape, out_shape, feeds_merge, False, consumers, merges)
 
 
 def fits(entry: Entry | str, model, target, site: Site | None = None, **params) -> tuple[bool, str]:

@@ -26,7 +26,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from . import _channels, _graph
+from . import _channels, _graph, _targets
 from .edits import Configure, Prune
 from .errors import InvalidEdit, LayerNotFound, suggest
 from .report import PRUNED, WeightReport
@@ -183,11 +183,7 @@ def _group_of(model, analysis, target):
             "prune() takes the name of a top-level Dense / Conv layer (layers inside nested models are not "
             f"pruned). Received: target={target!r}"
         )
-    names = [layer.name for layer in _graph.layers_in_order(model)]
-    if target not in names:
-        raise LayerNotFound(
-            f"No layer named {target!r} in model {model.name!r}.{suggest(target, names)} Received: target={target!r}"
-        )
+    _targets.resolve(model, target, what="prune")  # the one "no layer named ..." message
     sid = analysis.out_space.get(target)
     if sid is None:
         layer = next(l for l in _graph.layers_in_order(model) if l.name == target)

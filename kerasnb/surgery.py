@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import _graph
+from . import _graph, _targets
 from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
 from .errors import (
     AmbiguousTarget,
@@ -187,12 +187,13 @@ class _Resolved:
     layer: Any
     views: tuple  # the chosen calls (NodeView); all calls when no call index was given
     span_first: Any = None  # NodeView of a span's first layer
+    found: Any = None  # the _targets.Target
 
 
 def _plan_edit(model, edit, plan: _Plan) -> None:
     if isinstance(edit, SetTrainable):
         targets = edit.targets
-        if not isinstance(targets, (list, set, tuple)) or _is_call_target(targets):
+        if not isinstance(targets, (list, set, tuple)) or _targets.is_call_target(targets):
             targets = [targets]
         for target in targets:
             res = _resolve(model, target, plan, edit)
@@ -270,9 +271,6 @@ def _plan_edit(model, edit, plan: _Plan) -> None:
         node_plan.action = ("replace", _Block(edit.replacement, edit), edit)
 
 
-def _is_call_target(target) -> bool:
-    return isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], (int, np.integer)) \
-        and not isinstance(target[1], bool)
 
 
 def _refuse_if_already_edited(res: _Resolved) -> None:
@@ -285,110 +283,16 @@ def _refuse_if_already_edited(res: _Resolved) -> None:
 
 
 def _resolve(model, target, plan: _Plan, edit) -> _Resolved:
-    """Find the layer (and calls) a target names, descending into nested models for 'a/b'."""
-    if isinstance(target, keras.layers.Layer) and not isinstance(target, str):
-        for layer in _graph.layers_in_order(model):
-            if layer is target:
-                return _resolve(model, layer.name, plan, edit)
-        found = _find_path_of(model, target)
-        if found is None:
-            raise LayerNotFound(
-                f"The layer object {target.name!r} ({type(target).__name__}) is not part of model {model.name!r}. "
-                f"Pass a layer of this model or its name. Received: target=<{type(target).__name__} {target.name!r}>"
-            )
-        return _resolve(model, found, plan, edit)
-    call_index = None
-    span_last = None
-    if isinstance(target, tuple) and len(target) == 2:
-        if _is_call_target(target):
-            target, call_index = target[0], int(target[1])
-        elif isinstance(target[0], str) and isinstance(target[1], str):
-            if not isinstance(edit, Replace):
-                raise InvalidEdit(
-                    f"A (first, last) span can only be replaced as a whole. Received: {type(edit).__name__} with target={target!r}"
-                )
-            target, span_last = target
-        else:
-            raise InvalidEdit(
-                "A tuple target is (name, call_index) or (first_name, last_name). "
-                f"Received: target={target!r}"
-            )
-    if not isinstance(target, str):
-        raise InvalidEdit(
-            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last). "
-            f"Received: target={target!r} of type {type(target).__name__}"
-        )
-    if "/" in target:
-        head, rest = target.split("/", 1)
-        outer = _layer_by_name(model, head, target)
-        if not _graph.is_graph_model(outer):
-            raise LayerNotFound(
-                f"{head!r} in path {target!r} is a {type(outer).__name__}, not a nested model, so it has no layer {rest!r}. "
-                f"Received: target={target!r}"
-            )
-        if span_last is not None:
-            span_last = span_last.split("/", 1)[1] if span_last.startswith(head + "/") else span_last
-            rest = (rest, span_last)
-        elif call_index is not None:
-            rest = (rest, call_index)
-        sub_plan = plan.nested.setdefault(id(outer), _Plan())
-        return _resolve(outer, rest, sub_plan, edit)
-    layer = _layer_by_name(model, target, target)
-    views = [v for v in _graph.walk(model) if v.operation is layer]
-    if call_index is not None:
-        if not 0 <= call_index < max(len(views), 1) or not views:
-            raise LayerNotFound(
-                f"Layer {target!r} is called {len(views)} time(s) in model {model.name!r}; call index {call_index} "
-                f"does not exist. Use an index from 0 to {len(views) - 1}. Received: target={(target, call_index)!r}"
-            )
-        views = [views[call_index]]
-    first = None
-    if span_last is not None:
-        first_views = views
-        last = _layer_by_name(model, span_last, span_last)
-        views = [v for v in _graph.walk(model) if v.operation is last]
-        if len(first_views) != 1 or len(views) != 1:
-            raise AmbiguousTarget(
-                f"A span's first and last layers must each be called once. Received: target={(target, span_last)!r}"
-            )
-        first = first_views[0]
-        layer = last
-    return _Resolved(model, plan, layer, tuple(views), first)
-
-
-def _layer_by_name(model, name, full_target):
-    layers = _graph.layers_in_order(model)
-    for layer in layers:
-        if layer.name == name:
-            return layer
-    raise LayerNotFound(
-        f"No layer named {name!r} in model {model.name!r}.{suggest(name, [l.name for l in layers])} "
-        f"Received: target={full_target!r}"
-    )
-
-
-def _find_path_of(model, target, prefix=""):
-    for layer in _graph.layers_in_order(model):
-        if _graph.is_graph_model(layer):
-            for inner in _graph.layers_in_order(layer):
-                if inner is target:
-                    return prefix + layer.name + "/" + inner.name
-            found = _find_path_of(layer, target, prefix + layer.name + "/")
-            if found:
-                return found
-    return None
+    """Find the layer (and calls) a target names, and the plan of the (nested) model holding it."""
+    found = _targets.resolve(model, target, allow_span=isinstance(edit, Replace), what=type(edit).__name__)
+    sub_plan = plan
+    for scope in found.scopes[1:]:
+        sub_plan = sub_plan.nested.setdefault(id(scope), _Plan())
+    return _Resolved(found.scope, sub_plan, found.layer, found.calls, found.span_first, found)
 
 
 def _single_call(res: _Resolved, edit):
-    if len(res.views) == 1:
-        return res.views[0]
-    if not res.views:
-        raise InvalidEdit(f"Layer {res.layer.name!r} is never called in the graph. Received: {edit!r}")
-    options = ", ".join(repr((res.layer.name, i)) for i in range(len(res.views)))
-    raise AmbiguousTarget(
-        f"Layer {res.layer.name!r} is shared: it is called {len(res.views)} times in model {res.scope.name!r}. "
-        f"Say which call to edit with a (name, call_index) target: {options}. Received: target={_target_of(edit)!r}"
-    )
+    return res.found.single_call()
 
 
 def _target_of(edit):

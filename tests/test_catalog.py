@@ -158,12 +158,13 @@ class TestFits:
         assert catalog.locate(model, ("conv", 0)).input_shape == (None, 9, 3)
         site = catalog.locate(model, ("conv", 1))
         assert (site.input_shape, site.output_shape) == ((None, 5, 3), (None, 3, 4))
-        assert catalog.locate(model, "conv").input_shape == (None, 9, 3)  # no call index: the first call
+        with pytest.raises(kerasnb.AmbiguousTarget, match=r"\('conv', 0\), \('conv', 1\)"):
+            catalog.locate(model, "conv")  # as in the core: a shared layer needs its call index
         assert catalog.fits("Dropout", model, ("conv", 1)) == (True, "")
         ok, reason = catalog.fits("Conv1D block", model, ("conv", 1))  # flattens: the call's own next layer refuses
         assert not ok and "'gap1'" in reason
         assert "'gap0'" in catalog.fits("Conv1D block", model, ("conv", 0))[1]
-        with pytest.raises(kerasnb.LayerNotFound, match="no call 2"):
+        with pytest.raises(kerasnb.LayerNotFound, match="call index 2 does not exist"):
             catalog.locate(model, ("conv", 2))
 
 

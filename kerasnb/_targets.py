@@ -1,0 +1,178 @@
+"""One parser and finder of targets, for the core, pruning, the catalog and the editor.
+
+A target is one of:
+- a layer name (``"dense_1"``) or the layer object itself;
+- ``(name, call_index)``: the call_index-th call of a layer, as Keras counts the layer's calls
+  (its nodes) inside the graph that holds it;
+- ``"outer/inner"``: a layer inside a nested model (any depth; combines with a call index);
+- ``(first, last)``: two names, a linear chain of layers handled as one span (Replace only).
+
+Every "no layer named ..." message is written here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from . import _graph
+from .errors import AmbiguousTarget, InvalidEdit, LayerNotFound, suggest
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a target is: the models from the top down to the one holding it, the layer, its calls."""
+
+    scopes: tuple  # (model, nested model, ...): scopes[-1] holds the layer
+    layer: Any
+    calls: tuple  # NodeViews of the chosen calls: all of them when no call index was given
+    call_index: int | None = None
+    span_first: Any = None  # NodeView of a span's first layer
+    given: Any = None  # the target as the user wrote it, for messages
+
+    @property
+    def scope(self):
+        return self.scopes[-1]
+
+    @property
+    def path(self) -> str:
+        """``"outer/inner"``: the names of the nested models and of the layer."""
+        return "/".join([s.name for s in self.scopes[1:]] + [self.layer.name])
+
+    def single_call(self):
+        """The one call meant, or AmbiguousTarget listing the ``(name, i)`` targets to choose from."""
+        if len(self.calls) == 1:
+            return self.calls[0]
+        if not self.calls:
+            raise InvalidEdit(
+                f"Layer {self.layer.name!r} is never called in the graph of {self.scope.name!r}, so there is "
+                f"nothing to edit. Received: target={self.given!r}"
+            )
+        options = ", ".join(repr((self.path, i)) for i in range(len(self.calls)))
+        raise AmbiguousTarget(
+            f"Layer {self.layer.name!r} is shared: it is called {len(self.calls)} times in model "
+            f"{self.scope.name!r}. Say which call to edit with a (name, call_index) target: {options}. "
+            f"Received: target={self.given!r}"
+        )
+
+
+def is_call_target(target) -> bool:
+    """True for ``(name, call_index)``."""
+    return (isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], (int, np.integer))
+            and not isinstance(target[1], (bool, np.bool_)))
+
+
+def is_span_target(target) -> bool:
+    return isinstance(target, tuple) and len(target) == 2 and all(isinstance(t, str) for t in target)
+
+
+def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -> Target:
+    """Find the layer (and calls) ``target`` names in ``model``; typed errors say what would work."""
+    given = target
+    if isinstance(target, keras.layers.Layer):
+        path = path_of_layer(model, target)
+        if path is None:
+            raise LayerNotFound(
+                f"The layer object {target.name!r} ({type(target).__name__}) is not part of model {model.name!r}. "
+                f"Pass a layer of this model or its name. Received: target=<{type(target).__name__} {target.name!r}>"
+            )
+        target = path
+    call_index = None
+    span_last = None
+    if is_call_target(target):
+        target, call_index = target[0], int(target[1])
+        if isinstance(target, keras.layers.Layer):
+            target = path_of_layer(model, target) or target.name
+    elif is_span_target(target):
+        if not allow_span:
+            raise InvalidEdit(
+                f"A (first, last) span can only be replaced as a whole. Received: {what} with target={given!r}"
+            )
+        target, span_last = target
+    elif isinstance(target, tuple):
+        raise InvalidEdit(
+            "A tuple target is (name, call_index) or (first_name, last_name). "
+            f"Received: target={given!r}"
+        )
+    if not isinstance(target, str) or not target:
+        raise InvalidEdit(
+            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last). "
+            f"Received: target={given!r} of type {type(given).__name__}"
+        )
+    *outer, name = target.split("/")
+    scopes = [model]
+    for part in outer:
+        container = layer_named(scopes[-1], part, given)
+        if not _graph.is_graph_model(container):
+            raise LayerNotFound(
+                f"{part!r} in path {target!r} is a {type(container).__name__}, not a nested model, so it has no "
+                f"layers inside. Received: target={given!r}"
+            )
+        scopes.append(container)
+    scope = scopes[-1]
+    layer = layer_named(scope, name, given)
+    calls = _calls_of(scope, layer)
+    if call_index is not None:
+        if not calls or not 0 <= call_index < len(calls):
+            last = f"Use an index from 0 to {len(calls) - 1}." if calls else "It is never called."
+            raise LayerNotFound(
+                f"Layer {name!r} is called {len(calls)} time(s) in model {scope.name!r}; call index {call_index} "
+                f"does not exist. {last} Received: target={given!r}"
+            )
+        calls = [calls[call_index]]
+    first = None
+    if span_last is not None:
+        if "/" in span_last:
+            head, _, rest = span_last.rpartition("/")
+            if head != "/".join(outer):
+                raise InvalidEdit(
+                    f"A span's first and last layers must be in the same model. Received: target={given!r}"
+                )
+            span_last = rest
+        last = layer_named(scope, span_last, given)
+        last_calls = _calls_of(scope, last)
+        if len(calls) != 1 or len(last_calls) != 1:
+            raise AmbiguousTarget(
+                f"A span's first and last layers must each be called once. Received: target={given!r}"
+            )
+        first = calls[0]
+        layer, calls = last, last_calls
+    return Target(tuple(scopes), layer, tuple(calls), call_index, first, given)
+
+
+def _calls_of(scope, layer) -> list:
+    """The layer's calls in ``scope`` in Keras's order (its nodes), not in graph-depth order."""
+    return sorted((v for v in _graph.walk(scope) if v.operation is layer), key=lambda v: v.call_index)
+
+
+def layer_named(model, name: str, given=None):
+    """The layer of ``model``'s own graph called ``name`` (inputs included), or LayerNotFound."""
+    layers = _graph.layers_in_order(model)
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    raise not_found(model, name, [l.name for l in layers], given if given is not None else name)
+
+
+def not_found(model, name, candidates, given) -> LayerNotFound:
+    """The one "no layer named ..." error, with the closest names."""
+    return LayerNotFound(
+        f"No layer named {name!r} in model {model.name!r}.{suggest(str(name), list(candidates))} "
+        f"Received: target={given!r}"
+    )
+
+
+def path_of_layer(model, layer, prefix: str = "") -> str | None:
+    """``"outer/inner"`` of a layer object anywhere in ``model``, or None."""
+    for candidate in _graph.layers_in_order(model):
+        if candidate is layer:
+            return prefix + candidate.name
+    for candidate in _graph.layers_in_order(model):
+        if _graph.is_graph_model(candidate):
+            found = path_of_layer(candidate, layer, prefix + candidate.name + "/")
+            if found is not None:
+                return found
+    return None
