@@ -48,6 +48,14 @@ class UnsupportedLayer(SurgeryError):
     """A layer cannot be recreated from its config (e.g. an unregistered custom layer)."""
 
 
+class UnprunableLayer(InvalidEdit):
+    """The target's channels reach a layer that cannot be sliced safely, or the model output."""
+
+
+class CoupledChannels(UnprunableLayer):
+    """The target is coupled to other producers (by Add, ...) and ``coupled=False`` was asked."""
+
+
 def first_line(error: Exception, limit: int | None = None) -> str:
     """The reason an exception gives, in one line, for our own messages.
 

@@ -119,13 +119,6 @@ def apply(model, edits) -> SurgeryResult:
     pass_notes: list[str] = []
     batch: _Plan | None = None  # edits planned on `current`, not yet rebuilt
     for edit in edits:
-        if isinstance(edit, Prune):
-            # Pruning slices weights with its own rules: rebuild what came before, then prune.
-            if batch is not None:
-                current, lineage = _run_pass(current, batch, lineage, pass_notes)
-                batch = None
-            current, lineage = _prune_pass(current, edit, lineage)
-            continue
         try:
             candidate = batch or _Plan()
             _plan_edit(current, edit, candidate)
@@ -171,13 +164,35 @@ class _Plan:
     trainable: dict = field(default_factory=dict)  # id(layer) -> bool
     after_input: dict = field(default_factory=dict)  # id(input layer) -> [blocks]
     nested: dict = field(default_factory=dict)  # id(nested model) -> _Plan
+    prune: "_PrunePlan | None" = None  # channels removed by Prune edits (top-level graph only)
 
     def is_empty(self) -> bool:
-        return not (self.nodes or self.skip or self.config or self.trainable or self.after_input or any(
-            not p.is_empty() for p in self.nested.values()))
+        return not (self.nodes or self.skip or self.config or self.trainable or self.after_input or self.prune
+                    or any(not p.is_empty() for p in self.nested.values()))
 
     def node(self, node) -> _NodePlan:
         return self.nodes.setdefault(id(node), _NodePlan())
+
+    def changes_for(self, op) -> dict:
+        """Config changes of ``op``: a Configure edit's and a prune's (fewer units / filters)."""
+        changes = dict(self.config.get(id(op), {}))
+        if self.prune is not None:
+            changes.update(self.prune.changes.get(id(op), {}))
+        return changes
+
+    def notes(self) -> list[str]:
+        return [self.prune.note] if self.prune is not None and self.prune.note else []
+
+
+@dataclass
+class _PrunePlan:
+    """The Prune edits of one rebuild, planned together: their channel groups never overlap."""
+
+    analysis: Any  # _channels.Analysis of the model before the rebuild
+    removed: dict = field(default_factory=dict)  # group root -> channel indices removed
+    changes: dict = field(default_factory=dict)  # id(layer) -> config changes
+    slices: dict = field(default_factory=dict)  # id(layer) -> (kept input indices, kept output indices)
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,13 +206,16 @@ class _Resolved:
 
 
 def _plan_edit(model, edit, plan: _Plan) -> None:
+    if isinstance(edit, Prune):
+        _plan_prune(model, edit, plan)
+        return
     if isinstance(edit, SetTrainable):
         targets = edit.targets
         if not isinstance(targets, (list, set, tuple)) or _targets.is_call_target(targets):
             targets = [targets]
         for target in targets:
             res = _resolve(model, target, plan, edit)
-            _refuse_if_already_edited(res)
+            _refuse_if_already_edited(res, prune_too=False)
             if edit.trainable and res.scope is not model and not res.scope.trainable and \
                     res.plan is not plan and plan.trainable.get(id(res.scope)) is not True:
                 raise InvalidEdit(
@@ -273,8 +291,51 @@ def _plan_edit(model, edit, plan: _Plan) -> None:
 
 
 
-def _refuse_if_already_edited(res: _Resolved) -> None:
-    """An edit naming a call this batch already replaces or deletes applies to the rebuilt model."""
+def _plan_prune(model, edit: Prune, plan: _Plan) -> None:
+    """Plan the channels a Prune removes, joined with the other prunes of this rebuild.
+
+    The channel analysis reads the model before the rebuild, so a prune that touches a layer
+    another edit of this batch changes (or that fails while other edits are pending) waits for
+    the next rebuild, which sees their result.
+    """
+    from . import _channels, _slicing
+
+    prune = plan.prune
+    analysis = prune.analysis if prune is not None else _channels.analyse(model)
+    others_pending = bool(plan.nodes or plan.skip or plan.config or plan.after_input
+                          or any(not p.is_empty() for p in plan.nested.values()))
+    try:
+        _, removed, _ = _slicing.choose(model, edit.target, edit.channels, edit.keep, edit.by, True, analysis)
+    except SurgeryError:
+        if others_pending:
+            raise _Conflict("decide on the model the pending edits make") from None
+        raise
+    done = prune.removed if prune is not None else {}
+    if any(root in done for root in removed):
+        raise _Conflict("a group pruned twice in one rebuild")
+    combined = {**done, **removed}
+    by_name, slices = _slicing.plan(analysis, combined)
+    touched_ids = {id(analysis.layers[name]) for name in set(by_name) | set(slices)}
+    for view in _graph.walk(model):
+        planned = plan.nodes.get(id(view.node))
+        busy = id(view.node) in plan.skip or (planned is not None and (planned.action or planned.before or planned.after))
+        if id(view.operation) in touched_ids and (busy or id(view.operation) in plan.config):
+            raise _Conflict(f"{view.name} is edited in this batch and sliced by the prune")
+    new = _PrunePlan(analysis, combined)
+    new.changes = {id(analysis.layers[name]): c for name, c in by_name.items()}
+    new.slices = {id(analysis.layers[name]): kept for name, kept in slices.items()}
+    new.note = _slicing.describe(analysis, combined) if combined else ""
+    plan.prune = new
+
+
+def _refuse_if_already_edited(res: _Resolved, prune_too: bool = True) -> None:
+    """An edit naming a call this batch already replaces or deletes applies to the rebuilt model.
+
+    So does an edit of a layer that a prune in this batch slices (it is planned on the old widths).
+    """
+    if prune_too and res.plan.prune is not None and (
+            id(res.layer) in res.plan.prune.changes or id(res.layer) in res.plan.prune.slices):
+        raise _Conflict(f"{res.layer.name} is sliced by a prune in this batch")
     views = list(res.views) + ([res.span_first] if res.span_first is not None else [])
     for view in views:
         node_plan = res.plan.nodes.get(id(view.node))
@@ -426,6 +487,7 @@ class _Pass:
         self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
         # id(new layer) -> (the layer its trainable flags come from, the flag an edit sets or None)
         self.sources: dict[int, tuple] = {}
+        self.slices: list = []  # (old layer, new layer, (kept input indices, kept output indices))
         self.notes: list[str] = []
 
     def record(self, layer, rec: _Record):
@@ -447,7 +509,7 @@ def _run_pass(model, plan: _Plan, lineage: dict, notes: list):
         new_model = _rebuild(model, plan, state, prefix="")
         _transfer_weights(state)
     _apply_trainable(model, new_model, state)
-    notes.extend(n for n in state.notes if n not in notes)
+    notes.extend(n for n in plan.notes() + state.notes if n not in notes)
     return new_model, _compose(new_model, state, lineage)
 
 
@@ -542,7 +604,7 @@ def _rebuild(model, plan: _Plan, state: _Pass, prefix: str, name: str | None = N
                 new_op = _clone_op(op, plan, state, prefix)
                 clones[id(op)] = new_op
             called_here.add(id(op))
-            unchanged_op = not _computation_changes(op, plan.config.get(id(op))) and not (
+            unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
                 _graph.is_graph_model(op) and not plan.nested.get(id(op), _Plan()).is_empty())
             node_faithful = inputs_faithful and unchanged_op
             outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, local, faithful)
@@ -698,7 +760,7 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
         state.record(new_op, _Record(path, "none"))
         return new_op
     config = _graph.config_of(op, f"Layer {path!r}")
-    changes = plan.config.get(id(op), {})
+    changes = plan.changes_for(op)
     config.update(changes)
     if "trainable" in config and id(op) in plan.trainable:
         config["trainable"] = plan.trainable[id(op)]
@@ -717,6 +779,12 @@ def _clone_op(op, plan: _Plan, state: _Pass, prefix: str):
             f"blocks edits anywhere in it. Received: layer={op.name!r}"
         ) from None
     state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+    kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
+    if kept is not None:
+        # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
+        state.record(new_op, _Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
+        state.slices.append((op, new_op, kept))
+        return new_op
     described = _describe_changes(op, changes)
     state.record(new_op, _Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
     state.copies.append((op, new_op))
@@ -927,6 +995,21 @@ def _transfer_weights(state: _Pass) -> None:
             _graph.set_initial_value(nv, _copy_value(ov, nv.dtype))
         if casts:
             rec.config_changed = "; ".join(s for s in (rec.config_changed, casts) if s)
+    for old, new, (k_in, k_out) in state.slices:
+        from . import _slicing
+
+        values, reason = _slicing.sliced_values(old, k_in, k_out)
+        covered = {id(getattr(new, attr)) for attr in values}
+        missed = [v.path for v in new.weights if id(v) not in covered]
+        if missed:  # the channel analysis refuses such layers; never leave a variable random
+            raise AssertionError(f"{old.name}: no slicing rule for {missed}")
+        for attr, value in values.items():
+            variable = getattr(new, attr)
+            if tuple(value.shape) != tuple(variable.shape):  # a bug in the analysis, never the user's fault
+                raise AssertionError(f"{old.name}.{attr}: sliced {tuple(value.shape)}, the new layer has "
+                                     f"{tuple(variable.shape)}")
+            _graph.set_initial_value(variable, keras.ops.cast(value, variable.dtype))
+        state.records[id(new)].reason = reason
     for piece, new, edit in state.pretrained:
         rec = state.records[id(new)]
         mismatch = _mismatches(list(piece.weights), list(new.weights))
@@ -994,34 +1077,6 @@ def _all_paths(model) -> list[str]:
     return [path for path, _ in _walk_layers(model)]
 
 
-def _prune_pass(model, edit: Prune, lineage: dict):
-    from .pruning import prune  # pruning builds on this module, so it is imported when used
-
-    result = prune(model, edit.target, channels=edit.channels, keep=edit.keep, by=edit.by)
-    return result.model, _compose_report(result.report, lineage)
-
-
-def _compose_report(report: WeightReport, lineage: dict) -> dict:
-    """Lineage after a step that reports on itself (pruning) relative to the model before it."""
-    out = {}
-    for row in report:
-        if row.status == REMOVED:
-            continue
-        prev = lineage.get(row.source) if row.source else None
-        if prev is None or prev.original is None:
-            out[row.layer] = _Lineage(None, "new", prev.reason if prev else row.reason, False)
-            continue
-        faithful = row.status == KEPT or (row.status == NO_WEIGHTS and not row.reason)
-        if row.status == PRUNED and prev.state == "original":
-            state, reason = "pruned", row.reason
-        elif row.status == REINITIALIZED:
-            state, reason = "reinit", row.reason
-        else:
-            state, reason = prev.state, prev.reason
-        out[row.layer] = _Lineage(prev.original, state, reason, prev.faithful and faithful, prev.config_changed)
-    return out
-
-
 def _walk_layers(model, prefix: str = "", seen: set | None = None):
     """(path, layer) for every layer of a model, nested ones right after their container.
 
@@ -1070,6 +1125,8 @@ def _compose(new_model, state: _Pass, lineage: dict) -> dict:
             continue
         if rec.weights == "reinit":
             state_, reason = "reinit", rec.reason
+        elif rec.weights == "pruned" and prev.state in ("original", "pruned"):
+            state_, reason = "pruned", rec.reason
         else:
             state_, reason = prev.state, prev.reason
         config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)

@@ -22,6 +22,14 @@ EXAMPLES = int(os.environ.get("KERASNB_PROPERTY_EXAMPLES", "200"))
 WIDTHS = (4, 6)
 
 
+@keras.saving.register_keras_serializable(package="kerasnb_properties")
+class Gate(L.Layer):
+    """Called as gate(x, gate=other): a keyword tensor, like a transformer block's mask."""
+
+    def call(self, x, gate=None):
+        return x if gate is None else x * keras.ops.sigmoid(gate)
+
+
 @st.composite
 def graphs(draw):
     """A recipe: list of (kind, input indices, width) steps; built into a model later."""
@@ -29,15 +37,15 @@ def graphs(draw):
     steps = []
     widths = [draw(st.sampled_from(WIDTHS))]  # tensor 0 is the input
     for _ in range(n_steps):
-        kind = draw(st.sampled_from(["dense", "dense", "act", "bn", "ln", "drop", "add", "concat", "block"]))
+        kind = draw(st.sampled_from(["dense", "dense", "act", "bn", "ln", "drop", "add", "concat", "block", "gate"]))
         src = draw(st.integers(0, len(widths) - 1))
-        if kind == "add":
+        if kind in ("add", "gate"):
             same = [i for i, w in enumerate(widths) if w == widths[src] and i != src]
             if not same:
                 kind = "dense"
             else:
                 other = draw(st.sampled_from(same))
-                steps.append(("add", (src, other), widths[src]))
+                steps.append((kind, (src, other), widths[src]))
                 widths.append(widths[src])
                 continue
         if kind == "concat":
@@ -71,6 +79,8 @@ def build(recipe):
             out = L.Dropout(0.25, name=name)(args[0])
         elif kind == "add":
             out = L.Add(name=name)(args)
+        elif kind == "gate":
+            out = Gate(name=name)(args[0], gate=args[1])
         elif kind == "block":  # a nested model: Dense then LayerNormalization
             block_in = keras.Input((args[0].shape[-1],))
             inner = L.LayerNormalization(name="norm")(L.Dense(width, activation="relu", name="inner")(block_in))
@@ -92,8 +102,19 @@ def edits(draw, model):
     ]
     name, target = draw(st.sampled_from(targets))
     width = target.output.shape[-1]
-    kind = draw(st.sampled_from(["replace", "insert_after", "insert_before", "delete", "configure", "freeze"]))
+    kind = draw(st.sampled_from(["replace", "insert_after", "insert_before", "delete", "configure", "freeze",
+                                 "prune"]))
     # Layers are made in the test body, not here: making one draws Keras's own random state.
+    if kind == "replace" and isinstance(target, Gate):
+        # The keyword tensor must reach the replacement: a layer that takes it, or a callable.
+        how = draw(st.sampled_from(["layer", "callable", "dense"]))
+        if how == "layer":
+            return lambda: kerasnb.Replace(name, Gate(name="swapped"))
+        if how == "callable":
+            return lambda: kerasnb.Replace(name, lambda x, gate=None: L.Multiply(name="swapped")([x, gate]))
+        return lambda: kerasnb.Replace(name, L.Dense(width, name="swapped"))  # refused: it has no gate=
+    if kind == "prune" and isinstance(target, L.Dense) and "/" not in name:
+        return lambda: kerasnb.Prune(name, keep=0.5)
     if kind == "replace":
         new_width = draw(st.sampled_from((width,) + WIDTHS))
         use_dense = draw(st.booleans())

@@ -608,3 +608,54 @@ def test_public_names_from_a_fresh_import():
         "assert kerasnb.channel_groups(m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+
+
+class TestOneRebuild:
+    """A prune is a weight rule inside the one rebuild of apply(), batched with other edits."""
+
+    def count_rebuilds(self, monkeypatch):
+        import kerasnb.surgery as surgery
+
+        calls = []
+        real = surgery._run_pass
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(surgery, "_run_pass", counting)
+        return calls
+
+    def test_prune_and_other_edits_share_one_rebuild(self, monkeypatch):
+        model = small_cnn()
+        x = image(8)
+        killed = killed_copy(model)
+        kill(killed, [1, 4], "conv1", "bn1")  # those channels are zero: removing them changes nothing
+        expected = outputs(killed, x)
+        rebuilds = self.count_rebuilds(monkeypatch)
+        result = kerasnb.apply(killed, [kerasnb.Prune("conv1", channels=[1, 4]),
+                                        kerasnb.Replace("relu2", L.Activation("relu", name="relu2b")),
+                                        kerasnb.SetTrainable(["head"], False)])
+        assert len(rebuilds) == 1
+        assert result.report.status("conv1") == "pruned" and result.report.status("bn1") == "pruned"
+        assert result.report.status("relu2b") == "new"
+        assert result.model.get_layer("head").trainable is False
+        assert_same_outputs(outputs(result.model, x), expected)
+
+    def test_several_groups_in_one_rebuild(self, monkeypatch):
+        model = small_cnn()
+        rebuilds = self.count_rebuilds(monkeypatch)
+        result = kerasnb.prune(model, ["conv1", "conv2"], keep=0.6)
+        assert len(rebuilds) == 1
+        assert shape_of(result.model, "conv1") == (3, 3, 3, 4) and shape_of(result.model, "conv2") == (3, 3, 4, 3)
+        assert len(result.edits) == 2 and kerasnb.apply(model, result.edits).model.get_config() == \
+            result.model.get_config()
+
+    def test_an_edit_of_a_sliced_layer_waits_for_the_next_rebuild(self, monkeypatch):
+        """Configuring a layer the prune slices is planned on the pruned model, not the old widths."""
+        model = small_cnn()
+        rebuilds = self.count_rebuilds(monkeypatch)
+        result = kerasnb.apply(model, [kerasnb.Prune("conv1", channels=[0]), kerasnb.Configure("conv2", {"filters": 7})])
+        assert len(rebuilds) == 2
+        assert shape_of(result.model, "conv2") == (3, 3, 5, 7)
+        assert result.report.status("conv2") == "reinitialized"
