@@ -18,7 +18,7 @@ from .errors import (
     UnsupportedLayer,
     UnsupportedModel,
 )
-from .report import STATUSES, LayerRow, WeightReport
+from .report import STATUSES, LayerRow, Status, WeightReport
 from .surgery import (
     SurgeryResult,
     apply,
@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousTarget", "Configure", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
     "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
-    "SetTrainable", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
+    "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
 ]

@@ -258,6 +258,39 @@ def output_shape(layer) -> Any:
     return None
 
 
+def walk_layers(model, prefix: str = "", seen: set | None = None):
+    """(path, layer) for every layer of a model, nested ones right after their container.
+
+    A layer reached by several paths (tied: called in a nested model and outside it, like a
+    task model's output head that reuses the backbone's embedding) comes once, at its first path.
+    """
+    seen = set() if seen is None else seen
+    for layer in layers_in_order(model):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        path = prefix + layer.name
+        yield path, layer
+        if is_graph_model(layer):
+            yield from walk_layers(layer, path + "/", seen)
+
+
+def layer_aliases(model, prefix: str = "", first: dict | None = None) -> dict:
+    """``{other path: first path}`` for the layers that :func:`walk_layers` gives only once."""
+    first = {} if first is None else first
+    aliases = {}
+    for layer in layers_in_order(model):
+        path = prefix + layer.name
+        if id(layer) in first:
+            if first[id(layer)] != path:
+                aliases[path] = first[id(layer)]
+            continue
+        first[id(layer)] = path
+        if is_graph_model(layer):
+            aliases.update(layer_aliases(layer, path + "/", first))
+    return aliases
+
+
 # ----------------------------------------------------------------------------- layer table
 
 

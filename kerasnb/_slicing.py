@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from . import _channels, _graph, _targets
-from .errors import CoupledChannels, InvalidEdit, LayerNotFound, UnprunableLayer
+from .errors import CoupledChannels, InvalidEdit, UnprunableLayer
 
 def choose(model, target, channels, keep, by, coupled, analysis=None):
     """The analysis, ``{group root: channel indices to remove}`` and ``{group root: the target's name

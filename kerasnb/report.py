@@ -5,18 +5,43 @@ Plain data; pandas is imported only by :meth:`WeightReport.to_frame`.
 
 from __future__ import annotations
 
+import enum
 import html
 from dataclasses import dataclass, fields
 
-KEPT = "kept"
-KEPT_INPUT_CHANGED = "kept_input_changed"
-REINITIALIZED = "reinitialized"
-NEW = "new"
-REMOVED = "removed"
-NO_WEIGHTS = "no_weights"
-PRUNED = "pruned"
 
-STATUSES = (KEPT, KEPT_INPUT_CHANGED, PRUNED, REINITIALIZED, NEW, REMOVED, NO_WEIGHTS)
+class Status(str, enum.Enum):
+    """A layer's weight status. A str: compares, hashes, prints and sorts as its value ('kept')."""
+
+    KEPT = "kept"
+    KEPT_INPUT_CHANGED = "kept_input_changed"
+    PRUNED = "pruned"
+    REINITIALIZED = "reinitialized"
+    NEW = "new"
+    REMOVED = "removed"
+    NO_WEIGHTS = "no_weights"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    __hash__ = str.__hash__
+
+
+KEPT = Status.KEPT
+KEPT_INPUT_CHANGED = Status.KEPT_INPUT_CHANGED
+REINITIALIZED = Status.REINITIALIZED
+NEW = Status.NEW
+REMOVED = Status.REMOVED
+NO_WEIGHTS = Status.NO_WEIGHTS
+PRUNED = Status.PRUNED
+
+STATUSES = tuple(Status)
 
 # Colours shared by the HTML table, the editor and the plots.
 STATUS_COLORS = {
@@ -46,7 +71,7 @@ class LayerRow:
 
     layer: str  # name in the new model ("outer/inner" inside a nested model); removed: old name
     type: str
-    status: str
+    status: Status
     reason: str = ""
     params: int = 0
     trainable: bool = True
@@ -169,3 +194,57 @@ def _params(p: int) -> str:
     if p >= 1_000_000:
         return f"{p / 1e6:.1f}M params"
     return f"{p:,} params"
+
+
+# ----------------------------------------------------------------------------- deriving statuses
+
+
+def build(original, new_model, lineage: dict) -> WeightReport:
+    """The report of ``new_model`` against ``original``, from each layer's lineage (facts)."""
+    from . import _graph
+
+    rows = []
+    carried = set()
+    for path, layer in _graph.walk_layers(new_model):
+        lin = lineage[path]
+        if lin.original is not None:
+            carried.add(lin.original)
+        container = _graph.is_graph_model(layer)
+        status, reason = status_of(lin, has_weights=bool(getattr(layer, "weights", None)), container=container,
+                                   inside=[l for p, l in lineage.items() if p.startswith(path + "/")])
+        rows.append(LayerRow(path, type(layer).__name__, status, reason, _graph.count_params(layer),
+                             bool(getattr(layer, "trainable", True)), lin.original or "", container))
+    for path, layer in _graph.walk_layers(original):
+        if path not in carried:
+            rows.append(LayerRow(path, type(layer).__name__, REMOVED, "", _graph.count_params(layer),
+                                 bool(getattr(layer, "trainable", True)), path, _graph.is_graph_model(layer)))
+    aliases = {**_graph.layer_aliases(original), **_graph.layer_aliases(new_model)}
+    return WeightReport(rows, aliases=aliases)
+
+
+def status_of(lin, *, has_weights: bool, container: bool = False, inside=()) -> tuple[Status, str]:
+    """The one place a status is decided: ``(status, reason)`` of a layer from its lineage.
+
+    ``lin`` says where the layer comes from (``original`` path or None), what happened to its
+    weights (``state``: original, reinit, pruned), whether it computes what it did on the same
+    inputs (``faithful``) and which config changes it had. A nested model's status sums up
+    the layers ``inside`` it.
+    """
+    if lin.original is None:
+        return NEW, lin.reason
+    if container:
+        if lin.faithful and all(l.original is not None and l.state == "original" and l.faithful
+                                and not l.config_changed for l in inside):
+            return KEPT, ""
+        if any(l.original is not None and l.state == "original" for l in inside):
+            return KEPT_INPUT_CHANGED, "some layers inside changed or see changed inputs; see its rows"
+        return REINITIALIZED, "none of its weights could be kept; see its rows"
+    if lin.state == "reinit":
+        return REINITIALIZED, lin.reason
+    if lin.state == "pruned":
+        return PRUNED, lin.reason
+    if not has_weights:
+        return NO_WEIGHTS, "" if lin.faithful else "its input changed"
+    if lin.faithful and not lin.config_changed:
+        return KEPT, ""
+    return KEPT_INPUT_CHANGED, lin.config_changed or "weights copied, but its input changed: fine-tune it"

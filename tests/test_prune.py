@@ -614,16 +614,16 @@ class TestOneRebuild:
     """A prune is a weight rule inside the one rebuild of apply(), batched with other edits."""
 
     def count_rebuilds(self, monkeypatch):
-        import kerasnb.surgery as surgery
+        import kerasnb._rebuild as rebuild
 
         calls = []
-        real = surgery._run_pass
+        real = rebuild.run_pass
 
         def counting(*args, **kwargs):
             calls.append(1)
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(surgery, "_run_pass", counting)
+        monkeypatch.setattr(rebuild, "run_pass", counting)
         return calls
 
     def test_prune_and_other_edits_share_one_rebuild(self, monkeypatch):

@@ -1,0 +1,53 @@
+"""Lineage: where each layer of the current model comes from, relative to the model passed in.
+
+``apply`` may rebuild more than once (an edit that names a layer an earlier edit made waits
+for the rebuild that makes it); lineage is carried from one rebuild to the next, so the report
+always compares with the user's model. Facts only: :mod:`kerasnb.report` turns them into
+statuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _graph
+
+
+@dataclass
+class Lineage:
+    """Where a layer of the current model comes from, relative to the original model."""
+
+    original: str | None
+    state: str = "original"  # "original" | "reinit" | "pruned" | "new"
+    reason: str = ""
+    faithful: bool = True
+    config_changed: str = ""
+
+
+def compose(new_model, state, lineage: dict) -> dict:
+    """Lineage of every layer of ``new_model`` relative to the original model."""
+    out = {}
+    for path, layer in _graph.walk_layers(new_model):
+        rec = state.records.get(id(layer))
+        if rec is None:  # made inside a user's callable
+            out[path] = Lineage(None, "new", "added by a callable replacement", False)
+            continue
+        prev = lineage.get(rec.prev_path) if rec.prev_path is not None else None
+        if prev is None or prev.original is None:
+            reason = rec.reason or (prev.reason if prev else "")
+            out[path] = Lineage(None, "new", reason, False)
+            continue
+        if rec.weights == "reinit":
+            state_, reason = "reinit", rec.reason
+        elif rec.weights == "pruned" and prev.state in ("original", "pruned"):
+            state_, reason = "pruned", rec.reason
+        else:
+            state_, reason = prev.state, prev.reason
+        config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)
+        out[path] = Lineage(prev.original, state_, reason, prev.faithful and rec.faithful, config_changed)
+    return out
+
+
+def initial(model) -> dict:
+    """Every layer of the user's model, as it stands before any edit."""
+    return {path: Lineage(path) for path, _ in _graph.walk_layers(model)}

@@ -1,0 +1,346 @@
+"""Planning: edits -> what to do in each graph (the model and every nested model it holds).
+
+Every target is resolved once here (through :mod:`kerasnb._targets`) and every refusal happens
+here, before anything is built. A plan holds, per call of a layer, the action that replaces it
+(:class:`ReplaceCall`, :class:`DeleteCall`, :class:`ReplaceSpan`) and the pieces inserted
+before or after it; per layer, config changes and trainable flags; and the channels a prune
+removes. The rebuild (:mod:`kerasnb._rebuild`) reads it and decides nothing itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _channels, _graph, _slicing, _targets
+from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
+from .errors import InputLayerEdit, InvalidEdit, NameClash, SurgeryError
+
+
+class Conflict(SurgeryError):
+    """Two edits of one batch touch the same call; the second starts a new rebuild."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """A replacement or inserted piece, as the user gave it, and the edit that brought it."""
+
+    spec: Any
+    edit: Any
+
+
+@dataclass(frozen=True)
+class ReplaceCall:
+    """Call ``block`` with the call the replaced layer received."""
+
+    block: Block
+
+    @property
+    def edit(self):
+        return self.block.edit
+
+
+@dataclass(frozen=True)
+class DeleteCall:
+    """Pass the call's single input on to its consumers."""
+
+    edit: Any
+
+
+@dataclass(frozen=True)
+class ReplaceSpan:
+    """The last call of a (first, last) chain: call ``block`` on what fed the first call."""
+
+    block: Block
+    first_node: Any
+
+    @property
+    def edit(self):
+        return self.block.edit
+
+
+@dataclass
+class NodePlan:
+    before: list = field(default_factory=list)
+    action: Any = None  # ReplaceCall | DeleteCall | ReplaceSpan, or None: the call is replayed
+    after: list = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """Everything to do inside one graph (a model or a nested model), keyed by Keras objects' ids."""
+
+    nodes: dict = field(default_factory=dict)  # id(node) -> NodePlan
+    skip: set = field(default_factory=set)  # id(node) inside a replaced span
+    config: dict = field(default_factory=dict)  # id(layer) -> {key: value}
+    trainable: dict = field(default_factory=dict)  # id(layer) -> bool
+    after_input: dict = field(default_factory=dict)  # id(input layer) -> [blocks]
+    nested: dict = field(default_factory=dict)  # id(nested model) -> Plan
+    prune: "PrunePlan | None" = None  # channels removed by Prune edits (top-level graph only)
+
+    def is_empty(self) -> bool:
+        return not (self.nodes or self.skip or self.config or self.trainable or self.after_input or self.prune
+                    or any(not p.is_empty() for p in self.nested.values()))
+
+    def node(self, node) -> NodePlan:
+        return self.nodes.setdefault(id(node), NodePlan())
+
+    def changes_for(self, op) -> dict:
+        """Config changes of ``op``: a Configure edit's and a prune's (fewer units / filters)."""
+        changes = dict(self.config.get(id(op), {}))
+        if self.prune is not None:
+            changes.update(self.prune.changes.get(id(op), {}))
+        return changes
+
+    def notes(self) -> list[str]:
+        return [self.prune.note] if self.prune is not None and self.prune.note else []
+
+
+@dataclass
+class PrunePlan:
+    """The Prune edits of one rebuild, planned together: their channel groups never overlap."""
+
+    analysis: Any  # _channels.Analysis of the model before the rebuild
+    removed: dict = field(default_factory=dict)  # group root -> channel indices removed
+    changes: dict = field(default_factory=dict)  # id(layer) -> config changes
+    slices: dict = field(default_factory=dict)  # id(layer) -> (kept input indices, kept output indices)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    scope: Any  # the (nested) model that holds the layer
+    plan: Plan  # that scope's plan
+    layer: Any
+    views: tuple  # the chosen calls (NodeView); all calls when no call index was given
+    span_first: Any = None  # NodeView of a span's first layer
+    found: Any = None  # the _targets.Target
+
+
+def plan_edit(model, edit, plan: Plan) -> None:
+    if isinstance(edit, Prune):
+        _plan_prune(model, edit, plan)
+        return
+    if isinstance(edit, SetTrainable):
+        targets = edit.targets
+        if not isinstance(targets, (list, set, tuple)) or _targets.is_call_target(targets):
+            targets = [targets]
+        for target in targets:
+            res = _resolve(model, target, plan, edit)
+            _refuse_if_already_edited(res, prune_too=False)
+            if edit.trainable and res.scope is not model and not res.scope.trainable and \
+                    res.plan is not plan and plan.trainable.get(id(res.scope)) is not True:
+                raise InvalidEdit(
+                    f"{target!r} is inside {res.scope.name!r}, which is frozen, and Keras ignores the flags of "
+                    f"layers inside a frozen model. Unfreeze {res.scope.name!r} first, then freeze the layers "
+                    f"inside it that should stay frozen. Received: SetTrainable({target!r}, True)"
+                )
+            res.plan.trainable[id(res.layer)] = bool(edit.trainable)
+        return
+    res = _resolve(model, edit.target, plan, edit)
+    _refuse_if_already_edited(res)
+    if isinstance(edit, Configure):
+        if _graph.is_graph_model(res.layer):
+            raise InvalidEdit(
+                f"{res.layer.name!r} is a nested model; configure its layers ('{res.layer.name}/<layer>') or "
+                f"freeze it with kerasnb.set_trainable. Received: Configure({edit.target!r}, {dict(edit.changes)!r})"
+            )
+        if _graph.is_input_layer(res.layer):
+            raise InputLayerEdit(_input_msg(res.layer, edit))
+        _check_config_keys(res.layer, edit, res.scope)
+        if id(res.layer) in res.plan.config:
+            raise Conflict(f"{res.layer.name} configured twice")
+        res.plan.config[id(res.layer)] = dict(edit.changes)
+        return
+    if isinstance(edit, Insert) and edit.after is not None and _graph.is_input_layer(res.layer):
+        res.plan.after_input.setdefault(id(res.layer), []).append(Block(edit.layer, edit))
+        return
+    if _graph.is_input_layer(res.layer):
+        raise InputLayerEdit(_input_msg(res.layer, edit))
+    view = _single_call(res, edit)
+    node_plan = res.plan.node(view.node)
+    if isinstance(edit, Insert):
+        if edit.before is not None:
+            if len(view.input_tensors) != 1:
+                raise InvalidEdit(
+                    f"Cannot insert before {res.layer.name!r}: it has {len(view.input_tensors)} inputs, so 'before' "
+                    f"is ambiguous. Insert after one of its inputs instead: {_input_names(view)}. Received: before={edit.before!r}"
+                )
+            node_plan.before.append(Block(edit.layer, edit))
+        else:
+            node_plan.after.append(Block(edit.layer, edit))
+        return
+    if node_plan.action is not None or id(view.node) in res.plan.skip:
+        raise Conflict(f"{res.layer.name} edited twice")
+    if isinstance(edit, Delete):
+        if len(view.outputs) != 1:
+            raise InvalidEdit(
+                f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it has {len(view.outputs)} outputs, "
+                "and one input cannot stand in for all of them. Replace it with a block that gives as many outputs. "
+                f"Received: target={edit.target!r}"
+            )
+        if len(view.input_tensors) != 1:
+            raise InvalidEdit(
+                f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it takes {len(view.input_tensors)} "
+                f"inputs ({_input_names(view)}), so there is no single input to pass on to its consumers. "
+                "Replace it with a layer that merges them instead, e.g. "
+                f"kerasnb.replace(model, {res.layer.name!r}, keras.layers.Add()). Received: target={edit.target!r}"
+            )
+        node_plan.action = DeleteCall(edit)
+        return
+    # Replace
+    if res.span_first is not None:
+        first = res.span_first
+        chain = _span_nodes(res.scope, first, view, edit)
+        for inner in chain[:-1]:
+            if id(inner.node) in res.plan.nodes or id(inner.node) in res.plan.skip:
+                raise Conflict("span overlaps another edit")
+            res.plan.skip.add(id(inner.node))
+        node_plan.action = ReplaceSpan(Block(edit.replacement, edit), first.node)
+    else:
+        node_plan.action = ReplaceCall(Block(edit.replacement, edit))
+
+
+def _plan_prune(model, edit: Prune, plan: Plan) -> None:
+    """Plan the channels a Prune removes, joined with the other prunes of this rebuild.
+
+    The channel analysis reads the model before the rebuild, so a prune that touches a layer
+    another edit of this batch changes (or that fails while other edits are pending) waits for
+    the next rebuild, which sees their result.
+    """
+    prune = plan.prune
+    analysis = prune.analysis if prune is not None else _channels.analyse(model)
+    others_pending = bool(plan.nodes or plan.skip or plan.config or plan.after_input
+                          or any(not p.is_empty() for p in plan.nested.values()))
+    try:
+        _, removed, _ = _slicing.choose(model, edit.target, edit.channels, edit.keep, edit.by, True, analysis)
+    except SurgeryError:
+        if others_pending:
+            raise Conflict("decide on the model the pending edits make") from None
+        raise
+    done = prune.removed if prune is not None else {}
+    if any(root in done for root in removed):
+        raise Conflict("a group pruned twice in one rebuild")
+    combined = {**done, **removed}
+    by_name, slices = _slicing.plan(analysis, combined)
+    touched_ids = {id(analysis.layers[name]) for name in set(by_name) | set(slices)}
+    for view in _graph.walk(model):
+        planned = plan.nodes.get(id(view.node))
+        busy = id(view.node) in plan.skip or (planned is not None and (planned.action or planned.before or planned.after))
+        if id(view.operation) in touched_ids and (busy or id(view.operation) in plan.config):
+            raise Conflict(f"{view.name} is edited in this batch and sliced by the prune")
+    new = PrunePlan(analysis, combined)
+    new.changes = {id(analysis.layers[name]): c for name, c in by_name.items()}
+    new.slices = {id(analysis.layers[name]): kept for name, kept in slices.items()}
+    new.note = _slicing.describe(analysis, combined) if combined else ""
+    plan.prune = new
+
+
+def _refuse_if_already_edited(res: Resolved, prune_too: bool = True) -> None:
+    """An edit naming a call this batch already replaces or deletes applies to the rebuilt model.
+
+    So does an edit of a layer that a prune in this batch slices (it is planned on the old widths).
+    """
+    if prune_too and res.plan.prune is not None and (
+            id(res.layer) in res.plan.prune.changes or id(res.layer) in res.plan.prune.slices):
+        raise Conflict(f"{res.layer.name} is sliced by a prune in this batch")
+    views = list(res.views) + ([res.span_first] if res.span_first is not None else [])
+    for view in views:
+        node_plan = res.plan.nodes.get(id(view.node))
+        if (node_plan is not None and node_plan.action is not None) or id(view.node) in res.plan.skip:
+            raise Conflict(f"{view.name} already replaced in this batch")
+
+
+def _resolve(model, target, plan: Plan, edit) -> Resolved:
+    """Find the layer (and calls) a target names, and the plan of the (nested) model holding it."""
+    found = _targets.resolve(model, target, allow_span=isinstance(edit, Replace), what=type(edit).__name__)
+    sub_plan = plan
+    for scope in found.scopes[1:]:
+        sub_plan = sub_plan.nested.setdefault(id(scope), Plan())
+    return Resolved(found.scope, sub_plan, found.layer, found.calls, found.span_first, found)
+
+
+def _single_call(res: Resolved, edit):
+    return res.found.single_call()
+
+
+def _target_of(edit):
+    return edit.target
+
+
+def _input_names(view) -> str:
+    names = []
+    for t in view.input_tensors:
+        op, _, _ = _graph.producer(t)
+        names.append(op.name)
+    return ", ".join(repr(n) for n in names)
+
+
+def _input_msg(layer, edit) -> str:
+    return (
+        f"{layer.name!r} is an InputLayer: it can't be replaced, deleted or reconfigured, nor can anything be "
+        "inserted before it. Insert after it instead (kerasnb.insert(model, layer, after="
+        f"{layer.name!r})), or build a model with a different keras.Input. Received: {type(edit).__name__}(target={_target_of(edit)!r})"
+    )
+
+
+def _check_config_keys(layer, edit, scope) -> None:
+    config = _graph.config_of(layer)
+    unknown = [k for k in edit.changes if k not in config]
+    if unknown:
+        raise InvalidEdit(
+            f"{type(layer).__name__} {layer.name!r} has no config option {', '.join(map(repr, unknown))}. "
+            f"Options it has: {', '.join(sorted(config))}. Received: changes={dict(edit.changes)!r}"
+        )
+    if "name" in edit.changes:
+        new_name = edit.changes["name"]
+        taken = {l.name for l in _graph.layers_in_order(scope) if l is not layer}
+        if not isinstance(new_name, str) or not new_name or "/" in new_name:
+            raise InvalidEdit(
+                "A layer's new name is a non-empty string without '/' (kerasnb uses '/' for paths into nested "
+                f"models). Received: name={new_name!r} for {layer.name!r}"
+            )
+        if new_name in taken:
+            free = next(f"{new_name}_{i}" for i in range(1, len(taken) + 2) if f"{new_name}_{i}" not in taken)
+            raise NameClash(
+                f"Cannot rename {layer.name!r} to {new_name!r}: model {scope.name!r} already has a layer named "
+                f"{new_name!r}, and layer names must be unique. Pick a name no layer has, e.g. {free!r}, or rename "
+                f"{new_name!r} in the same apply(). Received: Configure({edit.target!r}, {dict(edit.changes)!r})"
+            )
+
+
+def _span_nodes(scope, first, last, edit) -> list:
+    """The calls from ``first`` to ``last`` along single-input links, checked to be a closed chain."""
+    by_output = {}
+    for view in _graph.walk(scope):
+        for t in view.outputs:
+            by_output[id(t)] = view
+    consumers: dict[int, int] = {}
+    for view in _graph.walk(scope):
+        for t in view.input_tensors:
+            consumers[id(t)] = consumers.get(id(t), 0) + 1
+    out_ids = {id(t) for t in _graph.output_tensors(scope)}
+    chain = [last]
+    while chain[-1].node is not first.node:
+        cur = chain[-1]
+        if len(cur.input_tensors) != 1:
+            raise InvalidEdit(
+                f"{cur.name!r} in span {edit.target!r} has {len(cur.input_tensors)} inputs; a span must be a linear "
+                f"chain from {first.name!r} to {last.name!r}. Received: target={edit.target!r}"
+            )
+        parent = by_output.get(id(cur.input_tensors[0]))
+        if parent is None:
+            raise InvalidEdit(
+                f"{first.name!r} does not lead to {last.name!r} along a linear chain, so ({first.name!r}, {last.name!r}) "
+                f"is not a span. Received: target={edit.target!r}"
+            )
+        chain.append(parent)
+    chain.reverse()
+    for view in chain[:-1]:
+        for t in view.outputs:
+            if consumers.get(id(t), 0) > 1 or id(t) in out_ids:
+                raise InvalidEdit(
+                    f"The output of {view.name!r}, inside span {edit.target!r}, is also used outside the span, so "
+                    f"the span cannot be replaced as one piece. Received: target={edit.target!r}"
+                )
+    return chain

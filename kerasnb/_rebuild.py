@@ -1,0 +1,565 @@
+"""The one walk: rebuild a model call by call, with a plan applied.
+
+It mirrors Keras's own ``Function._run_through_graph``: every call of the graph is replayed on
+new tensors with all its arguments (positional and keyword, tensors or not), in an order that
+keeps each layer's calls in Keras's order. A call the plan replaces or deletes runs the plan's
+action instead. Every layer made is recorded (:class:`Record`): where it comes from, and whether
+it computes what it did before on the same inputs.
+
+New layers are built inside :func:`kerasnb._graph.deferred_variables`, so no random values are
+drawn for variables that get old values: each layer's variables come from its weight rule
+(:mod:`kerasnb.weights`), applied once all layers are built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from . import _graph, weights
+from ._plan import Block, DeleteCall, Plan, ReplaceSpan
+from .errors import IncompatibleShape, InvalidEdit, NameClash, SurgeryError, UnsupportedLayer, first_line
+
+
+@dataclass
+class Record:
+    """What one pass did to one layer of the new model."""
+
+    prev_path: str | None
+    weights: str  # "copied" | "reinit" | "new" | "none"
+    reason: str = ""
+    faithful: bool = True  # computes the same as prev_path did, on the same inputs
+    config_changed: str = ""
+    inner: tuple = ()  # for a rebuilt nested model: its layers' new ids
+
+
+class Pass:
+    """State of one rebuild of ``model`` (None for the copy of a block model a user brings in)."""
+
+    def __init__(self, model=None):
+        self.records: dict[int, Record] = {}  # id(new layer) -> record
+        self.layers: dict[int, Any] = {}  # id(new layer) -> new layer (keeps ids alive)
+        self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
+        self.clones: dict[int, Any] = {}  # id(old op) -> its one new op in this pass
+        # every layer of the model being edited, nested ones too: a callable must not call them
+        walked = list(_graph.walk_layers(model)) if model is not None else []
+        self.source_layers: list = [layer for _, layer in walked]
+        self.old_paths: dict[int, str] = {id(layer): path for path, layer in walked}  # one path per layer
+        self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
+        # id(new layer) -> (the layer its trainable flags come from, the flag an edit sets or None)
+        self.sources: dict[int, tuple] = {}
+        self.slices: list = []  # (old layer, new layer, (kept input indices, kept output indices))
+        self.notes: list[str] = []
+
+    def record(self, layer, rec: Record):
+        self.records[id(layer)] = rec
+        self.layers[id(layer)] = layer
+
+
+def run_pass(model, plan: Plan) -> tuple:
+    """Rebuild ``model`` with ``plan`` applied: ``(new model, Pass)``; the Pass has the records."""
+    state = Pass(model)
+    try:
+        with _graph.deferred_variables():
+            new_model = _rebuild(model, plan, state, prefix="")
+            _transfer_weights(state)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
+            raise
+        # Some layer creates variables outside build(); rebuild the slow way.
+        state = Pass(model)
+        new_model = _rebuild(model, plan, state, prefix="")
+        _transfer_weights(state)
+    _apply_trainable(model, new_model, state)
+    state.notes[:0] = plan.notes()
+    return new_model, state
+
+
+def _apply_trainable(old_model, new_model, state: Pass) -> None:
+    """Trainable flags as the original had them, sub-layers included, or as an edit set them.
+
+    Done once every layer is built: a layer that makes sub-layers in build() (attention, a
+    keras-hub block) would otherwise come back with trainable sub-layers under a frozen parent.
+    """
+    if new_model.trainable != old_model.trainable:
+        new_model.trainable = old_model.trainable
+    _flags_inside(new_model, state, inherited=None)
+
+
+def _flags_inside(container, state: Pass, inherited) -> None:
+    for layer in _graph.layers_in_order(container):
+        source = state.sources.get(id(layer))
+        if source is None:
+            continue  # made by a callable: it follows its container
+        old, explicit = source
+        value = explicit if explicit is not None else inherited
+        if _graph.is_graph_model(layer):
+            wanted = old.trainable if value is None else value
+            if layer.trainable != wanted:
+                layer.trainable = wanted
+            _flags_inside(layer, state, value)
+        elif value is not None:
+            if layer.trainable != value:
+                layer.trainable = value
+        else:
+            _copy_flags(old, layer)
+
+
+def _copy_flags(old, new) -> None:
+    """Each sub-layer's flag as in ``old`` (parents first: setting a parent's flag sets its children's)."""
+    olds, news = _graph.sublayers(old), _graph.sublayers(new)
+    if len(olds) != len(news):  # a config change made other sub-layers: the layer's own flag only
+        olds, news = olds[:1], news[:1]
+    for o, n in zip(olds, news):
+        if n.trainable != o.trainable:
+            n.trainable = o.trainable
+
+
+def _rebuild(model, plan: Plan, state: Pass, prefix: str, name: str | None = None):
+    """A new functional model computing ``model`` with ``plan`` applied; fills ``state``."""
+    _graph.functional(model)  # clear error for an unbuilt nested model
+    names = _NameBook(_graph.layers_in_order(model))
+    tensor_dict: dict[int, Any] = {}
+    faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
+    new_inputs = []
+    for old_t, old_layer in zip(_graph.input_tensors(model), _graph.input_layers(model)):
+        new_t = keras.Input(batch_shape=old_t.shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
+                            name=old_layer.name)
+        new_inputs.append(new_t)
+        new_layer = _graph.producer(new_t)[0]
+        state.record(new_layer, Record(state.old_paths.get(id(old_layer), prefix + old_layer.name), "none"))
+        out = new_t
+        faithful[id(new_t)] = id(old_t)
+        for block in plan.after_input.get(id(old_layer), []):
+            out = _call_block(block, (out,), state, names, old_layer, prefix)
+        tensor_dict[id(old_t)] = out
+
+    clones = state.clones  # one clone per original op in the whole pass: layers tied across graphs stay tied
+    called_here: set[int] = set()  # ids of the old ops called in this graph
+    op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
+    op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
+    for view in _graph.replay_order(model):
+        node, op = view.node, view.operation
+        if id(node) in plan.skip:
+            continue
+        node_plan = plan.nodes.get(id(node))
+        action = node_plan.action if node_plan else None
+        if isinstance(action, ReplaceSpan):
+            # The span's inner calls were skipped: feed what fed its first layer.
+            x = tensor_dict[id(action.first_node.input_tensors[0])]
+            outputs = _call_block(action.block, (x,), state, names, op, prefix)
+            _store_outputs(view, outputs, tensor_dict, faithful, False, node_plan, state, names, prefix)
+            continue
+        inputs_faithful = all(faithful.get(id(tensor_dict[id(t)])) == id(t) for t in view.input_tensors)
+        local = tensor_dict
+        if node_plan and node_plan.before:
+            x = tensor_dict[id(view.input_tensors[0])]
+            for block in node_plan.before:
+                x = _call_block(block, (x,), state, names, op, prefix)
+            local = dict(tensor_dict)
+            local[id(view.input_tensors[0])] = x
+            inputs_faithful = False
+        args, kwargs = view.fill_in(local)
+        if action is None:
+            new_op = clones.get(id(op))
+            if new_op is None:
+                new_op = _clone_op(op, plan, state, prefix)
+                clones[id(op)] = new_op
+            called_here.add(id(op))
+            unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
+                _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty())
+            node_faithful = inputs_faithful and unchanged_op
+            outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, local, faithful)
+            op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
+            op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
+        elif isinstance(action, DeleteCall):
+            outputs = local[id(view.input_tensors[0])]
+            node_faithful = False
+        else:
+            outputs = _call_block(action.block, args, state, names, op, prefix, kwargs)
+            node_faithful = False
+        _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix)
+
+    for old_id in called_here:
+        new_op = clones[old_id]
+        rec = state.records[id(new_op)]
+        rec.faithful = rec.faithful and op_faithful.get(old_id, False)
+        if rec.inner and not op_inputs_faithful.get(old_id, False):
+            # A nested model fed changed inputs changes the inputs of every layer inside it.
+            for key in rec.inner:
+                state.records[key].faithful = False
+
+    outputs = [tensor_dict[id(t)] for t in _graph.output_tensors(model)]
+    new_inputs_struct = _graph.pack_inputs(model, new_inputs)
+    new_outputs_struct = _graph.pack_outputs(model, outputs)
+    try:
+        new_model = keras.Model(new_inputs_struct, new_outputs_struct, name=name or model.name)
+        if isinstance(model, keras.Sequential):
+            new_model = _as_sequential(new_model, state) or new_model
+    except ValueError as error:
+        if "unique" in str(error):
+            raise NameClash(f"The edited model would have two layers with one name: {error}") from None
+        raise
+    return new_model
+
+
+def _as_sequential(functional, state: Pass):
+    """The same chain of layers as a keras.Sequential, or None when the edit made it branch.
+
+    A Sequential stays a Sequential (its class, its config, and how the panel labels it) as long
+    as the edited graph is still one chain of layers, each called once on the previous output.
+    """
+    views = _graph.walk(functional)
+    if len(_graph.input_tensors(functional)) != 1 or len(_graph.output_tensors(functional)) != 1:
+        return None
+    previous = _graph.input_tensors(functional)[0]
+    for view in views:
+        if (not isinstance(view.operation, keras.layers.Layer) or view.n_calls != 1 or view.kwargs_tensors()
+                or len(view.input_tensors) != 1 or view.input_tensors[0] is not previous or len(view.outputs) != 1):
+            return None
+        previous = view.outputs[0]
+    if previous is not _graph.output_tensors(functional)[0]:
+        return None
+    source = _graph.input_tensors(functional)[0]
+    walked_input = _graph.input_layers(functional)[0]
+    start = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=walked_input.name)
+    state.record(_graph.producer(start)[0], state.records[id(walked_input)])
+    layers = [view.operation for view in views]
+    # The functional graph is thrown away: its calls go, so that `layer.output` and the like
+    # read the Sequential's own graph. Keras calls each layer again on `start`; they are
+    # built already, so no variable is made twice.
+    for layer in layers:
+        _graph.drop_all_calls(layer)
+    return keras.Sequential([start] + layers, name=functional.name)
+
+
+def _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix):
+    """Map the old call's outputs to the new ones, then run any inserts placed after the call."""
+    flat = keras.tree.flatten(outputs)
+    if len(flat) != len(view.outputs):
+        edit = node_plan.action.edit if node_plan and node_plan.action else None
+        raise IncompatibleShape(
+            f"{view.name!r} had {len(view.outputs)} output(s) but its replacement gives {len(flat)}; its consumers "
+            f"need the same number. Received: {edit!r}"
+        )
+    for old_t, new_t in zip(view.outputs, flat):
+        if node_faithful:
+            faithful[id(new_t)] = id(old_t)
+        tensor_dict[id(old_t)] = new_t
+    if node_plan and node_plan.after:
+        if len(flat) != 1:
+            raise InvalidEdit(
+                f"Cannot insert after {view.name!r}: it has {len(flat)} outputs. Received: {node_plan.after[0].edit!r}"
+            )
+        y = flat[0]
+        for block in node_plan.after:
+            y = _call_block(block, (y,), state, names, view.operation, prefix)
+        tensor_dict[id(view.outputs[0])] = y
+
+
+def _call_checked(new_op, args, kwargs, view, inputs_faithful, tensor_dict, faithful):
+    try:
+        return new_op(*args, **kwargs)
+    except SurgeryError:
+        raise
+    except Exception as error:  # a layer refusing its new input: say which and why
+        if inputs_faithful:
+            raise
+        changed = []
+        for old_t in view.input_tensors:
+            new_t = tensor_dict[id(old_t)]
+            if faithful.get(id(new_t)) != id(old_t):
+                changed.append((_graph.producer(old_t)[0].name, tuple(old_t.shape), tuple(new_t.shape)))
+        what = "; ".join(f"from {name!r} it took {was} and now receives {now}" for name, was, now in changed)
+        wants = " and ".join(str(was) for _, was, _ in changed)
+        raise IncompatibleShape(
+            f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: {what}. "
+            f"Keras says: {first_line(error)} What would work: an edit whose output keeps shape {wants}, "
+            f"or also replace {view.name!r}. Received: an edit upstream of {view.name!r}."
+        ) from None
+
+
+def _fmt_shapes(shapes) -> str:
+    return ", ".join(str(s) for s in shapes)
+
+
+class _NameBook:
+    """Layer names used in one graph, to give new layers names that clash with none."""
+
+    def __init__(self, layers):
+        self.used = {layer.name for layer in layers}
+
+    def unique(self, name: str) -> str:
+        if name not in self.used:
+            self.used.add(name)
+            return name
+        base, i = name, 1
+        while f"{base}_{i}" in self.used:
+            i += 1
+        self.used.add(f"{base}_{i}")
+        return f"{base}_{i}"
+
+
+def _clone_op(op, plan: Plan, state: Pass, prefix: str):
+    """A fresh copy of an existing operation: same config (plus changes), new variables."""
+    path = prefix + op.name
+    if _graph.is_graph_model(op):
+        sub_plan = plan.nested.get(id(op), Plan())
+        before = set(state.records)
+        new_op = _rebuild(op, sub_plan, state, prefix=path + "/")
+        inner = tuple(k for k in state.records if k not in before)
+        # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
+        state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+        state.record(new_op, Record(state.old_paths.get(id(op), path), "none", inner=inner))
+        return new_op
+    if not isinstance(op, keras.layers.Layer):
+        # A raw keras.ops call in the graph: stateless, so a copy from its config is exact. Never
+        # the user's own op object: calling it would add a call to their model.
+        try:
+            new_op = type(op).from_config(op.get_config())
+        except Exception:
+            new_op = _graph.fresh_copy(op)
+        state.record(new_op, Record(path, "none"))
+        return new_op
+    config = _graph.config_of(op, f"Layer {path!r}")
+    changes = plan.changes_for(op)
+    config.update(changes)
+    if "trainable" in config and id(op) in plan.trainable:
+        config["trainable"] = plan.trainable[id(op)]
+    try:
+        new_op = type(op).from_config(config)
+    except Exception as error:
+        if changes:
+            raise InvalidEdit(
+                f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {first_line(error)} "
+                f"Received: changes={changes!r}"
+            ) from None
+        raise UnsupportedLayer(
+            f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
+            f"({first_line(error)}). Custom layers need get_config() and registration with "
+            f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
+            f"blocks edits anywhere in it. Received: layer={op.name!r}"
+        ) from None
+    state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+    kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
+    if kept is not None:
+        # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
+        state.record(new_op, Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
+        state.slices.append((op, new_op, kept))
+        return new_op
+    described = _describe_changes(op, changes)
+    state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
+    state.copies.append((op, new_op))
+    return new_op
+
+
+def _computation_changes(op, changes) -> dict:
+    """The changes that make the layer compute something else (a new name or flag does not)."""
+    if not changes:
+        return {}
+    old = _graph.config_of(op)
+    return {k: v for k, v in changes.items() if k not in ("name", "trainable") and old.get(k) != v}
+
+
+def _describe_changes(op, changes) -> str:
+    effective = _computation_changes(op, changes)
+    if not effective:
+        return ""
+    old = _graph.config_of(op)
+    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in effective.items()]
+    return "config changed (" + ", ".join(parts) + ")"
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        value = value.get("config", {}).get("name", value)  # a dtype policy reads as its name
+    text = repr(value)
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+def _call_block(block: Block, args, state: Pass, names: _NameBook, anchor, prefix: str, kwargs=None):
+    """Call a replacement / inserted piece with the call the replaced layer received.
+
+    The positional arguments go to the first piece; each keyword argument (a mask, ``query=``,
+    ``training=``) to the first piece that takes it. Records every layer it adds as new.
+    """
+    spec = block.spec
+    pieces = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not pieces:
+        raise InvalidEdit(f"An empty list is not a replacement; use kerasnb.delete to remove a layer. Received: {block.edit!r}")
+    given = _share_keywords(pieces, kwargs or {}, block, anchor, state)
+    x = args
+    for piece, piece_kwargs in zip(pieces, given):
+        x = _call_piece(piece, x, state, names, block, anchor, prefix, piece_kwargs)
+        x = (x,)
+    return x[0]
+
+
+def _share_keywords(pieces, kwargs: dict, block: Block, anchor, state: Pass) -> list[dict]:
+    """The keyword arguments each piece gets: each to the first piece whose call takes it.
+
+    A keyword tensor that no piece takes is refused (dropping a mask silently would change what
+    the model computes); a non-tensor setting no piece takes (``use_causal_mask=True``) is left
+    out and said in the result's notes. ``None`` and ``training`` need no taker.
+    """
+    given: list[dict] = [{} for _ in pieces]
+    left_out = []
+    for key, value in kwargs.items():
+        taker = next((i for i, piece in enumerate(pieces) if _takes_keyword(piece, key)), None)
+        if taker is not None:
+            given[taker][key] = value
+            continue
+        if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value)):
+            kinds = ", ".join(_piece_name(p) for p in pieces)
+            raise InvalidEdit(
+                f"{anchor.name!r} is called with the tensor {key}=..., and its replacement ({kinds}) has no call "
+                f"argument {key!r} to receive it; dropping it would change what the model computes. What would "
+                f"work: a replacement whose call() takes {key}= (or **kwargs), or a callable "
+                f"`lambda x, {key}=None, **kwargs: ...` that uses it. Received: {block.edit!r}"
+            )
+        if value is not None and key != "training":
+            left_out.append(f"{key}={_short(value)}")
+    if left_out:
+        state.notes.append(
+            f"{anchor.name!r} was called with {', '.join(left_out)}; its replacement takes no such argument, "
+            "so it was not passed on."
+        )
+    return given
+
+
+def _takes_keyword(piece, key: str) -> bool:
+    if isinstance(piece, keras.Model):
+        return key == "training"  # a model's call takes its inputs and training only
+    target = type(piece).call if isinstance(piece, keras.layers.Layer) else piece
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return key in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _piece_name(piece) -> str:
+    if isinstance(piece, keras.layers.Layer):
+        return f"{type(piece).__name__} {piece.name!r}"
+    return f"callable {getattr(piece, '__name__', type(piece).__name__)!r}"
+
+
+def _call_piece(piece, args, state: Pass, names: _NameBook, block: Block, anchor, prefix: str, kwargs=None):
+    kwargs = kwargs or {}
+    made_by = f"added by {type(block.edit).__name__.lower()} at {anchor.name!r}"
+    if isinstance(piece, keras.Model) and _graph.is_graph_model(piece):
+        sub = Pass()
+        copy = _rebuild(piece, Plan(), sub, prefix="", name=names.unique(piece.name))
+        for new_id, layer in sub.layers.items():
+            state.layers[new_id] = layer
+            has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
+            state.records[new_id] = Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
+                                            if has_weights else made_by)
+        state.copies.extend(sub.copies)
+        state.sources.update(sub.sources)
+        state.sources[id(copy)] = (piece, None)
+        state.record(copy, Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
+        return _call_new(copy, args, block, kwargs)
+    if isinstance(piece, keras.layers.Layer):
+        config = _graph.config_of(piece, f"The replacement {piece.name!r}")
+        config["name"] = names.unique(piece.name)
+        try:
+            layer = type(piece).from_config(config)
+        except Exception as error:
+            raise UnsupportedLayer(
+                f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
+                f"{first_line(error)}. Received: {block.edit!r}"
+            ) from None
+        state.sources[id(layer)] = (piece, None)  # the flags the user gave it, sub-layers included
+        out = _call_new(layer, args, block, kwargs)
+        if piece.weights:
+            state.pretrained.append((piece, layer, block.edit))
+            state.record(layer, Record(None, "new", f"{made_by}; brings its own weights"))
+        else:
+            state.record(layer, Record(None, "new", made_by))
+        return out
+    if callable(piece):
+        calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
+        failure = None
+        try:
+            out = piece(*args, **kwargs)
+        except SurgeryError:
+            raise
+        except Exception as error:
+            failure = error
+        finally:
+            # Undo any call the callable made to the user's layers, whatever happened (an error,
+            # KeyboardInterrupt): the user's model must end up as it was.
+            reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
+            for layer in reused:
+                _graph.forget_calls(layer, calls_before[id(layer)])
+        if reused:
+            raise InvalidEdit(
+                f"The callable {getattr(piece, '__name__', piece)!r} calls {reused[0].name!r}, a layer of the model "
+                "being edited. That would add calls to your model and share its weights; make new layers inside "
+                f"the callable instead (e.g. keras.layers.Dense(...)(x)). Received: {block.edit!r}"
+            )
+        if failure is not None:
+            raise IncompatibleShape(
+                f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
+                f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
+                f"{first_line(failure)} Received: {block.edit!r}"
+            )
+        _check_callable_output(piece, out, block)
+        return out
+    raise InvalidEdit(
+        "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
+        f"Received: {piece!r} of type {type(piece).__name__}"
+    )
+
+
+def _check_callable_output(piece, out, block) -> None:
+    """A callable replacement must hand back the tensor(s) it built, not None or a number."""
+    flat = keras.tree.flatten(out) if out is not None else []
+    if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
+        raise InvalidEdit(
+            f"The callable {getattr(piece, '__name__', piece)!r} returned {_short(out)} of type {type(out).__name__}; "
+            "a callable replacement must return the Keras tensor(s) it computes from its input, e.g. "
+            "lambda x: keras.layers.Dense(8)(x). Did it forget a return statement? "
+            f"Received: {block.edit!r}"
+        )
+
+
+def _call_new(layer, args, block, kwargs=None):
+    try:
+        return layer(*args, **(kwargs or {}))
+    except Exception as error:
+        got = _fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))
+        raise IncompatibleShape(
+            f"{type(layer).__name__} {layer.name!r} cannot take an input of shape {got}: {first_line(error)} "
+            f"Received: {block.edit!r}"
+        ) from None
+
+
+def _transfer_weights(state: Pass) -> None:
+    """Give every new layer its variables by its weight rule; record what each rule did."""
+    for old, new in state.copies:
+        rec = state.records[id(new)]
+        outcome = weights.carry(old, new)
+        outcome.assign()
+        if outcome.kind == "reinit":
+            rec.weights, rec.reason, rec.faithful = "reinit", outcome.reason, False
+        elif outcome.kind == "none":
+            rec.weights = "none"
+        elif outcome.reason:  # cast to another float dtype
+            rec.config_changed = "; ".join(s for s in (rec.config_changed, outcome.reason) if s)
+    for old, new, (k_in, k_out) in state.slices:
+        outcome = weights.slice_channels(old, new, k_in, k_out)
+        outcome.assign()
+        state.records[id(new)].reason = outcome.reason
+    for piece, new, edit in state.pretrained:
+        rec = state.records[id(new)]
+        outcome = weights.carry(piece, new)
+        outcome.assign()
+        if outcome.kind == "reinit":
+            rec.reason = f"{rec.reason.split(';')[0]}; its own weights did not fit ({outcome.reason}), so it starts fresh"
+        elif outcome.reason:
+            rec.reason = f"{rec.reason}; {outcome.reason}"

@@ -1,0 +1,109 @@
+"""Weight rules: how a new layer gets its variables from the layer it stands for.
+
+Each rule reads the old layer and the new (built, not yet initialised) layer and returns an
+:class:`Outcome`: the values to give the new variables, and in words what it did. The rebuild
+applies outcomes; the report derives statuses from them.
+
+- :func:`carry`: copy when shapes and dtypes fit, cast when only the float dtype differs
+  (said in the reason), re-initialise otherwise (the reason names each variable and shapes);
+- :func:`slice_channels`: the surviving slices of a pruned layer's variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+
+from . import _graph, _slicing
+from .errors import InvalidEdit
+
+
+@dataclass
+class Outcome:
+    """What a rule did: ``kind`` is copied, reinit, pruned or none; ``reason`` says it in words."""
+
+    kind: str
+    reason: str = ""
+    values: list = field(default_factory=list)  # (new variable, its starting value)
+
+    def assign(self) -> None:
+        """Give the new variables their values (drawn from their initialisers if none is given)."""
+        for variable, value in self.values:
+            _graph.set_initial_value(variable, value)
+
+
+def carry(old, new) -> Outcome:
+    """The default rule: copy what fits, cast float dtypes, re-initialise what does not fit."""
+    old_vars, new_vars = list(old.weights), list(new.weights)
+    if not old_vars and not new_vars:
+        return Outcome("none")
+    mismatch = _mismatches(old_vars, new_vars)
+    if mismatch:
+        return Outcome("reinit", mismatch)
+    casts = _dtype_casts(old, old_vars, new_vars)
+    return Outcome("copied", casts, [(nv, _copy_value(ov, nv.dtype)) for ov, nv in zip(old_vars, new_vars)])
+
+
+def slice_channels(old, new, k_in, k_out) -> Outcome:
+    """Pruning's rule: the surviving input / output channels of each variable, with the shapes."""
+    values, reason = _slicing.sliced_values(old, k_in, k_out)
+    covered = {id(getattr(new, attr)) for attr in values}
+    missed = [v.path for v in new.weights if id(v) not in covered]
+    if missed:  # the channel analysis refuses such layers; never leave a variable random
+        raise AssertionError(f"{old.name}: no slicing rule for {missed}")
+    pairs = []
+    for attr, value in values.items():
+        variable = getattr(new, attr)
+        if tuple(value.shape) != tuple(variable.shape):  # a bug in the analysis, never the user's fault
+            raise AssertionError(f"{old.name}.{attr}: sliced {tuple(value.shape)}, the new layer has "
+                                 f"{tuple(variable.shape)}")
+        pairs.append((variable, keras.ops.cast(value, variable.dtype)))
+    return Outcome("pruned", reason, pairs)
+
+
+def _mismatches(old_vars, new_vars) -> str:
+    if len(old_vars) != len(new_vars):
+        before = ", ".join(f"{_var_name(v)} {tuple(v.shape)}" for v in old_vars) or "none"
+        after = ", ".join(f"{_var_name(v)} {tuple(v.shape)}" for v in new_vars) or "none"
+        return f"variables changed: [{before}] -> [{after}]"
+    parts = [
+        f"{_var_name(ov)} {tuple(ov.shape)} -> {tuple(nv.shape)}"
+        for ov, nv in zip(old_vars, new_vars)
+        if tuple(ov.shape) != tuple(nv.shape)
+    ]
+    return ", ".join(parts)
+
+
+def _var_name(variable) -> str:
+    return variable.name.split("/")[-1]
+
+
+def _copy_value(variable, dtype=None):
+    # A copy on the backend's own device: the new model must share no storage with the user's
+    # model (torch would otherwise wrap the same buffer); cheaper than a round trip through numpy.
+    if dtype is not None and keras.backend.standardize_dtype(dtype) != keras.backend.standardize_dtype(variable.dtype):
+        return keras.ops.cast(variable.value, dtype)  # a cast makes a new tensor already
+    return keras.ops.copy(variable.value)
+
+
+def _dtype_casts(layer, old_vars, new_vars) -> str:
+    """'kernel, bias cast float32 -> float16' for variables whose dtype changed, or ''.
+
+    A cast between float types keeps the trained values (rounded); anything else (float to
+    int, int to float) would not mean the same numbers, so it is refused.
+    """
+    changed: dict = {}
+    for ov, nv in zip(old_vars, new_vars):
+        was, now = keras.backend.standardize_dtype(ov.dtype), keras.backend.standardize_dtype(nv.dtype)
+        if was == now:
+            continue
+        if not (keras.backend.is_float_dtype(was) and keras.backend.is_float_dtype(now)):
+            raise InvalidEdit(
+                f"{type(layer).__name__} {layer.name!r}: its variable {_var_name(ov)!r} holds {was} values, which "
+                f"cannot be carried over into a {now} variable without changing what they mean. Float dtypes "
+                f"(float16, bfloat16, float32, float64) can be cast into one another. "
+                f"Received: a change of {_var_name(ov)!r} from {was} to {now}"
+            )
+        changed.setdefault((was, now), []).append(_var_name(ov))
+    return "; ".join(f"{', '.join(names)} cast {was} -> {now}" for (was, now), names in changed.items())
