@@ -64,14 +64,14 @@ def run_pass(model, plan: Plan) -> tuple:
     state = Pass(model)
     try:
         with _graph.deferred_variables():
-            new_model = _rebuild(model, plan, state, prefix="")
+            new_model = _GraphRebuild(model, plan, state, "").run()
             _transfer_weights(state)
     except (ValueError, TypeError) as error:
         if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
             raise
         # Some layer creates variables outside build(); rebuild the slow way.
         state = Pass(model)
-        new_model = _rebuild(model, plan, state, prefix="")
+        new_model = _GraphRebuild(model, plan, state, "").run()
         _transfer_weights(state)
     _apply_trainable(model, new_model, state)
     state.notes[:0] = plan.notes()
@@ -118,92 +118,291 @@ def _copy_flags(old, new) -> None:
             n.trainable = o.trainable
 
 
-def _rebuild(model, plan: Plan, state: Pass, prefix: str, name: str | None = None):
-    """A new functional model computing ``model`` with ``plan`` applied; fills ``state``."""
-    _graph.functional(model)  # clear error for an unbuilt nested model
-    names = _NameBook(_graph.layers_in_order(model))
-    tensor_dict: dict[int, Any] = {}
-    faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
-    new_inputs = []
-    for old_t, old_layer in zip(_graph.input_tensors(model), _graph.input_layers(model)):
+class _GraphRebuild:
+    """Rebuilding one graph (the model, a nested model, or a block a user brings in).
+
+    Holds what every step of the walk shares: the plan of this graph, the pass's records, the
+    new tensor standing for each old one, and which new tensors compute exactly what their old
+    ones did (``faithful``), which is what decides ``kept`` against ``kept_input_changed``.
+    """
+
+    def __init__(self, model, plan: Plan, state: Pass, prefix: str, name: str | None = None):
+        _graph.functional(model)  # clear error for an unbuilt nested model
+        self.model, self.plan, self.state, self.prefix = model, plan, state, prefix
+        self.name = name or model.name
+        self.names = _NameBook(_graph.layers_in_order(model))
+        self.tensors: dict[int, Any] = {}  # id(old tensor) -> new tensor
+        self.faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
+
+    def run(self):
+        """The new model: inputs, then every call in order, then the outputs."""
+        model, plan, state = self.model, self.plan, self.state
+        new_inputs = [self._input(old_t, old_layer)
+                      for old_t, old_layer in zip(_graph.input_tensors(model), _graph.input_layers(model))]
+        clones = state.clones  # one clone per original op in the whole pass: layers tied across graphs stay tied
+        called_here: set[int] = set()  # ids of the old ops called in this graph
+        op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
+        op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
+        for view in _graph.replay_order(model):
+            node, op = view.node, view.operation
+            if id(node) in plan.skip:
+                continue
+            node_plan = plan.nodes.get(id(node))
+            action = node_plan.action if node_plan else None
+            if isinstance(action, ReplaceSpan):
+                # The span's inner calls were skipped: feed what fed its first layer.
+                x = self.tensors[id(action.first_node.input_tensors[0])]
+                self._store(view, self.call_block(action.block, (x,), op), False, node_plan)
+                continue
+            inputs_faithful = all(self.faithful.get(id(self.tensors[id(t)])) == id(t) for t in view.input_tensors)
+            local = self.tensors
+            if node_plan and node_plan.before:
+                x = self.tensors[id(view.input_tensors[0])]
+                for block in node_plan.before:
+                    x = self.call_block(block, (x,), op)
+                local = dict(self.tensors)
+                local[id(view.input_tensors[0])] = x
+                inputs_faithful = False
+            args, kwargs = view.fill_in(local)
+            if action is None:
+                new_op = clones.get(id(op))
+                if new_op is None:
+                    new_op = clones[id(op)] = self._clone(op)
+                called_here.add(id(op))
+                unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
+                    _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty())
+                node_faithful = inputs_faithful and unchanged_op
+                outputs = self._call_op(new_op, args, kwargs, view, inputs_faithful, local)
+                op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
+                op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
+            elif isinstance(action, DeleteCall):
+                outputs = local[id(view.input_tensors[0])]
+                node_faithful = False
+            else:
+                outputs = self.call_block(action.block, args, op, kwargs)
+                node_faithful = False
+            self._store(view, outputs, node_faithful, node_plan)
+
+        for old_id in called_here:
+            new_op = clones[old_id]
+            rec = state.records[id(new_op)]
+            rec.faithful = rec.faithful and op_faithful.get(old_id, False)
+            if rec.inner and not op_inputs_faithful.get(old_id, False):
+                # A nested model fed changed inputs changes the inputs of every layer inside it.
+                for key in rec.inner:
+                    state.records[key].faithful = False
+        return self._model(new_inputs)
+
+    def _input(self, old_t, old_layer):
         new_t = keras.Input(batch_shape=old_t.shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
                             name=old_layer.name)
-        new_inputs.append(new_t)
         new_layer = _graph.producer(new_t)[0]
-        state.record(new_layer, Record(state.old_paths.get(id(old_layer), prefix + old_layer.name), "none"))
+        self.state.record(new_layer, Record(self.state.old_paths.get(id(old_layer), self.prefix + old_layer.name),
+                                            "none"))
+        self.faithful[id(new_t)] = id(old_t)
         out = new_t
-        faithful[id(new_t)] = id(old_t)
-        for block in plan.after_input.get(id(old_layer), []):
-            out = _call_block(block, (out,), state, names, old_layer, prefix)
-        tensor_dict[id(old_t)] = out
+        for block in self.plan.after_input.get(id(old_layer), []):
+            out = self.call_block(block, (out,), old_layer)
+        self.tensors[id(old_t)] = out
+        return new_t
 
-    clones = state.clones  # one clone per original op in the whole pass: layers tied across graphs stay tied
-    called_here: set[int] = set()  # ids of the old ops called in this graph
-    op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
-    op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
-    for view in _graph.replay_order(model):
-        node, op = view.node, view.operation
-        if id(node) in plan.skip:
-            continue
-        node_plan = plan.nodes.get(id(node))
-        action = node_plan.action if node_plan else None
-        if isinstance(action, ReplaceSpan):
-            # The span's inner calls were skipped: feed what fed its first layer.
-            x = tensor_dict[id(action.first_node.input_tensors[0])]
-            outputs = _call_block(action.block, (x,), state, names, op, prefix)
-            _store_outputs(view, outputs, tensor_dict, faithful, False, node_plan, state, names, prefix)
-            continue
-        inputs_faithful = all(faithful.get(id(tensor_dict[id(t)])) == id(t) for t in view.input_tensors)
-        local = tensor_dict
-        if node_plan and node_plan.before:
-            x = tensor_dict[id(view.input_tensors[0])]
-            for block in node_plan.before:
-                x = _call_block(block, (x,), state, names, op, prefix)
-            local = dict(tensor_dict)
-            local[id(view.input_tensors[0])] = x
-            inputs_faithful = False
-        args, kwargs = view.fill_in(local)
-        if action is None:
-            new_op = clones.get(id(op))
-            if new_op is None:
-                new_op = _clone_op(op, plan, state, prefix)
-                clones[id(op)] = new_op
-            called_here.add(id(op))
-            unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
-                _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty())
-            node_faithful = inputs_faithful and unchanged_op
-            outputs = _call_checked(new_op, args, kwargs, view, inputs_faithful, local, faithful)
-            op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
-            op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
-        elif isinstance(action, DeleteCall):
-            outputs = local[id(view.input_tensors[0])]
-            node_faithful = False
-        else:
-            outputs = _call_block(action.block, args, state, names, op, prefix, kwargs)
-            node_faithful = False
-        _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix)
+    def _model(self, new_inputs):
+        model = self.model
+        outputs = [self.tensors[id(t)] for t in _graph.output_tensors(model)]
+        try:
+            new_model = keras.Model(_graph.pack_inputs(model, new_inputs), _graph.pack_outputs(model, outputs),
+                                    name=self.name)
+            if isinstance(model, keras.Sequential):
+                new_model = _as_sequential(new_model, self.state) or new_model
+        except ValueError as error:
+            if "unique" in str(error):
+                raise NameClash(f"The edited model would have two layers with one name: {error}") from None
+            raise
+        return new_model
 
-    for old_id in called_here:
-        new_op = clones[old_id]
-        rec = state.records[id(new_op)]
-        rec.faithful = rec.faithful and op_faithful.get(old_id, False)
-        if rec.inner and not op_inputs_faithful.get(old_id, False):
-            # A nested model fed changed inputs changes the inputs of every layer inside it.
-            for key in rec.inner:
-                state.records[key].faithful = False
+    def _store(self, view, outputs, node_faithful: bool, node_plan):
+        """Map the old call's outputs to the new ones, then run any inserts placed after the call."""
+        flat = keras.tree.flatten(outputs)
+        if len(flat) != len(view.outputs):
+            edit = node_plan.action.edit if node_plan and node_plan.action else None
+            raise IncompatibleShape(
+                f"{view.name!r} had {len(view.outputs)} output(s) but its replacement gives {len(flat)}; its "
+                f"consumers need the same number. Received: {edit!r}"
+            )
+        for old_t, new_t in zip(view.outputs, flat):
+            if node_faithful:
+                self.faithful[id(new_t)] = id(old_t)
+            self.tensors[id(old_t)] = new_t
+        if node_plan and node_plan.after:
+            if len(flat) != 1:
+                raise InvalidEdit(
+                    f"Cannot insert after {view.name!r}: it has {len(flat)} outputs. Received: {node_plan.after[0].edit!r}"
+                )
+            y = flat[0]
+            for block in node_plan.after:
+                y = self.call_block(block, (y,), view.operation)
+            self.tensors[id(view.outputs[0])] = y
 
-    outputs = [tensor_dict[id(t)] for t in _graph.output_tensors(model)]
-    new_inputs_struct = _graph.pack_inputs(model, new_inputs)
-    new_outputs_struct = _graph.pack_outputs(model, outputs)
-    try:
-        new_model = keras.Model(new_inputs_struct, new_outputs_struct, name=name or model.name)
-        if isinstance(model, keras.Sequential):
-            new_model = _as_sequential(new_model, state) or new_model
-    except ValueError as error:
-        if "unique" in str(error):
-            raise NameClash(f"The edited model would have two layers with one name: {error}") from None
-        raise
-    return new_model
+    def _call_op(self, new_op, args, kwargs, view, inputs_faithful: bool, local: dict):
+        """Replay one call; a layer refusing its new input says which input changed and how."""
+        try:
+            return new_op(*args, **kwargs)
+        except SurgeryError:
+            raise
+        except Exception as error:
+            if inputs_faithful:
+                raise
+            changed = []
+            for old_t in view.input_tensors:
+                new_t = local[id(old_t)]
+                if self.faithful.get(id(new_t)) != id(old_t):
+                    changed.append((_graph.producer(old_t)[0].name, tuple(old_t.shape), tuple(new_t.shape)))
+            what = "; ".join(f"from {name!r} it took {was} and now receives {now}" for name, was, now in changed)
+            wants = " and ".join(str(was) for _, was, _ in changed)
+            raise IncompatibleShape(
+                f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: {what}. "
+                f"Keras says: {first_line(error)} What would work: an edit whose output keeps shape {wants}, "
+                f"or also replace {view.name!r}. Received: an edit upstream of {view.name!r}."
+            ) from None
+
+    def call_block(self, block: Block, args, anchor, kwargs=None):
+        """Call a replacement / inserted piece with the call the replaced layer received.
+
+        The positional arguments go to the first piece; each keyword argument (a mask, ``query=``,
+        ``training=``) to the first piece that takes it. Records every layer it adds as new.
+        """
+        spec = block.spec
+        pieces = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        if not pieces:
+            raise InvalidEdit(f"An empty list is not a replacement; use kerasnb.delete to remove a layer. Received: {block.edit!r}")
+        given = _share_keywords(pieces, kwargs or {}, block, anchor, self.state)
+        x = args
+        for piece, piece_kwargs in zip(pieces, given):
+            x = self._call_piece(piece, x, block, anchor, piece_kwargs)
+            x = (x,)
+        return x[0]
+
+    def _call_piece(self, piece, args, block: Block, anchor, kwargs=None):
+        state, names = self.state, self.names
+        kwargs = kwargs or {}
+        made_by = f"added by {type(block.edit).__name__.lower()} at {anchor.name!r}"
+        if isinstance(piece, keras.Model) and _graph.is_graph_model(piece):
+            sub = Pass()
+            copy = _GraphRebuild(piece, Plan(), sub, "", name=names.unique(piece.name)).run()
+            for new_id, layer in sub.layers.items():
+                state.layers[new_id] = layer
+                has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
+                state.records[new_id] = Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
+                                                if has_weights else made_by)
+            state.copies.extend(sub.copies)
+            state.sources.update(sub.sources)
+            state.sources[id(copy)] = (piece, None)
+            state.record(copy, Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
+            return _call_new(copy, args, block, kwargs)
+        if isinstance(piece, keras.layers.Layer):
+            config = _graph.config_of(piece, f"The replacement {piece.name!r}")
+            config["name"] = names.unique(piece.name)
+            try:
+                layer = type(piece).from_config(config)
+            except Exception as error:
+                raise UnsupportedLayer(
+                    f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
+                    f"{first_line(error)}. Received: {block.edit!r}"
+                ) from None
+            state.sources[id(layer)] = (piece, None)  # the flags the user gave it, sub-layers included
+            out = _call_new(layer, args, block, kwargs)
+            if piece.weights:
+                state.pretrained.append((piece, layer, block.edit))
+                state.record(layer, Record(None, "new", f"{made_by}; brings its own weights"))
+            else:
+                state.record(layer, Record(None, "new", made_by))
+            return out
+        if callable(piece):
+            calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
+            failure = None
+            try:
+                out = piece(*args, **kwargs)
+            except SurgeryError:
+                raise
+            except Exception as error:
+                failure = error
+            finally:
+                # Undo any call the callable made to the user's layers, whatever happened (an error,
+                # KeyboardInterrupt): the user's model must end up as it was.
+                reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
+                for layer in reused:
+                    _graph.forget_calls(layer, calls_before[id(layer)])
+            if reused:
+                raise InvalidEdit(
+                    f"The callable {getattr(piece, '__name__', piece)!r} calls {reused[0].name!r}, a layer of the model "
+                    "being edited. That would add calls to your model and share its weights; make new layers inside "
+                    f"the callable instead (e.g. keras.layers.Dense(...)(x)). Received: {block.edit!r}"
+                )
+            if failure is not None:
+                raise IncompatibleShape(
+                    f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
+                    f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
+                    f"{first_line(failure)} Received: {block.edit!r}"
+                )
+            _check_callable_output(piece, out, block)
+            return out
+        raise InvalidEdit(
+            "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
+            f"Received: {piece!r} of type {type(piece).__name__}"
+        )
+
+    def _clone(self, op):
+        """A fresh copy of an existing operation: same config (plus changes), new variables."""
+        plan, state = self.plan, self.state
+        path = self.prefix + op.name
+        if _graph.is_graph_model(op):
+            sub_plan = plan.nested.get(id(op), Plan())
+            before = set(state.records)
+            new_op = _GraphRebuild(op, sub_plan, state, path + "/").run()
+            inner = tuple(k for k in state.records if k not in before)
+            # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
+            state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+            state.record(new_op, Record(state.old_paths.get(id(op), path), "none", inner=inner))
+            return new_op
+        if not isinstance(op, keras.layers.Layer):
+            # A raw keras.ops call in the graph: stateless, so a copy from its config is exact. Never
+            # the user's own op object: calling it would add a call to their model.
+            try:
+                new_op = type(op).from_config(op.get_config())
+            except Exception:
+                new_op = _graph.fresh_copy(op)
+            state.record(new_op, Record(path, "none"))
+            return new_op
+        config = _graph.config_of(op, f"Layer {path!r}")
+        changes = plan.changes_for(op)
+        config.update(changes)
+        if "trainable" in config and id(op) in plan.trainable:
+            config["trainable"] = plan.trainable[id(op)]
+        try:
+            new_op = type(op).from_config(config)
+        except Exception as error:
+            if changes:
+                raise InvalidEdit(
+                    f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {first_line(error)} "
+                    f"Received: changes={changes!r}"
+                ) from None
+            raise UnsupportedLayer(
+                f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
+                f"({first_line(error)}). Custom layers need get_config() and registration with "
+                f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
+                f"blocks edits anywhere in it. Received: layer={op.name!r}"
+            ) from None
+        state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+        kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
+        if kept is not None:
+            # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
+            state.record(new_op, Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
+            state.slices.append((op, new_op, kept))
+            return new_op
+        described = _describe_changes(op, changes)
+        state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
+        state.copies.append((op, new_op))
+        return new_op
 
 
 def _as_sequential(functional, state: Pass):
@@ -236,52 +435,6 @@ def _as_sequential(functional, state: Pass):
     return keras.Sequential([start] + layers, name=functional.name)
 
 
-def _store_outputs(view, outputs, tensor_dict, faithful, node_faithful, node_plan, state, names, prefix):
-    """Map the old call's outputs to the new ones, then run any inserts placed after the call."""
-    flat = keras.tree.flatten(outputs)
-    if len(flat) != len(view.outputs):
-        edit = node_plan.action.edit if node_plan and node_plan.action else None
-        raise IncompatibleShape(
-            f"{view.name!r} had {len(view.outputs)} output(s) but its replacement gives {len(flat)}; its consumers "
-            f"need the same number. Received: {edit!r}"
-        )
-    for old_t, new_t in zip(view.outputs, flat):
-        if node_faithful:
-            faithful[id(new_t)] = id(old_t)
-        tensor_dict[id(old_t)] = new_t
-    if node_plan and node_plan.after:
-        if len(flat) != 1:
-            raise InvalidEdit(
-                f"Cannot insert after {view.name!r}: it has {len(flat)} outputs. Received: {node_plan.after[0].edit!r}"
-            )
-        y = flat[0]
-        for block in node_plan.after:
-            y = _call_block(block, (y,), state, names, view.operation, prefix)
-        tensor_dict[id(view.outputs[0])] = y
-
-
-def _call_checked(new_op, args, kwargs, view, inputs_faithful, tensor_dict, faithful):
-    try:
-        return new_op(*args, **kwargs)
-    except SurgeryError:
-        raise
-    except Exception as error:  # a layer refusing its new input: say which and why
-        if inputs_faithful:
-            raise
-        changed = []
-        for old_t in view.input_tensors:
-            new_t = tensor_dict[id(old_t)]
-            if faithful.get(id(new_t)) != id(old_t):
-                changed.append((_graph.producer(old_t)[0].name, tuple(old_t.shape), tuple(new_t.shape)))
-        what = "; ".join(f"from {name!r} it took {was} and now receives {now}" for name, was, now in changed)
-        wants = " and ".join(str(was) for _, was, _ in changed)
-        raise IncompatibleShape(
-            f"After the edit, {view.name!r} ({type(view.operation).__name__}) cannot take its new input: {what}. "
-            f"Keras says: {first_line(error)} What would work: an edit whose output keeps shape {wants}, "
-            f"or also replace {view.name!r}. Received: an edit upstream of {view.name!r}."
-        ) from None
-
-
 def _fmt_shapes(shapes) -> str:
     return ", ".join(str(s) for s in shapes)
 
@@ -301,59 +454,6 @@ class _NameBook:
             i += 1
         self.used.add(f"{base}_{i}")
         return f"{base}_{i}"
-
-
-def _clone_op(op, plan: Plan, state: Pass, prefix: str):
-    """A fresh copy of an existing operation: same config (plus changes), new variables."""
-    path = prefix + op.name
-    if _graph.is_graph_model(op):
-        sub_plan = plan.nested.get(id(op), Plan())
-        before = set(state.records)
-        new_op = _rebuild(op, sub_plan, state, prefix=path + "/")
-        inner = tuple(k for k in state.records if k not in before)
-        # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
-        state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
-        state.record(new_op, Record(state.old_paths.get(id(op), path), "none", inner=inner))
-        return new_op
-    if not isinstance(op, keras.layers.Layer):
-        # A raw keras.ops call in the graph: stateless, so a copy from its config is exact. Never
-        # the user's own op object: calling it would add a call to their model.
-        try:
-            new_op = type(op).from_config(op.get_config())
-        except Exception:
-            new_op = _graph.fresh_copy(op)
-        state.record(new_op, Record(path, "none"))
-        return new_op
-    config = _graph.config_of(op, f"Layer {path!r}")
-    changes = plan.changes_for(op)
-    config.update(changes)
-    if "trainable" in config and id(op) in plan.trainable:
-        config["trainable"] = plan.trainable[id(op)]
-    try:
-        new_op = type(op).from_config(config)
-    except Exception as error:
-        if changes:
-            raise InvalidEdit(
-                f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {first_line(error)} "
-                f"Received: changes={changes!r}"
-            ) from None
-        raise UnsupportedLayer(
-            f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
-            f"({first_line(error)}). Custom layers need get_config() and registration with "
-            f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
-            f"blocks edits anywhere in it. Received: layer={op.name!r}"
-        ) from None
-    state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
-    kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
-    if kept is not None:
-        # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
-        state.record(new_op, Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
-        state.slices.append((op, new_op, kept))
-        return new_op
-    described = _describe_changes(op, changes)
-    state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
-    state.copies.append((op, new_op))
-    return new_op
 
 
 def _computation_changes(op, changes) -> dict:
@@ -378,24 +478,6 @@ def _short(value) -> str:
         value = value.get("config", {}).get("name", value)  # a dtype policy reads as its name
     text = repr(value)
     return text if len(text) < 40 else text[:37] + "..."
-
-
-def _call_block(block: Block, args, state: Pass, names: _NameBook, anchor, prefix: str, kwargs=None):
-    """Call a replacement / inserted piece with the call the replaced layer received.
-
-    The positional arguments go to the first piece; each keyword argument (a mask, ``query=``,
-    ``training=``) to the first piece that takes it. Records every layer it adds as new.
-    """
-    spec = block.spec
-    pieces = list(spec) if isinstance(spec, (list, tuple)) else [spec]
-    if not pieces:
-        raise InvalidEdit(f"An empty list is not a replacement; use kerasnb.delete to remove a layer. Received: {block.edit!r}")
-    given = _share_keywords(pieces, kwargs or {}, block, anchor, state)
-    x = args
-    for piece, piece_kwargs in zip(pieces, given):
-        x = _call_piece(piece, x, state, names, block, anchor, prefix, piece_kwargs)
-        x = (x,)
-    return x[0]
 
 
 def _share_keywords(pieces, kwargs: dict, block: Block, anchor, state: Pass) -> list[dict]:
@@ -445,75 +527,6 @@ def _piece_name(piece) -> str:
     if isinstance(piece, keras.layers.Layer):
         return f"{type(piece).__name__} {piece.name!r}"
     return f"callable {getattr(piece, '__name__', type(piece).__name__)!r}"
-
-
-def _call_piece(piece, args, state: Pass, names: _NameBook, block: Block, anchor, prefix: str, kwargs=None):
-    kwargs = kwargs or {}
-    made_by = f"added by {type(block.edit).__name__.lower()} at {anchor.name!r}"
-    if isinstance(piece, keras.Model) and _graph.is_graph_model(piece):
-        sub = Pass()
-        copy = _rebuild(piece, Plan(), sub, prefix="", name=names.unique(piece.name))
-        for new_id, layer in sub.layers.items():
-            state.layers[new_id] = layer
-            has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
-            state.records[new_id] = Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
-                                            if has_weights else made_by)
-        state.copies.extend(sub.copies)
-        state.sources.update(sub.sources)
-        state.sources[id(copy)] = (piece, None)
-        state.record(copy, Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
-        return _call_new(copy, args, block, kwargs)
-    if isinstance(piece, keras.layers.Layer):
-        config = _graph.config_of(piece, f"The replacement {piece.name!r}")
-        config["name"] = names.unique(piece.name)
-        try:
-            layer = type(piece).from_config(config)
-        except Exception as error:
-            raise UnsupportedLayer(
-                f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
-                f"{first_line(error)}. Received: {block.edit!r}"
-            ) from None
-        state.sources[id(layer)] = (piece, None)  # the flags the user gave it, sub-layers included
-        out = _call_new(layer, args, block, kwargs)
-        if piece.weights:
-            state.pretrained.append((piece, layer, block.edit))
-            state.record(layer, Record(None, "new", f"{made_by}; brings its own weights"))
-        else:
-            state.record(layer, Record(None, "new", made_by))
-        return out
-    if callable(piece):
-        calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
-        failure = None
-        try:
-            out = piece(*args, **kwargs)
-        except SurgeryError:
-            raise
-        except Exception as error:
-            failure = error
-        finally:
-            # Undo any call the callable made to the user's layers, whatever happened (an error,
-            # KeyboardInterrupt): the user's model must end up as it was.
-            reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
-            for layer in reused:
-                _graph.forget_calls(layer, calls_before[id(layer)])
-        if reused:
-            raise InvalidEdit(
-                f"The callable {getattr(piece, '__name__', piece)!r} calls {reused[0].name!r}, a layer of the model "
-                "being edited. That would add calls to your model and share its weights; make new layers inside "
-                f"the callable instead (e.g. keras.layers.Dense(...)(x)). Received: {block.edit!r}"
-            )
-        if failure is not None:
-            raise IncompatibleShape(
-                f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
-                f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
-                f"{first_line(failure)} Received: {block.edit!r}"
-            )
-        _check_callable_output(piece, out, block)
-        return out
-    raise InvalidEdit(
-        "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
-        f"Received: {piece!r} of type {type(piece).__name__}"
-    )
 
 
 def _check_callable_output(piece, out, block) -> None:
