@@ -385,12 +385,33 @@ def deferred_variables():
         global_state.set_global_attribute(key, found)
 
 
+@contextlib.contextmanager
+def outside_deferral():
+    """Suspend :func:`deferred_variables` for one layer that makes variables outside build().
+
+    Such a layer refuses to be called inside the deferral; called outside it, its variables are
+    made (and drawn) at once, and :func:`set_initial_value` assigns their values afterwards. The
+    rest of the rebuild stays deferred.
+    """
+    from keras.src.backend.common import global_state
+
+    scope = global_state.get_global_attribute("stateless_scope")
+    global_state.set_global_attribute("stateless_scope", None)
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("stateless_scope", scope)
+
+
 def set_initial_value(variable, value) -> None:
     """Give a variable created inside :func:`deferred_variables` its starting value."""
     if getattr(variable, "_value", None) is None and getattr(variable, "_initializer", None) is not None:
         variable._initializer = lambda shape, dtype=None: value
     else:
-        variable.assign(value)
+        # Made already (outside the deferral): inside a stateless scope an assign would only be
+        # recorded in the scope, and lost.
+        with outside_deferral():
+            variable.assign(value)
 
 
 def is_deferred_variable_error(error: Exception) -> bool:

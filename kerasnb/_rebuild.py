@@ -246,7 +246,7 @@ class _GraphRebuild:
     def _call_op(self, new_op, args, kwargs, view, inputs_faithful: bool, local: dict):
         """Replay one call; a layer refusing its new input says which input changed and how."""
         try:
-            return new_op(*args, **kwargs)
+            return _call_deferring(new_op, args, kwargs)
         except SurgeryError:
             raise
         except Exception as error:
@@ -303,7 +303,7 @@ class _GraphRebuild:
             config = _graph.config_of(piece, f"The replacement {piece.name!r}")
             config["name"] = names.unique(piece.name)
             try:
-                layer = type(piece).from_config(config)
+                layer = _from_config(type(piece), config)
             except Exception as error:
                 raise UnsupportedLayer(
                     f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
@@ -379,7 +379,7 @@ class _GraphRebuild:
         if "trainable" in config and id(op) in plan.trainable:
             config["trainable"] = plan.trainable[id(op)]
         try:
-            new_op = type(op).from_config(config)
+            new_op = _from_config(type(op), config)
         except Exception as error:
             if changes:
                 raise InvalidEdit(
@@ -541,9 +541,31 @@ def _check_callable_output(piece, out, block) -> None:
         )
 
 
+def _from_config(cls, config):
+    """A new layer from its config; one that makes variables in __init__ is made outside the deferral."""
+    try:
+        return cls.from_config(config)
+    except (ValueError, TypeError) as error:
+        if not _graph.is_deferred_variable_error(error):
+            raise
+    with _graph.outside_deferral():
+        return cls.from_config(config)
+
+
+def _call_deferring(layer, args, kwargs):
+    """Call a new layer; one that makes variables outside build() is called outside the deferral."""
+    try:
+        return layer(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        if not _graph.is_deferred_variable_error(error):
+            raise
+    with _graph.outside_deferral():
+        return layer(*args, **kwargs)
+
+
 def _call_new(layer, args, block, kwargs=None):
     try:
-        return layer(*args, **(kwargs or {}))
+        return _call_deferring(layer, args, kwargs or {})
     except Exception as error:
         got = _fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))
         raise IncompatibleShape(

@@ -208,3 +208,42 @@ class TestFidelity:
         kerasnb.apply(model, [])
         kerasnb.replace(model, ops[-1].name, L.Activation("tanh"))
         assert [len(op._inbound_nodes) for op in ops] == calls
+
+
+@keras.saving.register_keras_serializable(package="kerasnb_calls")
+class MadeInInit(L.Layer):
+    """A layer that makes its variable in __init__ from a concrete value (not an initializer)."""
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.scale = keras.Variable(np.ones((units,), "float32"), name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class TestVariablesMadeOutsideBuild:
+    def model(self):
+        inputs = keras.Input((4,), name="x")
+        scaled = MadeInInit(name="scaled")(L.Dense(4, name="d0")(inputs))
+        model = keras.Model(inputs, L.Dense(2, name="d1")(scaled))
+        model.get_layer("scaled").scale.assign(np.arange(4, dtype="float32"))
+        return model
+
+    def test_round_trip_keeps_their_values(self):
+        model = self.model()
+        x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+        result = kerasnb.apply(model, [])
+        assert result.report.status("scaled") == "kept"
+        np.testing.assert_array_equal(to_numpy(result.model.get_layer("scaled").scale), np.arange(4))
+        np.testing.assert_array_equal(to_numpy(result.model(x)), to_numpy(model(x)))
+
+    def test_an_edit_elsewhere(self):
+        model = self.model()
+        result = kerasnb.configure(model, "d1", units=3)
+        assert result.report.status("scaled") == "kept"
+        np.testing.assert_array_equal(to_numpy(result.model.get_layer("scaled").scale), np.arange(4))
