@@ -46,6 +46,7 @@ _LAZY = {
     "show_editor": ("editor", "show_editor"),
     "Editor": ("editor", "Editor"),
     "catalog": ("catalog", None),
+    "fitting": ("fitting", None),
     "register_replacement": ("catalog", "register_replacement"),
     "prune": ("pruning", "prune"),
     "channel_groups": ("pruning", "channel_groups"),

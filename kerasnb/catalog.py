@@ -17,12 +17,13 @@ the default), ``Choices(options, from_layer=fn)`` (choices whose default is read
 being replaced, e.g. its activation), or a function ``layer -> value`` computed for the row being
 edited. ``limits={"rate": Range(0, 1, high_open=True)}`` states the valid range of a number.
 
-Values are checked before anything is built: an unknown type, an unknown parameter, a value of
-the wrong kind or out of its range raises a :class:`kerasnb.SurgeryError` that names what was
-received and what would work (:class:`UnknownType`, :class:`InvalidParameter`).
+Every error this module raises is a :class:`kerasnb.SurgeryError` that names what was received
+and what would work: :class:`UnknownType` (no such label), :class:`InvalidParameter` (a value of
+the wrong kind or out of its range, checked before anything is built) and
+:class:`InvalidRegistration` (a bad ``register_replacement`` call).
 
-:func:`fits` is the dry run the editor uses to decide which types a row may offer: it works out the
-replacement's output shape from the row's input shape, without making any weights.
+This module is the registry only. Whether a type fits where a layer is (the dry run the editor
+uses to decide what a row offers) is :mod:`kerasnb.fitting`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from . import _graph, errors
 
 KEEP = "Keep"
 REMOVE = "Remove (identity)"
+KINDS = ("replace", "remove")  # what a registered entry does ("keep" is Keep's alone)
 
 
 class UnknownType(errors.SurgeryError, KeyError):
@@ -52,6 +54,10 @@ class InvalidParameter(errors.InvalidEdit):
     """A parameter of a replacement type is unknown, of the wrong kind or out of its range."""
 
 
+class InvalidRegistration(errors.SurgeryError):
+    """A replacement type cannot be registered as asked (no label, a reserved one, bad params...)."""
+
+
 class Choices(tuple):
     """A parameter's allowed values (a dropdown); ``from_layer(layer)`` may give the default.
 
@@ -61,7 +67,16 @@ class Choices(tuple):
     """
 
     def __new__(cls, options, from_layer: Callable | None = None):
+        if isinstance(options, (str, bytes)) or not hasattr(options, "__iter__"):
+            raise InvalidRegistration(f"Choices takes the allowed values as a list or tuple, e.g. "
+                                      f"Choices(('relu', 'tanh')). Received: options={options!r}")
         made = super().__new__(cls, options)
+        if not made:
+            raise InvalidRegistration(f"Choices needs at least one value; the first is the default. "
+                                      f"Received: options={options!r}")
+        if from_layer is not None and not callable(from_layer):
+            raise InvalidRegistration(f"from_layer is a function layer -> value (or None), e.g. "
+                                      f"layer_option('activation'). Received: from_layer={from_layer!r}")
         made.from_layer = from_layer
         return made
 
@@ -74,6 +89,17 @@ class Range:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+
+    def __post_init__(self):
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or math.isnan(value)):
+                raise InvalidRegistration(f"Range's {name} is a number or None (no bound). "
+                                          f"Received: {name}={value!r}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise InvalidRegistration(f"Range's low must not exceed its high, e.g. Range(0, 1). "
+                                      f"Received: low={self.low!r}, high={self.high!r}")
 
     def __contains__(self, value) -> bool:
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
@@ -108,20 +134,28 @@ class Entry:
         ``replacing`` says ``layer`` is the layer this type stands in for, so choices that follow
         the replaced layer (:class:`Choices` with ``from_layer``) take its value; for an insert,
         ``layer`` is the layer before the new one and those choices start from their first value.
+        A default that cannot be worked out for ``layer`` raises :class:`InvalidParameter`.
         """
-        out = {}
-        for name, default in self.params.items():
-            if isinstance(default, (tuple, list)):
-                value = default[0]
-                read = getattr(default, "from_layer", None)
+        return {name: self.default(name, layer, replacing=replacing) for name in self.params}
+
+    def default(self, name: str, layer=None, *, replacing: bool = True):
+        """The starting value of parameter ``name`` for ``layer`` (see :meth:`defaults`)."""
+        spec = self.params[name]
+        try:
+            if isinstance(spec, (tuple, list)):
+                value = spec[0]
+                read = getattr(spec, "from_layer", None)
                 if read is not None and replacing and layer is not None:
                     found = read(layer)
                     value = value if found is None else found
-                default = value
-            elif callable(default):
-                default = default(layer)
-            out[name] = default
-        return out
+                return value
+            return spec(layer) if callable(spec) else spec
+        except Exception as error:  # the registered default's own code failed for this layer
+            where = f"layer {layer.name!r}" if hasattr(layer, "name") else f"layer={layer!r}"
+            raise InvalidParameter(
+                f"{self.label!r} could not work out the default of {name!r} for {where}: "
+                f"{errors.first_line(error, limit=200)}. Give {name}= yourself ({self.accepts()})."
+            ) from error
 
     def choices(self, name: str):
         """The allowed values of a parameter given as a tuple of choices, else None."""
@@ -144,6 +178,9 @@ class Entry:
     def check_params(self, params: dict, layer=None, *, replacing: bool = True) -> dict:
         """All parameter values (defaults filled in) once ``params`` pass the checks, else
         :class:`InvalidParameter` naming the parameter, what was received and what is valid."""
+        if params is not None and not isinstance(params, dict):
+            raise InvalidParameter(f"{self.label!r} takes its parameters as a dict of name -> value "
+                                   f"({self.accepts()}). Received: params={params!r}")
         params = dict(params or {})
         unknown = set(params) - set(self.params)
         if unknown:
@@ -151,12 +188,20 @@ class Entry:
                 f"{self.label!r} has no parameter {', '.join(sorted(map(str, unknown)))}; "
                 f"it takes {', '.join(self.params) or 'none'}. Received: {params!r}"
             )
-        defaults = self.defaults(layer, replacing=replacing)
-        for name, value in params.items():
-            problem = self._problem(name, value, defaults[name])
+        values = {}
+        for name in self.params:
+            if name not in params:
+                values[name] = self.default(name, layer, replacing=replacing)
+                continue
+            try:
+                default = self.default(name, layer, replacing=replacing)
+            except InvalidParameter:  # given by the user: its own default is not needed
+                default = None
+            problem = self._problem(name, params[name], default)
             if problem:
-                raise InvalidParameter(f"{self.label}'s {name} must be {problem}. Received: {name}={value!r}")
-        return {**defaults, **params}
+                raise InvalidParameter(f"{self.label}'s {name} must be {problem}. Received: {name}={params[name]!r}")
+            values[name] = params[name]
+        return values
 
     def _problem(self, name: str, value, default) -> str:
         spec = self.params[name]
@@ -174,7 +219,7 @@ class Entry:
         if kind == "text" and not isinstance(value, str):
             return kind
         limit = self.limits.get(name)
-        if limit is not None and isinstance(value, numbers.Real) and value not in limit:
+        if limit is not None and isinstance(value, numbers.Real) and not isinstance(value, bool) and value not in limit:
             return _with_limit(kind, limit, name)
         return ""
 
@@ -192,7 +237,7 @@ class Entry:
         except Exception as error:
             args = ", ".join(f"{k}={v!r}" for k, v in values.items())
             raise InvalidParameter(
-                f"{self.label}({args}) cannot be built for input {input_shape}: {first_line(error)}. "
+                f"{self.label}({args}) cannot be built for input {input_shape}: {errors.first_line(error, limit=200)}. "
                 f"Its parameters take: {self.accepts()}. Received: {params!r}"
             ) from error
 
@@ -221,23 +266,53 @@ def register_replacement(label: str, *, params: dict | None = None, insertable: 
                          output: Callable | None = None, kind: str = "replace", limits: dict | None = None):
     """Decorator adding ``fn(layer, input_shape, **params)`` to the editor's dropdowns as ``label``.
 
-    ``limits`` maps a parameter name to the :class:`Range` of its valid values.
+    ``params`` maps each parameter name to its default (see the module's notes); ``limits`` maps
+    a parameter name to the :class:`Range` of its valid values; ``check(layer, input_shape)``
+    returns why the type cannot stand somewhere ("" when it can); ``output(input_shape)`` gives
+    the output shape so a big block is not built to be checked; ``note(input_shape, **params)``
+    is a remark the editor shows with the result. A bad call raises :class:`InvalidRegistration`.
 
     Registering a label again replaces the earlier entry (handy while iterating in a notebook).
     """
     if not isinstance(label, str) or not label.strip():
-        raise ValueError(f"A replacement needs a non-empty text label. Received: label={label!r}")
+        raise InvalidRegistration(f"A replacement needs a non-empty text label, e.g. 'Dropout 0.5'. "
+                                  f"Received: label={label!r}")
     if label == KEEP:
-        raise ValueError(f"{KEEP!r} is reserved for leaving the layer as it is. Received: label={label!r}")
+        raise InvalidRegistration(f"{KEEP!r} is reserved for leaving the layer as it is; pick another label. "
+                                  f"Received: label={label!r}")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidRegistration(f"params maps each parameter name to its default, e.g. {{'rate': 0.2}}. "
+                                  f"Received: params={params!r}")
+    odd = [name for name in params or {} if not isinstance(name, str) or not name.isidentifier()]
+    if odd:
+        raise InvalidRegistration(f"Parameter names become keyword arguments, so each must be an identifier "
+                                  f"like 'rate'. Received: {', '.join(map(repr, odd))} in params for {label!r}")
+    empty = [name for name, spec in (params or {}).items() if isinstance(spec, (tuple, list)) and not spec]
+    if empty:
+        raise InvalidRegistration(f"A parameter given as choices needs at least one (the first is the default). "
+                                  f"Received: {', '.join(f'{n}=()' for n in empty)} in params for {label!r}")
+    if limits is not None and not isinstance(limits, dict):
+        raise InvalidRegistration(f"limits maps a parameter name to a Range, e.g. {{'rate': Range(0, 1)}}. "
+                                  f"Received: limits={limits!r}")
     unknown = set(limits or {}) - set(params or {})
     if unknown:
-        raise ValueError(f"limits name parameters {label!r} does not take: {', '.join(sorted(unknown))}. "
-                         f"Received: limits={limits!r}")
+        raise InvalidRegistration(f"limits name parameters {label!r} does not take: {', '.join(sorted(map(str, unknown)))}; "
+                                  f"it takes {', '.join(params or {}) or 'none'}. Received: limits={limits!r}")
+    not_ranges = {k: v for k, v in (limits or {}).items() if not isinstance(v, Range)}
+    if not_ranges:
+        raise InvalidRegistration(f"Each limit is a catalog.Range, e.g. Range(0, 1, high_open=True). "
+                                  f"Received: limits={not_ranges!r}")
+    if kind not in KINDS:
+        raise InvalidRegistration(f"kind is one of {', '.join(map(repr, KINDS))}. Received: kind={kind!r}")
+    for name, value in (("check", check), ("note", note), ("output", output)):
+        if value is not None and not callable(value):
+            raise InvalidRegistration(f"{name} is a function (or None). Received: {name}={value!r}")
 
     def decorate(fn):
         if not callable(fn):
-            raise TypeError(f"register_replacement decorates a function. Received: {fn!r}")
-        _REGISTRY[label] = Entry(label, fn, dict(params or {}), kind=kind, insertable=insertable,
+            raise InvalidRegistration(f"register_replacement decorates a function fn(layer, input_shape, **params). "
+                                      f"Received: {fn!r}")
+        _REGISTRY[label] = Entry(label, fn, dict(params or {}), kind=kind, insertable=bool(insertable),
                                  check=check, note=note, output=output, limits=dict(limits or {}))
         return fn
 
@@ -245,7 +320,7 @@ def register_replacement(label: str, *, params: dict | None = None, insertable: 
 
 
 def unregister(label: str) -> None:
-    """Remove a registered type (built-ins included)."""
+    """Remove a registered type (built-ins included); a label that is not there is ignored."""
     _REGISTRY.pop(label, None)
 
 
@@ -258,165 +333,10 @@ def get(label: str) -> Entry:
     """The entry called ``label``; :class:`UnknownType` (a SurgeryError and a KeyError) lists the known ones."""
     if isinstance(label, str) and label in _REGISTRY:
         return _REGISTRY[label]
-    from .errors import suggest
-
     raise UnknownType(
-        f"No replacement type {label!r}.{suggest(str(label), _REGISTRY)} "
+        f"No replacement type {label!r}.{errors.suggest(str(label), _REGISTRY)} "
         f"Known types: {', '.join(_REGISTRY)}. Received: label={label!r}"
     )
-
-
-# ----------------------------------------------------------------------------- dry run
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where a layer sits: what it receives and gives, and whether a shape change would break a merge."""
-
-    layer: Any
-    input_shape: tuple | None  # None when the layer takes several tensors
-    output_shape: tuple | None
-    feeds_merge: bool  # a consumer takes several tensors, so the output shape must stay the same
-    is_input: bool
-    consumers: tuple = ()  # layers that take this layer's output as their only input
-    merges: tuple = ()  # names of the layers that take this output together with others (Add, ...)
-
-
-def locate(model, target) -> Site:
-    """The :class:`Site` of ``target`` in ``model``.
-
-    ``target`` is anything :func:`kerasnb._targets.resolve` takes: a name, an ``"outer/inner"``
-    path, a layer object, or ``(name or path, call_index)``. A shared layer needs its call index,
-    as everywhere in kerasnb.
-    """
-    from . import _targets
-
-    found = _targets.resolve(model, target, what="a type")
-    if _graph.is_input_layer(found.layer):
-        layer = found.layer
-        shape = tuple(layer.batch_shape) if hasattr(layer, "batch_shape") else None
-        return Site(layer, None, shape, False, True)
-    call = found.single_call()
-    views = _graph.walk(found.scope)
-    inputs = call.input_tensors
-    in_shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
-    outs = call.outputs
-    out_shape = tuple(outs[0].shape) if len(outs) == 1 else None
-    out_ids = {id(t) for t in outs}
-    takers = [v for v in views if any(id(t) in out_ids for t in v.input_tensors)]
-    feeds_merge = any(len(v.input_tensors) > 1 for v in takers)
-    consumers = tuple(v.operation for v in takers if len(v.input_tensors) == 1)
-    merges = tuple(dict.fromkeys(v.name for v in takers if len(v.input_tensors) > 1))
-    return Site(call.operation, in_shape, out_shape, feeds_merge, False, consumers, merges)
-
-
-def fits(entry: Entry | str, model, target, site: Site | None = None, **params) -> tuple[bool, str]:
-    """``(True, "")`` if ``entry`` can stand where ``target`` is, else ``(False, reason)``.
-
-    Cheap on big models: only shapes around the one layer are computed (``compute_output_shape``
-    of the replacement and of the next layers); no weight is made and nothing is rebuilt.
-    """
-    entry = get(entry) if isinstance(entry, str) else entry
-    site = site or locate(model, target)
-    if entry.kind == "keep":
-        return True, ""
-    if site.is_input:
-        return False, "input layers stay; insert after them instead"
-    if site.input_shape is None:
-        return False, "the layer takes several tensors"
-    if entry.kind == "remove":
-        if site.feeds_merge and site.input_shape != site.output_shape:
-            return False, (f"removing it would change {site.output_shape} into {site.input_shape} before "
-                           f"{_merge_text(site)}")
-        return shape_reason(site, site.input_shape)
-    if entry.check is not None:  # entries too big to dry-run (backbones) say what they need
-        reason = entry.check(site.layer, site.input_shape)
-        if reason:
-            return False, reason
-    try:
-        out_shape = dry_run(entry, site.layer, site.input_shape, **params)
-    except Exception as error:  # any failure to build means "does not fit", with Keras's words
-        return False, first_line(error)
-    return shape_reason(site, out_shape)
-
-
-def shape_reason(site: Site, out_shape) -> tuple[bool, str]:
-    """Whether a replacement's output shape can flow on to the layer's consumers."""
-    if out_shape is None or site.output_shape is None or out_shape == site.output_shape:
-        return True, ""
-    if site.feeds_merge:
-        return False, f"gives {out_shape} but {_merge_text(site)} after it needs {site.output_shape}"
-    # A new shape is fine if every next layer, rebuilt fresh, still accepts it.
-    for consumer in site.consumers:
-        if _graph.is_graph_model(consumer):
-            continue
-        try:
-            output_shape_of(type(consumer).from_config(consumer.get_config()), out_shape)
-        except Exception as error:
-            return False, f"gives {out_shape}, which the next layer {consumer.name!r} cannot take ({first_line(error)})"
-    return True, ""
-
-
-def _merge_text(site: Site) -> str:
-    names = " and ".join(repr(n) for n in site.merges)
-    return f"the merge {names}" if names else "a merge"
-
-
-def dry_run(entry: Entry, layer, input_shape, *, replacing: bool = True, **params):
-    """Output shape of ``entry``'s replacement for ``input_shape``, found without making weights.
-
-    Raises what stops it: :class:`InvalidParameter` for bad values, else Keras's own error.
-    """
-    values = entry.check_params(params, layer, replacing=replacing)
-    if entry.output is not None:  # declared, so big blocks need not be built to be checked
-        return tuple(entry.output(input_shape))
-    replacement = entry.build(layer, input_shape, **values)
-    shape = tuple(input_shape)
-    for part in replacement if isinstance(replacement, (list, tuple)) else [replacement]:
-        shape = output_shape_of(part, shape)
-    return shape
-
-
-def output_shape_of(part, shape: tuple) -> tuple:
-    """What ``part`` (a layer, model or callable) gives for ``shape``; raises if it cannot take it.
-
-    Layers answer from ``compute_output_shape`` (no variables, so a 16M-weight Dense costs
-    nothing). Only parts that cannot say are called on a symbolic tensor.
-    """
-    if isinstance(part, keras.layers.Layer) and not isinstance(part, keras.Model):
-        problem = _input_spec_problem(part, shape)
-        if problem:
-            raise ValueError(problem)
-        try:
-            out = tuple(part.compute_output_shape(shape))
-        except NotImplementedError:
-            out = None
-        if out is not None:
-            if any(isinstance(d, int) and d <= 0 for d in out):
-                raise ValueError(f"{type(part).__name__} would give the empty shape {out} for {shape}")
-            return out
-    with keras.StatelessScope():
-        return tuple(part(keras.KerasTensor(shape)).shape)
-
-
-def _input_spec_problem(layer, shape: tuple) -> str:
-    """What a layer's declared ``input_spec`` says against ``shape`` ('' if nothing)."""
-    specs = layer.input_spec
-    spec = specs[0] if isinstance(specs, (list, tuple)) and specs else specs
-    if spec is None or isinstance(spec, (list, tuple)):
-        return ""
-    rank = len(shape)
-    if getattr(spec, "ndim", None) is not None and rank != spec.ndim:
-        return f"{type(layer).__name__} expects rank {spec.ndim}, got {shape}"
-    if getattr(spec, "min_ndim", None) is not None and rank < spec.min_ndim:
-        return f"{type(layer).__name__} expects rank >= {spec.min_ndim}, got {shape}"
-    if getattr(spec, "max_ndim", None) is not None and rank > spec.max_ndim:
-        return f"{type(layer).__name__} expects rank <= {spec.max_ndim}, got {shape}"
-    return ""
-
-
-def first_line(error: Exception) -> str:
-    return errors.first_line(error, limit=200)  # a reason in a dropdown's tooltip stays short
 
 
 # ----------------------------------------------------------------------------- built-ins
@@ -546,6 +466,9 @@ def keras_cache_dir() -> str:
 
 def cached_weights(backbone: str, input_shape) -> str | None:
     """Path of the backbone's no-top ImageNet file if it is already cached, else None."""
+    if backbone not in BACKBONE_FILES:
+        raise UnknownType(f"No backbone {backbone!r}.{errors.suggest(str(backbone), BACKBONE_FILES)} "
+                          f"Known backbones: {', '.join(BACKBONE_FILES)}. Received: backbone={backbone!r}")
     path = os.path.join(keras_cache_dir(), BACKBONE_FILES[backbone](input_shape))
     return path if os.path.isfile(path) else None
 

@@ -1,10 +1,12 @@
-"""The replacement catalog: built-in types, registration, the dry run, backbones without downloads."""
+"""The replacement catalog (built-in types, registration, backbones without downloads) and the dry run
+(:mod:`kerasnb.fitting`) that says where a type fits."""
 
 import keras
 import pytest
 
 import kerasnb
 import kerasnb.catalog as catalog
+import kerasnb.fitting as fitting
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ class TestEntries:
         assert catalog.entries()[-1] is entry
         made = entry.make(None, (None, 4), stddev=0.3)
         assert isinstance(made, keras.layers.GaussianNoise) and made.stddev == 0.3
-        assert catalog.fits(entry, make("seed_mlp"), "dense_1") == (True, "")
+        assert fitting.fits(entry, make("seed_mlp"), "dense_1") == (True, "")
 
     def test_catalog_errors_are_surgery_errors_that_say_what_would_work(self):
         """Unknown labels, unknown parameters and out-of-range values: SurgeryErrors, still Key/ValueErrors."""
@@ -102,18 +104,59 @@ class TestEntries:
             catalog.register_replacement("Keep")
 
 
+class TestCatalogErrors:
+    """Every error the registry raises is a SurgeryError naming what it got and what would work."""
+
+    @pytest.mark.parametrize("call, words", [
+        (lambda: catalog.register_replacement(""), ["non-empty text label", "label=''"]),
+        (lambda: catalog.register_replacement("Keep"), ["reserved", "label='Keep'"]),
+        (lambda: catalog.register_replacement("X", params=["rate"]), ["params maps", "params=['rate']"]),
+        (lambda: catalog.register_replacement("X", params={"a b": 1}), ["identifier", "'a b'"]),
+        (lambda: catalog.register_replacement("X", params={"rate": 0.1}, limits={"units": catalog.Range(1)}),
+         ["does not take: units", "it takes rate", "Received: limits="]),
+        (lambda: catalog.register_replacement("X", params={"rate": 0.1}, limits={"rate": (0, 1)}),
+         ["catalog.Range", "Received: limits="]),
+        (lambda: catalog.register_replacement("X", kind="keep"), ["'replace', 'remove'", "kind='keep'"]),
+        (lambda: catalog.register_replacement("X", params={"act": ()}), ["at least one", "act=()"]),
+        (lambda: catalog.register_replacement("X", check="no"), ["check is a function", "check='no'"]),
+        (lambda: catalog.register_replacement("X")("not a function"), ["decorates a function", "'not a function'"]),
+        (lambda: catalog.Range(2, 1), ["must not exceed", "low=2, high=1"]),
+        (lambda: catalog.Range("0"), ["a number or None", "low='0'"]),
+        (lambda: catalog.Choices("relu"), ["list or tuple", "options='relu'"]),
+        (lambda: catalog.Choices(()), ["at least one value", "options=()"]),
+        (lambda: catalog.Choices(("a",), from_layer="activation"), ["from_layer is a function", "from_layer="]),
+        (lambda: catalog.cached_weights("ResNet", (None, 64, 64, 3)), ["Known backbones: VGG16", "backbone='ResNet'"]),
+    ])
+    def test_bad_calls_are_refused_in_plain_words(self, call, words, clean_registry):
+        with pytest.raises(kerasnb.SurgeryError) as caught:
+            call()
+        for word in words:
+            assert word in str(caught.value), (word, str(caught.value))
+        assert "X" not in catalog._REGISTRY  # nothing half-registered
+
+    def test_a_default_that_cannot_be_worked_out_says_to_give_the_value(self, clean_registry):
+        @catalog.register_replacement("Scaled", params={"width": lambda layer: layer.units * 2})
+        def scaled(layer, input_shape, width):
+            return keras.layers.Dense(width)
+
+        entry = catalog.get("Scaled")
+        with pytest.raises(catalog.InvalidParameter, match="default of 'width' for layer 'flat'.*Give width="):
+            entry.defaults(keras.layers.Flatten(name="flat"))
+        assert entry.check_params({"width": 6}, keras.layers.Flatten()) == {"width": 6}  # given: no default needed
+
+
 class TestFits:
     def test_simple_types_fit_a_dense_layer(self, make):
         model = make("seed_mlp")
         for label in ("Remove (identity)", "Dropout", "Dense", "Conv1D block", "BatchNormalization", "Activation"):
-            assert catalog.fits(label, model, "dense_1") == (True, ""), label
+            assert fitting.fits(label, model, "dense_1") == (True, ""), label
 
     def test_backbones_need_images(self, make):
-        ok, reason = catalog.fits("VGG16 backbone (frozen)", make("seed_mlp"), "dense_1")
+        ok, reason = fitting.fits("VGG16 backbone (frozen)", make("seed_mlp"), "dense_1")
         assert not ok and "needs images" in reason and "(None, 64)" in reason
 
     def test_shape_change_before_a_merge_is_refused_with_the_shapes(self, make):
-        ok, reason = catalog.fits("Dense", make("residual"), "res_conv2", units=3)
+        ok, reason = fitting.fits("Dense", make("residual"), "res_conv2", units=3)
         assert not ok
         assert "(None, 8, 8, 3)" in reason and "merge 'res_add'" in reason
 
@@ -122,7 +165,7 @@ class TestFits:
         x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
         out = keras.layers.Conv2D(2, 3, name="c2")(x)
         model = keras.Model(inputs, out)
-        ok, reason = catalog.fits("Conv1D block", model, "c1")
+        ok, reason = fitting.fits("Conv1D block", model, "c1")
         assert not ok and "'c2'" in reason
 
     def test_dry_run_makes_no_weights(self, monkeypatch):
@@ -133,7 +176,7 @@ class TestFits:
         made, real = [], keras.layers.Layer.add_weight
         monkeypatch.setattr(keras.layers.Layer, "add_weight",
                             lambda self, *a, **k: made.append(self.name) or real(self, *a, **k))
-        assert catalog.fits("Conv1D block", model, "wide", filters=64)[0]
+        assert fitting.fits("Conv1D block", model, "wide", filters=64)[0]
         assert made == []
 
     def test_backbone_output_must_suit_the_next_layer(self):
@@ -141,11 +184,11 @@ class TestFits:
         inputs = keras.Input((40, 40, 3))
         x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
         out = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-        ok, reason = catalog.fits("VGG16 backbone (frozen)", keras.Model(inputs, out), "conv")
+        ok, reason = fitting.fits("VGG16 backbone (frozen)", keras.Model(inputs, out), "conv")
         assert not ok and "'gap'" in reason and "rank 4" in reason
 
     def test_input_layers_are_not_replaced(self, make):
-        ok, reason = catalog.fits("Dropout", make("seed_mlp"), "input_layer")
+        ok, reason = fitting.fits("Dropout", make("seed_mlp"), "input_layer")
         assert not ok and "input" in reason
 
 
@@ -155,17 +198,54 @@ class TestFits:
         conv = keras.layers.Conv1D(4, 3, name="conv")
         pooled = [keras.layers.GlobalAveragePooling1D(name=f"gap{i}")(conv(t)) for i, t in enumerate((long_in, short_in))]
         model = keras.Model([long_in, short_in], keras.layers.Concatenate(name="cat")(pooled))
-        assert catalog.locate(model, ("conv", 0)).input_shape == (None, 9, 3)
-        site = catalog.locate(model, ("conv", 1))
+        assert fitting.locate(model, ("conv", 0)).input_shape == (None, 9, 3)
+        site = fitting.locate(model, ("conv", 1))
         assert (site.input_shape, site.output_shape) == ((None, 5, 3), (None, 3, 4))
         with pytest.raises(kerasnb.AmbiguousTarget, match=r"\('conv', 0\), \('conv', 1\)"):
-            catalog.locate(model, "conv")  # as in the core: a shared layer needs its call index
-        assert catalog.fits("Dropout", model, ("conv", 1)) == (True, "")
-        ok, reason = catalog.fits("Conv1D block", model, ("conv", 1))  # flattens: the call's own next layer refuses
+            fitting.locate(model, "conv")  # as in the core: a shared layer needs its call index
+        assert fitting.fits("Dropout", model, ("conv", 1)) == (True, "")
+        ok, reason = fitting.fits("Conv1D block", model, ("conv", 1))  # flattens: the call's own next layer refuses
         assert not ok and "'gap1'" in reason
-        assert "'gap0'" in catalog.fits("Conv1D block", model, ("conv", 0))[1]
+        assert "'gap0'" in fitting.fits("Conv1D block", model, ("conv", 0))[1]
         with pytest.raises(kerasnb.LayerNotFound, match="call index 2 does not exist"):
-            catalog.locate(model, ("conv", 2))
+            fitting.locate(model, ("conv", 2))
+
+
+    def test_fitting_errors_are_surgery_errors_with_a_short_reason(self, make):
+        """What the dry run cannot take is DoesNotFit (an IncompatibleShape); its reason is the short form."""
+        model = make("seed_mlp")
+        with pytest.raises(fitting.DoesNotFit, match=r"kernel_size 9 is longer.*Received: input_shape=\(None, 4\)") as caught:
+            fitting.dry_run("Conv1D block", model.get_layer("dense"), (None, 4), kernel_size=9)
+        assert isinstance(caught.value, kerasnb.IncompatibleShape)
+        assert caught.value.reason == "kernel_size 9 is longer than the 4 steps it would slide over"
+        with pytest.raises(fitting.DoesNotFit, match="expects rank 4") as caught:
+            fitting.output_shape_of(keras.layers.GlobalAveragePooling2D(), (None, 8))
+        assert "Received: shape=(None, 8)" in str(caught.value)
+        with pytest.raises(catalog.InvalidParameter, match="rate=2"):
+            fitting.dry_run("Dropout", None, (None, 4), rate=2)
+        assert fitting.fits("Dropout", model, "dense_1", rate=2)[0] is False  # an answer, not an error
+        with pytest.raises(catalog.UnknownType, match="Known types"):
+            fitting.fits("Dropuot", model, "dense_1")
+        with pytest.raises(kerasnb.LayerNotFound, match="Did you mean 'dense_1'"):
+            fitting.locate(model, "dens_1")
+        with pytest.raises(kerasnb.InvalidEdit, match="Received: model=None"):
+            fitting.fits("Dropout", None, "dense_1")
+
+    def test_a_registered_type_that_fails_in_its_own_code_does_not_fit(self, make, clean_registry):
+        @catalog.register_replacement("Declared", output=lambda shape: 1 / 0)
+        def declared(layer, input_shape):
+            return keras.layers.Dropout(0.1)
+
+        ok, reason = fitting.fits("Declared", make("seed_mlp"), "dense_1")
+        assert not ok and "division by zero" in reason
+
+    def test_fits_after_is_the_insert_check(self, make):
+        model = make("residual")
+        site = fitting.locate(model, "res_conv2")
+        assert fitting.fits_after("BatchNormalization", site) == (True, "")
+        ok, reason = fitting.fits_after("Dense", site, units=3)
+        assert not ok and "merge 'res_add'" in reason
+        assert fitting.fits_after("Conv1D block", site) == (False, "'Conv1D block' cannot be inserted")
 
 
 class TestBuiltinsThroughTheCore:
@@ -183,7 +263,7 @@ class TestBuiltinsThroughTheCore:
         monkeypatch.setenv("KERAS_HOME", str(tmp_path))
         model = image_model()
         entry = catalog.get("VGG16 backbone (frozen)")
-        assert catalog.fits(entry, model, "pixels") == (True, "")
+        assert fitting.fits(entry, model, "pixels") == (True, "")
         result = kerasnb.replace(model, "pixels", entry.make(model.get_layer("pixels"), (None, 40, 40, 3)))
         backbone = result.model.get_layer("vgg16_random_init")
         assert backbone.trainable is False

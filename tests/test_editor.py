@@ -272,6 +272,33 @@ class TestRowActions:
         assert editor.type_picker.disabled and editor.delete_button.disabled
         assert not editor.insert_button.disabled  # but something can go after it
 
+    def test_the_controls_draw_what_the_session_answers(self, editor, monkeypatch):
+        """The panel decides nothing about a row: a made-up answer of the session is what it shows."""
+        from kerasnb.editor.session import Param, PruneInfo, RowActions
+
+        answer = RowActions(
+            key="dense_1", label="Dropout", offered=("Dropout", "Keep"), refused={"Dense": "not today"},
+            params=(Param("rate", 0.3),), can_choose=True, choose_reason="", insertable=(),
+            insert_reason="nothing goes here", can_delete=False, delete_reason="kept on purpose", trainable=False,
+            can_freeze=False, freeze_reason="fixed", prune=PruneInfo(None, "no channels", 5, 5))
+        monkeypatch.setattr(editor.session, "row_actions", lambda key: answer)
+        pick(editor, "dense_1")
+        assert editor.type_picker.options == ("Dropout", "Keep") and editor.type_picker.value == "Dropout"
+        assert "not today" in editor.unavailable.value
+        assert [(w.description, w.value) for w in editor.params_box.children] == [("rate", 0.3)]
+        assert editor.insert_button.disabled and editor.insert_button.tooltip == "nothing goes here"
+        assert editor.delete_button.disabled and editor.delete_button.tooltip == "kept on purpose"
+        assert editor.trainable_box.value is False and editor.trainable_box.disabled
+        assert editor.prune_button.disabled and editor.prune_button.tooltip == "no channels"
+
+    def test_a_replaced_row_offers_what_fits_after_an_upstream_change(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        pick(editor, "dense", "Dense")
+        next(w for w in editor.params_box.children if w.description == "units").value = 2
+        pick(editor, "dense_1")  # its place now receives (None, 2)
+        assert "Conv1D block" not in editor.type_picker.options
+        assert "2 steps" in editor.unavailable.value
+
 
 class TestStepsAimedAtLayersThatAreGone:
     """A freeze or prune aimed at a layer that a later change takes away leaves the steps with it."""
@@ -430,8 +457,10 @@ class TestBigModels:
         return seen
 
     def test_densenet_opens_with_one_row_per_layer_and_no_per_row_work(self, densenet121, analyses, monkeypatch):
-        fits, real = [], catalog.fits
-        monkeypatch.setattr(catalog, "fits", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
+        import kerasnb.fitting as fitting
+
+        fits, real = [], fitting.fits
+        monkeypatch.setattr(fitting, "fits", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
         editor = Editor(densenet121)
         assert len(rows(editor)) == len(densenet121.layers) == 429
         assert len(editor.layer_picker.options) == 429

@@ -1,6 +1,19 @@
-"""The editor panel: ``kerasnb.show_editor(model)``. Imports ipywidgets; the core never imports this."""
+"""The editor panel: ``kerasnb.show_editor(model)``. The panel imports ipywidgets; the core never does.
 
-from .panel import Editor, show_editor
-from .session import Session, Step
+The widget-free state, :class:`Session`, loads without ipywidgets (``kerasnb.editor.session``):
+the panel and its widgets are imported only when ``Editor`` or ``show_editor`` is asked for.
+"""
 
-__all__ = ["Editor", "Session", "Step", "show_editor"]
+from .session import RowActions, Session, Step
+
+__all__ = ["Editor", "RowActions", "Session", "Step", "show_editor"]
+
+
+def __getattr__(name):
+    if name in ("Editor", "show_editor"):
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.panel"), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

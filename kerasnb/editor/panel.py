@@ -6,6 +6,10 @@ reads the widgets, calls the session, and redraws; an error is shown in the pane
 model and the history as they were. Setting a widget's ``.value`` or calling ``.click()`` from
 Python does exactly what the same gesture does in the browser.
 
+The panel decides nothing about a row: which types are offered or refused (and why), its
+parameters, whether it can be deleted, frozen, pruned or have a layer inserted after it all come
+from :meth:`Session.row_actions`, and the controls only draw that answer.
+
 Every action shows its own outcome in the message line (a fresh message each time). An action's
 error is shown only when nothing was committed; when an edit was committed but drawing part of
 the panel failed afterwards, the message says the edit was made and what could not be drawn.
@@ -34,10 +38,9 @@ from contextlib import contextmanager
 
 import ipywidgets as w
 
-import kerasnb.catalog as catalog  # absolute: kerasnb.__getattr__ recurses on "from .. import catalog"
 from ..errors import SurgeryError, first_line
 from . import table
-from .session import Session, call_of, ordered, path_of
+from .session import Session, call_of, change_text, ordered, path_of
 
 
 class SaveFailed(SurgeryError):
@@ -167,8 +170,7 @@ class Editor:
         self.save_button.on_click(_Weak(self, "_click", "_save_from_widgets"))
         self.details.observe(_Weak(self, "_on_details"), "selected_index")
 
-        first = next((i.path for i in self.session.original_rows.values() if not i.is_input), None)
-        self._show_problems(self._redraw(select=None if first is None else self.session.key(first)))
+        self._show_problems(self._redraw(select=self.session.default_key()))
         self.open_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ results
@@ -278,13 +280,7 @@ class Editor:
     def set_params(self, **params) -> None:
         """Change the parameters of the selected row's type and rebuild."""
 
-        def action():
-            step = self.session.step_for(self.selected)
-            if step is None or step.kind in ("trainable", "prune"):
-                raise SurgeryError(f"Row {self.selected!r} has no type with parameters chosen. Choose a type first.")
-            return self.session.choose(self.selected, step.label, {**step.params, **params})
-
-        self._edit(action, follow=True)
+        self._edit(lambda: self.session.set_params(self.selected, params), follow=True)
 
     def insert_after(self, label: str, **params) -> None:
         self._edit(lambda: self.session.insert_after(self.selected, label, params or None), follow=True)
@@ -353,7 +349,7 @@ class Editor:
         problems = self._redraw(select=outcome if follow and outcome else self.selected)
         if error is not None:  # committed, then something failed: the edit stands
             problems.append(("the rest of the action", error))
-        done = _change_text(old_steps, self.session.steps)
+        done = change_text(old_steps, self.session.steps)
         self._say(f"{verb}. {done}" if verb else done, "ok")
         self._show_problems(problems)
 
@@ -417,8 +413,8 @@ class Editor:
         keys = self._all_keys()
         if select is not None:
             select = self.session.key(select)  # a shared layer's bare path: its first call
-        if select not in keys:
-            select = self._nearest(select, keys)
+        if select not in keys:  # the selected layer vanished (undo of an insert, ...)
+            select = self.session.default_key(keys)
         self.selected = select
         return failed + self._render([
             ("the summary", lambda: setattr(self.summary, "value", f"<b>{html.escape(self.report.summary())}</b>")),
@@ -431,13 +427,6 @@ class Editor:
 
     def _draw_table(self) -> None:
         self.table.value = table.render(self._rows, selected=path_of(self.selected), query=self.search.value)
-
-    def _nearest(self, key, keys):
-        # The selected layer vanished (undo of an insert, ...): go to the first editable row.
-        if not keys:
-            return None
-        rows = self.session.rows()
-        return next((k for k in keys if path_of(k) in rows and not rows[path_of(k)].is_input), keys[0] if keys else None)
 
     def _all_paths(self):
         return [r.path for r in self._rows]
@@ -460,82 +449,72 @@ class Editor:
             self._syncing = False
 
     def _sync_controls(self) -> None:
-        """Show the selected row's type, parameters, flag and the types it may take."""
+        """Show what the session says about the selected row: its type, parameters, flag, and the
+        types and actions it may take (each disabled one says why in its tooltip)."""
         key = self.selected
-        path = path_of(key)
         self._syncing = True
         try:
             if key is None:
                 self.type_picker.options, self.insert_picker.options = [], []
-                self._build_param_widgets(None)
+                self._build_param_widgets(())
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
-            row = next(r for r in self._rows if r.path == path)
-            step = self.session.step_for(key)
-            offered, refused = self.session.options(key)
-            current = step.label if step is not None else catalog.KEEP
-            if current not in offered:
-                offered = [current] + offered
-            self.type_picker.options = offered
-            self.type_picker.value = current
-            self.unavailable.value = _refused_text(refused)
-            call_gone = step is not None and step.kind == "choice" and step.target == key and call_of(key) is not None
-            insertable, _ = (self.session.insert_options(key) if row.status != "removed" and not call_gone else ([], {}))
-            self.insert_picker.options = insertable
-            self.insert_button.disabled = not insertable
-            is_input = self.session.rows().get(path) is not None and self.session.rows()[path].is_input
-            self.type_picker.disabled = is_input
-            self.delete_button.disabled = is_input or catalog.REMOVE not in offered
-            self.trainable_box.value = row.trainable
-            self.trainable_box.disabled = row.status == "removed" or is_input
-            self._build_param_widgets(step)
-            self._sync_prune(path)
+            actions = self.session.row_actions(key)
+            self.type_picker.options = actions.offered
+            self.type_picker.value = actions.label
+            self.type_picker.disabled = not actions.can_choose
+            self.type_picker.tooltip = actions.choose_reason
+            self.unavailable.value = _refused_text(actions.refused)
+            self.insert_picker.options = actions.insertable
+            self.insert_button.disabled = not actions.can_insert
+            self.insert_button.tooltip = actions.insert_reason or "insert the chosen type right after this layer"
+            self.delete_button.disabled = not actions.can_delete
+            self.delete_button.tooltip = actions.delete_reason or "remove this layer; its input flows on"
+            self.trainable_box.value = actions.trainable
+            self.trainable_box.disabled = not actions.can_freeze
+            self.trainable_box.tooltip = actions.freeze_reason
+            self._build_param_widgets(actions.params)
+            self._sync_prune(path_of(key), actions.prune)
         finally:
             self._syncing = False
 
-    def _sync_prune(self, path) -> None:
+    def _sync_prune(self, path, info) -> None:
         """Offer "Prune..." where it applies; show the slider and the parameter counts once opened."""
-        pruned = self.session.prune_step(path)
-        reason = "" if pruned is not None else self.session.prune_reason(self.selected)
-        self.prune_button.disabled = bool(reason)
-        self.prune_button.tooltip = reason or "remove the weakest channels and slice the layers that read them"
-        if pruned is None and (reason or self._prune_open != path):
+        self.prune_button.disabled = not info.can_prune
+        self.prune_button.tooltip = info.reason or "remove the weakest channels and slice the layers that read them"
+        if info.keep is None and (info.reason or self._prune_open != path):
             self.prune_box.layout.display = "none"
             return
         self.prune_box.layout.display = None
-        if pruned is not None:
-            before, after = pruned.counts
-            self.prune_slider.value = pruned.params["keep"]
+        if info.keep is not None:
+            self.prune_slider.value = info.keep
             self.prune_info.value = (
-                f"<span style='font-size:12px'>model parameters: <b>{before:,}</b> before pruning &rarr; "
-                f"<b>{after:,}</b> after ({(after - before) / max(before, 1):+.1%})</span>"
+                f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b> before pruning &rarr; "
+                f"<b>{info.after:,}</b> after ({(info.after - info.before) / max(info.before, 1):+.1%})</span>"
             )
         else:
             self.prune_slider.value = 1.0
-            now = self.session.model.count_params()
-            self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{now:,}</b>; move the slider "
-                                     "to keep fewer channels</span>")
+            self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>; move "
+                                     "the slider to keep fewer channels</span>")
 
-    def _build_param_widgets(self, step) -> None:
+    def _build_param_widgets(self, params) -> None:
         """One widget per parameter of the selected row's type. A widget of the same kind is
         reused (its value set); the ones a redraw replaces are closed, so edits leak none."""
         old = self._param_widgets
-        wanted = {} if step is None or step.kind in ("trainable", "prune") else dict(step.params)
-        entry = catalog.get(step.label) if wanted else None
         widgets = {}
-        for name, value in wanted.items():
-            kind, options = _param_kind(entry, name, value)
-            widget = old.get(name)
-            if widget is not None and type(widget) is kind and getattr(widget, "options", None) == options:
-                widget.value = value if kind is not w.Text else str(value)
+        for param in params:
+            kind = _param_kind(param)
+            widget = old.get(param.name)
+            if widget is not None and type(widget) is kind and getattr(widget, "options", None) == param.choices:
+                widget.value = param.value if kind is not w.Text else str(param.value)
             else:
-                widget = _param_widget(entry, name, value)
-                widget.add_class(f"kn-param-{name}")
+                widget = _param_widget(param)
+                widget.add_class(f"kn-param-{param.name}")
                 widget.observe(_Weak(self, "_on_param"), "value")
-            widgets[name] = widget
+            widgets[param.name] = widget
         self._param_widgets = widgets
         if tuple(self.params_box.children) != tuple(widgets.values()):
             self.params_box.children = tuple(widgets.values())
@@ -546,9 +525,9 @@ class Editor:
     def _draw_history(self) -> None:
         s = self.session
         steps = s.steps
-        self.undo_button.disabled = s.cursor == 0
-        self.redo_button.disabled = s.cursor >= len(s.history) - 1
-        self.reset_button.disabled = not steps
+        self.undo_button.disabled = not s.can_undo
+        self.redo_button.disabled = not s.can_redo
+        self.reset_button.disabled = not s.can_reset
         items = "".join(f"<li><code>{html.escape(step.describe())}</code></li>" for step in steps)
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         self.history_view.value = (
@@ -648,13 +627,13 @@ class Editor:
     def _open_prune(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select a Dense or convolution layer to prune.")
-        reason = self.session.prune_reason(self.selected) if self.session.prune_step(path_of(self.selected)) is None else ""
-        if reason:
-            raise SurgeryError(reason)
+        info = self.session.prune_info(self.selected)
+        if not info.can_prune:
+            raise SurgeryError(info.reason)
         self._prune_open = path_of(self.selected)
         self._syncing = True
         try:
-            self._sync_prune(path_of(self.selected))
+            self._sync_prune(self._prune_open, info)
         finally:
             self._syncing = False
         self._say(f"Pruning {path_of(self.selected)!r}: move the keep slider to remove its weakest channels.", "ok")
@@ -759,31 +738,6 @@ def _close_tree(root) -> None:
         widget.close()
 
 
-def _change_text(old: tuple, new: tuple) -> str:
-    """What an action changed, in words, from the steps before and after it."""
-    added = [s for s in new if not any(s is o for o in old)]
-    gone = [s for s in old if not any(s is n for n in new)]
-    done = []
-    for step in added:
-        was = next((g for g in gone if g.kind == step.kind and g.target == step.target), None)
-        if was is not None and was.kind != "trainable":
-            gone.remove(was)
-            before = f"keeping {was.params['keep']:.0%}" if was.kind == "prune" else was.what()
-            done.append(f"{step.describe()} (was {before})")
-        else:
-            done.append(step.describe())
-    parts = []
-    if done:
-        parts.append("Done: " + _listing(done) + ".")
-    if gone:
-        parts.append("Took back: " + _listing([g.describe() for g in gone]) + ".")
-    return " ".join(parts) or "No change."
-
-
-def _listing(texts) -> str:
-    return f"{len(texts)} edits" if len(texts) > 3 else "; ".join(texts)
-
-
 def _execution_count():
     try:
         from IPython import get_ipython
@@ -809,24 +763,23 @@ def _refused_text(refused: dict) -> str:
             f"<ul>{items}</ul></details>")
 
 
-def _param_kind(entry, name: str, value) -> tuple:
-    """(widget class, dropdown options or None) that shows ``value`` of parameter ``name``."""
-    choices = entry.choices(name)
-    if choices:
-        return w.Dropdown, tuple(choices) if value in choices else (value,) + tuple(choices)
-    if isinstance(value, bool):
-        return w.Checkbox, None
-    if isinstance(value, int):
-        return w.IntText, None
-    if isinstance(value, float):
-        return w.FloatText, None
-    return w.Text, None
+def _param_kind(param):
+    """The widget class that shows ``param`` (a :class:`kerasnb.editor.session.Param`)."""
+    if param.choices:
+        return w.Dropdown
+    if isinstance(param.value, bool):
+        return w.Checkbox
+    if isinstance(param.value, int):
+        return w.IntText
+    if isinstance(param.value, float):
+        return w.FloatText
+    return w.Text
 
 
-def _param_widget(entry, name: str, value):
-    kind, options = _param_kind(entry, name, value)
+def _param_widget(param):
+    kind, name, value = _param_kind(param), param.name, param.value
     if kind is w.Dropdown:
-        return w.Dropdown(options=options, value=value, description=name, layout=w.Layout(width="220px"))
+        return w.Dropdown(options=param.choices, value=value, description=name, layout=w.Layout(width="220px"))
     if kind is w.Checkbox:
         return w.Checkbox(value=value, description=name, indent=False)
     if kind in (w.IntText, w.FloatText):

@@ -7,6 +7,12 @@ back to an earlier list of steps, and an error leaves everything as it was.
 A row of the table is a layer *path*. What the controls act on is a *key*: the path, or
 ``(path, call_index)`` for one call of a layer the original model calls more than once (a
 shared layer); replacing, deleting and inserting are per call, freezing and pruning per layer.
+
+The session answers every question the panel asks about a row in one place,
+:meth:`Session.row_actions` (types offered and refused, parameters, whether it can be
+deleted, frozen, pruned or have something inserted after it, and why not), so the panel only
+reads those answers and draws them. Shapes come from the model as it is now: a row whose layer a
+step replaced is judged where that layer would stand in the model every other step makes.
 """
 
 from __future__ import annotations
@@ -18,15 +24,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .. import _graph
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
+import kerasnb.fitting as fitting
 from ..edits import Delete, Insert, Prune, Replace, SetTrainable
-from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit
-from ..report import KEPT, NO_WEIGHTS, LayerRow, WeightReport
+from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit, first_line
+from .._lineage import Lineage
+from ..report import LayerRow, WeightReport, status_of
 
 
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
 PRUNE_CRITERIA = ("l1", "l2")  # what kerasnb.prune ranks channels by
+INPUT_STAYS = "input layers stay; insert after them instead"
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class Step:
     names: tuple = ()  # names of the layers this step adds, so their rows lead back to it
     trainable: bool | None = None
     counts: tuple = field(default=(), compare=False)  # prune: (params before, params after) the step
+    input_shape: Any = field(default=None, compare=False)  # what the new layers were made for
 
     def what(self) -> str:
         """The chosen type with its parameters, e.g. ``Dropout(rate=0.2)``."""
@@ -58,6 +70,54 @@ class Step:
         if self.kind == "prune":
             return f"prune {target} keeping {self.params['keep']:.0%} of its channels (by {self.params['by']})"
         return f"{'unfreeze' if self.trainable else 'freeze'} {target}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of the type a row has: what its control shows."""
+
+    name: str
+    value: Any
+    choices: tuple | None = None  # the allowed values (a dropdown), the current one first if not among them
+
+
+@dataclass(frozen=True)
+class PruneInfo:
+    """Whether a row's layer is pruned or can be, and the model's parameter counts around it."""
+
+    keep: float | None  # the fraction its prune step keeps; None when it is not pruned
+    reason: str  # why it cannot be pruned; "" when it can (or is)
+    before: int  # model parameters before the prune step (the current model's when not pruned)
+    after: int  # ... and after it (the same as before when not pruned)
+
+    @property
+    def can_prune(self) -> bool:
+        return not self.reason
+
+
+@dataclass(frozen=True)
+class RowActions:
+    """Everything the panel shows for one row (or one call of a shared layer): plain data."""
+
+    key: Any  # the exact key: the path, or (path, call_index)
+    label: str  # the type the row has now (Keep when it has none)
+    offered: tuple  # labels the Type dropdown offers: the row's own label first if it no longer fits
+    refused: dict  # label -> why that type is not offered here
+    params: tuple  # Param per parameter of the row's type
+    can_choose: bool
+    choose_reason: str
+    insertable: tuple  # labels that can be inserted after it
+    insert_reason: str  # why nothing can be inserted after it ("" when something can)
+    can_delete: bool
+    delete_reason: str
+    trainable: bool
+    can_freeze: bool  # the trainable flag can be changed
+    freeze_reason: str
+    prune: PruneInfo
+
+    @property
+    def can_insert(self) -> bool:
+        return bool(self.insertable)
 
 
 def path_of(key) -> str:
@@ -86,7 +146,7 @@ class Session:
         self.cursor = 0
         self.result = None  # SurgeryResult of the current steps; None while there are none
         self._rows_cache: dict | None = None
-        self._recent: list = []  # (steps, result) of the last few rebuilds, newest first
+        self._recent: list = []  # (steps, result) of the last few rebuilds, most recently used first
         self._prune_reasons: tuple = (None, {})  # (model, {path: reason}) for the current model
 
     # ------------------------------------------------------------------ current state
@@ -115,10 +175,25 @@ class Session:
         notes = list(self.result.notes) if self.result is not None else []
         for step in self.steps:
             entry = _entry_or_none(step.label)
-            if entry is not None and entry.note is not None and step.kind == "choice":
-                site = self.site(step.target)
-                notes.append(entry.note(site.input_shape, **step.params))
+            if entry is None or entry.note is None or step.kind != "choice":
+                continue
+            try:  # about the replacement as it was made: for the shape it was made for
+                notes.append(str(entry.note(step.input_shape, **step.params)))
+            except Exception as error:  # a registered note's own code failed: said, not raised
+                notes.append(f"{step.label}: its note could not be written ({first_line(error, 200)})")
         return notes
+
+    @property
+    def can_undo(self) -> bool:
+        return self.cursor > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self.cursor < len(self.history) - 1
+
+    @property
+    def can_reset(self) -> bool:
+        return bool(self.steps)
 
     def rows(self) -> dict:
         """``{path: LayerInfo}`` of the current model (cached until the next change)."""
@@ -149,8 +224,18 @@ class Session:
             return key if self.calls(key[0]) > 1 else key[0]
         return (key, 0) if self.calls(key) > 1 else key
 
+    def default_key(self, keys=None):
+        """The key to select when none is (or the selected one is gone): the first of ``keys``
+        (every row's keys by default) whose layer is in the current model and is not an input."""
+        rows = self.rows()
+        keys = list(keys) if keys is not None else [k for path in rows for k in self.keys(path)]
+        return next((k for k in keys if path_of(k) in rows and not rows[path_of(k)].is_input),
+                    keys[0] if keys else None)
+
     def step_for(self, key):
         """The choice or insert step whose target or added layers include ``key``, or None."""
+        if key is None:
+            return None
         path = path_of(key)
         for step in self.steps:
             if step.kind in ("trainable", "prune"):
@@ -165,36 +250,37 @@ class Session:
         """The step pruning the layer at ``path``, or None."""
         return next((s for s in self.steps if s.kind == "prune" and s.target == path), None)
 
-    def site(self, key) -> catalog.Site:
-        """Where ``key`` sits, in the current model if it is there, else in the original.
+    def site(self, key) -> fitting.Site:
+        """Where ``key`` stands, with the shapes it really sees in the current edited model.
 
-        One call of a shared layer is looked up in the current model only while that model still
-        has all the original calls (once a call is replaced, the others are numbered anew).
+        A layer (or call) of the current model is looked up there (a shared layer's calls are
+        numbered as the current model numbers them). One that a step replaced or deleted is
+        looked up where it would stand if only that step were taken back: in the model all the
+        other steps make, so an upstream change of width is seen.
         """
-        path, call = path_of(key), call_of(key)
-        current = self.rows().get(path)
-        if call is None:
-            model = self.model if current is not None else self.original
-        else:
-            model = self.model if current is not None and current.calls == self.calls(path) else self.original
-        return catalog.locate(model, key)
+        key = self.key(key)
+        gone = self._gone_reason(key)
+        if gone:
+            raise InvalidEdit(f"{gone}. Received: key={key!r}")
+        own = self._own_step(key)
+        if own is not None:
+            return self._base_site(own)
+        return fitting.locate(self.model, _key_in(self.steps, key))
 
     def options(self, key) -> tuple[list, dict]:
         """``(labels offered, {label: reason not offered})`` for ``key`` (a row or one call of it)."""
         key = self.key(key)
         step = self.step_for(key)
+        own = (step.label, step.params) if step is not None else None  # its own type: with its own values
         if step is not None and step.kind == "insert":
             # An inserted row can become another insertable type, or be removed again.
-            offered, refused = self.insert_options(step.target)
+            offered, refused = _insertable(self._base_site(step), own)
             return [catalog.REMOVE] + offered, refused
-        target = step.target if step is not None else key
-        site = self.site(target)
+        site = self._base_site(step) if step is not None else self.site(key)
         offered, refused = [], {}
         for entry in catalog.entries():
-            try:
-                ok, reason = catalog.fits(entry, None, target, site=site)
-            except Exception as error:  # a registered type's own check failed: not offered, with its words
-                ok, reason = False, catalog.first_line(error)
+            params = own[1] if own is not None and entry.label == own[0] else {}
+            ok, reason = fitting.fits(entry, None, key, site=site, **params)
             if ok:
                 offered.append(entry.label)
             else:
@@ -202,18 +288,66 @@ class Session:
         return offered, refused
 
     def insert_options(self, key) -> tuple[list, dict]:
-        """Types that can be inserted after ``key``: they must take and give its output shape."""
-        site = self.site(self.key(key))
-        offered, refused = [], {}
-        for entry in catalog.entries():
-            if not entry.insertable:
-                continue
-            ok, reason = _insert_fit(site, entry, {})
-            if ok:
-                offered.append(entry.label)
-            else:
-                refused[entry.label] = reason
-        return offered, refused
+        """Types that can be inserted after ``key`` as it stands in the current model."""
+        return _insertable(self.site(key))
+
+    def row_actions(self, key) -> RowActions:
+        """What the panel shows for ``key``: the types offered and refused, the parameters, and
+        whether it can be deleted, frozen, pruned or have a layer inserted after it (with why not).
+        """
+        if key is None:
+            raise InvalidEdit("No layer is selected, so there is nothing to show. Select a row first. Received: key=None")
+        key = self.key(key)
+        path = path_of(key)
+        info = self.rows().get(path)
+        was = info or self.original_rows.get(path)
+        trainable = bool(was.trainable) if was is not None else True
+        gone = self._gone_reason(key)
+        if gone:  # inside a nested model that a step replaced: nothing to act on here
+            n = self._count()
+            return RowActions(key, catalog.KEEP, (catalog.KEEP,), {}, (), False, gone, (), gone, False, gone,
+                              trainable, False, gone, PruneInfo(None, gone, n, n))
+        step = self.step_for(key)
+        own = self._own_step(key)
+        offered, refused = self.options(key)
+        label = step.label if step is not None else catalog.KEEP
+        shown = tuple(offered) if label in offered else (label,) + tuple(offered)
+        is_input = bool(info is not None and info.is_input)
+        if own is not None or info is None:
+            insertable, insert_reason = (), f"{key_text(key)} was replaced or deleted; insert after what stands there now"
+        else:
+            insertable = tuple(self.insert_options(key)[0])
+            insert_reason = "" if insertable else "no type can go after it"
+        if is_input:
+            can_delete, delete_reason = False, INPUT_STAYS
+        elif own is not None and isinstance(own.edit, Delete):
+            can_delete, delete_reason = False, f"{key_text(key)} is deleted already; choose Keep to bring it back"
+        elif catalog.REMOVE in offered:
+            can_delete, delete_reason = True, ""
+        else:
+            can_delete, delete_reason = False, refused.get(catalog.REMOVE, "it cannot be removed here")
+        if info is None:
+            freeze_reason = f"{path!r} is not in the edited model: it was replaced or deleted"
+        else:
+            freeze_reason = "an input layer has no weights to freeze" if is_input else ""
+        return RowActions(
+            key=key, label=label, offered=shown, refused=refused, params=self._params_of(step),
+            can_choose=not is_input, choose_reason=INPUT_STAYS if is_input else "",
+            insertable=insertable, insert_reason=insert_reason,
+            can_delete=can_delete, delete_reason=delete_reason,
+            trainable=trainable, can_freeze=not freeze_reason, freeze_reason=freeze_reason,
+            prune=self.prune_info(key),
+        )
+
+    def prune_info(self, key) -> PruneInfo:
+        """Whether the layer of ``key`` is pruned (and the parameter counts), or why it cannot be."""
+        key = self.key(key)
+        step = self.prune_step(path_of(key))
+        if step is not None:
+            before, after = step.counts or (self._count(), self._count())
+            return PruneInfo(step.params["keep"], "", before, after)
+        now = self._count()
+        return PruneInfo(None, self.prune_reason(key), now, now)
 
     # ------------------------------------------------------------------ actions
 
@@ -257,6 +391,9 @@ class Session:
         if by not in PRUNE_CRITERIA:
             raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, PRUNE_CRITERIA))}. "
                               f"Received: by={by!r}")
+        if key is None:
+            raise InvalidEdit("No layer is selected, so there is nothing to prune. Select a Dense or convolution "
+                              "layer first. Received: key=None")
         path = path_of(key)
         if path not in self.rows() and path not in self.original_rows:
             raise InvalidEdit(f"No layer {path!r} to prune. Received: key={key!r}")
@@ -268,9 +405,9 @@ class Session:
                 self._commit(_without(steps, old))
             return path
         if old is None:
-            reason = self.prune_reason(path)
+            reason = self.prune_reason(key if isinstance(key, tuple) else path)
             if reason:
-                raise catalog_error(reason)
+                raise InvalidEdit(f"{reason.rstrip('.')}. Received: key={key!r}")
             index = len(steps)
             steps.append(None)
         else:
@@ -292,8 +429,12 @@ class Session:
         """
         entry = catalog.get(label)  # an unknown label is refused first, with the known ones
         if key is None:
-            raise InvalidEdit(f"No layer is selected, so {label!r} has nothing to replace. Select a row first.")
+            raise InvalidEdit(f"No layer is selected, so {label!r} has nothing to replace. Select a row first. "
+                              f"Received: key=None, label={label!r}")
         key = self.key(key)
+        gone = self._gone_reason(key)
+        if gone and entry.kind != "keep":
+            raise InvalidEdit(f"{gone}. Received: key={key!r}, label={label!r}")
         path = path_of(key)
         step = self.step_for(key)
         steps = list(self.steps)
@@ -309,7 +450,7 @@ class Session:
             return new.names[0] if new.names else None
         target = step.target if step is not None else key
         if path_of(target) not in self.rows() and path_of(target) not in self.original_rows:
-            raise catalog_error(f"No layer {key_text(target)} to edit.")
+            raise InvalidEdit(f"No layer {key_text(target)} to edit. Received: key={key!r}")
         if entry.kind == "keep":
             if step is not None:
                 self._commit(_without(steps, step))
@@ -322,18 +463,32 @@ class Session:
         self._commit(steps)
         return target
 
+    def set_params(self, key, params: dict):
+        """Change some parameters of the type ``key`` has (the others stay); returns like :meth:`choose`."""
+        step = self.step_for(self.key(key)) if key is not None else None
+        if step is None or not step.label:
+            raise InvalidEdit(f"{key_text(key) if key is not None else 'No row'} has no type with parameters "
+                              f"chosen; choose a type first. Received: params={params!r}")
+        if not isinstance(params, dict):
+            raise InvalidEdit(f"params is a dict of name -> value. Received: params={params!r}")
+        return self.choose(key, step.label, {**step.params, **params})
+
     def insert_after(self, key, label: str, params: dict | None = None) -> str:
         """Insert a layer of type ``label`` after ``key``; returns the new layer's name."""
         entry = catalog.get(label)
-        if not entry.insertable:
-            raise catalog_error(f"{label!r} cannot be inserted; insertable types: "
-                                + ", ".join(e.label for e in catalog.entries() if e.insertable))
+        if not entry.insertable or entry.kind != "replace":
+            raise InvalidEdit(f"{label!r} cannot be inserted; insertable types: {_insertable_labels()}. "
+                              f"Received: label={label!r}")
         if key is None:
-            raise InvalidEdit(f"No layer is selected, so there is nothing to insert {label!r} after. Select a row first.")
+            raise InvalidEdit(f"No layer is selected, so there is nothing to insert {label!r} after. Select a row "
+                              f"first. Received: key=None, label={label!r}")
         key = self.key(key)
-        step = self.step_for(key)
-        if step is not None and step.kind == "choice" and step.target == key:
-            raise catalog_error(f"{key_text(key)} was replaced or deleted; insert after what stands there now.")
+        gone = self._gone_reason(key)
+        if gone:
+            raise InvalidEdit(f"{gone}. Received: key={key!r}, label={label!r}")
+        if self._own_step(key) is not None:
+            raise InvalidEdit(f"{key_text(key)} was replaced or deleted; insert after what stands there now. "
+                              f"Received: key={key!r}")
         step = self._insert_step(key, entry, params)
         self._commit(list(self.steps) + [step])
         return step.names[0] if step.names else ""
@@ -343,16 +498,20 @@ class Session:
 
     def set_trainable(self, key, trainable: bool) -> None:
         """Freeze or unfreeze a layer (all its calls: the weights are the same)."""
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise InvalidEdit(f"trainable is True (train the layer) or False (freeze it). Received: trainable={trainable!r}")
+        trainable = bool(trainable)
         path = path_of(key)
         if path not in self.rows():
-            raise catalog_error(f"{path!r} is not in the current model, so it cannot be frozen or unfrozen.")
+            raise InvalidEdit(f"{path!r} is not in the current model, so it cannot be frozen or unfrozen. "
+                              f"Received: key={key!r}")
         steps = [s for s in self.steps if not (s.kind == "trainable" and s.target == path)]
         original = self.original_rows.get(path)
         related = any(s.kind == "trainable" and (s.target.startswith(path + "/") or path.startswith(s.target + "/"))
                       for s in steps)
         # Going back to how the original had it needs no edit, unless a container's flag is involved.
-        if original is None or original.trainable != bool(trainable) or related:
-            steps.append(Step("trainable", path, SetTrainable([path], bool(trainable)), trainable=bool(trainable)))
+        if original is None or original.trainable != trainable or related:
+            steps.append(Step("trainable", path, SetTrainable([path], trainable), trainable=trainable))
         self._commit(steps)
 
     def undo(self) -> bool:
@@ -373,15 +532,71 @@ class Session:
 
     # ------------------------------------------------------------------ internals
 
+    def _own_step(self, key):
+        """The choice step that replaced or deleted exactly ``key``, or None."""
+        step = self.step_for(key)
+        return step if step is not None and step.kind == "choice" and step.target == key else None
+
+    def _gone_reason(self, key) -> str:
+        """Why ``key`` has nothing to act on (a step replaced the nested model holding it), or ""."""
+        path = path_of(key)
+        holder = next((s for s in self.steps if s.kind == "choice" and not isinstance(s.target, tuple)
+                       and path.startswith(s.target + "/")), None)
+        if holder is None and (path in self.rows() or self._own_step(key) is not None
+                               or path not in self.original_rows):
+            return ""
+        by = f"{holder.describe()} took it away" if holder is not None else "an edit took it away"
+        return f"{path!r} is not in the edited model: {by}; choose Keep on that row to bring it back"
+
+    def _base_site(self, step) -> fitting.Site:
+        """Where ``step``'s target stands in the model that every other step makes.
+
+        The steps that build on what ``step`` added (inserts after its new layers, their freezes)
+        go with it. If those other steps cannot be rebuilt without it, the steps made before it
+        are used, and failing that the original model.
+        """
+        steps = list(self.steps)
+        index = next(i for i, s in enumerate(steps) if s is step)
+        others, added = [], set(step.names)
+        for s in steps[:index] + steps[index + 1:]:
+            if _under(path_of(s.target), added):
+                added |= set(s.names)
+                continue
+            others.append(s)
+        for base in (others, steps[:index]):
+            try:
+                result = self._build(tuple(base))
+                return fitting.locate(result.model if result is not None else self.original,
+                                      _key_in(base, step.target))
+            except Exception:  # noqa: BLE001 -- any refusal: try a smaller base (the rebuild's own error is not ours)
+                continue
+        return fitting.locate(self.original, step.target)
+
+    def _params_of(self, step) -> tuple:
+        """The :class:`Param` of each parameter of the type ``step`` gives its row."""
+        if step is None or step.kind not in ("choice", "insert"):
+            return ()
+        entry = _entry_or_none(step.label)
+        out = []
+        for name, value in step.params.items():
+            choices = entry.choices(name) if entry is not None else None
+            if choices and value not in choices:
+                choices = (value,) + choices
+            out.append(Param(name, value, choices or None))
+        return tuple(out)
+
+    def _count(self) -> int:
+        return _graph.count_params(self.model)
+
     def _choice_step(self, target, entry, params, reuse=None) -> Step:
         """The step giving ``target`` the type ``entry``; refused before anything is built when the
         parameters are bad or the type's dry run says it does not fit there."""
-        site = self.site(target)
-        values = self._params(entry, site.layer, params, reuse)
+        site = self._base_site(reuse) if reuse is not None else self.site(target)
         if site.is_input:
             raise InputLayerEdit(f"{key_text(target)} is an input layer: it stays. Insert after it instead. "
                                  f"Received: label={entry.label!r}")
-        ok, reason = catalog.fits(entry, None, target, site=site, **values)
+        values = self._params(entry, site.layer, params, reuse)
+        ok, reason = fitting.fits(entry, None, target, site=site, **values)
         if not ok:
             offered, _ = self.options(target)
             raise IncompatibleShape(
@@ -389,28 +604,30 @@ class Session:
                 f"Types that fit there: {', '.join(offered)}. Received: label={entry.label!r}, params={values!r}"
             )
         if entry.kind == "remove":
-            return Step("choice", target, Delete(target), entry.label, {})
+            return Step("choice", target, Delete(target), entry.label, {}, input_shape=site.input_shape)
         replacement = entry.make(site.layer, site.input_shape, **values)
         names = self._name(replacement, target, entry, keep=reuse.names if reuse else ())
-        return Step("choice", target, Replace(target, replacement), entry.label, values, names)
+        return Step("choice", target, Replace(target, replacement), entry.label, values, names,
+                    input_shape=site.input_shape)
 
     def _insert_step(self, target, entry, params, reuse=None) -> Step:
         """The step inserting ``entry`` after ``target``, checked like a choice before building."""
-        if not entry.insertable:
-            raise catalog_error(f"{entry.label!r} cannot be inserted; insertable types: "
-                                + ", ".join(e.label for e in catalog.entries() if e.insertable))
-        site = self.site(target)
+        if not entry.insertable or entry.kind != "replace":
+            raise InvalidEdit(f"{entry.label!r} cannot be inserted; insertable types: {_insertable_labels()}. "
+                              f"Received: label={entry.label!r}")
+        site = self._base_site(reuse) if reuse is not None else self.site(target)
         values = self._params(entry, site.layer, params, reuse, replacing=False)
-        ok, reason = _insert_fit(site, entry, values)
+        ok, reason = fitting.fits_after(entry, site, **values)
         if not ok:
-            offered, _ = self.insert_options(target)
+            offered, _ = _insertable(site)
             raise IncompatibleShape(
                 f"{_what(entry, values)} cannot go after {key_text(target)}: {reason}. "
                 f"Types that can: {', '.join(offered) or 'none'}. Received: label={entry.label!r}, params={values!r}"
             )
         layer = entry.make(site.layer, site.output_shape, **values)
         names = self._name(layer, target, entry, keep=reuse.names if reuse else ())
-        return Step("insert", target, Insert(layer, after=target), entry.label, values, names)
+        return Step("insert", target, Insert(layer, after=target), entry.label, values, names,
+                    input_shape=site.output_shape)
 
     @staticmethod
     def _params(entry, layer, params, reuse, replacing: bool = True) -> dict:
@@ -488,8 +705,9 @@ class Session:
         """The result of ``steps``; recent ones are kept so undo / redo need no rebuild."""
         if not steps:
             return None
-        for kept_steps, result in self._recent:
+        for i, (kept_steps, result) in enumerate(self._recent):
             if kept_steps is steps or kept_steps == steps:
+                self._recent.insert(0, self._recent.pop(i))  # most recently used first
                 return result
         from ..surgery import apply
 
@@ -513,15 +731,65 @@ def ordered(steps) -> list:
     return calls + [s for s in steps if not (s.kind in ("choice", "insert") and isinstance(s.target, tuple))]
 
 
-def _insert_fit(site, entry, values: dict) -> tuple[bool, str]:
-    """Whether ``entry`` can go right after the layer at ``site``: take and give its output shape."""
-    after = catalog.Site(site.layer, site.output_shape, site.output_shape, site.feeds_merge, False,
-                         site.consumers, site.merges)
-    try:
-        out = catalog.dry_run(entry, site.layer, site.output_shape, replacing=False, **values)
-        return catalog.shape_reason(after, out)
-    except Exception as error:  # a type that cannot take the shape is simply not offered
-        return False, catalog.first_line(error)
+def _insertable(site, own=None) -> tuple[list, dict]:
+    """``(labels that can go right after the layer at site, {label: why not})``: insertable types.
+
+    ``own`` is ``(label, params)`` of the type an inserted row has, checked with its own values.
+    """
+    offered, refused = [], {}
+    for entry in catalog.entries():
+        if not entry.insertable or entry.kind != "replace":
+            continue
+        params = own[1] if own is not None and entry.label == own[0] else {}
+        ok, reason = fitting.fits_after(entry, site, **params)
+        if ok:
+            offered.append(entry.label)
+        else:
+            refused[entry.label] = reason
+    return offered, refused
+
+
+def _insertable_labels() -> str:
+    return ", ".join(e.label for e in catalog.entries() if e.insertable and e.kind == "replace")
+
+
+def _key_in(steps, key):
+    """``key`` as the model that ``steps`` make numbers it.
+
+    A call index counts the original model's calls; each earlier call that a choice in ``steps``
+    replaced or deleted is gone from that model, and the calls after it move down by one.
+    """
+    if not isinstance(key, tuple):
+        return key
+    path, call = key
+    gone = sum(1 for s in steps if s.kind == "choice" and isinstance(s.target, tuple)
+               and s.target[0] == path and s.target[1] < call)
+    return (path, call - gone)
+
+
+def change_text(old: tuple, new: tuple) -> str:
+    """What an action changed, in words, from the steps before and after it."""
+    added = [s for s in new if not any(s is o for o in old)]
+    gone = [s for s in old if not any(s is n for n in new)]
+    done = []
+    for step in added:
+        was = next((g for g in gone if g.kind == step.kind and g.target == step.target), None)
+        if was is not None and was.kind != "trainable":
+            gone.remove(was)
+            before = f"keeping {was.params['keep']:.0%}" if was.kind == "prune" else was.what()
+            done.append(f"{step.describe()} (was {before})")
+        else:
+            done.append(step.describe())
+    parts = []
+    if done:
+        parts.append("Done: " + _listing(done) + ".")
+    if gone:
+        parts.append("Took back: " + _listing([g.describe() for g in gone]) + ".")
+    return " ".join(parts) or "No change."
+
+
+def _listing(texts) -> str:
+    return f"{len(texts)} edits" if len(texts) > 3 else "; ".join(texts)
 
 
 def _what(entry, values: dict) -> str:
@@ -552,17 +820,14 @@ def _entry_or_none(label):
 
 
 def _unchanged_report(infos) -> WeightReport:
-    """The report of 'no edit yet': every layer keeps its weights."""
-    return WeightReport(
-        LayerRow(i.path, i.type, KEPT if i.params else NO_WEIGHTS, "", i.params, i.trainable, i.path) for i in infos
-    )
+    """The report of 'no edit yet': every layer as it is, its status derived like any other."""
+    rows = []
+    for i in infos:
+        status, reason = status_of(Lineage(i.path), has_weights=bool(i.params), container=i.is_container)
+        rows.append(LayerRow(i.path, i.type, status, reason, i.params, i.trainable, i.path, i.is_container))
+    return WeightReport(rows)
 
 
 def _slug(label: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_") or "new"
 
-
-def catalog_error(message: str):
-    from ..errors import InvalidEdit
-
-    return InvalidEdit(message)
