@@ -5,7 +5,7 @@ passed in is never changed. The editor panel (``show_editor``) is imported only 
 ``import kerasnb`` loads neither ipywidgets, pandas nor matplotlib.
 """
 
-from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
+from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import (
     AmbiguousTarget,
     IncompatibleShape,
@@ -33,7 +33,7 @@ from ._graph import LayerInfo, describe
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousTarget", "Configure", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
+    "AmbiguousTarget", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
     "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
     "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",

@@ -18,7 +18,7 @@ class Lineage:
     """Where a layer of the current model comes from, relative to the original model."""
 
     original: str | None
-    state: str = "original"  # "original" | "reinit" | "pruned" | "new"
+    state: str = "original"  # "original" | "reinit" | "pruned" | "adapted" | "folded" | "new"
     reason: str = ""
     faithful: bool = True
     config_changed: str = ""
@@ -39,8 +39,8 @@ def compose(new_model, state, lineage: dict) -> dict:
             continue
         if rec.weights == "reinit":
             state_, reason = "reinit", rec.reason
-        elif rec.weights == "pruned" and prev.state in ("original", "pruned"):
-            state_, reason = "pruned", rec.reason
+        elif rec.weights in ("pruned", "adapted", "folded") and prev.state in ("original", rec.weights):
+            state_, reason = rec.weights, rec.reason
         else:
             state_, reason = prev.state, prev.reason
         config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _channels, _graph, _slicing, _targets
-from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
+from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import InputLayerEdit, InvalidEdit, NameClash, SurgeryError
 
 
@@ -77,9 +77,14 @@ class Plan:
     after_input: dict = field(default_factory=dict)  # id(input layer) -> [blocks]
     nested: dict = field(default_factory=dict)  # id(nested model) -> Plan
     prune: "PrunePlan | None" = None  # channels removed by Prune edits (top-level graph only)
+    input_shapes: dict = field(default_factory=dict)  # id(input layer) -> new batch shape
+    rules: dict = field(default_factory=dict)  # id(layer) -> weight rule (old, new) -> weights.Outcome
+    outputs: list | None = None  # old tensors that become the outputs (Truncate), or None
+    extra_outputs: list = field(default_factory=list)  # inner tensors a Truncate takes out of this model
 
     def is_empty(self) -> bool:
         return not (self.nodes or self.skip or self.config or self.trainable or self.after_input or self.prune
+                    or self.input_shapes or self.rules or self.outputs is not None or self.extra_outputs
                     or any(not p.is_empty() for p in self.nested.values()))
 
     def node(self, node) -> NodePlan:
@@ -120,6 +125,28 @@ class Resolved:
 def plan_edit(model, edit, plan: Plan) -> None:
     if isinstance(edit, Prune):
         _plan_prune(model, edit, plan)
+        return
+    if isinstance(edit, ChangeInput):
+        _plan_input(model, edit, plan)
+        return
+    if isinstance(edit, Truncate):
+        _plan_outputs(model, edit, plan)
+        return
+    if isinstance(edit, Transform):
+        res = _resolve(model, edit.target, plan, edit)
+        _refuse_if_already_edited(res)
+        if _graph.is_input_layer(res.layer) or _graph.is_graph_model(res.layer):
+            raise InvalidEdit(
+                f"A Transform rebuilds one layer with a weight rule; {res.layer.name!r} is "
+                f"{'an input' if _graph.is_input_layer(res.layer) else 'a nested model'}. Received: {edit!r}"
+            )
+        if not callable(edit.rule):
+            raise InvalidEdit(f"Transform's rule is a function (old layer, new layer) -> Outcome. Received: {edit!r}")
+        _check_config_keys(res.layer, Configure(edit.target, edit.changes), res.scope)
+        if id(res.layer) in res.plan.config or id(res.layer) in res.plan.rules:
+            raise Conflict(f"{res.layer.name} transformed twice")
+        res.plan.config[id(res.layer)] = dict(edit.changes)
+        res.plan.rules[id(res.layer)] = edit.rule
         return
     if isinstance(edit, SetTrainable):
         targets = edit.targets
@@ -234,6 +261,79 @@ def _plan_prune(model, edit: Prune, plan: Plan) -> None:
     new.slices = {id(analysis.layers[name]): kept for name, kept in slices.items()}
     new.note = _slicing.describe(analysis, combined) if combined else ""
     plan.prune = new
+
+
+def _plan_input(model, edit: ChangeInput, plan: Plan) -> None:
+    found = _targets.resolve(model, edit.target, what="ChangeInput")
+    layer = found.layer
+    if not _graph.is_input_layer(layer) or len(found.scopes) > 1:
+        names = [l.name for l in _graph.input_layers(model)]
+        raise InvalidEdit(
+            f"ChangeInput names an input layer of the model: one of {names}. Received: target={edit.target!r}, "
+            f"a {type(layer).__name__}"
+        )
+    old = tuple(layer.batch_shape)
+    shape = edit.shape
+    if not isinstance(shape, (tuple, list)) or not all(d is None or (isinstance(d, int) and d > 0) for d in shape):
+        raise InvalidEdit(
+            f"A shape is a tuple of positive ints or None, without the batch axis, e.g. {old[1:]!r}. "
+            f"Received: shape={shape!r}"
+        )
+    if len(shape) != len(old) - 1:
+        raise InvalidEdit(
+            f"Input {layer.name!r} has shape {old[1:]!r} (rank {len(old) - 1} without the batch axis); the new shape "
+            f"must have the same rank, e.g. {tuple(None for _ in old[1:])!r}. Received: shape={tuple(shape)!r}"
+        )
+    if id(layer) in plan.input_shapes:
+        raise Conflict(f"{layer.name} reshaped twice")
+    plan.input_shapes[id(layer)] = (old[0],) + tuple(shape)
+
+
+def _plan_outputs(model, edit: Truncate, plan: Plan) -> None:
+    targets = edit.outputs
+    if isinstance(targets, (str,)) or _targets.is_call_target(targets) or not isinstance(targets, (list, tuple)):
+        targets = [targets]
+    if not targets:
+        raise InvalidEdit("truncate() needs at least one layer whose output becomes a model output. Received: []")
+    if plan.outputs is not None:
+        raise Conflict("outputs set twice")
+    tensors = []
+    for target in targets:
+        found = _targets.resolve(model, target, what="truncate")
+        if len(found.scopes) > 1:
+            _expose_inner(found, plan)
+            tensors.append(("inner", found))
+            continue
+        call = found.single_call() if not _graph.is_input_layer(found.layer) else None
+        outs = call.outputs if call is not None else [_graph.input_tensors(model)[
+            _graph.input_layers(model).index(found.layer)]]
+        if len(outs) != 1:
+            raise InvalidEdit(f"{found.path!r} has {len(outs)} outputs; name a layer with one. Received: {target!r}")
+        tensors.append(outs[0])
+    plan.outputs = tensors
+
+
+def _expose_inner(found, plan: Plan) -> None:
+    """A layer inside nested models: each nested model on the way gives its output too."""
+    call = found.single_call()
+    if len(call.outputs) != 1:
+        raise InvalidEdit(f"{found.path!r} has {len(call.outputs)} outputs; name a layer with one. "
+                          f"Received: {found.given!r}")
+    if len(found.scopes) > 2:
+        raise InvalidEdit(
+            f"truncate() takes layers of the model or of a model nested in it, one level deep; {found.path!r} is "
+            f"deeper. Truncate the inner model first and use it as a block. Received: {found.given!r}"
+        )
+    sub = plan
+    for scope in found.scopes[1:]:
+        calls = [v for v in _graph.walk(found.scopes[found.scopes.index(scope) - 1]) if v.operation is scope]
+        if len(calls) != 1:
+            raise InvalidEdit(
+                f"{scope.name!r} is called {len(calls)} times, so a layer inside it has no single output to take. "
+                f"Received: {found.given!r}"
+            )
+        sub = sub.nested.setdefault(id(scope), Plan())
+    sub.extra_outputs.append(call.outputs[0])
 
 
 def _refuse_if_already_edited(res: Resolved, prune_too: bool = True) -> None:

@@ -52,6 +52,7 @@ class Pass:
         # id(new layer) -> (the layer its trainable flags come from, the flag an edit sets or None)
         self.sources: dict[int, tuple] = {}
         self.slices: list = []  # (old layer, new layer, (kept input indices, kept output indices))
+        self.ruled: list = []  # (old layer, new layer, a Transform's weight rule)
         self.notes: list[str] = []
 
     def record(self, layer, rec: Record):
@@ -126,13 +127,17 @@ class _GraphRebuild:
     ones did (``faithful``), which is what decides ``kept`` against ``kept_input_changed``.
     """
 
-    def __init__(self, model, plan: Plan, state: Pass, prefix: str, name: str | None = None):
+    def __init__(self, model, plan: Plan, state: Pass, prefix: str, name: str | None = None,
+                 only_extra: bool = False):
         _graph.functional(model)  # clear error for an unbuilt nested model
         self.model, self.plan, self.state, self.prefix = model, plan, state, prefix
+        self.only_extra = only_extra  # a Truncate needs only the inner outputs it takes out
+        self.current_only_extra = False  # the call being replayed is such a nested model
         self.name = name or model.name
         self.names = _NameBook(_graph.layers_in_order(model))
         self.tensors: dict[int, Any] = {}  # id(old tensor) -> new tensor
         self.faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
+        self.taken_out: dict[int, Any] = {}  # id(old inner tensor of a nested model) -> new tensor (Truncate)
 
     def run(self):
         """The new model: inputs, then every call in order, then the outputs."""
@@ -143,10 +148,12 @@ class _GraphRebuild:
         called_here: set[int] = set()  # ids of the old ops called in this graph
         op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
         op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
+        needed, only_extra = self._needed()
         for view in _graph.replay_order(model):
             node, op = view.node, view.operation
-            if id(node) in plan.skip:
+            if id(node) in plan.skip or (needed is not None and id(node) not in needed):
                 continue
+            self.current_only_extra = id(node) in only_extra
             node_plan = plan.nodes.get(id(node))
             action = node_plan.action if node_plan else None
             if isinstance(action, ReplaceSpan):
@@ -193,13 +200,46 @@ class _GraphRebuild:
                     state.records[key].faithful = False
         return self._model(new_inputs)
 
+    def _needed(self):
+        """With a Truncate: (the calls its outputs need, the nested calls needed for inner outputs only)."""
+        outputs = self.plan.outputs
+        if outputs is None:
+            return None, set()
+        views = _graph.walk(self.model)
+        producer = {id(t): v for v in views for t in v.outputs}
+        wanted, inner_only = [], set()
+        for out in outputs:
+            if isinstance(out, tuple):  # ("inner", target): the nested model's call is needed
+                container = out[1].scopes[1]
+                call = next(v for v in views if v.operation is container)
+                wanted.append(call)
+                inner_only.add(id(call.node))
+            elif id(out) in producer:
+                wanted.append(producer[id(out)])
+        needed, stack = set(), list(wanted)
+        uses = {id(o) for o in outputs if not isinstance(o, tuple)}  # old tensors still read or given out
+        while stack:
+            view = stack.pop()
+            if id(view.node) in needed:
+                continue
+            needed.add(id(view.node))
+            for t in view.node.input_tensors:
+                uses.add(id(t))
+                if id(t) in producer:
+                    stack.append(producer[id(t)])
+        only_extra = {id(v.node) for v in views
+                      if id(v.node) in inner_only and not any(id(t) in uses for t in v.outputs)}
+        return needed, only_extra
+
     def _input(self, old_t, old_layer):
-        new_t = keras.Input(batch_shape=old_t.shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
+        shape = self.plan.input_shapes.get(id(old_layer), tuple(old_t.shape))
+        new_t = keras.Input(batch_shape=shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
                             name=old_layer.name)
         new_layer = _graph.producer(new_t)[0]
         self.state.record(new_layer, Record(self.state.old_paths.get(id(old_layer), self.prefix + old_layer.name),
                                             "none"))
-        self.faithful[id(new_t)] = id(old_t)
+        if tuple(shape) == tuple(old_t.shape):
+            self.faithful[id(new_t)] = id(old_t)
         out = new_t
         for block in self.plan.after_input.get(id(old_layer), []):
             out = self.call_block(block, (out,), old_layer)
@@ -207,11 +247,19 @@ class _GraphRebuild:
         return new_t
 
     def _model(self, new_inputs):
-        model = self.model
-        outputs = [self.tensors[id(t)] for t in _graph.output_tensors(model)]
+        model, plan = self.model, self.plan
+        if plan.outputs is not None:  # Truncate: the layers named, in the order named
+            outs = [self.taken_out[id(o[1].single_call().outputs[0])] if isinstance(o, tuple) else self.tensors[id(o)]
+                    for o in plan.outputs]
+            packed = outs[0] if len(outs) == 1 else outs
+        else:
+            outs = [self.tensors[id(t)] for t in _graph.output_tensors(model)]
+            packed = _graph.pack_outputs(model, outs)
+        if plan.extra_outputs:  # a Truncate takes inner outputs out of this nested model
+            extra = [self.tensors[id(t)] for t in plan.extra_outputs]
+            packed = extra if self.only_extra else keras.tree.flatten(packed) + extra
         try:
-            new_model = keras.Model(_graph.pack_inputs(model, new_inputs), _graph.pack_outputs(model, outputs),
-                                    name=self.name)
+            new_model = keras.Model(_graph.pack_inputs(model, new_inputs), packed, name=self.name)
             if isinstance(model, keras.Sequential):
                 new_model = _as_sequential(new_model, self.state) or new_model
         except ValueError as error:
@@ -223,6 +271,13 @@ class _GraphRebuild:
     def _store(self, view, outputs, node_faithful: bool, node_plan):
         """Map the old call's outputs to the new ones, then run any inserts placed after the call."""
         flat = keras.tree.flatten(outputs)
+        extra = self.plan.nested.get(id(view.operation))
+        if extra is not None and extra.extra_outputs:  # the nested model gives inner outputs too (Truncate)
+            inner = flat[-len(extra.extra_outputs):]
+            flat = [] if self.current_only_extra else flat[:-len(extra.extra_outputs)]
+            self.taken_out.update({id(t): n for t, n in zip(extra.extra_outputs, inner)})
+            if not flat:
+                return
         if len(flat) != len(view.outputs):
             edit = node_plan.action.edit if node_plan and node_plan.action else None
             raise IncompatibleShape(
@@ -358,7 +413,7 @@ class _GraphRebuild:
         if _graph.is_graph_model(op):
             sub_plan = plan.nested.get(id(op), Plan())
             before = set(state.records)
-            new_op = _GraphRebuild(op, sub_plan, state, path + "/").run()
+            new_op = _GraphRebuild(op, sub_plan, state, path + "/", only_extra=self.current_only_extra).run()
             inner = tuple(k for k in state.records if k not in before)
             # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
@@ -393,6 +448,12 @@ class _GraphRebuild:
                 f"blocks edits anywhere in it. Received: layer={op.name!r}"
             ) from None
         state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+        rule = plan.rules.get(id(op))
+        if rule is not None:  # a Transform's own weight rule (adapting an input kernel, folding a BatchNorm)
+            state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False,
+                                        config_changed=_describe_changes(op, changes)))
+            state.ruled.append((op, new_op, rule))
+            return new_op
         kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
         if kept is not None:
             # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
@@ -590,6 +651,15 @@ def _transfer_weights(state: Pass) -> None:
         outcome = weights.slice_channels(old, new, k_in, k_out)
         outcome.assign()
         state.records[id(new)].reason = outcome.reason
+    for old, new, rule in state.ruled:
+        rec = state.records[id(new)]
+        outcome = rule(old, new)
+        if not isinstance(outcome, weights.Outcome):
+            raise InvalidEdit(f"The weight rule {getattr(rule, '__name__', rule)!r} for {old.name!r} returned "
+                              f"{type(outcome).__name__}; a rule returns kerasnb.weights.Outcome. "
+                              f"Received: {outcome!r}")
+        outcome.assign()
+        rec.weights, rec.reason = outcome.kind, outcome.reason
     for piece, new, edit in state.pretrained:
         rec = state.records[id(new)]
         outcome = weights.carry(piece, new)

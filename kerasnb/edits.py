@@ -111,4 +111,38 @@ class Prune:
     by: str = "l1"
 
 
-Edit = Replace | Insert | Delete | Configure | SetTrainable | Prune
+@dataclass(frozen=True)
+class ChangeInput:
+    """Give the input layer ``target`` a new shape (without the batch axis), e.g. ``(None, None, 1)``.
+
+    Layers whose weights still fit keep them (and see a changed input); the others are
+    re-initialised with a reason. Pair it with :class:`Transform` edits to adapt the layers
+    that read the changed axis (what :func:`kerasnb.change_input` does).
+    """
+
+    target: Any
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Rebuild ``target`` with config ``changes`` and make its variables with ``rule``.
+
+    ``rule(old_layer, new_layer)`` is called once the new layer is built and returns a
+    :class:`kerasnb.weights.Outcome`: the values for the new variables and, in words, what it
+    did (``kind`` ``"adapted"`` or ``"folded"`` gives the layer that status).
+    """
+
+    target: Any
+    rule: Any
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Truncate:
+    """Make the outputs of ``outputs`` (layer targets) the model's outputs; drop what they do not need."""
+
+    outputs: Any
+
+
+Edit = Replace | Insert | Delete | Configure | SetTrainable | Prune | ChangeInput | Transform | Truncate

@@ -16,6 +16,8 @@ class Status(str, enum.Enum):
     KEPT = "kept"
     KEPT_INPUT_CHANGED = "kept_input_changed"
     PRUNED = "pruned"
+    ADAPTED = "adapted"
+    FOLDED = "folded"
     REINITIALIZED = "reinitialized"
     NEW = "new"
     REMOVED = "removed"
@@ -40,6 +42,8 @@ NEW = Status.NEW
 REMOVED = Status.REMOVED
 NO_WEIGHTS = Status.NO_WEIGHTS
 PRUNED = Status.PRUNED
+ADAPTED = Status.ADAPTED
+FOLDED = Status.FOLDED
 
 STATUSES = tuple(Status)
 
@@ -48,6 +52,8 @@ STATUS_COLORS = {
     KEPT: "#2e7d32",
     KEPT_INPUT_CHANGED: "#f9a825",
     PRUNED: "#6a1b9a",
+    ADAPTED: "#00838f",
+    FOLDED: "#4e342e",
     REINITIALIZED: "#c62828",
     NEW: "#1565c0",
     REMOVED: "#757575",
@@ -58,6 +64,8 @@ STATUS_MEANINGS = {
     KEPT: "weights copied; computes exactly what it did before",
     KEPT_INPUT_CHANGED: "weights copied, but something upstream changed: fine-tune",
     PRUNED: "weights kept but sliced to the remaining channels",
+    ADAPTED: "weights carried over through a rule (e.g. a kernel summed for a new input); the reason names it",
+    FOLDED: "another layer's weights folded in (e.g. a BatchNormalization); computes what both did",
     REINITIALIZED: "its old weights no longer fit; freshly initialised",
     NEW: "added by the edit",
     REMOVED: "in the original, not in the new model",
@@ -138,7 +146,8 @@ class WeightReport:
             parts.append(f"{_layers(kept_n)} kept weights ({_params(kept_p)})")
             if counts.get(KEPT_INPUT_CHANGED):
                 parts[-1] += f", {counts[KEPT_INPUT_CHANGED][0]} of them with changed input"
-        for status, word in ((PRUNED, "pruned"), (REINITIALIZED, "reinitialized"), (NEW, "new"), (REMOVED, "removed")):
+        for status, word in ((PRUNED, "pruned"), (ADAPTED, "adapted"), (FOLDED, "folded"),
+                             (REINITIALIZED, "reinitialized"), (NEW, "new"), (REMOVED, "removed")):
             if status in counts:
                 n, p = counts[status]
                 parts.append(f"{n} {word} ({_params(p)})" if p else f"{n} {word}")
@@ -243,6 +252,10 @@ def status_of(lin, *, has_weights: bool, container: bool = False, inside=()) -> 
         return REINITIALIZED, lin.reason
     if lin.state == "pruned":
         return PRUNED, lin.reason
+    if lin.state == "adapted":
+        return ADAPTED, lin.reason
+    if lin.state == "folded":
+        return FOLDED, lin.reason
     if not has_weights:
         return NO_WEIGHTS, "" if lin.faithful else "its input changed"
     if lin.faithful and not lin.config_changed:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _graph, _lineage, _plan, _rebuild
-from .edits import Configure, Delete, Insert, Prune, Replace, SetTrainable
+from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import InvalidEdit, LayerNotFound, first_line
 from .report import WeightReport, build
 
@@ -112,10 +112,7 @@ def apply(model, edits) -> SurgeryResult:
     return SurgeryResult(current, build(model, current, lineage), edits, tuple(notes))
 
 
-_EDIT_TYPES = (Replace, Insert, Delete, Configure, SetTrainable, Prune)
-
-
-_EDIT_TYPES = (Replace, Insert, Delete, Configure, SetTrainable, Prune)
+_EDIT_TYPES = (Replace, Insert, Delete, Configure, SetTrainable, Prune, ChangeInput, Transform, Truncate)
 
 
 def _recompile(original, new_model) -> list[str]:
