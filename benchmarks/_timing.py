@@ -1,5 +1,6 @@
 """What the benchmarks share: quiet TensorFlow, a median timer, and the manual-copy baseline."""
 
+import gc
 import os
 import resource
 import statistics
@@ -13,9 +14,17 @@ import keras  # noqa: E402
 
 
 def median_time(fn, repeat):
-    """Median wall-clock seconds of `repeat` calls of fn()."""
+    """Median wall-clock seconds of `repeat` calls of fn().
+
+    Each call starts after a full garbage collection (not timed): with TensorFlow loaded the
+    process tracks over half a million objects, so a full collection costs about 0.5 s, and
+    without this it lands in whichever run crosses Python's threshold, paying for the garbage
+    of earlier runs (or of the other operation being compared). The call's own collections
+    still count.
+    """
     times = []
     for _ in range(repeat):
+        gc.collect()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

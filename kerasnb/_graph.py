@@ -212,6 +212,18 @@ def sublayers(layer) -> list:
     return list(layer._flatten_layers(include_self=True, recursive=True))
 
 
+def force_trainable(layer, value: bool) -> None:
+    """Set the flag of ``layer`` and of every sub-layer it tracks, whatever they say now.
+
+    ``layer.trainable = value`` does nothing when the flag already equals ``value`` (TensorFlow's
+    attribute tracking skips an assignment of the same object), so a layer made with
+    ``trainable=False`` whose sub-layers were created later, in build(), kept them trainable.
+    """
+    setter = keras.layers.Layer.trainable.fset
+    for sub in sublayers(layer):
+        setter(sub, bool(value))
+
+
 def fresh_copy(operation):
     """A copy of a stateless operation with no calls of its own (for ops without a config)."""
     import copy

@@ -98,13 +98,13 @@ def _flags_inside(container, state: Pass, inherited) -> None:
         old, explicit = source
         value = explicit if explicit is not None else inherited
         if _graph.is_graph_model(layer):
-            wanted = old.trainable if value is None else value
-            if layer.trainable != wanted:
-                layer.trainable = wanted
+            if value is not None:
+                keras.layers.Layer.trainable.fset(layer, bool(value))
+            elif layer.trainable != old.trainable:
+                layer.trainable = old.trainable
             _flags_inside(layer, state, value)
         elif value is not None:
-            if layer.trainable != value:
-                layer.trainable = value
+            _graph.force_trainable(layer, value)  # an edit's flag reaches every sub-layer
         else:
             _copy_flags(old, layer)
 
@@ -114,9 +114,9 @@ def _copy_flags(old, new) -> None:
     olds, news = _graph.sublayers(old), _graph.sublayers(new)
     if len(olds) != len(news):  # a config change made other sub-layers: the layer's own flag only
         olds, news = olds[:1], news[:1]
+    setter = keras.layers.Layer.trainable.fset  # not `n.trainable = ...`: see _graph.force_trainable
     for o, n in zip(olds, news):
-        if n.trainable != o.trainable:
-            n.trainable = o.trainable
+        setter(n, o.trainable)
 
 
 class _GraphRebuild:

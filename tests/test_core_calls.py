@@ -247,3 +247,15 @@ class TestVariablesMadeOutsideBuild:
         result = kerasnb.configure(model, "d1", units=3)
         assert result.report.status("scaled") == "kept"
         np.testing.assert_array_equal(to_numpy(result.model.get_layer("scaled").scale), np.arange(4))
+
+
+class TestFreezingLayersWithSubLayers:
+    def test_set_trainable_reaches_sub_layers_made_in_build(self):
+        tokens = keras.Input((5, 8))
+        mha = L.MultiHeadAttention(2, 4, name="mha")
+        model = keras.Model(tokens, L.Dense(3, name="d")(mha(tokens, tokens)))
+        frozen = kerasnb.set_trainable(model, ["mha"], False).model
+        assert len(frozen.trainable_variables) == 2  # only d's kernel and bias
+        assert all(not layer.trainable for layer in _graph.sublayers(frozen.get_layer("mha")))
+        thawed = kerasnb.set_trainable(frozen, ["mha"], True).model
+        assert len(thawed.trainable_variables) == 10
