@@ -90,8 +90,43 @@ def is_graph_model(layer) -> bool:
     return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth") and hasattr(layer, "_outputs_struct")
 
 
+_MEMO: dict | None = None  # while `memo()` is active: (function name, id(model)) -> (model, result)
+
+
+@contextlib.contextmanager
+def memo():
+    """Remember walks of graphs for the duration of one operation (the graphs do not change).
+
+    An apply() asks for the calls and layers of the same graphs many times; a walk of DenseNet121
+    costs about a millisecond each time. Results are handed out as fresh lists.
+    """
+    global _MEMO
+    outer = _MEMO
+    if outer is None:
+        _MEMO = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _MEMO = None
+
+
+def _remembered(name, model, compute):
+    if _MEMO is None:
+        return compute(model)
+    key = (name, id(model))
+    hit = _MEMO.get(key)
+    if hit is None or hit[0] is not model:
+        hit = _MEMO[key] = (model, compute(model))  # the model is kept, so its id is not reused
+    return list(hit[1])
+
+
 def walk(model) -> list[NodeView]:
     """Every non-input node of the graph, parents before children (Keras's own order)."""
+    return _remembered("walk", model, _walk)
+
+
+def _walk(model) -> list[NodeView]:
     fn = functional(model)
     nodes_by_depth = fn._nodes_by_depth
     ordered = []
@@ -189,6 +224,10 @@ def producer(tensor):
 
 def layers_in_order(model) -> list:
     """Input layers first, then every operation of the graph in walk order, each once."""
+    return _remembered("layers", model, _layers_in_order)
+
+
+def _layers_in_order(model) -> list:
     seen, out = set(), []
     for layer in input_layers(model) + [view.operation for view in walk(model)]:
         if id(layer) not in seen:

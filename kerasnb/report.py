@@ -219,8 +219,9 @@ def build(original, new_model, lineage: dict) -> WeightReport:
         if lin.original is not None:
             carried.add(lin.original)
         container = _graph.is_graph_model(layer)
+        inside = [l for p, l in lineage.items() if p.startswith(path + "/")] if container else ()
         status, reason = status_of(lin, has_weights=bool(getattr(layer, "weights", None)), container=container,
-                                   inside=[l for p, l in lineage.items() if p.startswith(path + "/")])
+                                   inside=inside)
         rows.append(LayerRow(path, type(layer).__name__, status, reason, _graph.count_params(layer),
                              bool(getattr(layer, "trainable", True)), lin.original or "", container))
     for path, layer in _graph.walk_layers(original):

@@ -9,6 +9,8 @@ rebuilds, and :mod:`kerasnb.report` derives the statuses. The model passed in is
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,6 +86,24 @@ def apply(model, edits) -> SurgeryResult:
                 f"Received: {edit!r}"
             )
     _graph.functional(model)  # clear error for unbuilt / subclassed models
+    # No garbage collection in the middle of a rebuild (one full pass costs about 0.5 s with
+    # TensorFlow loaded), and the user's graphs are walked once.
+    with _graph.memo(), _gc_paused():
+        return _apply(model, edits)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _apply(model, edits) -> SurgeryResult:
     lineage = _lineage.initial(model)
     current = model
     notes: list[str] = []

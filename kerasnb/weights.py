@@ -38,10 +38,13 @@ def carry(old, new) -> Outcome:
     old_vars, new_vars = list(old.weights), list(new.weights)
     if not old_vars and not new_vars:
         return Outcome("none")
-    mismatch = _mismatches(old_vars, new_vars)
-    if mismatch:
-        return Outcome("reinit", mismatch)
-    casts = _dtype_casts(old, old_vars, new_vars)
+    same = len(old_vars) == len(new_vars) and all(
+        ov.shape == nv.shape and ov.dtype == nv.dtype for ov, nv in zip(old_vars, new_vars))
+    if not same:  # the words are worked out only when something differs
+        mismatch = _mismatches(old_vars, new_vars)
+        if mismatch:
+            return Outcome("reinit", mismatch)
+    casts = "" if same else _dtype_casts(old, old_vars, new_vars)
     return Outcome("copied", casts, [(nv, _copy_value(ov, nv.dtype)) for ov, nv in zip(old_vars, new_vars)])
 
 
@@ -84,7 +87,11 @@ def _copy_value(variable, dtype=None):
     # model (torch would otherwise wrap the same buffer); cheaper than a round trip through numpy.
     if dtype is not None and keras.backend.standardize_dtype(dtype) != keras.backend.standardize_dtype(variable.dtype):
         return keras.ops.cast(variable.value, dtype)  # a cast makes a new tensor already
-    return keras.ops.copy(variable.value)
+    if keras.backend.backend() == "tensorflow":
+        # A TensorFlow variable made from a tensor owns its buffer: training either model
+        # leaves the other unchanged (tested), and no copy of every weight is made first.
+        return variable.value
+    return keras.ops.copy(variable.value)  # JAX donates buffers in training; torch would share
 
 
 def _dtype_casts(layer, old_vars, new_vars) -> str:

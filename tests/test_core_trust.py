@@ -225,3 +225,14 @@ class TestSequentialStaysSequential:
         result = kerasnb.replace(model, "sdrop", lambda x: L.Add(name="twice")([x, x]))
         assert not isinstance(result.model, keras.Sequential)
         assert result.report.status("twice") == "new"
+
+
+def test_changing_the_original_afterwards_leaves_the_new_model_alone():
+    """The new model owns its values: training or assigning the user's model does not reach it."""
+    model = mlp()
+    result = kerasnb.configure(model, "d2", units=4)
+    kept = to_numpy(result.model.get_layer("d1").kernel).copy()
+    model.get_layer("d1").kernel.assign_add(np.ones((4, 3), "float32"))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((8, 4), "float32"), np.ones((8, 2), "float32"), epochs=1, verbose=0)
+    np.testing.assert_array_equal(to_numpy(result.model.get_layer("d1").kernel), kept)
