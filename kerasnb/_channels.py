@@ -253,6 +253,11 @@ def touches(layout, pruned_roots, root) -> bool:
 
 
 def analyse(model) -> Analysis:
+    """The channel analysis of ``model`` (remembered within one operation, see ``_graph.memo``)."""
+    return _graph.remembered("channels", model, _analyse)
+
+
+def _analyse(model) -> Analysis:
     """Follow every channel axis of ``model`` once; see the module docstring."""
     a = Analysis([], [], {}, {}, {}, {}, {}, [])
     layouts: dict = {}  # id(tensor) -> layout, or None when the last axis cannot be traced

@@ -111,19 +111,20 @@ def memo():
             _MEMO = None
 
 
-def _remembered(name, model, compute):
+def remembered(name, model, compute):
+    """``compute(model)``, once per model while :func:`memo` is active (lists come back as copies)."""
     if _MEMO is None:
         return compute(model)
     key = (name, id(model))
     hit = _MEMO.get(key)
     if hit is None or hit[0] is not model:
         hit = _MEMO[key] = (model, compute(model))  # the model is kept, so its id is not reused
-    return list(hit[1])
+    return list(hit[1]) if isinstance(hit[1], list) else hit[1]
 
 
 def walk(model) -> list[NodeView]:
     """Every non-input node of the graph, parents before children (Keras's own order)."""
-    return _remembered("walk", model, _walk)
+    return remembered("walk", model, _walk)
 
 
 def _walk(model) -> list[NodeView]:
@@ -224,7 +225,7 @@ def producer(tensor):
 
 def layers_in_order(model) -> list:
     """Input layers first, then every operation of the graph in walk order, each once."""
-    return _remembered("layers", model, _layers_in_order)
+    return remembered("layers", model, _layers_in_order)
 
 
 def _layers_in_order(model) -> list:

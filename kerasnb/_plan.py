@@ -101,15 +101,39 @@ class Plan:
         return [self.prune.note] if self.prune is not None and self.prune.note else []
 
 
-@dataclass
 class PrunePlan:
-    """The Prune edits of one rebuild, planned together: their channel groups never overlap."""
+    """The Prune edits of one rebuild, planned together: their channel groups never overlap.
 
-    analysis: Any  # _channels.Analysis of the model before the rebuild
-    removed: dict = field(default_factory=dict)  # group root -> channel indices removed
-    changes: dict = field(default_factory=dict)  # id(layer) -> config changes
-    slices: dict = field(default_factory=dict)  # id(layer) -> (kept input indices, kept output indices)
-    note: str = ""
+    What each layer becomes (fewer units, sliced variables) is worked out once, when first
+    asked for, from all the groups removed: not again for every Prune edit of the batch.
+    """
+
+    def __init__(self, analysis, removed: dict):
+        self.analysis = analysis  # _channels.Analysis of the model before the rebuild
+        self.removed = removed  # group root -> channel indices removed
+        self._planned = None
+
+    def _plan(self):
+        if self._planned is None:
+            by_name, slices = _slicing.plan(self.analysis, self.removed)
+            layers = self.analysis.layers
+            self._planned = ({id(layers[n]): c for n, c in by_name.items()},
+                             {id(layers[n]): kept for n, kept in slices.items()})
+        return self._planned
+
+    @property
+    def changes(self) -> dict:
+        """id(layer) -> config changes (units, filters, target_shape)."""
+        return self._plan()[0]
+
+    @property
+    def slices(self) -> dict:
+        """id(layer) -> (kept input indices or None, kept output indices or None)."""
+        return self._plan()[1]
+
+    @property
+    def note(self) -> str:
+        return _slicing.describe(self.analysis, self.removed) if self.removed else ""
 
 
 @dataclass(frozen=True)
@@ -249,17 +273,14 @@ def _plan_prune(model, edit: Prune, plan: Plan) -> None:
     if any(root in done for root in removed):
         raise Conflict("a group pruned twice in one rebuild")
     combined = {**done, **removed}
-    by_name, slices = _slicing.plan(analysis, combined)
-    touched_ids = {id(analysis.layers[name]) for name in set(by_name) | set(slices)}
-    for view in _graph.walk(model):
-        planned = plan.nodes.get(id(view.node))
-        busy = id(view.node) in plan.skip or (planned is not None and (planned.action or planned.before or planned.after))
-        if id(view.operation) in touched_ids and (busy or id(view.operation) in plan.config):
-            raise Conflict(f"{view.name} is edited in this batch and sliced by the prune")
     new = PrunePlan(analysis, combined)
-    new.changes = {id(analysis.layers[name]): c for name, c in by_name.items()}
-    new.slices = {id(analysis.layers[name]): kept for name, kept in slices.items()}
-    new.note = _slicing.describe(analysis, combined) if combined else ""
+    if others_pending:  # only then can a layer the prune slices be edited by another edit too
+        touched_ids = set(new.changes) | set(new.slices)
+        for view in _graph.walk(model):
+            planned = plan.nodes.get(id(view.node))
+            busy = id(view.node) in plan.skip or (planned is not None and (planned.action or planned.before or planned.after))
+            if id(view.operation) in touched_ids and (busy or id(view.operation) in plan.config):
+                raise Conflict(f"{view.name} is edited in this batch and sliced by the prune")
     plan.prune = new
 
 

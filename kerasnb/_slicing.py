@@ -226,16 +226,15 @@ def sliced_shapes(layer, k_in, k_out):
 def sliced_values(old, k_in, k_out) -> tuple[dict, str]:
     """The weight rule of a sliced layer: ``({attribute: surviving values}, reason)``.
 
-    The values stay on the backend (``keras.ops.take``): no round trip through numpy.
+    Sliced in numpy: for the many small gathers of a pruned network it is about three times
+    faster than the backend's eager ``take`` (measured on TensorFlow).
     """
     values, parts = {}, []
     for attr, old_var, cuts in kept_per_axis(old, k_in, k_out):
-        value = old_var.value
+        value = keras.ops.convert_to_numpy(old_var.value)
         for axis, kept in cuts:
-            value = keras.ops.take(value, keras.ops.convert_to_tensor(kept, "int32"), axis=axis)
-        if not cuts:
-            value = keras.ops.copy(value)
-        values[attr] = value
+            value = np.take(value, kept, axis=axis)
+        values[attr] = value if cuts else np.array(value)  # a copy: never the user's buffer
         if tuple(old_var.shape) != tuple(value.shape):
             parts.append(f"{attr} {tuple(old_var.shape)} -> {tuple(value.shape)}")
     reason = ", ".join(parts)

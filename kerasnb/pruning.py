@@ -88,9 +88,10 @@ def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True) -> 
     :class:`kerasnb.Prune` per pruned group, naming the channels removed, so that
     ``kerasnb.apply(model, result.edits)`` gives the same model again.
     """
-    analysis, removed, named = _slicing.choose(model, target, channels, keep, by, coupled)
-    edits = tuple(Prune(named[root], channels=tuple(int(i) for i in idx)) for root, idx in removed.items())
-    return apply(model, edits)  # one rebuild: the core slices every layer the channels reach
+    with _graph.memo():  # the channel analysis and graph walks are shared with apply()
+        analysis, removed, named = _slicing.choose(model, target, channels, keep, by, coupled)
+        edits = tuple(Prune(named[root], channels=tuple(int(i) for i in idx)) for root, idx in removed.items())
+        return apply(model, edits)  # one rebuild: the core slices every layer the channels reach
 
 
 def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=True) -> tuple:

@@ -61,7 +61,8 @@ def slice_channels(old, new, k_in, k_out) -> Outcome:
         if tuple(value.shape) != tuple(variable.shape):  # a bug in the analysis, never the user's fault
             raise AssertionError(f"{old.name}.{attr}: sliced {tuple(value.shape)}, the new layer has "
                                  f"{tuple(variable.shape)}")
-        pairs.append((variable, keras.ops.cast(value, variable.dtype)))
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        pairs.append((variable, value if str(value.dtype) == dtype else keras.ops.cast(value, dtype)))
     return Outcome("pruned", reason, pairs)
 
 
