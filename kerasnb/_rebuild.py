@@ -428,13 +428,23 @@ class _GraphRebuild:
                 new_op = _graph.fresh_copy(op)
             state.record(new_op, Record(path, "none"))
             return new_op
-        config = _graph.config_of(op, f"Layer {path!r}")
         changes = plan.changes_for(op)
-        config.update(changes)
-        if "trainable" in config and id(op) in plan.trainable:
-            config["trainable"] = plan.trainable[id(op)]
         try:
-            new_op = _from_config(type(op), config)
+            config = _graph.config_of(op, f"Layer {path!r}")
+        except UnsupportedLayer:
+            # Its get_config() raises (as some published layers' do): an untouched layer can still
+            # be made again from the arguments it keeps, where every one of them is found.
+            new_op = None if changes else _from_attributes(op)
+            if new_op is None:
+                raise
+            config = None
+        if config is not None:
+            config.update(changes)
+            if "trainable" in config and id(op) in plan.trainable:
+                config["trainable"] = plan.trainable[id(op)]
+        try:
+            if config is not None:
+                new_op = _remake(op, config, changes)
         except Exception as error:
             if changes:
                 raise InvalidEdit(
@@ -600,6 +610,157 @@ def _check_callable_output(piece, out, block) -> None:
             "lambda x: keras.layers.Dense(8)(x). Did it forget a return statement? "
             f"Received: {block.edit!r}"
         )
+
+
+def _remake(op, config: dict, changes: dict):
+    """A new layer like ``op`` from ``config``, and never one that silently differs.
+
+    - Some layers' configs hold derived values their constructor refuses (keras-hub's ViT
+      patching layer lists ``num_patches``): Keras reloads such a model from the model's own
+      arguments, never from that layer's config. Those keys are left out.
+    - Some configs leave out a constructor argument (keras-hub's MiT encoder drops its
+      ``sr_ratio``), so the layer made from them would use the default: caught by comparing
+      every argument missing from the config with the attribute the old layer keeps of it.
+    Either way, an untouched layer is then made from the arguments it keeps, where every one is
+    found (:func:`_from_attributes`); otherwise it is refused.
+    """
+    cls = type(op)
+    failure = layer = None
+    try:
+        layer = _from_config(cls, config)
+    except Exception as error:
+        refused = _refused_keys(error) & set(config)
+        if not refused or refused & set(changes):
+            raise
+        failure = error
+        try:
+            layer = _from_config(cls, {k: v for k, v in config.items() if k not in refused})
+        except Exception:
+            layer = None
+    if layer is not None and not _lost_arguments(op, layer, config):
+        return layer
+    again = None if changes else _from_attributes(op)
+    if again is not None:
+        return again
+    if failure is not None:
+        raise failure
+    missing = ", ".join(sorted(_lost_arguments(op, layer, config)))
+    raise UnsupportedLayer(
+        f"{cls.__name__} {op.name!r} cannot be rebuilt faithfully: its get_config() leaves out {missing}, so a "
+        "layer made from it would use other values. What would work: a get_config() that returns every "
+        f"constructor argument. Received: config keys {sorted(config)}"
+    )
+
+
+def _lost_arguments(old, new, config) -> set:
+    """Constructor arguments missing from ``config`` whose kept values differ between the layers."""
+    lost = set()
+    for name in _init_arguments(type(old)):
+        # Names that every layer has (weights, name, dtype...) say nothing about the argument.
+        if name in config or hasattr(keras.layers.Layer, name) or not hasattr(old, name) or not hasattr(new, name):
+            continue
+        a, b = getattr(old, name), getattr(new, name)
+        if not (_plain(a) and _plain(b)):
+            continue  # only plain values can be compared with confidence
+        if a != b:
+            lost.add(name)
+    return lost
+
+
+def _plain(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
+_INIT_ARGUMENTS: dict = {}
+
+
+def _init_arguments(cls) -> tuple:
+    """The named constructor arguments of a layer class (remembered per class)."""
+    if cls not in _INIT_ARGUMENTS:
+        try:
+            params = inspect.signature(cls.__init__).parameters.values()
+            _INIT_ARGUMENTS[cls] = tuple(p.name for p in params if p.name != "self"
+                                         and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        except (TypeError, ValueError):
+            _INIT_ARGUMENTS[cls] = ()
+    return _INIT_ARGUMENTS[cls]
+
+
+def _refused_keys(error) -> set:
+    """The top-level keys of Keras's "Unrecognized keyword arguments passed to X: {...}"."""
+    text = str(error)
+    marker = "Unrecognized keyword arguments passed to "
+    start = text.find(marker)
+    if start < 0:
+        return set()
+    start = text.find("{", start)
+    keys, depth, i = set(), 0, start
+    while 0 <= i < len(text):
+        char = text[i]
+        if char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+            if depth == 0:
+                break
+        elif char == "'" and depth == 1:
+            end = text.find("'", i + 1)
+            if end < 0:
+                break
+            if text[end + 1:end + 2] == ":":
+                keys.add(text[i + 1:end])
+            i = end
+        i += 1
+    return keys
+
+
+def _from_attributes(op):
+    """``type(op)(**arguments)`` rebuilt from the attributes a layer keeps of its constructor
+    arguments (``self.units = units``), for a layer whose get_config() raises; None unless every
+    argument is found, so a silently defaulted argument can never slip in.
+    """
+    cls = type(op)
+    names = _init_arguments(cls)
+    if not all(hasattr(op, name) for name in names):
+        return None
+    arguments = {name: getattr(op, name) for name in names}
+    if not all(_carried_safely(value) for value in arguments.values()):
+        return None  # a layer, a variable or an array would be shared with the user's model
+    arguments.update(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
+    try:
+        return _from_config_call(lambda: cls(**arguments))
+    except Exception:
+        return None
+
+
+def _carried_safely(value) -> bool:
+    """Values a new layer may receive as they are: plain data, functions, stateless Keras objects."""
+    import types
+
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_carried_safely(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _carried_safely(v) for k, v in value.items())
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+        return True
+    return isinstance(value, (keras.initializers.Initializer, keras.regularizers.Regularizer,
+                              keras.constraints.Constraint, keras.DTypePolicy))
+
+
+def _from_config_call(make):
+    try:
+        return make()
+    except (ValueError, TypeError) as error:
+        if not _graph.is_deferred_variable_error(error):
+            raise
+    with _graph.outside_deferral():
+        return make()
 
 
 def _from_config(cls, config):

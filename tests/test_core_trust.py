@@ -126,6 +126,17 @@ class NoConfigLayer(L.Layer):
         return self.fn(x)
 
 
+class ArrayLayer(L.Layer):
+    """A custom layer that keeps an array it was given, and has no get_config."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return x * self.scale
+
+
 class BrokenConfigLayer(L.Layer):
     """A layer whose get_config itself raises, as some published model zoos ship them."""
 
@@ -184,11 +195,21 @@ class TestBadInputIsTyped:
 
     @pytest.mark.parametrize("layer", [NoConfigLayer(keras.ops.relu, name="fn_layer"), BrokenConfigLayer(name="broken")],
                              ids=["no get_config", "get_config raises"])
-    def test_layer_in_the_model_without_a_config(self, layer):
-        """Such a layer anywhere in the model blocks every edit: UnsupportedLayer names it."""
+    def test_untouched_layer_without_a_config_is_made_from_its_arguments(self, layer):
+        """Every constructor argument is kept on the layer: it is made again from them, faithfully."""
         model = model_with(layer)
+        x = sample_input(model)
         before = snapshot(model)
-        with pytest.raises(kerasnb.UnsupportedLayer, match=rf"Layer '{layer.name}' \({type(layer).__name__}\)"):
+        result = kerasnb.configure(model, "d2", name="head")
+        assert result.report.status(layer.name) == "no_weights" and result.report.status("head") == "kept"
+        np.testing.assert_array_equal(to_numpy(result.model(x)), to_numpy(model(x)))
+        assert_unchanged(model, before)
+
+    def test_layer_without_a_config_holding_an_array_is_refused(self):
+        """An argument that would be shared with the user's model (an array) is no faithful route."""
+        model = model_with(ArrayLayer(np.ones(4, "float32"), name="array_layer"))
+        before = snapshot(model)
+        with pytest.raises(kerasnb.UnsupportedLayer, match=r"Layer 'array_layer' \(ArrayLayer\)"):
             kerasnb.configure(model, "d2", units=3)
         assert_unchanged(model, before)
 

@@ -1,0 +1,106 @@
+"""keras-hub transformer backbones, tiny and random, built offline from their constructors.
+
+Round trips must be bit-identical on a padded batch, or say plainly which layer they could not
+carry (never silently different). Skipped, with the reason, where keras-hub is not installed.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import kerasnb
+
+keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (.ci/run installs it)")
+kh = keras_hub.models
+
+
+def text_batch(vocabulary=50, length=12):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, vocabulary, size=(3, length)).astype("int32")
+    mask = (np.arange(length)[None, :] < np.array([12, 7, 3])[:, None]).astype("int32")
+    return ids * mask, mask
+
+
+BACKBONES = {
+    "bert": lambda: kh.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                    intermediate_dim=32, max_sequence_length=12),
+    "gpt2": lambda: kh.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                    intermediate_dim=32, max_sequence_length=12),
+    "gemma": lambda: kh.GemmaBackbone(vocabulary_size=50, num_layers=2, num_query_heads=2, num_key_value_heads=1,
+                                      hidden_dim=16, intermediate_dim=32, head_dim=8),
+    "llama": lambda: kh.LlamaBackbone(vocabulary_size=50, num_layers=2, num_query_heads=2, num_key_value_heads=1,
+                                      hidden_dim=16, intermediate_dim=32),
+    "vit": lambda: kh.ViTBackbone(image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
+                                  mlp_dim=32),
+    "dinov2": lambda: kh.DINOV2Backbone(patch_size=4, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                                        image_shape=(16, 16, 3)),
+}
+
+
+def inputs_for(name, model):
+    if name in ("vit", "dinov2"):
+        images = np.random.default_rng(1).random((2, 16, 16, 3)).astype("float32")
+        return {key: images for key in model.input} if isinstance(model.input, dict) else images
+    ids, mask = text_batch()
+    names = [t.name for t in model.inputs]
+    return {n: (ids if "token" in n else mask if "mask" in n else np.zeros_like(ids)) for n in names}
+
+
+@pytest.fixture(scope="module", params=sorted(BACKBONES))
+def backbone(request):
+    keras.utils.set_random_seed(0)
+    return request.param, BACKBONES[request.param]()
+
+
+def test_round_trip_is_bit_identical(backbone):
+    name, model = backbone
+    x = inputs_for(name, model)
+    result = kerasnb.apply(model, [])
+    assert set(r.status for r in result.report) <= {"kept", "no_weights"}, result.report
+    for old, new in zip(keras.tree.flatten(model(x)), keras.tree.flatten(result.model(x))):
+        np.testing.assert_array_equal(to_numpy(old), to_numpy(new))
+    ids = {id(v) for v in model.weights}
+    assert not any(id(v) in ids for v in result.model.weights)
+
+
+def test_a_block_replaced_by_an_identical_copy(backbone):
+    """The block is called with its mask keyword: the copy receives it and computes the same."""
+    name, model = backbone
+    blocks = [l for l in model.layers if "transformer_layer" in l.name or "encoder_layer" in l.name
+              or "decoder_block" in l.name or "transformer_block" in l.name]
+    if not blocks:
+        pytest.skip(f"{name}: its blocks are not top-level layers")
+    block = blocks[-1]
+    twin = type(block).from_config({**kerasnb._graph.config_of(block), "name": block.name + "_copy"}) \
+        if name != "llama" else None
+    if twin is None:
+        pytest.skip("LlamaTransformerDecoder.get_config() raises in this keras-hub version")
+    result = kerasnb.replace(model, block.name, twin)
+    new_block = result.model.get_layer(block.name + "_copy")
+    for old_var, new_var in zip(block.weights, new_block.weights):
+        new_var.assign(old_var)
+    x = inputs_for(name, model)
+    for old, new in zip(keras.tree.flatten(model(x)), keras.tree.flatten(result.model(x))):
+        np.testing.assert_array_equal(to_numpy(old), to_numpy(new))
+
+
+def test_frozen_backbone_stays_frozen():
+    keras.utils.set_random_seed(0)
+    model = BACKBONES["bert"]()
+    model.trainable = False
+    result = kerasnb.apply(model, [])
+    assert len(result.model.trainable_variables) == 0
+    thawed = kerasnb.apply(model, [])  # the user's model is not changed by the round trip
+    assert len(model.trainable_variables) == 0 and len(thawed.model.weights) == len(model.weights)
+
+
+def test_mit_says_which_layer_it_could_not_carry():
+    """MiT's encoder block leaves sr_ratio out of its config and keeps it nowhere: not kept, and said."""
+    model = kh.MiTBackbone(layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2],
+                           layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0, layerwise_patch_sizes=[3, 3],
+                           layerwise_strides=[2, 2], hidden_dims=[8, 16], image_shape=(16, 16, 3))
+    report = kerasnb.apply(model, []).report
+    assert report.status("hierarchical_encoder_0_0") == "reinitialized"
+    assert "variables changed" in report.row("hierarchical_encoder_0_0").reason
+    assert report.status("hierarchical_encoder_1_0") == "kept"
