@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
+import numpy as np
+
 from . import _channels, _graph, _slicing, _targets
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import InputLayerEdit, InvalidEdit, NameClash, SurgeryError
@@ -42,9 +45,10 @@ class ReplaceCall:
 
 @dataclass(frozen=True)
 class DeleteCall:
-    """Pass the call's single input on to its consumers."""
+    """Pass one of the call's input tensors (its ``keep``-th) on to its consumers."""
 
     edit: Any
+    keep: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Plan:
     input_shapes: dict = field(default_factory=dict)  # id(input layer) -> new batch shape
     rules: dict = field(default_factory=dict)  # id(layer) -> weight rule (old, new) -> weights.Outcome
     outputs: list | None = None  # old tensors that become the outputs (Truncate), or None
+    notes_from_edits: list = field(default_factory=list)  # what an edit did that the report cannot say
     extra_outputs: list = field(default_factory=list)  # inner tensors a Truncate takes out of this model
 
     def is_empty(self) -> bool:
@@ -98,7 +103,8 @@ class Plan:
         return changes
 
     def notes(self) -> list[str]:
-        return [self.prune.note] if self.prune is not None and self.prune.note else []
+        own = [self.prune.note] if self.prune is not None and self.prune.note else []
+        return own + self.notes_from_edits + [n for p in self.nested.values() for n in p.notes()]
 
 
 class PrunePlan:
@@ -230,14 +236,13 @@ def plan_edit(model, edit, plan: Plan) -> None:
                 "and one input cannot stand in for all of them. Replace it with a block that gives as many outputs. "
                 f"Received: target={edit.target!r}"
             )
-        if len(view.input_tensors) != 1:
-            raise InvalidEdit(
-                f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it takes {len(view.input_tensors)} "
-                f"inputs ({_input_names(view)}), so there is no single input to pass on to its consumers. "
-                "Replace it with a layer that merges them instead, e.g. "
-                f"kerasnb.replace(model, {res.layer.name!r}, keras.layers.Add()). Received: target={edit.target!r}"
-            )
-        node_plan.action = DeleteCall(edit)
+        node_plan.action = DeleteCall(edit, _input_to_keep(view, res.layer, edit))
+        if len(view.input_tensors) > 1:
+            kept = view.input_tensors[node_plan.action.keep]
+            plan.notes_from_edits.append(
+                f"Deleting {res.layer.name!r} passes on its input from {_graph.producer(kept)[0].name!r} "
+                f"{tuple(kept.shape)}; its other inputs ({_other_inputs(view, node_plan.action.keep)}) are no "
+                "longer read there.")
         return
     # Replace
     if res.span_first is not None:
@@ -383,6 +388,50 @@ def _resolve(model, target, plan: Plan, edit) -> Resolved:
 
 def _single_call(res: Resolved, edit):
     return res.found.single_call()
+
+
+def _input_to_keep(view, layer, edit) -> int:
+    """Which input tensor of the call a Delete passes on (see :class:`kerasnb.Delete`)."""
+    tensors = view.input_tensors
+    if edit.keep_input is not None:
+        wanted = edit.keep_input
+        if isinstance(wanted, (int, np.integer)) and not isinstance(wanted, bool):
+            if 0 <= wanted < len(tensors):
+                return int(wanted)
+        elif isinstance(wanted, str):
+            by_keyword = view.kwargs.get(wanted)
+            for i, t in enumerate(tensors):
+                if t is by_keyword or _graph.producer(t)[0].name == wanted:
+                    return i
+        raise InvalidEdit(
+            f"keep_input names one input of {layer.name!r}: {_input_choices(view)}. Received: keep_input={wanted!r}"
+        )
+    if len(tensors) == 1:
+        return 0
+    out = view.outputs[0]
+    fits = [i for i, t in enumerate(tensors) if tuple(t.shape) == tuple(out.shape) and t.dtype == out.dtype]
+    if len(fits) == 1:
+        return fits[0]
+    why = ("none of them has" if not fits else f"{len(fits)} of them have") + \
+        f" the shape and dtype of its output {tuple(out.shape)} {out.dtype}"
+    raise InvalidEdit(
+        f"Cannot delete {layer.name!r} ({type(layer).__name__}): it takes {len(tensors)} inputs and {why}, so it "
+        f"is not clear which one to pass on. Say which with keep_input=: {_input_choices(view)}; or replace it "
+        f"with a layer that merges them. Received: target={edit.target!r}"
+    )
+
+
+def _input_choices(view) -> str:
+    keyword = {id(v): k for k, v in view.kwargs.items() if isinstance(v, keras.KerasTensor)}
+    parts = []
+    for i, t in enumerate(view.input_tensors):
+        name = keyword.get(id(t)) or _graph.producer(t)[0].name
+        parts.append(f"{i} or {name!r} {tuple(t.shape)} {t.dtype}")
+    return "; ".join(parts)
+
+
+def _other_inputs(view, keep: int) -> str:
+    return ", ".join(repr(_graph.producer(t)[0].name) for i, t in enumerate(view.input_tensors) if i != keep)
 
 
 def _target_of(edit):

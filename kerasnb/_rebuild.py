@@ -183,7 +183,7 @@ class _GraphRebuild:
                 op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
                 op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
             elif isinstance(action, DeleteCall):
-                outputs = local[id(view.input_tensors[0])]
+                outputs = local[id(view.input_tensors[action.keep])]
                 node_faithful = False
             else:
                 outputs = self.call_block(action.block, args, op, kwargs)

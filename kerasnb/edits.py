@@ -51,9 +51,16 @@ class Insert:
 
 @dataclass(frozen=True)
 class Delete:
-    """Remove ``target``; its single input flows on to its consumers."""
+    """Remove ``target``; its input flows on to its consumers.
+
+    A layer called with several inputs (a transformer block takes the hidden states and a mask)
+    passes on the one whose shape and dtype equal its output's: the residual stream. Name it with
+    ``keep_input`` (the producing layer's name, the keyword it was passed by, or its position
+    among the call's input tensors) where there is no such single input.
+    """
 
     target: Any
+    keep_input: Any = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,18 @@ class SurgeryResult:
     def __repr__(self) -> str:
         return f"SurgeryResult(model={self.model.name!r}, {len(self.edits)} edit(s))\n{self.report!r}"
 
+    def compare(self, x, original=None, *, original_x=None):
+        """Run the original and the new model on ``x``: a pandas DataFrame, one row per layer in both.
+
+        Columns: layer, source, type, status, output_shape, max_abs_diff, max_rel_diff and
+        broken_promise (a ``kept`` layer whose output differs; also warned about). ``original``:
+        the model this result was made from, when the result does not know it; ``original_x``:
+        the original's input when it differs from ``x``. See :func:`kerasnb.compare.compare`.
+        """
+        from .compare import compare
+
+        return compare(self, x, original=original, original_x=original_x)
+
 
 def replace(model, target, replacement) -> SurgeryResult:
     """Put ``replacement`` (layer, list of layers, model or callable) in place of ``target``."""
@@ -50,9 +62,15 @@ def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
     return apply(model, [Insert(layer, after=after, before=before)])
 
 
-def delete(model, target) -> SurgeryResult:
-    """Remove ``target``; its single input flows on to its consumers."""
-    return apply(model, [Delete(target)])
+def delete(model, target, *, keep_input=None) -> SurgeryResult:
+    """Remove ``target`` (or a list of targets, in one rebuild); its input flows on to its consumers.
+
+    ``delete(model, ["transformer_layer_3", "transformer_layer_4"])`` drops two blocks of an LLM.
+    See :class:`kerasnb.Delete` for which input a block with several inputs passes on.
+    """
+    if isinstance(target, list):
+        return apply(model, [Delete(t, keep_input) for t in target])
+    return apply(model, [Delete(target, keep_input)])
 
 
 def configure(model, target, **changes) -> SurgeryResult:

@@ -33,7 +33,8 @@ def test_call_index_out_of_range(make):
 
 def test_delete_multi_input_layer(make):
     model = make("residual")
-    with pytest.raises(kerasnb.InvalidEdit, match=r"takes 2 inputs \('stem', 'res_conv2'\).*Replace it"):
+    with pytest.raises(kerasnb.InvalidEdit, match=r"takes 2 inputs and 2 of them have the shape.*keep_input=: "
+                                                r"0 or 'stem' \(None, 8, 8, 8\) float32; 1 or 'res_conv2'"):
         kerasnb.delete(model, "res_add")
 
 

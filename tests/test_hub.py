@@ -104,3 +104,33 @@ def test_mit_says_which_layer_it_could_not_carry():
     assert report.status("hierarchical_encoder_0_0") == "reinitialized"
     assert "variables changed" in report.row("hierarchical_encoder_0_0").reason
     assert report.status("hierarchical_encoder_1_0") == "kept"
+
+
+class TestDropBlocks:
+    @pytest.fixture(scope="class")
+    def gpt2(self):
+        keras.utils.set_random_seed(0)
+        return BACKBONES["gpt2"]()
+
+    def test_a_block_with_a_mask_passes_on_the_residual_stream(self, gpt2):
+        ids, mask = text_batch()
+        result = kerasnb.delete(gpt2, "transformer_layer_1")
+        assert result.report.status("transformer_layer_1") == "removed"
+        assert result.report.status("transformer_layer_0") == "kept"
+        assert any("passes on its input from 'transformer_layer_0'" in n for n in result.notes)
+        # Without block 1, the final norm reads block 0's output, bit for bit.
+        x = {"token_ids": ids, "padding_mask": mask}
+        before = keras.Model(gpt2.input, gpt2.get_layer("transformer_layer_0").output)(x)
+        after = keras.Model(result.model.input, result.model.get_layer("layer_norm").input)(x)
+        np.testing.assert_array_equal(to_numpy(after), to_numpy(before))
+
+    def test_several_blocks_in_one_rebuild(self, gpt2):
+        result = kerasnb.delete(gpt2, ["transformer_layer_0", "transformer_layer_1"])
+        assert set(result.report.with_status("removed")) == {"transformer_layer_0", "transformer_layer_1"}
+        assert result.model.count_params() < gpt2.count_params()
+
+    def test_keep_input_names_the_input_and_bad_names_are_refused(self, gpt2):
+        with pytest.raises(kerasnb.InvalidEdit, match="keep_input names one input of 'transformer_layer_1'"):
+            kerasnb.delete(gpt2, "transformer_layer_1", keep_input="nothing")
+        result = kerasnb.delete(gpt2, "transformer_layer_1", keep_input="transformer_layer_0")
+        assert result.report.status("transformer_layer_1") == "removed"
