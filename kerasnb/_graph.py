@@ -8,6 +8,7 @@ initialisation). Everything else goes through the functions here.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -492,3 +493,18 @@ def config_of(layer, where: str = "") -> dict:
             "@keras.saving.register_keras_serializable(), and pass an instance built from plain arguments. "
             f"Received: layer={layer.name!r} of type {type(layer).__name__}"
         ) from None
+
+
+_INIT_ARGUMENTS: dict = {}
+
+
+def init_arguments(cls) -> tuple:
+    """The named constructor arguments of a layer class (remembered per class)."""
+    if cls not in _INIT_ARGUMENTS:
+        try:
+            params = inspect.signature(cls.__init__).parameters.values()
+            _INIT_ARGUMENTS[cls] = tuple(p.name for p in params if p.name != "self"
+                                         and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        except (TypeError, ValueError):
+            _INIT_ARGUMENTS[cls] = ()
+    return _INIT_ARGUMENTS[cls]

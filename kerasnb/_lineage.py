@@ -22,6 +22,7 @@ class Lineage:
     reason: str = ""
     faithful: bool = True
     config_changed: str = ""
+    note: str = ""  # said of a kept layer (e.g. "LoRA rank 8")
 
 
 def compose(new_model, state, lineage: dict) -> dict:
@@ -44,7 +45,8 @@ def compose(new_model, state, lineage: dict) -> dict:
         else:
             state_, reason = prev.state, prev.reason
         config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)
-        out[path] = Lineage(prev.original, state_, reason, prev.faithful and rec.faithful, config_changed)
+        note = "; ".join(s for s in (prev.note, rec.note) if s)
+        out[path] = Lineage(prev.original, state_, reason, prev.faithful and rec.faithful, config_changed, note)
     return out
 
 

@@ -456,7 +456,8 @@ def _input_msg(layer, edit) -> str:
 
 def _check_config_keys(layer, edit, scope) -> None:
     config = _graph.config_of(layer)
-    unknown = [k for k in edit.changes if k not in config]
+    # A constructor argument the config leaves out while it has its default (Dense's lora_rank) counts too.
+    unknown = [k for k in edit.changes if k not in config and k not in _graph.init_arguments(type(layer))]
     if unknown:
         raise InvalidEdit(
             f"{type(layer).__name__} {layer.name!r} has no config option {', '.join(map(repr, unknown))}. "

@@ -33,6 +33,7 @@ class Record:
     reason: str = ""
     faithful: bool = True  # computes the same as prev_path did, on the same inputs
     config_changed: str = ""
+    note: str = ""  # words for a kept layer (e.g. "LoRA rank 8")
     inner: tuple = ()  # for a rebuilt nested model: its layers' new ids
 
 
@@ -655,7 +656,7 @@ def _remake(op, config: dict, changes: dict):
 def _lost_arguments(old, new, config) -> set:
     """Constructor arguments missing from ``config`` whose kept values differ between the layers."""
     lost = set()
-    for name in _init_arguments(type(old)):
+    for name in _graph.init_arguments(type(old)):
         # Names that every layer has (weights, name, dtype...) say nothing about the argument.
         if name in config or hasattr(keras.layers.Layer, name) or not hasattr(old, name) or not hasattr(new, name):
             continue
@@ -673,21 +674,6 @@ def _plain(value) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_plain(v) for v in value)
     return False
-
-
-_INIT_ARGUMENTS: dict = {}
-
-
-def _init_arguments(cls) -> tuple:
-    """The named constructor arguments of a layer class (remembered per class)."""
-    if cls not in _INIT_ARGUMENTS:
-        try:
-            params = inspect.signature(cls.__init__).parameters.values()
-            _INIT_ARGUMENTS[cls] = tuple(p.name for p in params if p.name != "self"
-                                         and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
-        except (TypeError, ValueError):
-            _INIT_ARGUMENTS[cls] = ()
-    return _INIT_ARGUMENTS[cls]
 
 
 def _refused_keys(error) -> set:
@@ -724,7 +710,7 @@ def _from_attributes(op):
     argument is found, so a silently defaulted argument can never slip in.
     """
     cls = type(op)
-    names = _init_arguments(cls)
+    names = _graph.init_arguments(cls)
     if not all(hasattr(op, name) for name in names):
         return None
     arguments = {name: getattr(op, name) for name in names}
@@ -821,6 +807,8 @@ def _transfer_weights(state: Pass) -> None:
                               f"Received: {outcome!r}")
         outcome.assign()
         rec.weights, rec.reason = outcome.kind, outcome.reason
+        if outcome.faithful and outcome.kind == "copied":  # the same computation: kept, with a note
+            rec.faithful, rec.config_changed, rec.note, rec.reason = True, "", outcome.reason, ""
     for piece, new, edit in state.pretrained:
         rec = state.records[id(new)]
         outcome = weights.carry(piece, new)

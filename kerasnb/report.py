@@ -260,5 +260,5 @@ def status_of(lin, *, has_weights: bool, container: bool = False, inside=()) -> 
     if not has_weights:
         return NO_WEIGHTS, "" if lin.faithful else "its input changed"
     if lin.faithful and not lin.config_changed:
-        return KEPT, ""
+        return KEPT, getattr(lin, "note", "")
     return KEPT_INPUT_CHANGED, lin.config_changed or "weights copied, but its input changed: fine-tune it"

@@ -26,6 +26,7 @@ class Outcome:
     kind: str
     reason: str = ""
     values: list = field(default_factory=list)  # (new variable, its starting value)
+    faithful: bool = False  # the new layer computes exactly what the old one did (LoRA not trained yet)
 
     def assign(self) -> None:
         """Give the new variables their values (drawn from their initialisers if none is given)."""
@@ -35,6 +36,7 @@ class Outcome:
 
 def carry(old, new) -> Outcome:
     """The default rule: copy what fits, cast float dtypes, re-initialise what does not fit."""
+    _mirror_lora(old, new)
     old_vars, new_vars = list(old.weights), list(new.weights)
     if not old_vars and not new_vars:
         return Outcome("none")
@@ -46,6 +48,19 @@ def carry(old, new) -> Outcome:
             return Outcome("reinit", mismatch)
     casts = "" if same else _dtype_casts(old, old_vars, new_vars)
     return Outcome("copied", casts, [(nv, _copy_value(ov, nv.dtype)) for ov, nv in zip(old_vars, new_vars)])
+
+
+def _mirror_lora(old, new) -> None:
+    """LoRA that was enabled on a block's sub-layers is not in the block's config: enable it again."""
+    olds = _graph.sublayers(old)
+    if len(olds) < 2 or not any(getattr(s, "lora_enabled", False) for s in olds[1:]):
+        return
+    news = _graph.sublayers(new)
+    if len(news) != len(olds) or not new.built:
+        return
+    for o, n in zip(olds[1:], news[1:]):
+        if getattr(o, "lora_enabled", False) and not getattr(n, "lora_enabled", False) and n.built:
+            n.enable_lora(o.lora_rank, lora_alpha=getattr(o, "lora_alpha", None))
 
 
 def slice_channels(old, new, k_in, k_out) -> Outcome:

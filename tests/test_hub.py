@@ -134,3 +134,27 @@ class TestDropBlocks:
             kerasnb.delete(gpt2, "transformer_layer_1", keep_input="nothing")
         result = kerasnb.delete(gpt2, "transformer_layer_1", keep_input="transformer_layer_0")
         assert result.report.status("transformer_layer_1") == "removed"
+
+
+class TestLoRAInsideBlocks:
+    def test_enable_train_merge_on_gpt2_attention(self):
+        keras.utils.set_random_seed(0)
+        gpt2 = BACKBONES["gpt2"]()
+        ids, mask = text_batch()
+        x = {"token_ids": ids, "padding_mask": mask}
+        lora = kerasnb.enable_lora(gpt2, "*self_attention/query", rank=2)
+        assert set(kerasnb.lora.lora_layers(lora.model)) == {
+            "transformer_layer_0/self_attention/query", "transformer_layer_1/self_attention/query"}
+        assert lora.report.status("transformer_layer_0") == "kept"
+        assert "LoRA rank 2" in lora.report.row("transformer_layer_0").reason
+        np.testing.assert_array_equal(to_numpy(lora.model(x)), to_numpy(gpt2(x)))
+        assert kerasnb.lora.lora_layers(gpt2) == {}
+        again = kerasnb.apply(lora.model, [])  # a round trip keeps LoRA inside the blocks
+        assert set(kerasnb.lora.lora_layers(again.model)) == set(kerasnb.lora.lora_layers(lora.model))
+        assert again.report.status("transformer_layer_0") == "kept"
+        for variable in lora.model.trainable_variables:  # move the factors away from zero
+            variable.assign(variable + 0.05)
+        merged = kerasnb.merge_lora(lora.model)
+        assert kerasnb.lora.lora_layers(merged.model) == {}
+        assert merged.report.status("transformer_layer_0") == "folded"
+        np.testing.assert_allclose(to_numpy(merged.model(x)), to_numpy(lora.model(x)), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,215 @@
+"""LoRA with Keras's own implementation: turn it on for chosen layers of a new model, and merge it.
+
+``enable_lora(model, match, rank=8)`` returns a new model in which every matching Dense,
+EinsumDense, Embedding and convolution layer (at any depth, inside keras-hub blocks too) has
+Keras's LoRA enabled: the trained kernel is kept and frozen, and two small factors are added,
+one of them zero, so the new model computes exactly what the original did (``kept``, with the
+reason ``LoRA rank 8``). Only the LoRA factors train, unless ``train_others=True``.
+
+``merge_lora(model)`` folds each layer's factors into its kernel and returns a model without
+LoRA whose outputs equal the LoRA model's to float tolerance (``folded``, with the reason).
+The model passed in never gets LoRA.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+import keras
+
+from . import _graph
+from .edits import Transform
+from .errors import InvalidEdit, LayerNotFound, suggest
+from .surgery import SurgeryResult, apply
+from .weights import Outcome
+
+__all__ = ["enable_lora", "merge_lora", "lora_layers"]
+
+_KINDS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
+          keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, train_others: bool = False) -> SurgeryResult:
+    """A new model with LoRA of ``rank`` on every matching layer; see the module docstring.
+
+    ``match``: a glob (``"*attention*query*"``) or regex (``re.compile(...)``) on layer paths
+    (``"outer/inner"``), a layer class or tuple of classes, or a predicate ``layer -> bool``.
+    ``alpha`` defaults to ``rank`` (Keras's default): the factors' product is scaled by alpha/rank.
+    """
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise InvalidEdit(f"rank is a whole number of at least 1, e.g. rank=8. Received: rank={rank!r}")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0):
+        raise InvalidEdit(f"alpha is a positive number (or None for alpha = rank). Received: alpha={alpha!r}")
+    found = _matching(model, match)
+    alpha = alpha if alpha is not None else rank
+    changes = {"lora_rank": rank, "lora_alpha": alpha}
+    edits = [Transform(path, _with_lora(rank, alpha), changes) for path, owner in found if owner is None]
+    inside: dict = {}  # a block (a layer of the graph) -> paths of its sub-layers that get LoRA
+    for path, owner in found:
+        if owner is not None:
+            inside.setdefault(owner, []).append(path)
+    edits += [Transform(owner, _with_lora_inside(owner, subs, rank, alpha)) for owner, subs in inside.items()]
+    paths = [path for path, _ in found]
+    result = apply(model, edits)
+    if not train_others:
+        _train_only_lora(result.model)
+    note = (f"LoRA rank {rank} on {len(paths)} layer(s); "
+            + ("only the LoRA factors train." if not train_others else "every layer still trains."))
+    return SurgeryResult(result.model, result.report, result.edits, result.notes + (note,))
+
+
+def merge_lora(model) -> SurgeryResult:
+    """A new model without LoRA: each LoRA layer's factors folded into its kernel."""
+    paths = [path for path, layer in _graph.walk_layers(model)
+             if lora_rank(layer) or any(lora_rank(sub) for sub in _graph.sublayers(layer)[1:])]
+    if not paths:
+        raise InvalidEdit(
+            f"Model {model.name!r} has no layer with LoRA enabled, so there is nothing to merge. "
+            "kerasnb.enable_lora(model, match, rank=8) turns it on. Received: a model without LoRA"
+        )
+    edits = []
+    for path in paths:
+        layer = _layer_at(model, path)
+        if lora_rank(layer):
+            edits.append(Transform(path, _merged, {"lora_rank": None, "lora_alpha": None}))
+        else:  # a block whose sub-layers have LoRA: made again from its config, which has none
+            edits.append(Transform(path, _merged_inside))
+    return apply(model, edits)  # new variables: the merged model trains as a whole again
+
+
+def lora_layers(model) -> dict:
+    """``{path: rank}`` of the layers with LoRA enabled, sub-layers of blocks included."""
+    return {path: lora_rank(layer) for path, layer, _ in _deep_layers(model) if lora_rank(layer)}
+
+
+def lora_rank(layer) -> int:
+    return int(getattr(layer, "lora_rank", None) or 0) if getattr(layer, "lora_enabled", False) else 0
+
+
+# ----------------------------------------------------------------------------- weight rules
+
+
+def _with_lora(rank, alpha):
+    def rule(old, new):
+        """Keep every trained variable; the LoRA factors start from Keras's own initialisers."""
+        olds = {v.name: v for v in old.weights}
+        values = [(v, _copy(olds[v.name])) for v in new.weights if v.name in olds]
+        return Outcome("copied", f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""), values,
+                       faithful=True)  # one factor is zero: the layer computes what it did
+    return rule
+
+
+def _with_lora_inside(owner, paths, rank, alpha):
+    prefix = owner.rsplit("/", 1)[0] + "/" if "/" in owner else ""
+    relative = [p[len(prefix):] for p in paths]
+
+    def rule(old, new):
+        """LoRA on the chosen sub-layers of the rebuilt block; every trained variable kept by its path."""
+        subs = {getattr(s, "path", None): s for s in _graph.sublayers(new)[1:]}
+        for path in relative:
+            subs[path].enable_lora(rank, lora_alpha=alpha)
+        olds = {v.path: v for v in old.weights}
+        values = [(v, _copy(olds[v.path])) for v in new.weights if v.path in olds]
+        return Outcome("copied", f"LoRA rank {rank} on {len(relative)} layer(s) inside: "
+                                 + ", ".join(p.split("/", 1)[-1] for p in relative), values, faithful=True)
+    return rule
+
+
+def _merged_inside(old, new) -> Outcome:
+    """The block made again without LoRA; each LoRA sub-layer's merged kernel goes into its kernel."""
+    merged = {}
+    for sub in _graph.sublayers(old)[1:]:
+        if lora_rank(sub):
+            for name in ("kernel", "embeddings"):
+                variable = next((v for v in sub.weights if v.name == name), None)
+                if variable is not None:
+                    merged[variable.path] = keras.ops.convert_to_tensor(getattr(sub, name))
+    olds = {v.path: v for v in old.weights}
+    values = []
+    for variable in new.weights:
+        if variable.path in merged:
+            values.append((variable, keras.ops.copy(merged[variable.path])))
+        elif variable.path in olds:
+            values.append((variable, _copy(olds[variable.path])))
+        else:
+            raise InvalidEdit(f"{old.name!r}: no value for {variable.path!r} after merging LoRA. "
+                              f"Received: a {type(old).__name__} with {sorted(olds)}")
+    return Outcome("folded", f"LoRA merged into {len(merged)} kernel(s) inside", values)
+
+
+def _merged(old, new) -> Outcome:
+    """The merged kernel is what the LoRA layer computes with: Keras's own ``kernel`` property."""
+    values = []
+    for variable in new.weights:
+        merged = getattr(old, variable.name, None)
+        if merged is None:
+            raise InvalidEdit(f"{old.name!r}: no value for {variable.name!r} after merging LoRA. "
+                              f"Received: a {type(old).__name__} with {[v.name for v in old.weights]}")
+        values.append((variable, keras.ops.copy(keras.ops.convert_to_tensor(merged))))
+    return Outcome("folded", f"LoRA rank {lora_rank(old)} merged into its kernel", values)
+
+
+def _copy(variable):
+    return keras.ops.copy(variable.value)
+
+
+def _train_only_lora(model) -> None:
+    for _, layer in _graph.walk_layers(model):
+        if _graph.is_graph_model(layer):
+            continue
+        for variable in layer.weights:
+            if not variable.path.rsplit("/", 1)[-1].startswith("lora_"):
+                variable.trainable = False
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+def _deep_layers(model):
+    """``(path, layer, owner)`` for every layer of the graphs and every sub-layer of their layers.
+
+    ``owner`` is the path of the graph layer a sub-layer belongs to (a keras-hub block), or None.
+    A sub-layer's path is its owner's container path followed by Keras's own ``layer.path``.
+    """
+    for path, layer in _graph.walk_layers(model):
+        yield path, layer, None
+        if _graph.is_graph_model(layer):
+            continue
+        prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+        for sub in _graph.sublayers(layer)[1:]:
+            sub_path = getattr(sub, "path", None)
+            if sub_path:
+                yield prefix + sub_path, sub, path
+
+
+def _layer_at(model, path):
+    return next(layer for p, layer in _graph.walk_layers(model) if p == path)
+
+
+def _matching(model, match) -> list:
+    """``[(path, owner)]`` of the layers LoRA goes on (owner: the block holding a sub-layer, or None)."""
+    candidates = [(path, layer, owner) for path, layer, owner in _deep_layers(model)
+                  if isinstance(layer, _KINDS) and not _graph.is_graph_model(layer)]
+    if isinstance(match, type) or (isinstance(match, tuple) and all(isinstance(m, type) for m in match)):
+        found = [(p, o) for p, layer, o in candidates if isinstance(layer, match)]
+    elif isinstance(match, re.Pattern):
+        found = [(p, o) for p, _, o in candidates if match.search(p)]
+    elif isinstance(match, str):
+        found = [(p, o) for p, _, o in candidates
+                 if fnmatch.fnmatchcase(p, match) or fnmatch.fnmatchcase(p.split("/")[-1], match)]
+    elif callable(match):
+        found = [(p, o) for p, layer, o in candidates if match(layer)]
+    else:
+        raise InvalidEdit(
+            "match is a glob or regex on layer paths, a layer class, or a predicate layer -> bool. "
+            f"Received: match={match!r} of type {type(match).__name__}"
+        )
+    if not found:
+        names = [p for p, _, _ in candidates]
+        hint = suggest(str(match), names) if isinstance(match, str) else ""
+        raise LayerNotFound(
+            f"No Dense, EinsumDense, Embedding or convolution layer of model {model.name!r} matches {match!r}.{hint} "
+            f"Layers LoRA can go on: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}. Received: match={match!r}"
+        )
+    return found
