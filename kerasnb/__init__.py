@@ -38,6 +38,8 @@ __all__ = [
     "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
+    "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
+    "truncate", "transforms", "enable_lora", "merge_lora",
 ]
 
 
@@ -47,10 +49,20 @@ _LAZY = {
     "Editor": ("editor", "Editor"),
     "catalog": ("catalog", None),
     "fitting": ("fitting", None),
+    "enable_lora": ("lora", "enable_lora"),
+    "merge_lora": ("lora", "merge_lora"),
     "register_replacement": ("catalog", "register_replacement"),
     "prune": ("pruning", "prune"),
     "channel_groups": ("pruning", "channel_groups"),
     "pruning": ("pruning", None),
+    "change_input": ("transforms", "change_input"),
+    "configure_all": ("transforms", "configure_all"),
+    "fold_batchnorm": ("transforms", "fold_batchnorm"),
+    "replace_all": ("transforms", "replace_all"),
+    "split_activations": ("transforms", "split_activations"),
+    "swap_activation": ("transforms", "swap_activation"),
+    "truncate": ("transforms", "truncate"),
+    "transforms": ("transforms", None),
 }
 
 
