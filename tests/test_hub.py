@@ -158,3 +158,20 @@ class TestLoRAInsideBlocks:
         assert kerasnb.lora.lora_layers(merged.model) == {}
         assert merged.report.status("transformer_layer_0") == "folded"
         np.testing.assert_allclose(to_numpy(merged.model(x)), to_numpy(lora.model(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_float16"])
+def test_dtype_policy_is_kept_and_the_edited_model_saves(dtype, tmp_path):
+    keras.utils.set_random_seed(0)
+    gpt2 = kh.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                           max_sequence_length=12, dtype=dtype)
+    result = kerasnb.delete(gpt2, "transformer_layer_1")
+    policies = {l.name: l.dtype_policy.name for l in gpt2.layers if l.name != "transformer_layer_1"}
+    assert {l.name: l.dtype_policy.name for l in result.model.layers} == policies
+    ids, mask = text_batch()
+    x = {"token_ids": ids, "padding_mask": mask}
+    path = tmp_path / "edited.keras"
+    result.model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)).astype("float32"),
+                                  keras.ops.convert_to_numpy(result.model(x)).astype("float32"))
