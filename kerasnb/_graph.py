@@ -508,3 +508,17 @@ def init_arguments(cls) -> tuple:
         except (TypeError, ValueError):
             _INIT_ARGUMENTS[cls] = ()
     return _INIT_ARGUMENTS[cls]
+
+
+def graph_config(model) -> dict:
+    """The functional graph's own config (layers and wiring), even for a subclass that overrides get_config."""
+    from keras.src.models.functional import Functional
+
+    return Functional.get_config(model)
+
+
+def model_from_graph_config(cls, config, custom_objects=None):
+    """An instance of ``cls`` (a Functional subclass) from :func:`graph_config`; extra keys go to its constructor."""
+    from keras.src.models.functional import functional_from_config
+
+    return functional_from_config(cls, config, custom_objects=custom_objects)

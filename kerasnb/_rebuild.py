@@ -265,7 +265,11 @@ class _GraphRebuild:
                 new_model = _as_sequential(new_model, self.state) or new_model
         except ValueError as error:
             if "unique" in str(error):
-                raise NameClash(f"The edited model would have two layers with one name: {error}") from None
+                raise NameClash(
+                    f"The edited model would have two layers with one name ({first_line(error)}). Layers a callable "
+                    "replacement makes keep the names it gives them; kerasnb renames only the layers it makes "
+                    f"itself. What would work: a unique name for each layer a callable makes. Received: {error}"
+                ) from None
             raise
         return new_model
 

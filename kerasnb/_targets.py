@@ -158,11 +158,11 @@ def layer_named(model, name: str, given=None):
 
 
 def not_found(model, name, candidates, given) -> LayerNotFound:
-    """The one "no layer named ..." error, with the closest names."""
-    return LayerNotFound(
-        f"No layer named {name!r} in model {model.name!r}.{suggest(str(name), list(candidates))} "
-        f"Received: target={given!r}"
-    )
+    """The one "no layer named ..." error, with the closest names (inside nested models too)."""
+    inside = [path for path, _ in _graph.walk_layers(model) if path.endswith("/" + str(name))]
+    hint = (" It is inside a nested model: did you mean " + " or ".join(repr(p) for p in inside[:3]) + "?"
+            if inside else suggest(str(name), list(candidates)))
+    return LayerNotFound(f"No layer named {name!r} in model {model.name!r}.{hint} Received: target={given!r}")
 
 
 def path_of_layer(model, layer, prefix: str = "") -> str | None:

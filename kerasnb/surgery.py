@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _graph, _lineage, _plan, _rebuild
+from . import _graph, _lineage, _plan, _rebuild, _tasks
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import InvalidEdit, LayerNotFound, first_line
 from .report import WeightReport, build
@@ -146,8 +146,13 @@ def _apply(model, edits) -> SurgeryResult:
         batch = candidate
     if batch is not None or current is model:
         current, lineage = rebuild(batch or _plan.Plan())
-    notes += _recompile(model, current)
-    return SurgeryResult(current, build(model, current, lineage), edits, tuple(notes))
+    report = build(model, current, lineage)
+    if _tasks.is_task(model):  # a keras-hub task stays a task: same class, same preprocessor
+        current, task_notes = _tasks.rewrap(model, current)
+        notes += task_notes
+    else:
+        notes += _recompile(model, current)
+    return SurgeryResult(current, report, edits, tuple(notes))
 
 
 _EDIT_TYPES = (Replace, Insert, Delete, Configure, SetTrainable, Prune, ChangeInput, Transform, Truncate)

@@ -175,3 +175,56 @@ def test_dtype_policy_is_kept_and_the_edited_model_saves(dtype, tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)).astype("float32"),
                                   keras.ops.convert_to_numpy(result.model(x)).astype("float32"))
+
+
+class TestTaskModels:
+    @pytest.fixture(scope="class")
+    def causal_lm(self):
+        keras.utils.set_random_seed(0)
+        vocabulary = {"<|endoftext|>": 0, "a": 1, "b": 2, "c": 3, "Ġa": 4, "Ġb": 5, "Ġc": 6, "ab": 7}
+        tokenizer = kh.GPT2Tokenizer(vocabulary=vocabulary, merges=["a b"])
+        preprocessor = kh.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=8)
+        backbone = kh.GPT2Backbone(vocabulary_size=len(vocabulary), num_layers=3, num_heads=2, hidden_dim=16,
+                                   intermediate_dim=32, max_sequence_length=16)
+        return kh.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+
+    def batch(self):
+        return {"token_ids": np.array([[1, 2, 3, 0, 0, 0, 0, 0]], "int32"),
+                "padding_mask": np.array([[1, 1, 1, 0, 0, 0, 0, 0]], "int32")}
+
+    def test_round_trip_keeps_the_class_and_the_tied_embedding_row(self, causal_lm):
+        result = kerasnb.apply(causal_lm, [])
+        assert type(result.model) is type(causal_lm)
+        assert result.model.preprocessor is causal_lm.preprocessor
+        np.testing.assert_array_equal(to_numpy(result.model(self.batch())), to_numpy(causal_lm(self.batch())))
+        rows = [row.layer for row in result.report if row.layer.endswith("token_embedding")]
+        assert rows == [f"{causal_lm.backbone.name}/token_embedding"]
+        assert result.report.status("token_embedding") == "kept"
+
+    # Keras says so of every keras-hub task it loads (their compile() is their own): not ours to fix.
+    @pytest.mark.filterwarnings("ignore:`compile\\(\\)` was not called:UserWarning")
+    def test_dropped_block_still_generates_and_saves(self, causal_lm, tmp_path):
+        result = kerasnb.delete(causal_lm, [f"{causal_lm.backbone.name}/transformer_layer_1"])
+        assert type(result.model) is type(causal_lm)
+        assert result.model.backbone.num_layers == 2 and len(result.model.backbone.transformer_layers) == 2
+        assert isinstance(result.model.generate("a b", max_length=8), str)
+        path = tmp_path / "edited_lm.keras"
+        result.model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert type(loaded) is type(causal_lm)
+        np.testing.assert_array_equal(to_numpy(loaded(self.batch())), to_numpy(result.model(self.batch())))
+        assert causal_lm.backbone.num_layers == 3  # the user's task is untouched
+
+    def test_a_block_named_without_its_backbone_gets_the_path_suggested(self, causal_lm):
+        with pytest.raises(kerasnb.LayerNotFound, match=f"did you mean '{causal_lm.backbone.name}/transformer_layer_1'"):
+            kerasnb.delete(causal_lm, "transformer_layer_1")
+
+    def test_classifier_keeps_its_head(self):
+        keras.utils.set_random_seed(0)
+        backbone = BACKBONES["bert"]()
+        classifier = kh.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None)
+        ids, mask = text_batch()
+        x = {"token_ids": ids, "padding_mask": mask, "segment_ids": np.zeros_like(ids)}
+        result = kerasnb.apply(classifier, [])
+        assert type(result.model) is type(classifier)
+        np.testing.assert_array_equal(to_numpy(result.model(x)), to_numpy(classifier(x)))

@@ -1,0 +1,138 @@
+"""keras-hub task models (GPT2CausalLM, BertTextClassifier, ...) stay tasks after an edit.
+
+A task is a functional model around a backbone, with a preprocessor and methods of its own
+(``generate()``). The rebuild gives back a plain functional graph; here the task is made again
+the way keras-hub makes it: ``type(task)(backbone=..., preprocessor=task.preprocessor)``, around
+an :class:`EditedBackbone` that holds the edited graph, answers the attributes the task reads
+(``token_embedding``, ``transformer_layers``, ``num_layers``...), and saves and loads as a graph.
+The head's weights come from the rebuilt graph, layer by layer. Where that cannot be done, the
+plain model is returned and a note says why. keras-hub is imported only for task models.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from . import _graph
+
+_EDITED = None  # the EditedBackbone class, made (and registered) on first use
+
+
+def is_task(model) -> bool:
+    """A keras-hub task: a functional model with a ``backbone`` model and a ``preprocessor``."""
+    return (type(model).__module__.startswith("keras_hub") and hasattr(model, "preprocessor")
+            and _graph.is_graph_model(getattr(model, "backbone", None)))
+
+
+def rewrap(task, rebuilt) -> tuple:
+    """``(model, notes)``: ``rebuilt`` as an instance of ``type(task)``, or as it is with a note."""
+    backbone = task.backbone
+    try:
+        new_backbone_graph = rebuilt.get_layer(backbone.name)
+    except ValueError:
+        return rebuilt, [f"{type(task).__name__}: the edit removed its backbone {backbone.name!r}, so the result "
+                         "is a plain keras.Model."]
+    layers, plain = _attributes(backbone, new_backbone_graph)
+    if layers is None:
+        return rebuilt, [f"{type(task).__name__}: {plain} so the result is a plain keras.Model, not a "
+                         f"{type(task).__name__} (no generate(), no preprocessor)."]
+    edited_cls = _edited_backbone_class()
+    edited = edited_cls(inputs=_graph.pack_inputs(new_backbone_graph, _graph.input_tensors(new_backbone_graph)),
+                        outputs=_graph.pack_outputs(new_backbone_graph, _graph.output_tensors(new_backbone_graph)),
+                        name=backbone.name, dtype=backbone.dtype_policy, layer_attributes=layers,
+                        plain_attributes=plain, backbone_class=type(backbone).__name__)
+    edited.trainable = new_backbone_graph.trainable
+    try:
+        # The task's other arguments (num_classes, activation...) as its own config gives them.
+        settings = {k: v for k, v in task.get_config().items() if k not in ("backbone", "preprocessor")}
+        settings.setdefault("name", task.name)
+        new_task = type(task)(backbone=edited, preprocessor=task.preprocessor, **settings)
+    except Exception as error:  # a task whose constructor reads what the edit changed
+        return rebuilt, [f"{type(task).__name__} could not be made around the edited backbone "
+                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]}), so the result is a "
+                         "plain keras.Model."]
+    missing = _copy_head(new_task, rebuilt, backbone.name)
+    if missing:
+        return rebuilt, [f"{type(task).__name__}: its head layers {missing} do not match the edited model, so the "
+                         "result is a plain keras.Model."]
+    # keras-hub tasks compile themselves with their defaults in their constructor.
+    return new_task, [f"Still a {type(task).__name__}, around the edited backbone (an EditedBackbone that saves "
+                      "and loads as a graph), with the original preprocessor; compiled with the task's "
+                      "defaults: compile() it again if you had other settings."]
+
+
+def _attributes(old_backbone, new_graph):
+    """What the task may read on its backbone: layers by name (lists too), and plain settings."""
+    old_ids = {id(layer) for layer in _graph.sublayers(old_backbone)}
+    names = {layer.name for layer in new_graph.layers}
+    layers, plain = {}, {}
+    for key, value in vars(old_backbone).items():
+        if key.startswith("__") or (key.startswith("_") and key != "_token_embedding"):
+            continue
+        if isinstance(value, keras.layers.Layer) and id(value) in old_ids:
+            if value.name not in names:
+                return None, f"the attribute {key!r} of its backbone is the layer {value.name!r}, which the edit removed,"
+            layers[key] = value.name
+        elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, keras.layers.Layer) and id(v) in old_ids for v in value):
+            layers[key] = [v.name for v in value if v.name in names]
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            plain[key] = value
+    if "transformer_layers" in layers and "num_layers" in plain:
+        plain["num_layers"] = len(layers["transformer_layers"])  # dropped blocks: the count follows
+    return layers, plain
+
+
+def _copy_head(new_task, rebuilt, backbone_name) -> list:
+    """Give the task's own layers (the head) the rebuilt graph's weights; names of those that do not fit."""
+    by_name = {layer.name: layer for layer in rebuilt.layers}
+    missing = []
+    for layer in new_task.layers:
+        if layer.name == backbone_name or not layer.weights:
+            continue
+        source = by_name.get(layer.name)
+        if source is None or [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in layer.weights]:
+            missing.append(layer.name)
+            continue
+        for target, value in zip(layer.weights, source.weights):
+            target.assign(value)
+        layer.trainable = source.trainable
+    return missing
+
+
+def _edited_backbone_class():
+    global _EDITED
+    if _EDITED is not None:
+        return _EDITED
+    import keras_hub
+
+    @keras.saving.register_keras_serializable(package="kerasnb")
+    class EditedBackbone(keras_hub.models.Backbone):
+        """A keras-hub backbone edited by kerasnb: its graph, and the attributes its task reads."""
+
+        def __init__(self, *args, layer_attributes=None, plain_attributes=None, backbone_class="", **kwargs):
+            super().__init__(*args, **kwargs)
+            self._kerasnb_attributes = {"layer_attributes": dict(layer_attributes or {}),
+                                        "plain_attributes": dict(plain_attributes or {}),
+                                        "backbone_class": backbone_class}
+            for key, value in (plain_attributes or {}).items():
+                setattr(self, key, value)
+            for key, value in (layer_attributes or {}).items():
+                layer = [self.get_layer(v) for v in value] if isinstance(value, list) else self.get_layer(value)
+                setattr(self, key, layer)
+
+        def get_config(self):
+            config = _graph.graph_config(self)  # the graph, not the original's hyperparameters
+            config.update(self._kerasnb_attributes)
+            config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+            return config
+
+        @classmethod
+        def from_config(cls, config, custom_objects=None):
+            config = dict(config)
+            if isinstance(config.get("dtype"), dict):
+                config["dtype"] = keras.dtype_policies.get(config["dtype"])
+            return _graph.model_from_graph_config(cls, config, custom_objects)
+
+    _EDITED = EditedBackbone
+    return _EDITED
