@@ -40,8 +40,10 @@ def compose(new_model, state, lineage: dict) -> dict:
             continue
         if rec.weights == "reinit":
             state_, reason = "reinit", rec.reason
-        elif rec.weights in ("pruned", "adapted", "folded") and prev.state in ("original", rec.weights):
-            state_, reason = rec.weights, rec.reason
+        elif rec.weights in ("pruned", "adapted", "folded") and prev.state != "reinit":
+            # The latest rule gives the status; the reasons of earlier rebuilds stay in the words.
+            state_ = rec.weights
+            reason = rec.reason if prev.state == "original" else f"{prev.reason}; then {rec.reason}"
         else:
             state_, reason = prev.state, prev.reason
         config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)

@@ -87,3 +87,19 @@ class TestTruncate:
         s1, cls = both.model(x)
         np.testing.assert_array_equal(to_numpy(s1), expected)
         np.testing.assert_array_equal(to_numpy(cls), to_numpy(model(x)))
+
+
+def test_a_rule_after_another_rule_gives_the_latest_status_and_both_reasons():
+    """Adapted in one rebuild, folded in the next (as change_input then fold_batchnorm): folded, both said."""
+    def folded(old, new):
+        return Outcome("folded", "folded a BatchNorm in", [(v, keras.ops.copy(o.value)) for v, o in
+                                                           zip(new.weights, old.weights)])
+
+    model = cnn()
+    result = kerasnb.apply(model, [kerasnb.ChangeInput("img", (8, 8, 1)), kerasnb.Transform("conv", summed)])
+    again = kerasnb.apply(result.model, [kerasnb.Transform("conv", folded)])
+    both = kerasnb.apply(model, [kerasnb.ChangeInput("img", (8, 8, 1)), kerasnb.Transform("conv", summed),
+                                 kerasnb.Transform("conv", folded)])
+    assert again.report.status("conv") == "folded"
+    assert both.report.status("conv") == "folded"
+    assert "summed" in both.report.row("conv").reason and "folded a BatchNorm in" in both.report.row("conv").reason
