@@ -249,7 +249,12 @@ def forget_calls(layer, keep: int) -> None:
 
 
 def sublayers(layer) -> list:
-    """The layer and every layer it tracks, parents before their children (Keras's own order)."""
+    """The layer and every layer it tracks, parents before their children (Keras's own order).
+
+    A raw ``keras.ops`` operation in a graph (Gemma's embedding scaling) tracks no layers.
+    """
+    if not hasattr(layer, "_flatten_layers"):
+        return [layer]
     return list(layer._flatten_layers(include_self=True, recursive=True))
 
 

@@ -129,7 +129,8 @@ class _GraphRebuild:
     """
 
     def __init__(self, model, plan: Plan, state: Pass, prefix: str, name: str | None = None,
-                 only_extra: bool = False):
+                 only_extra: bool = False, call_shapes=None):
+        self.call_shapes = call_shapes  # a nested model called once: the shapes its call now receives
         _graph.functional(model)  # clear error for an unbuilt nested model
         self.model, self.plan, self.state, self.prefix = model, plan, state, prefix
         self.only_extra = only_extra  # a Truncate needs only the inner outputs it takes out
@@ -175,7 +176,11 @@ class _GraphRebuild:
             if action is None:
                 new_op = clones.get(id(op))
                 if new_op is None:
-                    new_op = clones[id(op)] = self._clone(op)
+                    shapes = None
+                    if _graph.is_graph_model(op) and view.n_calls == 1:
+                        shapes = [tuple(t.shape) for t in keras.tree.flatten((args, kwargs))
+                                  if isinstance(t, keras.KerasTensor)]
+                    new_op = clones[id(op)] = self._clone(op, shapes)
                 called_here.add(id(op))
                 unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
                     _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty())
@@ -233,7 +238,15 @@ class _GraphRebuild:
         return needed, only_extra
 
     def _input(self, old_t, old_layer):
-        shape = self.plan.input_shapes.get(id(old_layer), tuple(old_t.shape))
+        shape = tuple(old_t.shape)
+        given = self.call_shapes
+        if given is not None and len(given) == len(_graph.input_tensors(self.model)):
+            # A nested model now fed another shape (a new input upstream) takes it; a shape its own
+            # input already admits (None where the call has a size) stays as it was.
+            now = given[_graph.input_layers(self.model).index(old_layer)]
+            if len(now) != len(shape) or any(o is not None and o != n for o, n in zip(shape, now)):
+                shape = tuple(now)
+        shape = self.plan.input_shapes.get(id(old_layer), shape)
         new_t = keras.Input(batch_shape=shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
                             name=old_layer.name)
         new_layer = _graph.producer(new_t)[0]
@@ -411,14 +424,15 @@ class _GraphRebuild:
             f"Received: {piece!r} of type {type(piece).__name__}"
         )
 
-    def _clone(self, op):
+    def _clone(self, op, call_shapes=None):
         """A fresh copy of an existing operation: same config (plus changes), new variables."""
         plan, state = self.plan, self.state
         path = self.prefix + op.name
         if _graph.is_graph_model(op):
             sub_plan = plan.nested.get(id(op), Plan())
             before = set(state.records)
-            new_op = _GraphRebuild(op, sub_plan, state, path + "/", only_extra=self.current_only_extra).run()
+            new_op = _GraphRebuild(op, sub_plan, state, path + "/", only_extra=self.current_only_extra,
+                                   call_shapes=call_shapes).run()
             inner = tuple(k for k in state.records if k not in before)
             # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
@@ -809,6 +823,11 @@ def _transfer_weights(state: Pass) -> None:
             raise InvalidEdit(f"The weight rule {getattr(rule, '__name__', rule)!r} for {old.name!r} returned "
                               f"{type(outcome).__name__}; a rule returns kerasnb.weights.Outcome. "
                               f"Received: {outcome!r}")
+        wrong = [(v.path, tuple(v.shape), tuple(value.shape)) for v, value in outcome.values
+                 if tuple(value.shape) != tuple(v.shape)]
+        if wrong:
+            raise InvalidEdit(f"The weight rule {getattr(rule, '__name__', rule)!r} for {old.name!r} gives values of "
+                              f"the wrong shape: {wrong} (variable, its shape, the value's). Received: {outcome!r}")
         outcome.assign()
         rec.weights, rec.reason = outcome.kind, outcome.reason
         if outcome.faithful and outcome.kind == "copied":  # the same computation: kept, with a note

@@ -13,6 +13,7 @@ The model passed in never gets LoRA.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 
@@ -56,13 +57,13 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
         _train_only_lora(result.model)
     note = (f"LoRA rank {rank} on {len(paths)} layer(s); "
             + ("only the LoRA factors train." if not train_others else "every layer still trains."))
-    return SurgeryResult(result.model, result.report, result.edits, result.notes + (note,))
+    return dataclasses.replace(result, notes=result.notes + (note,))
 
 
 def merge_lora(model) -> SurgeryResult:
     """A new model without LoRA: each LoRA layer's factors folded into its kernel."""
-    paths = [path for path, layer in _graph.walk_layers(model)
-             if lora_rank(layer) or any(lora_rank(sub) for sub in _graph.sublayers(layer)[1:])]
+    paths = [path for path, layer in _graph.walk_layers(model) if not _graph.is_graph_model(layer)
+             and (lora_rank(layer) or any(lora_rank(sub) for sub in _graph.sublayers(layer)[1:]))]
     if not paths:
         raise InvalidEdit(
             f"Model {model.name!r} has no layer with LoRA enabled, so there is nothing to merge. "
@@ -156,8 +157,8 @@ def _copy(variable):
 
 def _train_only_lora(model) -> None:
     for _, layer in _graph.walk_layers(model):
-        if _graph.is_graph_model(layer):
-            continue
+        if _graph.is_graph_model(layer) or not isinstance(layer, keras.layers.Layer):
+            continue  # a nested model's layers come on their own; a raw op has no variables
         for variable in layer.weights:
             if not variable.path.rsplit("/", 1)[-1].startswith("lora_"):
                 variable.trainable = False

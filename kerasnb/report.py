@@ -258,6 +258,8 @@ def status_of(lin, *, has_weights: bool, container: bool = False, inside=()) -> 
     if lin.state == "folded":
         return FOLDED, lin.reason
     if not has_weights:
+        if lin.config_changed:
+            return NO_WEIGHTS, lin.config_changed
         return NO_WEIGHTS, "" if lin.faithful else "its input changed"
     if lin.faithful and not lin.config_changed:
         return KEPT, getattr(lin, "note", "")

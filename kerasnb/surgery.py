@@ -13,7 +13,7 @@ import contextlib
 import gc
 import html
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _graph, _lineage, _plan, _rebuild, _tasks
@@ -30,6 +30,7 @@ class SurgeryResult:
     report: WeightReport
     edits: tuple
     notes: tuple = ()
+    original: Any = field(default=None, repr=False, compare=False)  # the model passed in (for compare)
 
     def _repr_html_(self) -> str:
         # Notes quote layer names, which come from model files: escape them like the report does.
@@ -152,7 +153,7 @@ def _apply(model, edits) -> SurgeryResult:
         notes += task_notes
     else:
         notes += _recompile(model, current)
-    return SurgeryResult(current, report, edits, tuple(notes))
+    return SurgeryResult(current, report, edits, tuple(notes), model)
 
 
 _EDIT_TYPES = (Replace, Insert, Delete, Configure, SetTrainable, Prune, ChangeInput, Transform, Truncate)

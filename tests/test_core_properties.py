@@ -180,6 +180,12 @@ def test_guarantees_hold_on_random_graphs(data):
         for a, b in zip(old_probe(x), new_probe(x)):
             np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
+    # compare() runs both models layer by layer (nested blocks included): no broken promise.
+    x = np.random.default_rng(2).normal(size=(2, recipe[0])).astype("float32")
+    frame = result.compare(x, original=model)
+    assert not frame.broken_promise.any(), frame[frame.broken_promise].to_string()
+    assert set(frame.layer) >= {row.layer for row in report if row.status == "kept"}
+
     # Trainable flags follow the edit or the original.
     frozen = {t for e in edit_list if isinstance(e, kerasnb.SetTrainable) for t in e.targets}
     for layer in new.layers:

@@ -228,3 +228,15 @@ class TestTaskModels:
         result = kerasnb.apply(classifier, [])
         assert type(result.model) is type(classifier)
         np.testing.assert_array_equal(to_numpy(result.model(x)), to_numpy(classifier(x)))
+
+
+def test_lora_on_gemma_whose_graph_has_raw_ops():
+    """Gemma scales its embeddings with a raw keras.ops multiply in the graph: LoRA still goes on."""
+    keras.utils.set_random_seed(0)
+    gemma = BACKBONES["gemma"]()
+    x = inputs_for("gemma", gemma)
+    lora = kerasnb.enable_lora(gemma, "*attention/query", rank=2)
+    assert len(kerasnb.lora.lora_layers(lora.model)) == 2
+    np.testing.assert_array_equal(to_numpy(lora.model(x)), to_numpy(gemma(x)))
+    merged = kerasnb.merge_lora(lora.model)
+    assert kerasnb.lora.lora_layers(merged.model) == {}

@@ -4,9 +4,9 @@ The widget-free state, :class:`Session`, loads without ipywidgets (``kerasnb.edi
 the panel and its widgets are imported only when ``Editor`` or ``show_editor`` is asked for.
 """
 
-from .session import RowActions, Session, Step
+from .session import Comparison, LikeInfo, ModelActions, RowActions, Session, Step
 
-__all__ = ["Editor", "RowActions", "Session", "Step", "show_editor"]
+__all__ = ["Comparison", "Editor", "LikeInfo", "ModelActions", "RowActions", "Session", "Step", "show_editor"]
 
 
 def __getattr__(name):

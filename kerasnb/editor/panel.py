@@ -25,6 +25,22 @@ A layer called more than once (a shared layer) has one Layer-dropdown entry per 
 row a "calls" hint; replacing, deleting and inserting act on the chosen call, freezing and
 pruning on the layer. "Prune..." is offered where the pruning module says the selected layer
 can be pruned (asked for that row only, so opening a big model costs no channel analysis).
+
+Whole-model actions are steps like any other (undo, redo and reset take them back): "Change
+input..." on an input row (a shape and how the first layers adapt to new channels), "Apply to
+all N layers like this one" once a type is chosen for a row, "Cut here" (this layer's output
+becomes the model's), and, for the whole model, "Swap activation..." and "Fold BatchNorm". Opened
+with a probe batch (``show_editor(model, probe=x)``), the report section also compares every
+layer's output on it in the edited model and the original.
+
+Transformers (keras-hub backbones and tasks, whose backbone is a nested group of rows): on a
+block's row the delete button reads "Drop block" (the block passes on its residual stream, as
+:func:`kerasnb.delete` decides); "LoRA (rank r)" turns LoRA on for the selected row (a Dense,
+EinsumDense, Embedding or convolution layer, or a block's attention query and value projections)
+and "LoRA off" takes that row's LoRA step back; for the whole model, "LoRA on attention..." puts
+it on every attention projection, and "Merge LoRA" folds the factors into the kernels. With
+LoRA on, only its factors train (the message line and the whole-model row say how many
+parameters train).
 """
 
 from __future__ import annotations
@@ -40,7 +56,8 @@ import ipywidgets as w
 
 from ..errors import SurgeryError, first_line
 from . import table
-from .session import Session, call_of, change_text, ordered, path_of
+from .session import (CHANNEL_MODES, LORA_PROJECTIONS, LORA_RANK, SWAP_TO, Session, call_of, change_text, edits_of,
+                      path_of)
 
 
 class SaveFailed(SurgeryError):
@@ -58,11 +75,12 @@ _SHOWN: dict = {}  # id(model) -> the Editor that show_editor displayed for it (
 class Editor:
     """Edit ``model`` from a panel; ``editor.model`` is always the current result."""
 
-    def __init__(self, model):
+    def __init__(self, model, probe=None):
         started = time.perf_counter()
-        self.session = Session(model)
+        self.session = Session(model, probe=probe)
         self.selected = None  # a layer path, or (path, call_index) for one call of a shared layer
         self._prune_open = None  # the path whose prune controls were opened with "Prune..."
+        self._input_open = None  # the input row whose controls were opened with "Change input..."
         self._syncing = False  # set while the panel updates its own widgets, so observers stay quiet
         self._param_widgets: dict = {}
         self._shown_in_cell = None
@@ -99,7 +117,7 @@ class Editor:
         self.insert_picker.add_class("kn-insert-type")
         self.insert_button = w.Button(description="Insert after", icon="plus", layout=w.Layout(width="120px"))
         self.insert_button.add_class("kn-insert")
-        self.delete_button = w.Button(description="Delete", icon="trash", layout=w.Layout(width="90px"))
+        self.delete_button = w.Button(description="Delete", icon="trash", layout=w.Layout(width="115px"))
         self.delete_button.add_class("kn-delete")
         self.prune_button = w.Button(description="Prune\u2026", icon="cut", layout=w.Layout(width="90px"))
         self.prune_button.add_class("kn-prune")
@@ -113,6 +131,80 @@ class Editor:
         self.prune_box = w.HBox([self.prune_slider, self.prune_info], layout=w.Layout(width="auto", display="none"))
         self.prune_box.add_class("kn-prune-box")
 
+        # Whole-model actions on a row: give its type to every layer like it; cut the model there;
+        # on an input row, a new input shape (shown once "Change input..." is clicked).
+        self.like_button = w.Button(description="Apply to all like this", icon="clone", layout=w.Layout(width="auto"))
+        self.like_button.add_class("kn-like")
+        self.cut_button = w.Button(description="Cut here", icon="crop", layout=w.Layout(width="100px"))
+        self.cut_button.add_class("kn-cut")
+        self.input_button = w.Button(description="Change input\u2026", icon="sign-in", layout=w.Layout(width="150px"))
+        self.input_button.add_class("kn-change-input")
+        self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
+        self.input_shape.add_class("kn-input-shape")
+        self.channels_picker = w.Dropdown(options=CHANNEL_MODES, value="sum", description="channels",
+                                          layout=w.Layout(width="200px"))
+        self.channels_picker.add_class("kn-channels")
+        self.input_apply = w.Button(description="Apply", icon="check", layout=w.Layout(width="90px"))
+        self.input_apply.add_class("kn-input-apply")
+        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>channels: how the first layers take a "
+                                       "new number of channels (sum: exact for grey copies; repeat; reinit)</span>")
+        self.input_box = w.HBox([self.input_shape, self.channels_picker, self.input_apply, self.input_info],
+                                layout=w.Layout(width="auto", display="none"))
+        self.input_box.add_class("kn-input-box")
+
+        # Whole-model actions: swap an activation everywhere (from / to shown once opened), fold BatchNorm.
+        self.swap_button = w.Button(description="Swap activation\u2026", icon="exchange", layout=w.Layout(width="175px"))
+        self.swap_button.add_class("kn-swap")
+        self.swap_from = w.Dropdown(description="from", layout=w.Layout(width="180px"))
+        self.swap_from.add_class("kn-swap-from")
+        self.swap_to = w.Dropdown(description="to", layout=w.Layout(width="180px"))
+        self.swap_to.add_class("kn-swap-to")
+        self.swap_apply = w.Button(description="Swap", icon="check", layout=w.Layout(width="90px"))
+        self.swap_apply.add_class("kn-swap-apply")
+        self.swap_box = w.HBox([self.swap_from, self.swap_to, self.swap_apply],
+                               layout=w.Layout(width="auto", display="none"))
+        self.swap_box.add_class("kn-swap-box")
+        self.fold_button = w.Button(description="Fold BatchNorm", icon="compress", layout=w.Layout(width="140px"))
+        self.fold_button.add_class("kn-fold")
+        # LoRA on the selected row (its layer, or a block's attention projections), and off again.
+        self.lora_rank = w.IntText(value=LORA_RANK, description="LoRA rank", continuous_update=False,
+                                   layout=w.Layout(width="150px"))
+        self.lora_rank.add_class("kn-lora-rank")
+        self.lora_button = w.Button(description=f"LoRA (rank {LORA_RANK})", icon="compress",
+                                    layout=w.Layout(width="130px"))
+        self.lora_button.add_class("kn-lora")
+        self.lora_off_button = w.Button(description="LoRA off", icon="times", layout=w.Layout(width="100px"))
+        self.lora_off_button.add_class("kn-lora-off")
+        self.lora_info = w.HTML()
+        self.lora_info.add_class("kn-lora-info")
+        self.lora_row = w.HBox([self.lora_rank, self.lora_button, self.lora_off_button, self.lora_info],
+                               layout=_item())
+        self.lora_row.add_class("kn-lora-row")
+        # LoRA on every attention projection (rank and which projections shown once opened), and merging it.
+        self.lora_all_button = w.Button(description="LoRA on attention\u2026", icon="compress",
+                                        layout=w.Layout(width="170px"))
+        self.lora_all_button.add_class("kn-lora-all")
+        self.lora_all_rank = w.IntText(value=LORA_RANK, description="rank", continuous_update=False,
+                                       layout=w.Layout(width="130px"))
+        self.lora_all_rank.add_class("kn-lora-all-rank")
+        self.lora_which = w.Dropdown(options=tuple(LORA_PROJECTIONS), value="query, value", description="projections",
+                                     layout=w.Layout(width="300px"))
+        self.lora_which.add_class("kn-lora-which")
+        self.lora_all_apply = w.Button(description="Apply LoRA", icon="check", layout=w.Layout(width="125px"))
+        self.lora_all_apply.add_class("kn-lora-all-apply")
+        self.lora_all_off = w.Button(description="LoRA off", icon="times", layout=w.Layout(width="100px"))
+        self.lora_all_off.add_class("kn-lora-all-off")
+        self.lora_all_info = w.HTML()
+        self.lora_all_info.add_class("kn-lora-all-info")
+        self.lora_box = w.HBox([self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off,
+                                self.lora_all_info], layout=w.Layout(width="auto", display="none"))
+        self.lora_box.add_class("kn-lora-box")
+        self.merge_button = w.Button(description="Merge LoRA", icon="compress", layout=w.Layout(width="120px"))
+        self.merge_button.add_class("kn-merge-lora")
+        self.model_row = w.HBox([w.HTML("<b style='font-size:12px'>Whole model:</b>"), self.swap_button,
+                                 self.fold_button, self.lora_all_button, self.merge_button], layout=_item())
+        self.model_row.add_class("kn-model-actions")
+
         self.undo_button = w.Button(description="Undo", icon="undo", layout=w.Layout(width="80px"))
         self.redo_button = w.Button(description="Redo", icon="repeat", layout=w.Layout(width="80px"))
         self.reset_button = w.Button(description="Reset", icon="refresh", layout=w.Layout(width="80px"))
@@ -123,25 +215,34 @@ class Editor:
 
         self.save_path = w.Text(value=f"{model.name}_edited.keras", description="Save as", layout=w.Layout(width="320px"))
         self.save_path.add_class("kn-save-path")
-        self.save_button = w.Button(description="Save .keras", icon="save", layout=w.Layout(width="110px"))
+        self.save_button = w.Button(description="Save .keras", icon="save", layout=w.Layout(width="125px"))
         self.save_button.add_class("kn-save")
 
         # The full report, the chart and the code are drawn only while their section is open.
         self.report_view = w.HTML()
+        self.compare_view = w.HTML()  # with a probe batch: every layer's output, edited vs original
+        self.compare_view.add_class("kn-compare")
         self.chart_view = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.chart_view.add_class("kn-chart")
         self.code_view = w.HTML()
-        self.details = w.Accordion(children=[self.report_view, self.chart_view, self.code_view], selected_index=None)
+        self.details = w.Accordion(children=[w.VBox([self.report_view, self.compare_view]), self.chart_view,
+                                             self.code_view], selected_index=None)
         for i, title in enumerate(("Weight report", "Parameters per layer (chart)", "Python code of the edited model")):
             self.details.set_title(i, title)
         self.details.add_class("kn-details")
 
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.type_picker, self.trainable_box], layout=_item()),
-            self.params_box,
+            w.HBox([self.params_box, self.like_button], layout=_item()),
             self.unavailable,
-            w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button], layout=_item()),
+            w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
+                    self.input_button], layout=_item()),
             self.prune_box,
+            self.input_box,
+            self.lora_row,
+            self.model_row,
+            self.swap_box,
+            self.lora_box,
         ])
         self.widget = w.VBox([
             self.title, self.summary, self.message, self.legend,
@@ -164,6 +265,21 @@ class Editor:
         self.delete_button.on_click(_Weak(self, "_click", "_delete_selected"))
         self.prune_button.on_click(_Weak(self, "_click", "_open_prune"))
         self.prune_slider.observe(_Weak(self, "_on_prune_keep"), "value")
+        self.like_button.on_click(_Weak(self, "_click", "_apply_to_all_selected"))
+        self.cut_button.on_click(_Weak(self, "_click", "_cut_selected"))
+        self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
+        self.input_apply.on_click(_Weak(self, "_click", "_change_input_from_widgets"))
+        self.swap_button.on_click(_Weak(self, "_click", "_open_swap"))
+        self.swap_apply.on_click(_Weak(self, "_click", "_swap_from_widgets"))
+        self.swap_from.observe(_Weak(self, "_on_swap_from"), "value")
+        self.fold_button.on_click(_Weak(self, "_click", "fold_batchnorm"))
+        self.lora_rank.observe(_Weak(self, "_on_lora_rank"), "value")
+        self.lora_button.on_click(_Weak(self, "_click", "_lora_from_widgets"))
+        self.lora_off_button.on_click(_Weak(self, "_click", "disable_lora"))
+        self.lora_all_button.on_click(_Weak(self, "_click", "_open_lora"))
+        self.lora_all_apply.on_click(_Weak(self, "_click", "_lora_all_from_widgets"))
+        self.lora_all_off.on_click(_Weak(self, "_click", "disable_lora_attention"))
+        self.merge_button.on_click(_Weak(self, "_click", "merge_lora"))
         self.undo_button.on_click(_Weak(self, "_click", "undo"))
         self.redo_button.on_click(_Weak(self, "_click", "redo"))
         self.reset_button.on_click(_Weak(self, "_click", "reset"))
@@ -200,7 +316,7 @@ class Editor:
     @property
     def history(self) -> list[tuple]:
         """Every state the history holds, each as its list of edits; ``history[cursor]`` is current."""
-        return [tuple(s.edit for s in ordered(steps)) for steps in self.session.history]
+        return [edits_of(steps) for steps in self.session.history]
 
     @property
     def steps(self) -> list[str]:
@@ -301,6 +417,58 @@ class Editor:
     def set_trainable(self, trainable: bool) -> None:
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
 
+    def change_input(self, shape, channels: str | None = None, input: str | None = None) -> None:
+        """Give the model's input a new shape (a tuple, or text such as ``"8, 8, 1"``); what the
+        "Change input..." controls do. ``channels``: "sum", "repeat" or "reinit" (see
+        :func:`kerasnb.change_input`); ``input``: which input, for a model with several."""
+        self._edit(lambda: self.session.change_input(shape, channels, input), follow=True)
+
+    def apply_to_all(self) -> None:
+        """Give the selected row's type to every other layer of its class: "Apply to all N ... like this"."""
+        self._edit(lambda: self.session.apply_to_all(self.selected) and self.selected, follow=True)
+
+    def swap_activation(self, old: str, new: str) -> None:
+        """Use activation ``new`` wherever the model applies ``old`` (every weight is kept)."""
+        self._edit(lambda: self.session.swap_activation(old, new))
+
+    def fold_batchnorm(self) -> None:
+        """Fold each BatchNormalization into the Conv / Dense layer before it."""
+        self._edit(self.session.fold_batchnorm)
+
+    def cut(self, key=None) -> None:
+        """Cut the model at the selected row (or ``key``): its output becomes the model's output."""
+        if key is not None and key != self.selected:
+            self.select(key)
+        self._edit(lambda: self.session.cut(self.selected) or self.selected, follow=True)
+
+    def enable_lora(self, rank: int = LORA_RANK) -> None:
+        """LoRA of ``rank`` on the selected row: its layer (Dense, EinsumDense, Embedding, convolution)
+        or, on a block, its attention query and value projections; what "LoRA (rank r)" does.
+        Only the LoRA factors train afterwards. Again with another rank changes that step."""
+        self._edit(lambda: self.session.enable_lora(self.selected, rank), follow=True)
+
+    def disable_lora(self) -> None:
+        """Take back the selected row's LoRA step: what "LoRA off" does."""
+        self._edit(lambda: self.session.disable_lora(self.selected), follow=True)
+
+    def enable_lora_attention(self, rank: int = LORA_RANK, projections: str = "query, value") -> None:
+        """LoRA of ``rank`` on every attention projection of the model (``projections``: "query, value"
+        or "query, key, value, output"); what "LoRA on attention..." and "Apply LoRA" do."""
+        self._edit(lambda: self.session.enable_lora_attention(rank, projections))
+
+    def disable_lora_attention(self) -> None:
+        """Take back the "LoRA on attention" step."""
+        self._edit(self.session.disable_lora_attention)
+
+    def merge_lora(self) -> None:
+        """Fold every LoRA factor into its kernel (the same outputs, a model without LoRA)."""
+        self._edit(self.session.merge_lora)
+
+    def compare(self, x=None):
+        """The edited model and the original run on ``x`` (the probe batch by default): a
+        :class:`kerasnb.editor.session.Comparison` (``.frame``, a pandas DataFrame, and ``.note``)."""
+        return self._attempt(lambda: self.session.compare(x))
+
     def undo(self) -> None:
         self._edit(self.session.undo, verb="Undo")
 
@@ -381,6 +549,10 @@ class Editor:
         controls = [self.search, self.layer_picker, self.type_picker, self.trainable_box, self.insert_picker,
                     self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
+                    self.like_button, self.cut_button, self.input_button, self.input_shape, self.channels_picker,
+                    self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
+                    self.fold_button, self.lora_rank, self.lora_button, self.lora_off_button, self.lora_all_button,
+                    self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
                     *self._param_widgets.values()]
         was = [(c, c.disabled) for c in controls]
         for c in controls:
@@ -421,6 +593,7 @@ class Editor:
             ("the table", self._draw_table),
             ("the layer list", self._fill_layer_picker),
             ("the controls", self._sync_controls),
+            ("the whole-model actions", self._sync_model_actions),
             ("the history", self._draw_history),
             (self._details_name(), self._draw_details),
         ])
@@ -459,6 +632,11 @@ class Editor:
                 self._build_param_widgets(())
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
+                for button in (self.like_button, self.cut_button, self.input_button, self.lora_button,
+                               self.lora_off_button):
+                    button.disabled = True
+                self.input_box.layout.display = "none"
+                self.lora_info.value = ""
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
@@ -471,13 +649,129 @@ class Editor:
             self.insert_picker.options = actions.insertable
             self.insert_button.disabled = not actions.can_insert
             self.insert_button.tooltip = actions.insert_reason or "insert the chosen type right after this layer"
+            self.delete_button.description = actions.delete_label
             self.delete_button.disabled = not actions.can_delete
-            self.delete_button.tooltip = actions.delete_reason or "remove this layer; its input flows on"
+            self.delete_button.tooltip = actions.delete_reason or (
+                "drop this block: the hidden states it receives flow on to the next layer"
+                if actions.delete_label == "Drop block" else "remove this layer; its input flows on")
             self.trainable_box.value = actions.trainable
             self.trainable_box.disabled = not actions.can_freeze
             self.trainable_box.tooltip = actions.freeze_reason
             self._build_param_widgets(actions.params)
             self._sync_prune(path_of(key), actions.prune)
+            self._sync_like(actions.like)
+            self.cut_button.disabled = not actions.can_cut
+            self.cut_button.tooltip = actions.cut_reason or "make this layer's output the model's output; remove what follows"
+            self._sync_input(actions)
+            self._sync_lora(actions.lora)
+        finally:
+            self._syncing = False
+
+    def _sync_lora(self, info) -> None:
+        """"LoRA (rank r)" and "LoRA off" for the selected row, as the session answers."""
+        if info is None:
+            self.lora_button.disabled = self.lora_off_button.disabled = True
+            self.lora_info.value = ""
+            return
+        if info.rank:
+            self.lora_rank.value = info.rank
+        self.lora_button.description = f"LoRA (rank {self.lora_rank.value})"
+        self.lora_button.disabled = not info.can_enable
+        self.lora_button.tooltip = info.reason or (
+            f"LoRA on {info.what}: the kernel is kept and frozen, two small factors train")
+        self.lora_off_button.disabled = not info.can_disable
+        self.lora_off_button.tooltip = info.off_reason or "take this row's LoRA step back"
+        if info.on:
+            ranks = sorted(set(info.on.values()))
+            text = (f"LoRA on {len(info.on)} layer(s) here (rank {', '.join(map(str, ranks))})"
+                    + ("" if info.rank else "; from another step"))
+        elif info.can_enable:
+            text = f"LoRA would go on {info.what}"
+        else:
+            text = ""
+        self.lora_info.value = f"<span style='font-size:11px;color:#666'>{html.escape(text)}</span>" if text else ""
+
+    def _on_lora_rank(self, change) -> None:
+        self.lora_button.description = f"LoRA (rank {change['new']})"
+
+    def _sync_like(self, like) -> None:
+        """"Apply to all N <type> layers like this one" where the session says it can."""
+        if like is None or not like.can_apply:
+            self.like_button.description = "Apply to all like this"
+            self.like_button.disabled = True
+            self.like_button.tooltip = like.reason if like is not None else ""
+            return
+        self.like_button.description = f"Apply to all {like.count} {like.type} layers like this one"
+        self.like_button.disabled = False
+        self.like_button.tooltip = (f"give {like.label} to the {like.others} other {like.type} layer(s) too, "
+                                    "where it fits")
+
+    def _sync_input(self, actions) -> None:
+        """Offer "Change input..." on an input row; its shape and channels once opened there."""
+        self.input_button.disabled = not actions.can_change_input
+        self.input_button.tooltip = actions.input_reason or "give the model's input a new shape"
+        if not actions.can_change_input or self._input_open != path_of(actions.key):
+            self.input_box.layout.display = "none"
+            return
+        self.input_box.layout.display = None
+        self.input_shape.value = ", ".join("None" if d is None else str(d) for d in actions.input_shape)
+
+    def _sync_model_actions(self) -> None:
+        """The whole-model row: what "Swap activation..." can swap, and whether there is BatchNorm to fold."""
+        answer = self.session.model_actions()
+        syncing, self._syncing = self._syncing, True
+        try:
+            self._draw_model_actions(answer)
+        finally:
+            self._syncing = syncing
+
+    def _draw_model_actions(self, answer) -> None:
+        self.swap_button.disabled = not answer.can_swap
+        self.swap_button.tooltip = answer.swap_reason or "use another activation wherever the model applies one"
+        self.fold_button.disabled = not answer.can_fold
+        self.fold_button.tooltip = answer.fold_reason or (
+            f"fold the model's {answer.batchnorms} BatchNormalization layer(s) into the Conv / Dense layer before "
+            "each; inference outputs stay the same")
+        if not answer.can_swap:
+            self.swap_box.layout.display = "none"
+        self._draw_lora_actions(answer)
+        was, used = self.swap_from.value, answer.activations
+        self.swap_from.options = used  # (a Dropdown picks its first option when its options change)
+        self.swap_from.value = was if was in used else (used[0] if used else None)
+        self._sync_swap_to(answer.swap_to)
+
+    def _draw_lora_actions(self, answer) -> None:
+        """"LoRA on attention..." (its rank and projections once opened or while its step stands) and "Merge LoRA"."""
+        self.lora_all_button.disabled = not answer.can_lora
+        counts = ", ".join(f"{n} for {which}" for which, n in answer.lora_projections.items())
+        self.lora_all_button.tooltip = answer.lora_reason or f"LoRA on every attention projection ({counts})"
+        self.lora_all_off.disabled = not answer.can_lora_off
+        self.lora_all_off.tooltip = answer.lora_off_reason or "take the \u201cLoRA on attention\u201d step back"
+        self.merge_button.disabled = not answer.can_merge
+        self.merge_button.tooltip = answer.merge_reason or (
+            f"fold the LoRA factors of {answer.lora_on} layer(s) into their kernels: the same outputs, no LoRA")
+        if answer.lora_rank:
+            self.lora_all_rank.value = answer.lora_rank
+            self.lora_which.value = answer.lora_which
+            self.lora_box.layout.display = None
+        elif not answer.can_lora:
+            self.lora_box.layout.display = "none"
+        self.lora_all_info.value = (f"<span style='font-size:11px;color:#666'>{answer.lora_on} layer(s) with LoRA; "
+                                    f"{answer.trainable_params:,} parameters train</span>")
+
+    def _sync_swap_to(self, names) -> None:
+        """What "to" offers: every name but the one swapped from; gelu first time, the user's pick after."""
+        was = self.swap_to.value
+        offered = tuple(a for a in names if a != self.swap_from.value)
+        self.swap_to.options = offered
+        self.swap_to.value = next((a for a in (was, "gelu") if a in offered), offered[0] if offered else None)
+
+    def _on_swap_from(self, change) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            self._sync_swap_to(SWAP_TO)
         finally:
             self._syncing = False
 
@@ -544,7 +838,15 @@ class Editor:
         index = self.details.selected_index
         if index == 0:
             self.report_view.value = ""  # a failure below leaves no stale report behind
+            self.compare_view.value = ""
             self.report_view.value = self.report._repr_html_()
+            if self.session.probe is not None:
+                try:
+                    comparison = self.session.compare()
+                except SurgeryError as error:  # the models cannot run on it: an answer, shown in its place
+                    self.compare_view.value = table.compare_html(None, _plain(error))
+                else:
+                    self.compare_view.value = table.compare_html(comparison.frame, comparison.note)
         elif index == 1:
             # PNG bytes in an Image widget: shows the same in every frontend, with or without
             # a matplotlib backend set up for the notebook.
@@ -641,6 +943,63 @@ class Editor:
     def _delete_selected(self) -> None:
         self.delete(self.selected)
 
+    def _apply_to_all_selected(self) -> None:
+        self.apply_to_all()
+
+    def _cut_selected(self) -> None:
+        self.cut()
+
+    def _open_change_input(self) -> None:
+        if self.selected is None:
+            raise SurgeryError("No layer is selected. Select the model's input row to change its input.")
+        actions = self.session.row_actions(self.selected)
+        if not actions.can_change_input:
+            raise SurgeryError(actions.input_reason)
+        self._input_open = path_of(self.selected)
+        self._syncing = True
+        try:
+            self._sync_input(actions)
+        finally:
+            self._syncing = False
+        self._say(f"Changing the input {self._input_open!r}: type its new shape (without the batch axis), choose how "
+                  "the first layers take a new number of channels, and click Apply.", "ok")
+
+    def _change_input_from_widgets(self) -> None:
+        if self._input_open is None:
+            raise SurgeryError("Click \u201cChange input\u2026\u201d on an input row first.")
+        self.change_input(self.input_shape.value, self.channels_picker.value, input=self._input_open)
+
+    def _open_swap(self) -> None:
+        answer = self.session.model_actions()
+        if not answer.can_swap:
+            raise SurgeryError(answer.swap_reason)
+        self._syncing = True
+        try:
+            self.swap_box.layout.display = None
+            self._sync_model_actions()
+        finally:
+            self._syncing = False
+        self._say("Swapping an activation: choose what to swap from and to, and click Swap. Every weight is kept.", "ok")
+
+    def _swap_from_widgets(self) -> None:
+        if not self.swap_from.value or not self.swap_to.value:
+            raise SurgeryError("Choose the activation to swap from and the one to swap to first.")
+        self.swap_activation(self.swap_from.value, self.swap_to.value)
+
+    def _lora_from_widgets(self) -> None:
+        self.enable_lora(self.lora_rank.value)
+
+    def _open_lora(self) -> None:
+        answer = self.session.model_actions()
+        if not answer.can_lora:
+            raise SurgeryError(answer.lora_reason)
+        self.lora_box.layout.display = None
+        self._say("LoRA on attention: choose the rank and which projections, and click Apply LoRA. Only the LoRA "
+                  "factors will train.", "ok")
+
+    def _lora_all_from_widgets(self) -> None:
+        self.enable_lora_attention(self.lora_all_rank.value, self.lora_which.value)
+
     def _save_from_widgets(self) -> None:
         self.save(self.save_path.value)
 
@@ -671,14 +1030,19 @@ class Editor:
         return f"<kerasnb Editor on model {self.original.name!r}: {n} edit{'' if n == 1 else 's'}{closed}>"
 
 
-def show_editor(model) -> Editor:
+def show_editor(model, probe=None) -> Editor:
     """Open the editor panel on ``model`` and return the :class:`Editor` (keep it in a variable).
+
+    ``probe``: a small batch the model takes (an array, or a list with one per input). Then the
+    report section also shows, for every layer, how far its output on the probe moved in the
+    edited model (``result.compare``); a probe that does not fit the model is refused with a
+    :class:`kerasnb.SurgeryError`.
 
     In a notebook the panel is displayed and kept alive, one per model: running this again on the
     same model closes the earlier panel. In a plain Python script nothing is printed; the returned
     editor works from code (``editor.select(...)``, ``editor.choose(...)``, ``editor.model``).
     """
-    editor = Editor(model)  # first: a model the editor refuses leaves the earlier panel open
+    editor = Editor(model, probe=probe)  # first: a model (or probe) the editor refuses leaves the earlier panel open
     earlier = _SHOWN.pop(id(model), None)
     if earlier is not None:
         earlier.close()

@@ -1,8 +1,25 @@
 """The editor's state without any widget: the original model, the steps taken, and the history.
 
-Each step is one user action (choose a type for a layer, insert after it, freeze it, prune it).
-The current model is always ``kerasnb.apply(original, session.edits)``, so undo is just going
-back to an earlier list of steps, and an error leaves everything as it was.
+Each step is one user action (choose a type for a layer, insert after it, freeze it, prune it,
+or a whole-model action: change the input, apply a choice to every layer like one, swap an
+activation, fold BatchNorm, cut the model at a layer). The current model is always
+``kerasnb.apply(original, session.edits)``, so undo is just going back to an earlier list of
+steps, and an error leaves everything as it was.
+
+A whole-model action is a step of kind ``"transform"`` whose edit is the tuple of edits the
+transform returned (``result.edits`` of :mod:`kerasnb.transforms`), worked out on the model the
+steps before it make. Those edits only hold for that model: when an earlier step changes (Keep
+on a row edited before it, new parameters), the action is worked out again on the new model,
+with the same settings, before anything is committed (or refused, and nothing changes).
+
+Transformers: a row whose layer takes several tensors (a keras-hub block takes the hidden states
+and a mask) can be deleted where the core's planner says so (:class:`kerasnb.Delete` passes on
+the residual stream); on a block the step reads "drop block". LoRA is a whole-model step too
+(kind ``"transform"``, label ``"lora"``), one per row (:meth:`Session.enable_lora`: the row's
+layer, or a block's attention query and value projections) plus one for every attention
+projection (:meth:`Session.enable_lora_attention`); :meth:`Session.merge_lora` folds the factors
+in. While LoRA is on, only its factors train, as after :func:`kerasnb.enable_lora` (the session
+sets those flags again after each rebuild: they are not edits).
 
 A row of the table is a layer *path*. What the controls act on is a *key*: the path, or
 ``(path, call_index)`` for one call of a layer the original model calls more than once (a
@@ -10,13 +27,17 @@ shared layer); replacing, deleting and inserting are per call, freezing and prun
 
 The session answers every question the panel asks about a row in one place,
 :meth:`Session.row_actions` (types offered and refused, parameters, whether it can be
-deleted, frozen, pruned or have something inserted after it, and why not), so the panel only
+deleted, frozen, pruned, cut there or have something inserted after it, whether its chosen type
+can go to every layer like it, an input row's shape, and why not), so the panel only
 reads those answers and draws them. Shapes come from the model as it is now: a row whose layer a
-step replaced is judged where that layer would stand in the model every other step makes.
+step replaced is judged where that layer would stand in the model every other step makes. The
+whole-model actions are answered by :meth:`Session.model_actions`, and a probe batch's
+comparison by :meth:`Session.compare`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import numbers
@@ -29,8 +50,8 @@ import numpy as np
 from .. import _graph
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
-from ..edits import Delete, Insert, Prune, Replace, SetTrainable
-from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit, first_line
+from ..edits import Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
+from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit, LayerNotFound, first_line
 from .._lineage import Lineage
 from ..report import LayerRow, WeightReport, status_of
 
@@ -38,21 +59,41 @@ from ..report import LayerRow, WeightReport, status_of
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
 PRUNE_CRITERIA = ("l1", "l2")  # what kerasnb.prune ranks channels by
 INPUT_STAYS = "input layers stay; insert after them instead"
+CHANNEL_MODES = ("sum", "repeat", "reinit")  # how kerasnb.change_input adapts the first layers to new channels
+SWAP_TO = ("relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "elu", "selu", "softplus", "leaky_relu", "linear")
+LORA_RANK = 8  # the rank the LoRA controls start from (kerasnb.enable_lora's default)
+# Which projections of an attention layer "LoRA on attention" means. "query, value" is what the
+# LoRA paper and keras-hub's own Backbone.enable_lora put it on.
+LORA_PROJECTIONS = {"query, value": ("query", "value"), "query, key, value, output": ("query", "key", "value", "output")}
+# The names keras-hub and Keras give those projections inside an attention layer.
+_PROJECTION_NAMES = {"query": ("query", "query_dense", "q_proj"), "key": ("key", "key_dense", "k_proj"),
+                     "value": ("value", "value_dense", "v_proj"),
+                     "output": ("attention_output", "output_dense", "o_proj", "out_proj")}
 
 
 @dataclass(frozen=True)
 class Step:
     """One action in the panel and the core edit that carries it out."""
 
-    kind: str  # "choice" (replace / remove), "insert", "trainable" or "prune"
-    target: Any  # the layer's path ("outer/inner" inside a nested model), or (path, call_index)
-    edit: Any
-    label: str = ""  # catalog label for choices and inserts
-    params: dict = field(default_factory=dict)
+    kind: str  # "choice" (replace / remove), "insert", "trainable", "prune" or "transform"
+    target: Any  # the layer's path ("outer/inner" inside a nested model), or (path, call_index); "" for the whole model
+    edit: Any  # one core edit; for a transform, the tuple of edits it returned
+    label: str = ""  # catalog label for choices and inserts; the action's name for a transform
+    params: dict = field(default_factory=dict)  # a transform: its settings, enough to work it out again
     names: tuple = ()  # names of the layers this step adds, so their rows lead back to it
     trainable: bool | None = None
     counts: tuple = field(default=(), compare=False)  # prune: (params before, params after) the step
     input_shape: Any = field(default=None, compare=False)  # what the new layers were made for
+    text: str = field(default="", compare=False)  # a transform, in words
+    notes: tuple = field(default=(), compare=False)  # a transform: what it decided, and what it left alone
+    base: tuple = field(default=(), compare=False, repr=False)  # a transform: the steps it was worked out after
+    replaced: Any = field(default=None, compare=False, repr=False)  # a choice: the class of the layer it replaced
+    block: bool = field(default=False, compare=False, repr=False)  # a delete of a transformer block ("drop block")
+
+    @property
+    def edits(self) -> tuple:
+        """The core edits this step stands for (a transform stands for several)."""
+        return tuple(self.edit) if self.kind == "transform" else (self.edit,)
 
     def what(self) -> str:
         """The chosen type with its parameters, e.g. ``Dropout(rate=0.2)``."""
@@ -60,10 +101,12 @@ class Step:
         return f"{self.label}({args})" if args else self.label
 
     def describe(self) -> str:
+        if self.kind == "transform":
+            return self.text
         what, target = self.what(), key_text(self.target)
         if self.kind == "choice":
             if isinstance(self.edit, Delete):
-                return f"delete {target}"
+                return f"{'drop block' if self.block else 'delete'} {target}"
             return f"replace {target} with {what}"
         if self.kind == "insert":
             return f"insert {what} after {target}"
@@ -114,10 +157,113 @@ class RowActions:
     can_freeze: bool  # the trainable flag can be changed
     freeze_reason: str
     prune: PruneInfo
+    like: LikeInfo | None = None  # giving the row's chosen type to every layer like it (None: not asked)
+    input_shape: tuple | None = None  # an input row of the model: its shape without the batch axis
+    input_reason: str = "only the model's input rows can change its input"  # why not ("" when it can)
+    cut_reason: str = ""  # why the model cannot be cut at this row ("" when it can)
+    delete_label: str = "Delete"  # "Drop block" for a transformer block (a layer with attention inside)
+    lora: LoraInfo | None = None  # LoRA on this row (None: not asked)
 
     @property
     def can_insert(self) -> bool:
         return bool(self.insertable)
+
+    @property
+    def can_change_input(self) -> bool:
+        return not self.input_reason
+
+    @property
+    def can_cut(self) -> bool:
+        return not self.cut_reason
+
+
+@dataclass(frozen=True)
+class LikeInfo:
+    """Whether the type chosen for a row can also be given to every other layer of its class."""
+
+    label: str  # the type chosen for the row ("" when it has none)
+    type: str  # the class of the layer the row had, e.g. "Dense"
+    others: int  # other layers of that class in the current model
+    reason: str  # why not ("" when it can)
+
+    @property
+    def can_apply(self) -> bool:
+        return not self.reason
+
+    @property
+    def count(self) -> int:
+        """This layer and the others like it: the N of "apply to all N layers like this one"."""
+        return self.others + 1
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """LoRA on one row: on the layer itself (Dense, EinsumDense, Embedding, convolution) or, on a
+    block, on its attention projections; whether it can be turned on or off there, and why not."""
+
+    targets: tuple  # paths of the layers LoRA goes on for this row ("outer/block/attention/query", ...)
+    what: str  # those layers in words: "this EinsumDense layer", "2 attention projections (query, value)"
+    rank: int  # the rank this row's own LoRA step gives (0: the row has no LoRA step)
+    on: dict  # {path: rank} of the layers at or inside this row that have LoRA now (from any step)
+    reason: str  # why LoRA cannot be turned on here ("" when it can; with a step, "on" changes its rank)
+    off_reason: str  # why it cannot be turned off here ("" when the row has its own LoRA step)
+
+    @property
+    def can_enable(self) -> bool:
+        return not self.reason
+
+    @property
+    def can_disable(self) -> bool:
+        return not self.off_reason
+
+
+@dataclass(frozen=True)
+class ModelActions:
+    """The whole-model actions the panel offers for the current model, and why not: plain data."""
+
+    activations: tuple  # activations the model applies now (what "Swap activation" can swap from)
+    swap_to: tuple  # what it can swap to
+    swap_reason: str  # why nothing can be swapped ("" when something can)
+    batchnorms: int  # BatchNormalization layers in the model
+    fold_reason: str  # why "Fold BatchNorm" has nothing to do ("" when it may)
+    lora_projections: dict = field(default_factory=dict)  # LORA_PROJECTIONS key -> how many the model has
+    lora_rank: int = 0  # the rank of the whole-model LoRA step (0: there is none)
+    lora_which: str = ""  # which projections that step names (a key of LORA_PROJECTIONS)
+    lora_on: int = 0  # layers that have LoRA now (from any step)
+    lora_reason: str = "not asked"  # why "LoRA on attention" cannot be done ("" when it can)
+    lora_off_reason: str = "not asked"  # why the whole-model LoRA step cannot be taken back ("" when it can)
+    merge_reason: str = "not asked"  # why "Merge LoRA" has nothing to do ("" when it may)
+    trainable_params: int = 0  # parameters that train in the current model (only the factors, with LoRA)
+
+    @property
+    def can_lora(self) -> bool:
+        return not self.lora_reason
+
+    @property
+    def can_lora_off(self) -> bool:
+        return not self.lora_off_reason
+
+    @property
+    def can_merge(self) -> bool:
+        return not self.merge_reason
+
+    @property
+    def can_swap(self) -> bool:
+        return not self.swap_reason
+
+    @property
+    def can_fold(self) -> bool:
+        return not self.fold_reason
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The current model and the original run on the probe batch: ``frame`` (one row per layer in
+    both, see :func:`kerasnb.compare.compare`) and ``note`` (how the probe was fed to each, or why
+    there is no comparison, with ``frame`` None)."""
+
+    frame: Any
+    note: str
 
 
 def path_of(key) -> str:
@@ -138,10 +284,13 @@ def key_text(key) -> str:
 class Session:
     """What the panel edits; every method either succeeds or raises and changes nothing."""
 
-    def __init__(self, model):
+    def __init__(self, model, probe=None):
         _graph.functional(model)  # refuse unbuilt / subclassed models before drawing anything
         self.original = model
+        self.probe = None if probe is None else check_probe(model, probe)  # a batch to compare outputs on
         self.original_rows = {info.path: info for info in _graph.describe(model)}
+        # A tied layer (a task's head reusing the backbone's embedding) is one row, as in every report.
+        self._aliases = _graph.layer_aliases(model)
         self.history: list[tuple] = [()]
         self.cursor = 0
         self.result = None  # SurgeryResult of the current steps; None while there are none
@@ -163,17 +312,21 @@ class Session:
     def report(self) -> WeightReport:
         if self.result is not None:
             return self.result.report
-        return _unchanged_report(self.original_rows.values())
+        return _unchanged_report(self.original_rows.values(), self._aliases)
 
     @property
     def edits(self) -> tuple:
-        """The core edits, in the order :func:`kerasnb.apply` runs them (see :func:`ordered`)."""
-        return tuple(step.edit for step in ordered(self.steps))
+        """The core edits, in the order :func:`kerasnb.apply` runs them (see :func:`ordered`);
+        ``kerasnb.apply(session.original, session.edits)`` makes :attr:`model` again."""
+        return edits_of(self.steps)
 
     @property
     def notes(self) -> list[str]:
         notes = list(self.result.notes) if self.result is not None else []
         for step in self.steps:
+            if step.kind == "transform":  # what a whole-model action decided, and what it left alone
+                notes.extend(n for n in step.notes if n not in notes)
+                continue
             entry = _entry_or_none(step.label)
             if entry is None or entry.note is None or step.kind != "choice":
                 continue
@@ -238,7 +391,7 @@ class Session:
             return None
         path = path_of(key)
         for step in self.steps:
-            if step.kind in ("trainable", "prune"):
+            if step.kind in ("trainable", "prune", "transform"):  # a transform's layers are rows of their own
                 continue
             if step.target == key and step.kind == "choice":
                 return step
@@ -258,14 +411,18 @@ class Session:
         looked up where it would stand if only that step were taken back: in the model all the
         other steps make, so an upstream change of width is seen.
         """
+        return fitting.locate(*self._place(key))
+
+    def _place(self, key) -> tuple:
+        """``(model, target)``: the model :meth:`site` looks ``key`` up in, and ``key`` as it names it there."""
         key = self.key(key)
         gone = self._gone_reason(key)
         if gone:
             raise InvalidEdit(f"{gone}. Received: key={key!r}")
         own = self._own_step(key)
         if own is not None:
-            return self._base_site(own)
-        return fitting.locate(self.model, _key_in(self.steps, key))
+            return self._base_place(own)
+        return self.model, _key_in(self.steps, key)
 
     def options(self, key) -> tuple[list, dict]:
         """``(labels offered, {label: reason not offered})`` for ``key`` (a row or one call of it)."""
@@ -276,11 +433,12 @@ class Session:
             # An inserted row can become another insertable type, or be removed again.
             offered, refused = _insertable(self._base_site(step), own)
             return [catalog.REMOVE] + offered, refused
-        site = self._base_site(step) if step is not None else self.site(key)
+        place = self._base_place(step) if step is not None else self._place(key)
+        site = fitting.locate(*place)
         offered, refused = [], {}
         for entry in catalog.entries():
             params = own[1] if own is not None and entry.label == own[0] else {}
-            ok, reason = fitting.fits(entry, None, key, site=site, **params)
+            ok, reason = _fits(entry, place, site, **params)
             if ok:
                 offered.append(entry.label)
             else:
@@ -293,7 +451,9 @@ class Session:
 
     def row_actions(self, key) -> RowActions:
         """What the panel shows for ``key``: the types offered and refused, the parameters, and
-        whether it can be deleted, frozen, pruned or have a layer inserted after it (with why not).
+        whether it can be deleted, frozen, pruned, cut there or have a layer inserted after it,
+        whether its chosen type can go to every layer like it, and (an input row) its shape, with
+        why not.
         """
         if key is None:
             raise InvalidEdit("No layer is selected, so there is nothing to show. Select a row first. Received: key=None")
@@ -306,7 +466,9 @@ class Session:
         if gone:  # inside a nested model that a step replaced: nothing to act on here
             n = self._count()
             return RowActions(key, catalog.KEEP, (catalog.KEEP,), {}, (), False, gone, (), gone, False, gone,
-                              trainable, False, gone, PruneInfo(None, gone, n, n))
+                              trainable, False, gone, PruneInfo(None, gone, n, n),
+                              like=LikeInfo("", was.type if was is not None else "", 0, gone),
+                              input_reason=gone, cut_reason=gone, lora=LoraInfo((), "", 0, {}, gone, gone))
         step = self.step_for(key)
         own = self._own_step(key)
         offered, refused = self.options(key)
@@ -336,7 +498,11 @@ class Session:
             insertable=insertable, insert_reason=insert_reason,
             can_delete=can_delete, delete_reason=delete_reason,
             trainable=trainable, can_freeze=not freeze_reason, freeze_reason=freeze_reason,
-            prune=self.prune_info(key),
+            prune=self.prune_info(key), like=self.like_info(key),
+            input_shape=self.input_shape(path) if is_input and "/" not in path else None,
+            input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
+            delete_label="Drop block" if info is not None and _is_block(self._layer(path)) else "Delete",
+            lora=self.lora_info(key),
         )
 
     def prune_info(self, key) -> PruneInfo:
@@ -348,6 +514,169 @@ class Session:
             return PruneInfo(step.params["keep"], "", before, after)
         now = self._count()
         return PruneInfo(None, self.prune_reason(key), now, now)
+
+
+    def input_shape(self, name: str) -> tuple:
+        """The shape (without the batch axis) of the current model's input layer ``name``."""
+        for layer in _graph.input_layers(self.model):
+            if layer.name == name:
+                return tuple(layer.batch_shape)[1:]
+        names = [l.name for l in _graph.input_layers(self.model)]
+        raise LayerNotFound(f"The model has no input named {name!r}; its inputs: {names}. Received: input={name!r}")
+
+    def _input_reason(self, path: str, is_input: bool) -> str:
+        if not is_input:
+            return "only the model's input rows can change its input; select one"
+        if "/" in path:
+            return "this is the input of a nested model; change the input of the whole model instead"
+        return ""
+
+    def like_info(self, key) -> LikeInfo:
+        """Whether the type chosen for ``key`` can be given to every other layer of the class it had.
+
+        Only counts them (cheap): which of them the type fits is worked out when it is asked
+        (:meth:`apply_to_all`), and those it does not fit are left alone and named.
+        """
+        key = self.key(key)
+        own = self._own_step(key)
+        if own is None or own.replaced is None:
+            return LikeInfo("", "", 0, "choose a type for this row first; then it can go to every layer like it")
+        cls = own.replaced
+        others = len(self._like_candidates(cls, path_of(key))[0])
+        reason = "" if others else f"there is no other {cls.__name__} layer in the model"
+        return LikeInfo(own.label, cls.__name__, others, reason)
+
+    def lora_info(self, key) -> LoraInfo:
+        """LoRA on the row of ``key``: which layers it goes on (the row's own layer, or a block's
+        attention projections), the rank of the row's own LoRA step, what has LoRA now, and why
+        it cannot be turned on or off there."""
+        key = self.key(key)
+        path = path_of(key)
+        if path not in self.rows() and path not in self.original_rows and self._own_step(key) is None:
+            from ..errors import suggest
+
+            raise LayerNotFound(f"No row {path!r} in the model.{suggest(str(path), self.rows())} Received: key={key!r}")
+        gone = self._gone_reason(key)
+        if gone:
+            return LoraInfo((), "", 0, {}, gone, gone)
+        own = self._lora_step(path)
+        rank = own.params["rank"] if own is not None else 0
+        info = self.rows().get(path)
+        layer = self._layer(path) if info is not None else None
+        on = _lora_now_in(path, layer) if layer is not None else {}
+        giver = own or self._lora_giver(path)
+        off_reason = "" if own is not None else (
+            f"its LoRA comes from the step \u201c{giver.describe()}\u201d; take that back instead (undo, or turn LoRA "
+            "off where it was turned on)" if giver is not None and on else "LoRA is not on here")
+        if info is None or layer is None:
+            why = f"{key_text(key)} was replaced or deleted; LoRA goes on what stands there now"
+            return LoraInfo((), "", rank, {}, why, off_reason if own is not None else why)
+        if info.is_input:
+            why = "an input layer has no weights for LoRA"
+        elif info.is_container:
+            why = ("this is a nested model: turn LoRA on for its blocks or layers on their rows, or on every "
+                   "attention projection with \u201cLoRA on attention\u201d")
+        else:
+            why = ""
+        targets, what = _lora_targets(path, layer, LORA_PROJECTIONS["query, value"]) if not why else ((), "")
+        if not why and not targets:
+            why = (f"LoRA goes on Dense, EinsumDense, Embedding and convolution layers, and on blocks with attention "
+                   f"(on their query and value projections); {path!r} is {_a(type(layer).__name__)}")
+        if not why and own is None and all(t in on for t in targets):
+            why = (f"LoRA is on {what} already"
+                   + (f", from the step \u201c{giver.describe()}\u201d" if giver is not None else ""))
+        return LoraInfo(tuple(targets), what, rank, on, why, off_reason)
+
+    def cut_reason(self, key) -> str:
+        """Why the model cannot be cut at ``key`` (its output made the model's output), or ``""``."""
+        key = self.key(key)
+        path = path_of(key)
+        info = self.rows().get(path)
+        if info is None or self._own_step(key) is not None:
+            return f"{key_text(key)} was replaced or deleted; cut at what stands there now"
+        if info.is_input:
+            return "an input row computes nothing; cut after a layer"
+        if path.count("/") > 1:
+            return "the model can be cut inside a nested model one level deep, not deeper"
+        if "/" not in path:
+            from .. import _targets
+
+            try:
+                call = _targets.resolve(self.model, _key_in(self.steps, key)).single_call()
+            except Exception as error:  # noqa: BLE001 -- the resolver's refusal, said as the reason
+                return first_line(error, 200)
+            outputs = [id(t) for t in _graph.output_tensors(self.model)]
+            if len(outputs) == 1 and [id(t) for t in call.outputs] == outputs:
+                return "its output is the model's output already"
+        return ""
+
+    def model_actions(self) -> ModelActions:
+        """What the whole-model actions can do on the current model (swap from what, fold how many)."""
+        used = _activations_in(self.model)
+        swap_reason = "" if used else ("the model applies no activation that can be swapped (an Activation or "
+                                       "ReLU layer, or one fused in a Dense / Conv layer)")
+        import keras
+
+        batchnorms = sum(isinstance(layer, keras.layers.BatchNormalization)
+                         for _, layer in _graph.walk_layers(self.model))
+        fold_reason = "" if batchnorms else "the model has no BatchNormalization layer"
+        counts = {which: len(_attention_projections_of(self.model, names)) for which, names in LORA_PROJECTIONS.items()}
+        own = self._lora_step("")
+        on = _lora_now(self.model)
+        lora_reason = "" if own is not None or any(counts.values()) else (
+            "the model has no attention layer with query and value projections (keras-hub blocks and Keras's "
+            "MultiHeadAttention have them); turn LoRA on for single layers on their rows")
+        off_reason = "" if own is not None else "no \u201cLoRA on attention\u201d step to take back"
+        merge_reason = "" if on else "no layer has LoRA; turn it on first"
+        trainable = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        return ModelActions(tuple(used), SWAP_TO, swap_reason, batchnorms, fold_reason, counts,
+                            own.params["rank"] if own is not None else 0,
+                            own.params["projections"] if own is not None else "", len(on), lora_reason, off_reason,
+                            merge_reason, trainable)
+
+    def compare(self, x=None) -> Comparison:
+        """Run the current model and the original on ``x`` (the probe batch by default).
+
+        When the input lost its channels to one (:meth:`change_input` with channels "sum"), the
+        edited model gets each probe example's mean over the channels, and the original that
+        grey example repeated: what the sum rule promises to compute alike. Another input shape
+        cannot be compared; the note says why.
+        """
+        if x is None:
+            if self.probe is None:
+                raise InvalidEdit("No probe batch to compare on: open the editor with show_editor(model, probe=x), or "
+                                  "pass x. Received: x=None")
+            x = self.probe
+        else:
+            x = check_probe(self.original, x)
+        n = len(x[0])
+        if self.result is None:
+            return Comparison(None, f"No edit yet: the model is the original, so its outputs on the {n} probe "
+                                    "example(s) are the same.")
+        new_shapes = [tuple(t.shape)[1:] for t in _graph.input_tensors(self.model)]
+        given = [a.shape[1:] for a in x]
+        feed, original_x, how = x, None, f"Both models ran on the {n} probe example(s)"
+        if not all(_fits_shape(g, s) for g, s in zip(given, new_shapes)):
+            if len(x) == 1 and len(new_shapes[0]) == len(given[0]) and new_shapes[0][-1] == 1 \
+                    and _fits_shape(given[0][:-1], new_shapes[0][:-1]):
+                grey = x[0].mean(axis=-1, keepdims=True).astype(x[0].dtype)
+                feed, original_x = [grey], [np.repeat(grey, given[0][-1], axis=-1)]
+                how = (f"The input now has 1 channel: the edited model ran on each of the {n} probe example(s) "
+                       f"averaged over its {given[0][-1]} channels, the original on that grey example repeated "
+                       f"to {given[0][-1]} channels")
+            else:
+                return Comparison(None, f"The edited model takes inputs shaped {_shapes_text(new_shapes)} and the "
+                                        f"probe batch is {_shapes_text(given)}, so they cannot be compared.")
+        import warnings
+
+        from ..compare import compare
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = compare(self.result, _one_or_list(feed), original=self.original,
+                            original_x=None if original_x is None else _one_or_list(original_x))
+        broken = [str(c.message) for c in caught if type(c.message).__name__ == "BrokenPromiseWarning"]
+        return Comparison(frame, how + ("." if not broken else ". " + broken[0]))
 
     # ------------------------------------------------------------------ actions
 
@@ -449,6 +778,8 @@ class Session:
             self._commit(steps)
             return new.names[0] if new.names else None
         target = step.target if step is not None else key
+        if step is None and entry.kind != "keep":
+            self._refuse_call_after_transform(key, "replaced")
         if path_of(target) not in self.rows() and path_of(target) not in self.original_rows:
             raise InvalidEdit(f"No layer {key_text(target)} to edit. Received: key={key!r}")
         if entry.kind == "keep":
@@ -489,6 +820,7 @@ class Session:
         if self._own_step(key) is not None:
             raise InvalidEdit(f"{key_text(key)} was replaced or deleted; insert after what stands there now. "
                               f"Received: key={key!r}")
+        self._refuse_call_after_transform(key, "given a layer after it")
         step = self._insert_step(key, entry, params)
         self._commit(list(self.steps) + [step])
         return step.names[0] if step.names else ""
@@ -514,6 +846,180 @@ class Session:
             steps.append(Step("trainable", path, SetTrainable([path], trainable), trainable=trainable))
         self._commit(steps)
 
+    # ------------------------------------------------------------------ whole-model actions
+
+    def change_input(self, shape, channels: str | None = None, input: str | None = None) -> str:
+        """Give the model's input a new shape (without the batch axis): :func:`kerasnb.change_input`.
+
+        ``shape``: a tuple, or text such as ``"8, 8, 1"`` (``None`` for a free size).
+        ``channels``: how the layers that read a changed number of channels are adapted, one of
+        ``"sum"``, ``"repeat"``, ``"reinit"`` (None: sum for one channel, repeat for more); unused
+        when the number of channels stays. ``input``: the input layer's name (needed when the model
+        has several). One step per input: changing it again redoes that step, and going back
+        to the original shape takes it back. Returns the input's name.
+        """
+        names = [layer.name for layer in _graph.input_layers(self.original)]
+        if input is None:
+            if len(names) != 1:
+                raise InvalidEdit(f"The model has {len(names)} inputs; say which one to change: one of {names}. "
+                                  f"Received: input=None")
+            input = names[0]
+        elif input not in names:
+            from ..errors import suggest
+
+            raise LayerNotFound(f"The model has no input named {input!r}.{suggest(str(input), names)} Its inputs: "
+                                f"{names}. Received: input={input!r}")
+        if channels is not None and channels not in CHANNEL_MODES:
+            raise InvalidEdit(f"channels is how the first layers are adapted to a new number of channels: one of "
+                              f"{', '.join(map(repr, CHANNEL_MODES))} (or None). Received: channels={channels!r}")
+        steps = list(self.steps)
+        old = next((s for s in steps if s.kind == "transform" and s.label == "change_input"
+                    and s.params["input"] == input), None)
+        index = steps.index(old) if old is not None else len(steps)
+        before = self._build(tuple(steps[:index]))
+        was = next(tuple(l.batch_shape)[1:] for l in _graph.input_layers(before.model if before else self.original)
+                   if l.name == input)
+        shape = parse_shape(shape, was)
+        if shape == was:
+            if old is None:
+                raise InvalidEdit(f"Input {input!r} has shape {was!r} already; nothing would change. "
+                                  f"Received: shape={shape!r}")
+            self._commit(_without(steps, old))  # back to the shape it had: the step is taken back
+            return input
+        mode = None  # the number of channels stays: nothing to adapt
+        if shape[-1] != was[-1]:
+            mode = channels or ("sum" if shape[-1] == 1 else "repeat")  # kerasnb.change_input's defaults
+        step = self._make_transform("change_input", {"input": input, "shape": shape, "channels": mode},
+                                    tuple(steps[:index]))
+        self._commit(steps[:index] + [step] + steps[index + 1:])
+        return input
+
+    def apply_to_all(self, key) -> tuple:
+        """Give every other layer of the class ``key``'s layer had the type chosen for ``key``.
+
+        "Apply to all N layers like this one": one step (:func:`kerasnb.replace_all`, or deletes
+        for "Remove"), with the row's type and parameters, on each layer of the same class in the
+        current model that it fits; the others are left alone and named in the step's notes.
+        Returns the paths it was given to.
+        """
+        if key is None:
+            raise InvalidEdit("No layer is selected. Select a row whose type you chose. Received: key=None")
+        key = self.key(key)
+        own = self._own_step(key)
+        if own is None or own.replaced is None:
+            raise InvalidEdit(f"{key_text(key)} has no type chosen; choose one first, then give it to every layer "
+                              f"like it. Received: key={key!r}")
+        entry, cls = catalog.get(own.label), own.replaced
+        found, shared = self._like_candidates(cls, path_of(key))
+        if not found and not shared:
+            raise LayerNotFound(f"There is no other {cls.__name__} layer in the model to give {own.what()} to. "
+                                f"Received: key={key!r}")
+        fit, left = [], dict(shared)
+        for path in found:
+            site = fitting.locate(self.model, path)
+            ok, reason = _fits(entry, (self.model, path), site, **own.params)
+            if ok:
+                fit.append(path)
+            else:
+                left[path] = reason
+        if not fit:
+            raise IncompatibleShape(
+                f"{own.what()} fits none of the other {cls.__name__} layers: "
+                + "; ".join(f"{p!r}: {r}" for p, r in left.items()) + f". Received: key={key!r}")
+        params = {"like": key, "type": cls.__name__, "label": own.label, "values": dict(own.params),
+                  "paths": tuple(fit), "left": left}
+        steps = list(self.steps)
+        self._commit(steps + [self._make_transform("like", params, tuple(steps))])
+        return tuple(fit)
+
+    def swap_activation(self, old: str, new: str) -> None:
+        """Use activation ``new`` wherever the model applies ``old``: :func:`kerasnb.swap_activation`."""
+        for name, value in (("old", old), ("new", new)):
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidEdit(f"{name} is an activation's name, e.g. 'relu' or 'gelu'. Received: {name}={value!r}")
+        steps = list(self.steps)
+        self._commit(steps + [self._make_transform("swap", {"old": old.strip(), "new": new.strip()}, tuple(steps))])
+
+    def fold_batchnorm(self) -> None:
+        """Fold each BatchNormalization into the layer before it: :func:`kerasnb.fold_batchnorm`."""
+        steps = list(self.steps)
+        self._commit(steps + [self._make_transform("fold", {}, tuple(steps))])
+
+    def cut(self, key) -> None:
+        """Cut the model at ``key``: its output becomes the model's output, what follows is removed
+        (:func:`kerasnb.truncate`)."""
+        if key is None:
+            raise InvalidEdit("No layer is selected, so there is nowhere to cut. Select a row first. Received: key=None")
+        key = self.key(key)
+        reason = self.cut_reason(key)
+        if reason:
+            raise InvalidEdit(f"The model cannot be cut at {key_text(key)}: {reason}. Received: key={key!r}")
+        steps = list(self.steps)
+        self._commit(steps + [self._make_transform("cut", {"at": _key_in(steps, key)}, tuple(steps))])
+
+    def enable_lora(self, key, rank: int = LORA_RANK) -> str:
+        """LoRA of ``rank`` on the row of ``key``: on the layer itself (Dense, EinsumDense, Embedding,
+        convolution) or, on a block, on its attention projections (query and value), with
+        :func:`kerasnb.enable_lora`. Only the LoRA factors train afterwards. One LoRA step per
+        row: turning it on again with another rank changes that step. Returns the row's path."""
+        rank = _check_rank(rank)
+        if key is None:
+            raise InvalidEdit(f"No layer is selected, so there is nothing to put LoRA on. Select a Dense, EinsumDense, "
+                              f"Embedding or convolution row, or a block. Received: key=None, rank={rank!r}")
+        key = self.key(key)
+        info = self.lora_info(key)
+        if not info.can_enable:
+            raise InvalidEdit(f"LoRA cannot go on {key_text(key)}: {info.reason}. Received: key={key!r}, rank={rank!r}")
+        path = path_of(key)
+        old = self._lora_step(path)
+        if old is not None and old.params["rank"] == rank:
+            raise InvalidEdit(f"LoRA rank {rank} is on {key_text(key)} already; nothing would change. Received: "
+                              f"key={key!r}, rank={rank!r}")
+        self._put_transform(old, "lora", {"scope": path, "rank": rank, "projections": "query, value"})
+        return path
+
+    def disable_lora(self, key) -> str:
+        """Take back the LoRA step of the row of ``key`` (its layers are as they were before it)."""
+        if key is None:
+            raise InvalidEdit("No layer is selected, so there is no LoRA to turn off. Select a row with LoRA. "
+                              "Received: key=None")
+        key = self.key(key)
+        info = self.lora_info(key)
+        if not info.can_disable:
+            raise InvalidEdit(f"LoRA cannot be turned off on {key_text(key)}: {info.off_reason}. Received: key={key!r}")
+        self._commit(_without(list(self.steps), self._lora_step(path_of(key))))
+        return path_of(key)
+
+    def enable_lora_attention(self, rank: int = LORA_RANK, projections: str = "query, value") -> None:
+        """LoRA of ``rank`` on every attention projection of the model (``projections``: a key of
+        :data:`LORA_PROJECTIONS`), at any depth; layers that have LoRA from another step keep it.
+        One such step: doing it again changes it."""
+        rank = _check_rank(rank)
+        if projections not in LORA_PROJECTIONS:
+            raise InvalidEdit(f"projections is one of {', '.join(map(repr, LORA_PROJECTIONS))}. "
+                              f"Received: projections={projections!r}")
+        old = self._lora_step("")
+        if old is not None and old.params == {"scope": "", "rank": rank, "projections": projections}:
+            raise InvalidEdit(f"LoRA rank {rank} is on the attention projections ({projections}) already; nothing "
+                              f"would change. Received: rank={rank!r}, projections={projections!r}")
+        self._put_transform(old, "lora", {"scope": "", "rank": rank, "projections": projections})
+
+    def disable_lora_attention(self) -> None:
+        """Take back the \u201cLoRA on attention\u201d step."""
+        old = self._lora_step("")
+        if old is None:
+            raise InvalidEdit("There is no \u201cLoRA on attention\u201d step to take back. Received: "
+                              "disable_lora_attention()")
+        self._commit(_without(list(self.steps), old))
+
+    def merge_lora(self) -> None:
+        """Fold every LoRA factor into its kernel: :func:`kerasnb.merge_lora` (a model without LoRA,
+        the same outputs; every weight trains again)."""
+        steps = list(self.steps)
+        self._commit(steps + [self._make_transform("merge_lora", {}, tuple(steps))])
+
+    # ------------------------------------------------------------------ history
+
     def undo(self) -> bool:
         if self.cursor == 0:
             return False
@@ -532,6 +1038,32 @@ class Session:
 
     # ------------------------------------------------------------------ internals
 
+    def _lora_step(self, scope: str):
+        """The LoRA step of the row ``scope`` ("" for the whole-model one), or None."""
+        return next((s for s in self.steps if s.kind == "transform" and s.label == "lora" and s.target == scope), None)
+
+    def _lora_giver(self, path: str):
+        """The last LoRA step whose edits reach the layer at ``path`` (or a layer inside it), or None."""
+        found = None
+        for step in self.steps:
+            if step.kind == "transform" and step.label == "lora" and any(
+                    isinstance(getattr(e, "target", None), str) and _under(e.target, (path,)) for e in step.edits):
+                found = step
+        return found
+
+    def _layer(self, path: str):
+        """The layer at ``path`` in the current model, or None."""
+        return next((layer for p, layer in _graph.walk_layers(self.model) if p == path), None)
+
+    def _put_transform(self, old, op: str, params: dict):
+        """Put the whole-model step ``op`` in the place of ``old`` (or at the end), worked out on the
+        model the steps before it make; the steps after it are worked out again. Returns the step."""
+        steps = list(self.steps)
+        index = steps.index(old) if old is not None else len(steps)
+        step = self._make_transform(op, params, tuple(steps[:index]))
+        self._commit(steps[:index] + [step] + steps[index + 1:])
+        return step
+
     def _own_step(self, key):
         """The choice step that replaced or deleted exactly ``key``, or None."""
         step = self.step_for(key)
@@ -545,8 +1077,26 @@ class Session:
         if holder is None and (path in self.rows() or self._own_step(key) is not None
                                or path not in self.original_rows):
             return ""
-        by = f"{holder.describe()} took it away" if holder is not None else "an edit took it away"
-        return f"{path!r} is not in the edited model: {by}; choose Keep on that row to bring it back"
+        if holder is not None:
+            return (f"{path!r} is not in the edited model: {holder.describe()} took it away; choose Keep on that "
+                    "row to bring it back")
+        taker = self._taken_by(path)
+        if taker is not None:
+            return (f"{path!r} is not in the edited model: {taker.describe()} took it away; undo that step (or "
+                    "Reset) to bring it back")
+        return f"{path!r} is not in the edited model: an edit took it away"
+
+    def _taken_by(self, path: str):
+        """The whole-model step that removed the layer at ``path`` (or the nested model holding it), or None."""
+        transforms = [s for s in self.steps if s.kind == "transform"]
+        for step in transforms:
+            for edit in step.edits:
+                target = getattr(edit, "target", None)
+                if isinstance(edit, (Delete, Replace, Transform)) and isinstance(target, (str, tuple)) \
+                        and _under(path, (path_of(target),)):
+                    return step
+        return next((s for s in reversed(transforms) if any(isinstance(e, Truncate) for e in s.edits)),
+                    transforms[-1] if transforms else None)
 
     def _base_site(self, step) -> fitting.Site:
         """Where ``step``'s target stands in the model that every other step makes.
@@ -555,6 +1105,10 @@ class Session:
         go with it. If those other steps cannot be rebuilt without it, the steps made before it
         are used, and failing that the original model.
         """
+        return fitting.locate(*self._base_place(step))
+
+    def _base_place(self, step) -> tuple:
+        """``(model, target)`` that :meth:`_base_site` looks ``step``'s target up in."""
         steps = list(self.steps)
         index = next(i for i, s in enumerate(steps) if s is step)
         others, added = [], set(step.names)
@@ -563,14 +1117,18 @@ class Session:
                 added |= set(s.names)
                 continue
             others.append(s)
-        for base in (others, steps[:index]):
+        # A whole-model step after it was worked out on the model with it: the steps made before
+        # it are the model it stands in.
+        later_transform = any(s.kind == "transform" for s in steps[index + 1:])
+        for base in ((steps[:index],) if later_transform else (others, steps[:index])):
             try:
                 result = self._build(tuple(base))
-                return fitting.locate(result.model if result is not None else self.original,
-                                      _key_in(base, step.target))
+                place = (result.model if result is not None else self.original, _key_in(base, step.target))
+                fitting.locate(*place)  # it must stand there
+                return place
             except Exception:  # noqa: BLE001 -- any refusal: try a smaller base (the rebuild's own error is not ours)
                 continue
-        return fitting.locate(self.original, step.target)
+        return self.original, step.target
 
     def _params_of(self, step) -> tuple:
         """The :class:`Param` of each parameter of the type ``step`` gives its row."""
@@ -591,12 +1149,13 @@ class Session:
     def _choice_step(self, target, entry, params, reuse=None) -> Step:
         """The step giving ``target`` the type ``entry``; refused before anything is built when the
         parameters are bad or the type's dry run says it does not fit there."""
-        site = self._base_site(reuse) if reuse is not None else self.site(target)
+        place = self._base_place(reuse) if reuse is not None else self._place(target)
+        site = fitting.locate(*place)
         if site.is_input:
             raise InputLayerEdit(f"{key_text(target)} is an input layer: it stays. Insert after it instead. "
                                  f"Received: label={entry.label!r}")
         values = self._params(entry, site.layer, params, reuse)
-        ok, reason = fitting.fits(entry, None, target, site=site, **values)
+        ok, reason = _fits(entry, place, site, **values)
         if not ok:
             offered, _ = self.options(target)
             raise IncompatibleShape(
@@ -604,11 +1163,12 @@ class Session:
                 f"Types that fit there: {', '.join(offered)}. Received: label={entry.label!r}, params={values!r}"
             )
         if entry.kind == "remove":
-            return Step("choice", target, Delete(target), entry.label, {}, input_shape=site.input_shape)
+            return Step("choice", target, Delete(target), entry.label, {}, input_shape=site.input_shape,
+                        replaced=type(site.layer), block=_is_block(site.layer))
         replacement = entry.make(site.layer, site.input_shape, **values)
         names = self._name(replacement, target, entry, keep=reuse.names if reuse else ())
         return Step("choice", target, Replace(target, replacement), entry.label, values, names,
-                    input_shape=site.input_shape)
+                    input_shape=site.input_shape, replaced=type(site.layer))
 
     def _insert_step(self, target, entry, params, reuse=None) -> Step:
         """The step inserting ``entry`` after ``target``, checked like a choice before building."""
@@ -636,10 +1196,11 @@ class Session:
             return dict(reuse.params)  # same type again: keep what the user had set
         return entry.check_params(params or {}, layer, replacing=replacing)
 
-    def _name(self, replacement, target, entry, keep=()) -> tuple:
-        """Name the new layers after the row they stand in, so the table can lead back to the step."""
+    def _name(self, replacement, target, entry, keep=(), also=()) -> tuple:
+        """Name the new layers after the row they stand in, so the table can lead back to the step.
+        ``also``: more names already taken (those given earlier in the same action)."""
         parts = replacement if isinstance(replacement, (list, tuple)) else [replacement]
-        taken = set(self.rows()) | set(self.original_rows)
+        taken = set(self.rows()) | set(self.original_rows) | set(also)
         for step in self.steps:
             taken |= set(step.names)
         taken -= set(keep)
@@ -665,8 +1226,59 @@ class Session:
             names.append(prefix + part.name)
         return tuple(names)
 
+    def _like_candidates(self, cls, exclude: str) -> tuple[list, dict]:
+        """``(paths, {path: why not})``: the other layers of class ``cls`` in the current model, and
+        those of them a whole-model step cannot replace alone (called more than once)."""
+        found, shared = [], {}
+        rows = self.rows()
+        for path, layer in _graph.walk_layers(self.model):
+            if path == exclude or type(layer) is not cls or _graph.is_input_layer(layer):
+                continue
+            if any(path.startswith(p + "/") for p in found):
+                continue  # inside a nested model that is itself one of them
+            info = rows.get(path)
+            if info is not None and info.calls > 1:
+                shared[path] = f"called {info.calls} times; choose a type for each call on its row"
+                continue
+            found.append(path)
+        return found, shared
+
+    def _make_transform(self, op: str, params: dict, base: tuple, keep: tuple = ()) -> Step:
+        """The step of whole-model action ``op`` with ``params``, worked out on the model ``base`` makes.
+        ``keep``: names of the step it redoes, free to be given again."""
+        before = self._build(base)
+        model = before.model if before is not None else self.original
+        result, text = _TRANSFORMS[op](self, model, params, keep)
+        if not result.edits:
+            raise InvalidEdit(f"{text}: nothing would change. Received: {op} on model {model.name!r}")
+        had = {p for p, _ in _graph.walk_layers(model)}
+        names = tuple(p for p, _ in _graph.walk_layers(result.model) if p not in had)
+        target = path_of(params["at"]) if "at" in params else params.get("scope", params.get("input", ""))
+        return Step("transform", target, tuple(result.edits), op, dict(params), names,
+                    text=text, notes=tuple(result.notes), base=base)
+
+    def _rebase(self, steps) -> list:
+        """``steps`` with each whole-model step worked out again where the steps before it changed."""
+        out: list = []
+        for step in steps:
+            if step.kind == "transform" and tuple(out) != step.base:
+                step = self._make_transform(step.label, step.params, tuple(out), keep=step.names)
+            out.append(step)
+        return out
+
+    def _refuse_call_after_transform(self, key, what: str) -> None:
+        """One call of a shared layer is numbered as the original model numbers them, and its edit
+        runs before the others (see :func:`ordered`): not after a whole-model step."""
+        done = next((s for s in self.steps if s.kind == "transform"), None)
+        if isinstance(key, tuple) and done is not None:
+            raise InvalidEdit(
+                f"{key_text(key)} is one call of a shared layer, and {done.describe()} came first: after a whole-model "
+                f"action, one call cannot be {what} on its own. Undo that action, edit the call, then do it again. "
+                f"Received: key={key!r}"
+            )
+
     def _commit(self, steps: list) -> None:
-        steps = tuple(self._applying(steps))
+        steps = tuple(self._rebase(self._applying(steps)))
         result = self._build(steps)
         # Only a successful rebuild reaches here: history and state change together.
         del self.history[self.cursor + 1:]
@@ -711,9 +1323,15 @@ class Session:
                 return result
         from ..surgery import apply
 
-        result = apply(self.original, [s.edit for s in ordered(steps)])
+        result = apply(self.original, list(edits_of(steps)))
+        _train_only_lora(steps, result.model)
         self._recent = ([(steps, result)] + self._recent)[:RECENT_RESULTS]
         return result
+
+
+def edits_of(steps) -> tuple:
+    """The core edits of ``steps``, in the order :func:`kerasnb.apply` runs them."""
+    return tuple(edit for step in ordered(steps) for edit in step.edits)
 
 
 def ordered(steps) -> list:
@@ -729,6 +1347,377 @@ def ordered(steps) -> list:
         return list(steps)
     calls.sort(key=lambda s: -s.target[1])  # stable: edits of one call keep their order
     return calls + [s for s in steps if not (s.kind in ("choice", "insert") and isinstance(s.target, tuple))]
+
+
+# ----------------------------------------------------------------------------- whole-model actions
+
+
+def _transforms():
+    """``kerasnb.transforms``, imported on the first whole-model action."""
+    return importlib.import_module("kerasnb.transforms")
+
+
+def _op_change_input(session, model, params, keep):
+    result = _transforms().change_input(model, params["shape"], channels=params["channels"], input=params["input"])
+    how = f" (channels: {params['channels']})" if params["channels"] else ""
+    return result, f"change input {params['input']!r} to {params['shape']!r}{how}"
+
+
+def _op_like(session, model, params, keep):
+    entry, values, paths = catalog.get(params["label"]), params["values"], params["paths"]
+    present = {p: layer for p, layer in _graph.walk_layers(model) if p in paths}
+    if not present:
+        raise LayerNotFound(f"None of {', '.join(map(repr, paths))} is in the model any more, so there is nothing to "
+                            f"give {params['label']!r} to. Received: {params['type']} layers like {params['like']!r}")
+    notes = [f"{p!r} left alone: {why}" for p, why in params["left"].items()]
+    notes += [f"{p!r} left alone: it is no longer in the model" for p in paths if p not in present]
+    if entry.kind == "remove":
+        from ..surgery import apply
+
+        result = apply(model, [Delete(p) for p in present])
+        what = "delete"
+    else:
+        by_id = {id(layer): p for p, layer in present.items()}
+        given: list = []
+
+        def make(layer):
+            path = by_id[id(layer)]
+            site = fitting.locate(model, path)
+            replacement = entry.make(site.layer, site.input_shape, **values)
+            given.extend(session._name(replacement, path, entry, keep=keep, also=given))
+            return replacement
+
+        result = _transforms().replace_all(model, lambda path, layer: path in present, make)
+        args = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        what = f"give {params['label']}({args})" if args else f"give {params['label']}"
+        what += " to"
+    if notes:
+        result = dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
+    return result, (f"{what} {len(present)} more {params['type']} layer(s) like {key_text(params['like'])}: "
+                    + ", ".join(map(repr, present)))
+
+
+def _op_swap(session, model, params, keep):
+    result = _transforms().swap_activation(model, params["old"], params["new"])
+    return result, f"swap activation {params['old']!r} for {params['new']!r} ({len(result.edits)} layer(s))"
+
+
+def _op_fold(session, model, params, keep):
+    result = _transforms().fold_batchnorm(model)
+    folded = sum(isinstance(e, Delete) for e in result.edits)
+    if not folded:
+        why = " ".join(result.notes) or "no BatchNormalization layer could be folded"
+        raise InvalidEdit(f"No BatchNormalization layer could be folded: {why} Received: fold_batchnorm on model "
+                          f"{model.name!r}")
+    return result, f"fold {folded} BatchNormalization layer(s) into the layer before each"
+
+
+def _op_cut(session, model, params, keep):
+    result = _transforms().truncate(model, params["at"])
+    return result, f"cut the model at {key_text(params['at'])} (its output is the model's output)"
+
+
+def _lora():
+    """``kerasnb.lora``, imported on the first LoRA action."""
+    return importlib.import_module("kerasnb.lora")
+
+
+def _op_lora(session, model, params, keep):
+    scope, rank, which = params["scope"], params["rank"], params["projections"]
+    if scope:
+        layer = next((l for p, l in _graph.walk_layers(model) if p == scope), None)
+        if layer is None:
+            raise LayerNotFound(f"{scope!r} is not in the model any more, so LoRA cannot go on it. Received: "
+                                f"LoRA rank {rank} on {scope!r}")
+        targets, what = _lora_targets(scope, layer, LORA_PROJECTIONS[which])
+        where = f"{scope!r}" if what.startswith("this ") else f"the attention projections ({which}) of {scope!r}"
+    else:
+        targets = _attention_projections_of(model, LORA_PROJECTIONS[which])
+        where = f"the attention projections ({which})"
+    if not targets:
+        raise InvalidEdit(f"There is no layer for LoRA on {where}: it goes on Dense, EinsumDense, Embedding and "
+                          f"convolution layers, and on attention projections. Received: LoRA rank {rank} on {where}")
+    have = _lora_now(model)
+    todo = [t for t in targets if t not in have]
+    if not todo:
+        raise InvalidEdit(f"Every layer of {where} has LoRA already ({', '.join(sorted(map(repr, targets)))}); "
+                          f"nothing would change. Received: LoRA rank {rank} on {where}")
+    layers = dict(_deep(model))
+    widest = max((max(v.shape) for t in todo for v in layers[t].weights if len(v.shape) >= 2), default=0)
+    if widest and rank > widest:
+        raise InvalidEdit(f"LoRA rank {rank} is larger than every dimension of the kernels it would go on (the "
+                          f"largest is {widest}); LoRA's factors are meant to be far smaller, e.g. rank 4 or 8. "
+                          f"Received: rank={rank!r} on {where}")
+    pattern = re.compile("^(?:" + "|".join(re.escape(t) for t in todo) + ")$")
+    result = _lora().enable_lora(model, pattern, rank=rank)
+    left = [f"{t!r} has LoRA already (rank {have[t]}); left as it is" for t in targets if t in have]
+    if left:
+        result = dataclasses.replace(result, notes=tuple(left) + tuple(result.notes))
+    return result, f"LoRA rank {rank} on {where}" + (f": {len(todo)} layers" if len(todo) > 1 else "")
+
+
+def _op_merge_lora(session, model, params, keep):
+    had = _lora_now(model)
+    result = _lora().merge_lora(model)
+    return result, f"merge LoRA into the kernels of {len(had)} layer(s)"
+
+
+# name -> (session, model the steps before it make, params, names free to reuse) -> (SurgeryResult, in words)
+_TRANSFORMS = {"change_input": _op_change_input, "like": _op_like, "swap": _op_swap, "fold": _op_fold,
+               "cut": _op_cut, "lora": _op_lora, "merge_lora": _op_merge_lora}
+
+
+# ----------------------------------------------------------------------------- LoRA: which layers
+
+
+def _lora_targets(path: str, layer, projections) -> tuple[list, str]:
+    """``(paths, in words)`` of what LoRA on the row ``path`` means: the layer itself when it is a
+    Dense, EinsumDense, Embedding or convolution layer, else its attention ``projections``."""
+    if isinstance(layer, _lora()._KINDS) and not _graph.is_graph_model(layer):
+        return [path], f"this {type(layer).__name__} layer"
+    found = _attention_projections(path, layer, projections)
+    return found, (f"its {len(found)} attention projection(s) ({', '.join(projections)})" if found else "")
+
+
+def _attention_projections_of(model, projections) -> list:
+    """Paths of every attention projection named in ``projections`` in ``model``, at any depth."""
+    return [t for path, layer in _graph.walk_layers(model) for t in _attention_projections(path, layer, projections)]
+
+
+def _attention_projections(path: str, layer, projections) -> list:
+    """Paths (as :func:`kerasnb.enable_lora` names them) of the Dense / EinsumDense layers inside
+    ``layer`` that are the ``projections`` ("query", "value", ...) of an attention layer."""
+    import keras
+
+    if not isinstance(layer, keras.layers.Layer) or _graph.is_graph_model(layer):
+        return []
+    subs = _graph.sublayers(layer)
+    by_path = {getattr(sub, "path", None): sub for sub in subs}
+    names = {name for p in projections for name in _PROJECTION_NAMES[p]}
+    prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    found = []
+    for sub in subs[1:]:
+        sub_path = getattr(sub, "path", None)
+        if not sub_path or "/" not in sub_path or not isinstance(sub, (keras.layers.Dense, keras.layers.EinsumDense)):
+            continue
+        holder, name = sub_path.rsplit("/", 1)
+        if name in names and "attention" in type(by_path.get(holder)).__name__.lower():
+            found.append(prefix + sub_path)
+    return found
+
+
+def _is_block(layer) -> bool:
+    """A transformer block: a layer (not a nested model) with an attention layer inside."""
+    import keras
+
+    if not isinstance(layer, keras.layers.Layer) or _graph.is_graph_model(layer):
+        return False
+    return any("attention" in type(sub).__name__.lower() for sub in _graph.sublayers(layer)[1:])
+
+
+def _lora_now_in(path: str, layer) -> dict:
+    """``{path: rank}`` of the layer at ``path`` and the sub-layers inside it that have LoRA."""
+    import keras
+
+    rank_of = _lora().lora_rank
+    if not isinstance(layer, keras.layers.Layer):
+        return {}
+    if _graph.is_graph_model(layer):
+        return {f"{path}/{p}": r for p, r in _lora_now(layer).items()}
+    prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    out = {path: rank_of(layer)} if rank_of(layer) else {}
+    for sub in _graph.sublayers(layer)[1:]:
+        sub_path = getattr(sub, "path", None)
+        if sub_path and rank_of(sub):
+            out[prefix + sub_path] = rank_of(sub)
+    return out
+
+
+def _lora_now(model) -> dict:
+    """``{path: rank}`` of every layer of ``model`` that has LoRA, inside blocks too (named as
+    :func:`kerasnb.enable_lora` names them). Operations that are not layers are passed over."""
+    out = {}
+    for path, layer in _graph.walk_layers(model):
+        if not _graph.is_graph_model(layer):
+            out.update(_lora_now_in(path, layer))
+    return out
+
+
+def _deep(model):
+    """``(path, layer)`` for every layer of ``model`` and every sub-layer of its layers (a block's
+    attention projections), named as :func:`kerasnb.enable_lora` names them."""
+    import keras
+
+    for path, layer in _graph.walk_layers(model):
+        yield path, layer
+        if _graph.is_graph_model(layer) or not isinstance(layer, keras.layers.Layer):
+            continue
+        prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+        for sub in _graph.sublayers(layer)[1:]:
+            if getattr(sub, "path", None):
+                yield prefix + sub.path, sub
+
+
+def _train_only_lora(steps, model) -> None:
+    """Only the LoRA factors train, as after :func:`kerasnb.enable_lora`, while the latest LoRA step
+    (turning it on, or merging it) is one that turns it on and the model has LoRA.
+
+    The session rebuilds from the original, and what enable_lora freezes (every variable but the
+    factors) is not an edit, so it is done again here. Layers that steps after that LoRA step
+    added, or unfroze, are left training.
+    """
+    last = max((i for i, s in enumerate(steps) if s.kind == "transform" and s.label in ("lora", "merge_lora")),
+               default=None)
+    if last is None or steps[last].label != "lora" or not _lora_now(model):
+        return
+    later = {n for s in steps[last + 1:] for n in s.names}
+    later |= {path_of(s.target) for s in steps[last + 1:] if s.kind == "trainable" and s.trainable}
+    import keras
+
+    for path, layer in _graph.walk_layers(model):
+        if _graph.is_graph_model(layer) or not isinstance(layer, keras.layers.Layer) or _under(path, later):
+            continue
+        for variable in layer.weights:
+            if not variable.path.rsplit("/", 1)[-1].startswith("lora_"):
+                variable.trainable = False
+
+
+def _a(name: str) -> str:
+    """``"a Dense"``, ``"an Add"``."""
+    return f"{'an' if name[:1].upper() in 'AEIOU' else 'a'} {name}"
+
+
+def _check_rank(rank) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise InvalidEdit(f"rank is a whole number of at least 1 (the size of the LoRA factors), e.g. 8. "
+                          f"Received: rank={rank!r}")
+    return int(rank)
+
+
+def _activations_in(model) -> list:
+    """The activations ``model`` applies that :func:`kerasnb.swap_activation` can swap, most used first."""
+    import keras
+
+    L = keras.layers
+    fused = (L.Dense, L.EinsumDense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose, L.Conv2DTranspose,
+             L.Conv3DTranspose, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D)
+    counts: dict = {}
+    for _, layer in _graph.walk_layers(model):
+        name = None
+        if isinstance(layer, L.Activation):
+            name = _activation_name(layer.get_config().get("activation"))
+        elif isinstance(layer, L.ReLU):
+            config = layer.get_config()
+            if not config.get("negative_slope") and not config.get("threshold"):
+                limit = config.get("max_value")
+                name = "relu" if limit is None else "relu6" if float(limit) == 6.0 else None
+        elif isinstance(layer, fused):
+            name = _activation_name(layer.get_config().get("activation"))
+            name = None if name == "linear" else name
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    return sorted(counts, key=lambda n: -counts[n])
+
+
+def _activation_name(value):
+    if value is None:
+        return None
+    import keras
+
+    try:
+        name = keras.activations.serialize(keras.activations.get(value))
+    except Exception:  # noqa: BLE001 -- an activation Keras cannot name is not offered
+        return None
+    return name if isinstance(name, str) else None
+
+
+# ----------------------------------------------------------------------------- probes and shapes
+
+
+def parse_shape(shape, like: tuple = ()) -> tuple:
+    """A shape without the batch axis from a tuple or text (``"8, 8, 1"``, ``"(None, None, 3)"``).
+
+    ``like`` is the shape it replaces (for the message). Refused with :class:`InvalidEdit`.
+    """
+    example = ", ".join("None" if d is None else str(d) for d in like) or "8, 8, 1"
+    received = shape
+    if isinstance(shape, str):
+        text = shape.strip().strip("()[]").strip()
+        parts = [p.strip() for p in text.split(",")]
+        if parts and parts[-1] == "":
+            parts = parts[:-1]
+        try:
+            shape = tuple(None if p.lower() == "none" else int(p) for p in parts)
+        except ValueError:
+            shape = None
+    if not isinstance(shape, (tuple, list)) or not shape or not all(
+            d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0) for d in shape):
+        raise InvalidEdit(f"A shape is positive whole numbers (or None) separated by commas, without the batch axis, "
+                          f"e.g. {example!r}. Received: shape={received!r}")
+    shape = tuple(None if d is None else int(d) for d in shape)
+    if like and len(shape) != len(like):
+        raise InvalidEdit(f"The input has shape {tuple(like)!r} ({len(like)} axes without the batch axis); the new "
+                          f"shape needs as many, e.g. {example!r}. Received: shape={received!r}")
+    return shape
+
+
+def check_probe(model, x) -> list:
+    """``x`` as a list of arrays, one per input of ``model``, once their shapes fit it; else
+    :class:`InvalidEdit` saying what the model takes."""
+    import keras
+
+    try:
+        arrays = [np.asarray(keras.ops.convert_to_numpy(v)) for v in keras.tree.flatten(x)]
+    except Exception as error:  # noqa: BLE001 -- anything that is not arrays: said in the message
+        raise InvalidEdit(f"The probe batch is an array (or a list of arrays, one per input). Received: "
+                          f"{type(x).__name__} ({first_line(error, 200)})") from None
+    wanted = [tuple(t.shape)[1:] for t in _graph.input_tensors(model)]
+    given = [a.shape[1:] for a in arrays]
+    if len(arrays) != len(wanted) or not all(a.ndim >= 1 and a.shape[0] > 0 for a in arrays) \
+            or not all(_fits_shape(g, s) for g, s in zip(given, wanted)):
+        raise InvalidEdit(f"The probe batch must fit the model's inputs: a batch of {_shapes_text(wanted)}. "
+                          f"Received: {_shapes_text([a.shape for a in arrays])}")
+    return arrays
+
+
+def _fits_shape(given, wanted) -> bool:
+    return len(given) == len(wanted) and all(w is None or g == w for g, w in zip(given, wanted))
+
+
+def _shapes_text(shapes) -> str:
+    texts = ["(" + ", ".join("None" if d is None else str(d) for d in s) + ("," if len(s) == 1 else "") + ")"
+             for s in shapes]
+    return texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+
+
+def _one_or_list(arrays):
+    return arrays[0] if len(arrays) == 1 else list(arrays)
+
+
+def _fits(entry, place, site, **params) -> tuple[bool, str]:
+    """:func:`kerasnb.fitting.fits` for the layer at ``place`` (``(model, target)``), except removing a
+    layer that takes several tensors (a transformer block takes the hidden states and a mask):
+    whether that can be done is the core's own decision (:class:`kerasnb.Delete` passes on the
+    input whose shape and dtype equal the output's), so the core's planner is asked."""
+    if entry.kind == "remove" and not site.is_input and site.input_shape is None:
+        reason = delete_refusal(*place)
+        return not reason, reason
+    return fitting.fits(entry, None, place[1], site=site, **params)
+
+
+def delete_refusal(model, target) -> str:
+    """Why the core would refuse ``Delete(target)`` on ``model``, in one line, or ``""``.
+
+    Asked of the planner, which refuses before anything is built: nothing is rebuilt here.
+    """
+    from .. import _plan
+    from ..errors import SurgeryError
+
+    try:
+        _plan.plan_edit(model, Delete(target), _plan.Plan())
+    except SurgeryError as error:
+        return first_line(error)
+    return ""
 
 
 def _insertable(site, own=None) -> tuple[list, dict]:
@@ -772,9 +1761,18 @@ def change_text(old: tuple, new: tuple) -> str:
     added = [s for s in new if not any(s is o for o in old)]
     gone = [s for s in old if not any(s is n for n in new)]
     done = []
+    notes = []
     for step in added:
         was = next((g for g in gone if g.kind == step.kind and g.target == step.target), None)
-        if was is not None and was.kind != "trainable":
+        if step.kind == "transform":
+            notes.extend(step.notes)
+            if was is not None and was.label == step.label:
+                gone.remove(was)
+                redone = was.params == step.params
+                done.append(f"{step.describe()} ({'worked out again on the changed model' if redone else 'was: ' + was.describe()})")
+            else:
+                done.append(step.describe())
+        elif was is not None and was.kind != "trainable":
             gone.remove(was)
             before = f"keeping {was.params['keep']:.0%}" if was.kind == "prune" else was.what()
             done.append(f"{step.describe()} (was {before})")
@@ -785,6 +1783,8 @@ def change_text(old: tuple, new: tuple) -> str:
         parts.append("Done: " + _listing(done) + ".")
     if gone:
         parts.append("Took back: " + _listing([g.describe() for g in gone]) + ".")
+    if notes:
+        parts.append(" ".join(n if n.endswith(".") else n + "." for n in notes[:3]) + (" ..." if len(notes) > 3 else ""))
     return " ".join(parts) or "No change."
 
 
@@ -819,13 +1819,17 @@ def _entry_or_none(label):
         return None
 
 
-def _unchanged_report(infos) -> WeightReport:
-    """The report of 'no edit yet': every layer as it is, its status derived like any other."""
+def _unchanged_report(infos, aliases=None) -> WeightReport:
+    """The report of 'no edit yet': every layer as it is, its status derived like any other; a
+    layer reached by several paths has one row, at its first path (``aliases``: the others)."""
     rows = []
+    aliases = dict(aliases or {})
     for i in infos:
+        if i.path in aliases:
+            continue
         status, reason = status_of(Lineage(i.path), has_weights=bool(i.params), container=i.is_container)
         rows.append(LayerRow(i.path, i.type, status, reason, i.params, i.trainable, i.path, i.is_container))
-    return WeightReport(rows)
+    return WeightReport(rows, aliases)
 
 
 def _slug(label: str) -> str:

@@ -50,11 +50,18 @@ def table_rows(session) -> list[TableRow]:
     for step in sorted(session.steps, key=_by_call):
         if step.kind == "trainable":
             continue
+        if step.kind == "transform":  # a whole-model action: the rows it touched say which
+            for path in _touched(step):
+                note(path, _SHORT[step.label](step))
+            for name in step.names:
+                choice_of.setdefault(name, f"{_SHORT[step.label](step)} (new)")
+            continue
         if step.kind == "prune":
             note(step.target, f"pruned to {step.params['keep']:.0%}")
             continue
         if step.kind == "choice":
-            what = "deleted" if not step.names and not step.params and step.label == catalog.REMOVE else step.what()
+            what = ("block dropped" if step.block else "deleted") \
+                if not step.names and not step.params and step.label == catalog.REMOVE else step.what()
             if isinstance(step.target, tuple):  # one call of a shared layer
                 what = f"call {step.target[1]}: {what}"
             note(step.target[0] if isinstance(step.target, tuple) else step.target, what)
@@ -81,6 +88,33 @@ def table_rows(session) -> list[TableRow]:
                         session.calls(row.layer))
         out.insert(_place(out, order, row.layer), line)
     return out
+
+
+def _touched(step) -> list:
+    """Paths of the layers a whole-model step's edits name (once each, in order)."""
+    paths = []
+    for edit in step.edits:
+        target = getattr(edit, "target", None)
+        if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], int):
+            target = target[0]
+        if isinstance(target, str) and target not in paths:
+            paths.append(target)
+    if step.label == "cut":
+        paths.append(step.target)
+    return paths
+
+
+# How the edit column names each whole-model action (its full text is in the history).
+_SHORT = {
+    "change_input": lambda s: "input " + ", ".join("None" if d is None else str(d) for d in s.params["shape"])
+                              + (f" ({s.params['channels']})" if s.params["channels"] else ""),
+    "like": lambda s: f"{s.params['label']} (like {s.params['like'] if isinstance(s.params['like'], str) else s.params['like'][0]})",
+    "swap": lambda s: f"{s.params['old']} \u2192 {s.params['new']}",
+    "fold": lambda s: "fold BatchNorm",
+    "cut": lambda s: "cut here",
+    "lora": lambda s: f"LoRA rank {s.params['rank']}",
+    "merge_lora": lambda s: "LoRA merged",
+}
 
 
 def _by_call(step):
@@ -219,3 +253,38 @@ _STYLE = """<style>
 .kn-count{font-size:11px;color:#666;margin:2px 0}
 .kn-calls{font-size:10px;color:#6a1b9a;border:1px solid #ce93d8;border-radius:3px;padding:0 3px}
 </style>"""
+
+
+def compare_html(frame, note: str) -> str:
+    """The probe comparison (a :func:`kerasnb.compare.compare` DataFrame) as an escaped HTML table.
+
+    One line per layer in both models: its status, output shape, and the largest absolute and
+    relative difference of its outputs; a ``kept`` layer whose output moved is flagged.
+    """
+    head = ("<div class='kn-compare-inner' style='font-size:12px;margin-top:8px'>"
+            "<b>Outputs on the probe batch: edited model vs original</b>"
+            f"<p class='kn-compare-note' style='margin:2px 0'>{html.escape(note)}</p>")
+    if frame is None:
+        return head + "</div>"
+    cols = ("layer", "type", "status", "output shape", "max abs diff", "max rel diff", "")
+    lines = []
+    for row in frame.itertuples(index=False):
+        flag = ("<b style='color:#c62828'>reported kept, but moved</b>" if row.broken_promise else "")
+        lines.append(
+            f"<tr class='kn-compare-row' data-layer='{html.escape(str(row.layer))}'>"
+            f"<td><code>{html.escape(str(row.layer))}</code></td><td>{html.escape(str(row.type))}</td>"
+            f"<td>{_badge(str(row.status))}</td><td>{html.escape(str(row.output_shape))}</td>"
+            f"<td class='kn-num'>{_diff(row.max_abs_diff)}</td><td class='kn-num'>{_diff(row.max_rel_diff)}</td>"
+            f"<td>{flag}</td></tr>"
+        )
+    header = "".join(f"<th>{c}</th>" for c in cols)
+    return (head + f"<table class='kn-layers kn-compare-table'><tr>{header}</tr>{''.join(lines)}</table>"
+            "<p class='kn-count'>max rel diff: the largest difference divided by the largest magnitude of the "
+            "original output; &mdash; where the output's shape changed</p></div>")
+
+
+def _diff(value) -> str:
+    value = float(value)
+    if value != value:  # NaN: the shapes differ
+        return "&mdash;"
+    return "0" if value == 0 else f"{value:.2e}"

@@ -1,0 +1,184 @@
+"""``result.compare(x)``: run the original and the new model on ``x`` and compare every layer's output.
+
+One row per layer present in both models (a report row that is neither ``new`` nor
+``removed``), nested layers included: each nested model called once is run on the values its
+call received. A layer reported ``kept`` promises the same output bit for bit; one that differs
+is flagged in the ``broken_promise`` column, and a :class:`BrokenPromiseWarning` is issued.
+pandas is imported only here, when a comparison is made.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import keras
+import numpy as np
+
+from . import _graph
+from .errors import InvalidEdit
+
+__all__ = ["BrokenPromiseWarning", "compare", "layer_outputs"]
+
+COLUMNS = ["layer", "source", "type", "status", "output_shape", "max_abs_diff", "max_rel_diff", "broken_promise"]
+
+# new model -> the model it was made from, for results whose maker knew it (kerasnb.transforms).
+_ORIGINALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class BrokenPromiseWarning(UserWarning):
+    """A layer reported ``kept`` computes something else than it did in the original."""
+
+
+def remember(result, original) -> None:
+    """Record the model ``result`` was made from, so ``result.compare(x)`` needs no ``original=``."""
+    try:
+        _ORIGINALS[result.model] = original
+    except TypeError:  # not weak-referenceable: the caller passes original= then
+        pass
+
+
+def compare(result, x, original=None, original_x=None):
+    """A pandas DataFrame comparing each layer's output in ``result.model`` and in the original.
+
+    ``x``: the new model's input (an array, or a list / dict as the model takes). The original
+    gets ``original_x`` when given (its input may differ, e.g. after :func:`kerasnb.change_input`:
+    the 3-channel replicate of a grey image), else ``x``. ``original``: the model the result was
+    made from; needed for results of the core's own functions (``kerasnb.apply``, ``replace``...),
+    which do not keep it.
+
+    Columns: ``layer`` (path in the new model), ``source`` (path in the original), ``type``,
+    ``status`` (from the report), ``output_shape`` (in the new model), ``max_abs_diff`` (largest
+    absolute difference over the layer's outputs, every call of a shared layer; NaN when the
+    shapes differ), ``max_rel_diff`` (that, divided by the largest magnitude of the original
+    output), ``broken_promise`` (a ``kept`` layer whose output is not bit-identical, or whose
+    shape changed). Inference mode (``training=False``).
+    """
+    import pandas as pd
+
+    original = original if original is not None else getattr(result, "original", None)
+    if original is None:
+        original = _ORIGINALS.get(result.model)
+    if original is None:
+        raise InvalidEdit(
+            "compare() runs the original model beside the new one, and this result does not know the original. "
+            "Pass it: result.compare(x, original=model). Received: a result of model "
+            f"{getattr(result.model, 'name', result.model)!r} without its original"
+        )
+    new_out = layer_outputs(result.model, x)
+    old_out = layer_outputs(original, x if original_x is None else original_x)
+    rows, broken = [], []
+    for row in result.report:
+        if row.status in ("new", "removed") or not row.source:
+            continue
+        new_values, old_values = new_out.get(row.layer), old_out.get(row.source)
+        if new_values is None or old_values is None:
+            continue
+        shape = _shape_of(new_values)
+        same_shapes = len(new_values) == len(old_values) and all(
+            a.shape == b.shape for a, b in zip(new_values, old_values))
+        if same_shapes:
+            abs_diff = max((_max_abs(a, b) for a, b in zip(new_values, old_values)), default=0.0)
+            scale = max((float(np.nanmax(np.abs(b.astype("float64")))) if b.size else 0.0 for b in old_values),
+                        default=0.0)
+            rel_diff = abs_diff / scale if scale > 0 else (0.0 if abs_diff == 0 else float("inf"))
+            identical = all(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc") for a, b in zip(new_values, old_values))
+        else:
+            abs_diff = rel_diff = float("nan")
+            identical = False
+        promise_broken = row.status == "kept" and not identical
+        if promise_broken:
+            broken.append(row.layer)
+        rows.append({"layer": row.layer, "source": row.source, "type": row.type, "status": str(row.status),
+                     "output_shape": shape, "max_abs_diff": abs_diff, "max_rel_diff": rel_diff,
+                     "broken_promise": promise_broken})
+    if broken:
+        warnings.warn(
+            f"{len(broken)} layer(s) reported 'kept' do not compute what they computed in the original: "
+            f"{', '.join(repr(b) for b in broken[:5])}{' ...' if len(broken) > 5 else ''}. The report promised "
+            "bit-identical outputs; please report this as a kerasnb bug.",
+            BrokenPromiseWarning, stacklevel=3,
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def layer_outputs(model, x) -> dict:
+    """``{path: [output arrays]}`` for every layer of ``model`` on input ``x`` (inference mode).
+
+    Every call of a layer gives its outputs, in call order; a nested model called once is run on
+    the values its call received, and its layers appear as ``"outer/inner"``. The model is not
+    changed (the probe is a new functional model over the model's own graph, run eagerly).
+    """
+    flat = [np.asarray(keras.ops.convert_to_numpy(v)) for v in keras.tree.flatten(x)]
+    inputs = _graph.input_tensors(model)
+    if len(flat) != len(inputs):
+        raise InvalidEdit(
+            f"Model {model.name!r} takes {len(inputs)} input(s) "
+            f"{[tuple(t.shape) for t in inputs]}; compare() received {len(flat)} array(s) "
+            f"{[a.shape for a in flat]}. Received: x of type {type(x).__name__}"
+        )
+    out: dict = {}
+    _collect(model, flat, "", out)
+    return out
+
+
+def _collect(model, flat_inputs, prefix, out) -> None:
+    views = _graph.walk(model)
+    inputs = _graph.input_tensors(model)
+    value = {id(t): v for t, v in zip(inputs, flat_inputs)}
+    for layer, v in zip(_graph.input_layers(model), flat_inputs):
+        out.setdefault(prefix + layer.name, []).append(v)
+    wanted, seen = [], set(value)
+    for view in views:
+        for t in view.outputs:
+            if id(t) not in seen:
+                seen.add(id(t))
+                wanted.append(t)
+    if wanted:
+        probe = keras.Model(inputs, wanted)
+        try:
+            results = probe([_cast(v, t) for v, t in zip(flat_inputs, inputs)], training=False)
+        except Exception as error:
+            shapes = [tuple(a.shape) for a in flat_inputs]
+            raise InvalidEdit(
+                f"Model {model.name!r} cannot run on the input given to compare(): {type(error).__name__}: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''} It takes "
+                f"{[tuple(t.shape) for t in inputs]}. Received: arrays of shape {shapes}"
+            ) from None
+        results = results if isinstance(results, (list, tuple)) else [results]
+        for t, r in zip(wanted, keras.tree.flatten(results)):
+            value[id(t)] = np.asarray(keras.ops.convert_to_numpy(r))
+    nested_done = set()
+    for view in views:
+        op = view.operation
+        path = prefix + op.name
+        out.setdefault(path, []).extend(value[id(t)] for t in view.outputs if id(t) in value)
+        if _graph.is_graph_model(op) and view.n_calls == 1 and id(op) not in nested_done:
+            nested_done.add(id(op))
+            given = [value.get(id(t)) for t in view.input_tensors]
+            if len(given) == len(_graph.input_tensors(op)) and all(g is not None for g in given):
+                try:
+                    _collect(op, given, path + "/", out)
+                except InvalidEdit:
+                    pass  # a nested model that cannot run alone on these values: its layers get no rows
+
+
+def _cast(value, tensor):
+    dtype = getattr(tensor, "dtype", None)
+    return value.astype(keras.backend.standardize_dtype(dtype)) if dtype and value.dtype != dtype else value
+
+
+def _max_abs(a, b) -> float:
+    if a.size == 0:
+        return 0.0
+    diff = np.abs(a.astype("float64") - b.astype("float64"))
+    both_nan = np.isnan(a.astype("float64")) & np.isnan(b.astype("float64"))
+    diff = np.where(both_nan, 0.0, diff)
+    return float(np.max(diff))
+
+
+def _shape_of(values):
+    shapes = [tuple(int(d) for d in v.shape) for v in values]
+    if len(set(shapes)) == 1:
+        return shapes[0]
+    return tuple(shapes)
