@@ -118,6 +118,12 @@ def _copy_flags(old, new) -> None:
     setter = keras.layers.Layer.trainable.fset  # not `n.trainable = ...`: see _graph.force_trainable
     for o, n in zip(olds, news):
         setter(n, o.trainable)
+    # Flags set on single variables (a LoRA model where only the factors train) come along too.
+    old_vars, new_vars = list(old.weights), list(new.weights)
+    if len(old_vars) == len(new_vars):
+        for ov, nv in zip(old_vars, new_vars):
+            if nv.trainable != ov.trainable and tuple(nv.shape) == tuple(ov.shape):
+                nv.trainable = ov.trainable
 
 
 class _GraphRebuild:

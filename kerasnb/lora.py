@@ -76,7 +76,9 @@ def merge_lora(model) -> SurgeryResult:
             edits.append(Transform(path, _merged, {"lora_rank": None, "lora_alpha": None}))
         else:  # a block whose sub-layers have LoRA: made again from its config, which has none
             edits.append(Transform(path, _merged_inside))
-    return apply(model, edits)  # new variables: the merged model trains as a whole again
+    result = apply(model, edits)
+    _train_as_flagged(result.model)  # enable_lora's "only the factors train" ends with the factors
+    return result
 
 
 def lora_layers(model) -> dict:
@@ -162,6 +164,15 @@ def _train_only_lora(model) -> None:
         for variable in layer.weights:
             if not variable.path.rsplit("/", 1)[-1].startswith("lora_"):
                 variable.trainable = False
+
+
+def _train_as_flagged(model) -> None:
+    """Every variable trains as its layer's flag says again (the statistics Keras keeps stay frozen)."""
+    setter = keras.layers.Layer.trainable.fset
+    for _, layer in _graph.walk_layers(model):
+        if isinstance(layer, keras.layers.Layer) and not _graph.is_graph_model(layer):
+            for sub in _graph.sublayers(layer):
+                setter(sub, sub.trainable)
 
 
 # ----------------------------------------------------------------------------- matching

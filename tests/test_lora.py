@@ -74,3 +74,12 @@ class TestMerge:
     def test_nothing_to_merge(self):
         with pytest.raises(kerasnb.InvalidEdit, match="no layer with LoRA enabled"):
             kerasnb.merge_lora(model())
+
+
+def test_only_the_factors_train_after_a_later_edit():
+    """Which variables train is carried through every later rebuild, not only the first."""
+    lora = kerasnb.enable_lora(model(), "ffn_*", rank=2).model
+    trainable = len(lora.trainable_variables)
+    assert trainable == 4
+    assert len(kerasnb.apply(lora, []).model.trainable_variables) == trainable
+    assert len(kerasnb.configure(lora, "head", name="head_2").model.trainable_variables) == trainable
