@@ -742,7 +742,7 @@ def _from_attributes(op):
         return None  # a layer, a variable or an array would be shared with the user's model
     arguments.update(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
     try:
-        return _from_config_call(lambda: cls(**arguments))
+        return _deferring(lambda: cls(**arguments))
     except Exception:
         return None
 
@@ -763,7 +763,9 @@ def _carried_safely(value) -> bool:
                               keras.constraints.Constraint, keras.DTypePolicy))
 
 
-def _from_config_call(make):
+def _deferring(make):
+    """``make()`` inside the deferral; a layer that makes variables in __init__ or outside build()
+    refuses that, and is then made (or called) outside it: the rest of the rebuild stays deferred."""
     try:
         return make()
     except (ValueError, TypeError) as error:
@@ -774,25 +776,13 @@ def _from_config_call(make):
 
 
 def _from_config(cls, config):
-    """A new layer from its config; one that makes variables in __init__ is made outside the deferral."""
-    try:
-        return cls.from_config(config)
-    except (ValueError, TypeError) as error:
-        if not _graph.is_deferred_variable_error(error):
-            raise
-    with _graph.outside_deferral():
-        return cls.from_config(config)
+    """A new layer from its config (see :func:`_deferring`)."""
+    return _deferring(lambda: cls.from_config(config))
 
 
 def _call_deferring(layer, args, kwargs):
-    """Call a new layer; one that makes variables outside build() is called outside the deferral."""
-    try:
-        return layer(*args, **kwargs)
-    except (ValueError, TypeError) as error:
-        if not _graph.is_deferred_variable_error(error):
-            raise
-    with _graph.outside_deferral():
-        return layer(*args, **kwargs)
+    """Call a new layer (see :func:`_deferring`)."""
+    return _deferring(lambda: layer(*args, **kwargs))
 
 
 def _call_new(layer, args, block, kwargs=None):
