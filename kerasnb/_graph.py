@@ -289,6 +289,24 @@ def drop_all_calls(layer) -> None:
     del layer._outbound_nodes[:]
 
 
+def constructor_arguments(layer):
+    """The arguments ``layer`` was made with, as Keras recorded them when they were all plain data
+    (its default get_config() is built from them); None when Keras did not record them."""
+    recorded = getattr(layer, "_auto_config", None)
+    config = getattr(recorded, "config", None)
+    return dict(config) if isinstance(config, dict) else None
+
+
+def remade_from_own_config(model):
+    """A new model made from ``model``'s own config, as Keras reloads it (with fresh variables)."""
+    return type(model).from_config(model.get_config())
+
+
+def layer_named(model, name: str):
+    """The layer of ``model`` (not of its nested models) called ``name``, or None."""
+    return next((layer for layer in layers_in_order(model) if layer.name == name), None)
+
+
 def is_input_layer(layer) -> bool:
     return isinstance(layer, keras.layers.InputLayer)
 

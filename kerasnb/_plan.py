@@ -104,7 +104,8 @@ class Plan:
 
     def notes(self) -> list[str]:
         own = [self.prune.note] if self.prune is not None and self.prune.note else []
-        return own + self.notes_from_edits + [n for p in self.nested.values() for n in p.notes()]
+        # A prune reaching into nested models shares one PrunePlan (and note) with them.
+        return own + self.notes_from_edits + [n for p in self.nested.values() for n in p.notes() if n not in own]
 
 
 class PrunePlan:
@@ -118,6 +119,8 @@ class PrunePlan:
         self.analysis = analysis  # _channels.Analysis of the model before the rebuild
         self.removed = removed  # group root -> channel indices removed
         self._planned = None
+        # A branch whose channels all go: its calls are not replayed, and it drops out of the Concatenate.
+        self.dead, self.dropped, self.gone = _slicing.branch_drops(analysis, removed)
 
     def _plan(self):
         if self._planned is None:
@@ -140,6 +143,10 @@ class PrunePlan:
     @property
     def note(self) -> str:
         return _slicing.describe(self.analysis, self.removed) if self.removed else ""
+
+    @property
+    def dead_layer_ids(self) -> set:
+        return {id(self.analysis.layers[n]) for n in self.gone if n in self.analysis.layers}
 
 
 @dataclass(frozen=True)
@@ -267,9 +274,10 @@ def _plan_prune(model, edit: Prune, plan: Plan) -> None:
     prune = plan.prune
     analysis = prune.analysis if prune is not None else _channels.analyse(model)
     others_pending = bool(plan.nodes or plan.skip or plan.config or plan.after_input
-                          or any(not p.is_empty() for p in plan.nested.values()))
+                          or any(not _empty_but_prune(p) for p in plan.nested.values()))
     try:
-        _, removed, _ = _slicing.choose(model, edit.target, edit.channels, edit.keep, edit.by, True, analysis)
+        _, removed, _ = _slicing.choose(model, edit.target, edit.channels, edit.keep, edit.by, True, analysis,
+                                        allow_output_change=edit.allow_output_change)
     except SurgeryError:
         if others_pending:
             raise Conflict("decide on the model the pending edits make") from None
@@ -287,6 +295,34 @@ def _plan_prune(model, edit: Prune, plan: Plan) -> None:
             if id(view.operation) in touched_ids and (busy or id(view.operation) in plan.config):
                 raise Conflict(f"{view.name} is edited in this batch and sliced by the prune")
     plan.prune = new
+    _share_prune(model, plan, new)
+
+
+def _empty_but_prune(plan: Plan) -> bool:
+    """A nested plan that holds nothing but the prune shared with it (see _share_prune)."""
+    if plan.prune is None:
+        return plan.is_empty()
+    saved, plan.prune = plan.prune, None
+    try:
+        return plan.is_empty()
+    finally:
+        plan.prune = saved
+
+
+def _share_prune(scope, plan: Plan, prune: "PrunePlan") -> bool:
+    """Hand the prune to the plans of the nested models it reaches into (it is keyed by layer ids)."""
+    touched = set(prune.changes) | set(prune.slices) | prune.dead_layer_ids
+    reached = False
+    for layer in _graph.layers_in_order(scope):
+        if _graph.is_graph_model(layer):
+            inner = plan.nested.get(id(layer)) or Plan()
+            if _share_prune(layer, inner, prune):
+                inner.prune = prune
+                plan.nested[id(layer)] = inner
+                reached = True
+        elif id(layer) in touched:
+            reached = True
+    return reached
 
 
 def _plan_input(model, edit: ChangeInput, plan: Plan) -> None:

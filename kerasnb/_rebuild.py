@@ -13,6 +13,8 @@ drawn for variables that get old values: each layer's variables come from its we
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -55,26 +57,70 @@ class Pass:
         self.slices: list = []  # (old layer, new layer, (kept input indices, kept output indices))
         self.ruled: list = []  # (old layer, new layer, a Transform's weight rule)
         self.notes: list[str] = []
+        # Untouched layers: id(old layer) -> the graph model holding it, and whether every call of
+        # it saw inputs of the shapes it saw before (then its variables must come out the same).
+        self.outputs_faithful: dict[int, bool] = {}  # id(new nested model) -> its outputs unchanged
+        self.untouched: dict[int, Any] = {}
+        self.same_input_shapes: dict[int, bool] = {}
+        # id(old layer) -> (route, a function making its new layer) for layers whose own config
+        # does not round-trip (see _faithful_twins)
+        self.overrides: dict[int, Any] = {}
 
     def record(self, layer, rec: Record):
         self.records[id(layer)] = rec
         self.layers[id(layer)] = layer
 
 
+_PROGRESS = contextvars.ContextVar("kerasnb_rebuild_progress", default=None)
+
+
+@contextlib.contextmanager
+def progress(callback):
+    """Inside this block, every rebuild calls ``callback(done, total)`` as it replays the calls of
+    the model being edited (``done`` of ``total``; once more at the end with ``done == total``).
+    The editor draws a progress bar from it; anything ``callback`` raises stops the rebuild."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def run_pass(model, plan: Plan) -> tuple:
     """Rebuild ``model`` with ``plan`` applied: ``(new model, Pass)``; the Pass has the records."""
-    state = Pass(model)
-    try:
-        with _graph.deferred_variables():
+    overrides: dict = {}
+    while True:
+        state = Pass(model)
+        state.overrides = overrides
+        try:
+            with _graph.deferred_variables():
+                new_model = _GraphRebuild(model, plan, state, "").run()
+                lost = _lost_in_config(state)
+                if lost:
+                    raise _ConfigLost(lost)
+                _transfer_weights(state)
+        except _ConfigLost as retry:
+            # The deferral dropped every variable of this attempt; try again with those layers
+            # made another way (each layer takes each route once at most, so this ends).
+            overrides = _faithful_twins(retry.layers, state, overrides)
+            continue
+        except (ValueError, TypeError) as error:
+            if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
+                raise
+            # Some layer creates variables outside build(); rebuild the slow way.
+            state = Pass(model)
+            state.overrides = overrides
             new_model = _GraphRebuild(model, plan, state, "").run()
             _transfer_weights(state)
-    except (ValueError, TypeError) as error:
-        if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
-            raise
-        # Some layer creates variables outside build(); rebuild the slow way.
-        state = Pass(model)
-        new_model = _GraphRebuild(model, plan, state, "").run()
-        _transfer_weights(state)
+        break
+    if overrides:
+        names = ", ".join(repr(state.old_paths.get(key, "?")) for key in overrides)
+        state.notes.append(
+            f"{names}: get_config() leaves out constructor arguments, so kerasnb made them again from the arguments "
+            "Keras recorded (or from their model's own config), faithfully. A .keras file of the edited model stores "
+            "that incomplete config, so it would not load back as it is now; keep the weights with "
+            "save_weights() and rebuild the architecture in code instead."
+        )
     _apply_trainable(model, new_model, state)
     state.notes[:0] = plan.notes()
     return new_model, state
@@ -126,6 +172,15 @@ def _copy_flags(old, new) -> None:
                 nv.trainable = ov.trainable
 
 
+class _Dropped:
+    """Stands for the input of a Concatenate whose branch a prune removed (filtered out of the call)."""
+
+    shape = ()
+
+
+_DROPPED = _Dropped()
+
+
 class _GraphRebuild:
     """Rebuilding one graph (the model, a nested model, or a block a user brings in).
 
@@ -146,6 +201,7 @@ class _GraphRebuild:
         self.tensors: dict[int, Any] = {}  # id(old tensor) -> new tensor
         self.faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
         self.taken_out: dict[int, Any] = {}  # id(old inner tensor of a nested model) -> new tensor (Truncate)
+        self.outputs_faithful = False  # set by _model: every output computes what it did
 
     def run(self):
         """The new model: inputs, then every call in order, then the outputs."""
@@ -157,9 +213,15 @@ class _GraphRebuild:
         op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
         op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
         needed, only_extra = self._needed()
-        for view in _graph.replay_order(model):
+        order = _graph.replay_order(model)
+        # Progress is told for the model being edited (a nested model or a user's block is one call of it).
+        tell = _PROGRESS.get() if not self.prefix and state.source_layers else None
+        for done, view in enumerate(order):
+            if tell is not None:
+                tell(done, len(order))
             node, op = view.node, view.operation
-            if id(node) in plan.skip or (needed is not None and id(node) not in needed):
+            if id(node) in plan.skip or (needed is not None and id(node) not in needed) or (
+                    plan.prune is not None and id(node) in plan.prune.dead):  # a pruned-away branch
                 continue
             self.current_only_extra = id(node) in only_extra
             node_plan = plan.nodes.get(id(node))
@@ -169,8 +231,11 @@ class _GraphRebuild:
                 x = self.tensors[id(action.first_node.input_tensors[0])]
                 self._store(view, self.call_block(action.block, (x,), op), False, node_plan)
                 continue
-            inputs_faithful = all(self.faithful.get(id(self.tensors[id(t)])) == id(t) for t in view.input_tensors)
-            local = self.tensors
+            # A Concatenate that loses a pruned-away branch is called without that input.
+            dropped = plan.prune.dropped.get(id(node)) if plan.prune is not None else None
+            inputs_faithful = not dropped and all(
+                self.faithful.get(id(self.tensors[id(t)])) == id(t) for t in view.input_tensors)
+            local = {**self.tensors, **dict.fromkeys(dropped, _DROPPED)} if dropped else self.tensors
             if node_plan and node_plan.before:
                 x = self.tensors[id(view.input_tensors[0])]
                 for block in node_plan.before:
@@ -179,6 +244,8 @@ class _GraphRebuild:
                 local[id(view.input_tensors[0])] = x
                 inputs_faithful = False
             args, kwargs = view.fill_in(local)
+            if dropped:
+                args = tuple([v for v in a if v is not _DROPPED] if isinstance(a, (list, tuple)) else a for a in args)
             if action is None:
                 new_op = clones.get(id(op))
                 if new_op is None:
@@ -189,9 +256,13 @@ class _GraphRebuild:
                     new_op = clones[id(op)] = self._clone(op, shapes)
                 called_here.add(id(op))
                 unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
-                    _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty())
+                    _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty()
+                    and not state.outputs_faithful.get(id(new_op), False))
                 node_faithful = inputs_faithful and unchanged_op
                 outputs = self._call_op(new_op, args, kwargs, view, inputs_faithful, local)
+                same_shapes = inputs_faithful or all(
+                    tuple(local[id(t)].shape) == tuple(t.shape) for t in view.input_tensors)
+                state.same_input_shapes[id(op)] = state.same_input_shapes.get(id(op), True) and same_shapes
                 op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
                 op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
             elif isinstance(action, DeleteCall):
@@ -202,6 +273,8 @@ class _GraphRebuild:
                 node_faithful = False
             self._store(view, outputs, node_faithful, node_plan)
 
+        if tell is not None:
+            tell(len(order), len(order))
         for old_id in called_here:
             new_op = clones[old_id]
             rec = state.records[id(new_op)]
@@ -273,8 +346,12 @@ class _GraphRebuild:
                     for o in plan.outputs]
             packed = outs[0] if len(outs) == 1 else outs
         else:
-            outs = [self.tensors[id(t)] for t in _graph.output_tensors(model)]
+            olds = _graph.output_tensors(model)
+            outs = [self.tensors[id(t)] for t in olds]
             packed = _graph.pack_outputs(model, outs)
+            # A nested model whose edits left every output computing what it did (LoRA not trained
+            # yet): its callers see unchanged inputs.
+            self.outputs_faithful = all(self.faithful.get(id(n)) == id(o) for o, n in zip(olds, outs))
         if plan.extra_outputs:  # a Truncate takes inner outputs out of this nested model
             extra = [self.tensors[id(t)] for t in plan.extra_outputs]
             packed = extra if self.only_extra else keras.tree.flatten(packed) + extra
@@ -437,8 +514,10 @@ class _GraphRebuild:
         if _graph.is_graph_model(op):
             sub_plan = plan.nested.get(id(op), Plan())
             before = set(state.records)
-            new_op = _GraphRebuild(op, sub_plan, state, path + "/", only_extra=self.current_only_extra,
-                                   call_shapes=call_shapes).run()
+            nested = _GraphRebuild(op, sub_plan, state, path + "/", only_extra=self.current_only_extra,
+                                   call_shapes=call_shapes)
+            new_op = nested.run()
+            state.outputs_faithful[id(new_op)] = nested.outputs_faithful
             inner = tuple(k for k in state.records if k not in before)
             # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
@@ -454,6 +533,15 @@ class _GraphRebuild:
             state.record(new_op, Record(path, "none"))
             return new_op
         changes = plan.changes_for(op)
+        override = state.overrides.get(id(op))
+        if override is not None and not changes and id(op) not in plan.rules:
+            new_op = override[1]()
+            _graph.drop_all_calls(new_op)  # a call from an earlier, abandoned attempt
+            state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+            state.untouched[id(op)] = self.model
+            state.record(new_op, Record(state.old_paths.get(id(op), path), "copied"))
+            state.copies.append((op, new_op))
+            return new_op
         try:
             config = _graph.config_of(op, f"Layer {path!r}")
         except UnsupportedLayer:
@@ -495,6 +583,8 @@ class _GraphRebuild:
             state.record(new_op, Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
             state.slices.append((op, new_op, kept))
             return new_op
+        if not changes:
+            state.untouched[id(op)] = self.model
         described = _describe_changes(op, changes)
         state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
         state.copies.append((op, new_op))
@@ -794,6 +884,84 @@ def _call_new(layer, args, block, kwargs=None):
             f"{type(layer).__name__} {layer.name!r} cannot take an input of shape {got}: {first_line(error)} "
             f"Received: {block.edit!r}"
         ) from None
+
+
+class _ConfigLost(Exception):
+    """Untouched layers came out of their own configs with other variables (a config that does
+    not round-trip); raised inside the deferral so the attempt's variables are dropped."""
+
+    def __init__(self, layers):
+        super().__init__(", ".join(layer.name for layer in layers))
+        self.layers = layers
+
+
+def _lost_in_config(state: Pass) -> list:
+    """Old layers rebuilt untouched, fed inputs of their old shapes, whose variables differ."""
+    lost = []
+    for old, new in state.copies:
+        if id(old) not in state.untouched or not state.same_input_shapes.get(id(old), False):
+            continue
+        weights.mirror_lora(old, new)  # LoRA on a block's sub-layers is not in the block's config
+        old_vars, new_vars = old.weights, new.weights
+        if len(old_vars) != len(new_vars) or any(
+                tuple(o.shape) != tuple(n.shape) for o, n in zip(old_vars, new_vars)):
+            lost.append(old)
+    return lost
+
+
+def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
+    """``overrides`` with, for each layer whose own config does not round-trip, the next way to
+    make it: ``{id(old layer): (route, a function making the new layer)}``.
+
+    Some published layers leave a constructor argument out of their get_config() (keras-hub's MiT
+    encoder block drops ``sr_ratio``), although the model that holds them reloads faithfully from
+    its own arguments. Such a layer is made again, in this order, from:
+
+    1. the constructor arguments Keras recorded when it was made (when all were plain data);
+    2. its model's own serialisation: the model holding it is made again from its config once,
+       and the layer is taken from it, cut loose from that throwaway graph.
+
+    The next attempt checks that the layer then has the old layer's variables; a layer that no
+    route makes faithfully is refused, since rebuilding it would silently change what it computes.
+    """
+    overrides = dict(overrides)
+    fresh_models: dict = {}
+    for old in layers:
+        route = overrides.get(id(old), (None, None))[0]
+        if route is None:
+            arguments = _graph.constructor_arguments(old)
+            if arguments is not None:
+                # The policy by name: plain data, so Keras records these arguments of the new
+                # layer too, and the next edit of the new model finds them again.
+                arguments.update(name=old.name, dtype=old.dtype_policy.name)
+                overrides[id(old)] = ("arguments", lambda cls=type(old), a=arguments: _deferring(lambda: cls(**a)))
+                continue
+        if route in (None, "arguments"):
+            owner = state.untouched[id(old)]
+            if id(owner) not in fresh_models:
+                try:
+                    with _graph.outside_deferral():
+                        fresh_models[id(owner)] = _graph.remade_from_own_config(owner)
+                except Exception:
+                    fresh_models[id(owner)] = None
+            fresh = fresh_models[id(owner)]
+            twin = _graph.layer_named(fresh, old.name) if fresh is not None else None
+            if twin is not None and type(twin) is type(old) and _same_variables(old, twin):
+                _graph.drop_all_calls(twin)  # cut loose from the throwaway model's graph
+                overrides[id(old)] = ("model", lambda twin=twin: twin)
+                continue
+        path = state.old_paths.get(id(old), old.name)
+        raise UnsupportedLayer(
+            f"{type(old).__name__} {path!r} cannot be rebuilt faithfully: made again from its get_config() it "
+            "has other variables (its config leaves out a constructor argument), and neither the arguments "
+            f"Keras recorded nor its model {state.untouched[id(old)].name!r} make it again as it was. What would "
+            f"work: a get_config() that returns every constructor argument. Received: layer={path!r}"
+        )
+    return overrides
+
+
+def _same_variables(old, new) -> bool:
+    return [(tuple(v.shape), v.dtype) for v in old.weights] == [(tuple(v.shape), v.dtype) for v in new.weights]
 
 
 def _transfer_weights(state: Pass) -> None:

@@ -109,13 +109,15 @@ class Prune:
     """Remove output channels (units / filters) of ``target`` and slice every layer they feed.
 
     Give either ``channels`` (indices to remove) or ``keep`` (fraction to keep, the weakest by
-    ``by`` go). Channels coupled through Add and the like are pruned together.
+    ``by`` go). Channels coupled through Add and the like are pruned together. Channels that reach
+    a model output are refused unless ``allow_output_change=True`` (then that output narrows).
     """
 
     target: Any
     channels: Any = None
     keep: float | None = None
     by: str = "l1"
+    allow_output_change: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,12 @@ fewer channels afterwards, so it does not compute exactly what it did: its reaso
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import _channels, _graph, _slicing
+from . import criteria
 from .edits import Prune
 from .errors import CoupledChannels, LayerNotFound, UnprunableLayer
 from .surgery import SurgeryResult, apply
@@ -73,37 +76,57 @@ def prunable(model, target) -> bool:
     return not unprunable_reason(model, target)
 
 
-def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True) -> SurgeryResult:
+def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True, data=None,
+          allow_output_change=False) -> SurgeryResult:
     """Remove output channels (units, filters) of ``target`` and slice every layer that reads them.
 
-    - ``channels``: indices of the channels to remove, e.g. ``[3, 7, 12]``;
+    - ``channels``: indices of the channels to remove, e.g. ``[3, 7, 12]`` (``-1`` is the last);
     - or ``keep``: how many to keep, a fraction in (0, 1] (``0.5``) or a count (``48``), chosen by
       ``by``: ``"l1"`` or ``"l2"``, the norm of each channel's outgoing kernel slice, summed over
-      the coupled producers (the strongest are kept).
+      the coupled producers (the strongest are kept); or any criterion of :func:`kerasnb.importance`
+      (``"bn_scale"``, ``"apoz"`` and ``"taylor"`` with ``data=``, or a callable).
 
-    ``target`` is a layer name (or layer) of the top-level model, or a list of them with ``keep``
-    to prune several groups in one rebuild. Channels coupled by Add / Multiply / ... are pruned in
-    every producer of the group; with ``coupled=False`` such a target is refused instead.
+    ``target`` is a layer name (or layer), ``"backbone/conv3"`` for one inside a nested model, or a
+    list of them with ``keep`` to prune several groups in one rebuild. Channels coupled by Add /
+    Multiply / a shared layer are pruned in every producer of the group; with ``coupled=False``
+    such a target is refused instead. Channels that reach a model output are refused unless
+    ``allow_output_change=True``: then that output narrows, and ``result.notes`` says so.
+    Removing every channel of a producer works for a branch that reaches nothing but a
+    Concatenate input: the branch drops out (its layers are ``removed`` in the report).
     Returns a :class:`kerasnb.SurgeryResult`; ``model`` is not changed. Its ``edits`` are one
     :class:`kerasnb.Prune` per pruned group, naming the channels removed, so that
     ``kerasnb.apply(model, result.edits)`` gives the same model again.
     """
     with _graph.memo():  # the channel analysis and graph walks are shared with apply()
-        analysis, removed, named = _slicing.choose(model, target, channels, keep, by, coupled)
-        edits = tuple(Prune(named[root], channels=tuple(int(i) for i in idx)) for root, idx in removed.items())
-        return apply(model, edits)  # one rebuild: the core slices every layer the channels reach
+        by = criteria.scorer(model, by, data) if keep is not None else by
+        notes: list = []
+        analysis, removed, named = _slicing.choose(model, target, channels, keep, by, coupled,
+                                                   allow_output_change=allow_output_change, notes=notes)
+        edits = tuple(Prune(named[root], channels=tuple(int(i) for i in idx), allow_output_change=allow_output_change)
+                      for root, idx in removed.items())
+        result = apply(model, edits)  # one rebuild: the core slices every layer the channels reach
+        if notes:
+            result = dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
+        return result
 
 
-def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=True) -> tuple:
+def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=True,
+                 allow_output_change=False, data=None) -> tuple:
     """``(params before, params after)`` of :func:`prune` with the same arguments, without building.
 
     Cheap enough to follow a slider: one graph analysis and some shape arithmetic.
     """
-    analysis, removed, _ = _slicing.choose(model, target, channels, keep, by, coupled)
+    by = criteria.scorer(model, by, data) if keep is not None else by
+    analysis, removed, _ = _slicing.choose(model, target, channels, keep, by, coupled,
+                                           allow_output_change=allow_output_change)
     before = int(model.count_params())
-    after = before
+    _, _, gone = _slicing.branch_drops(analysis, removed)
+    gone_layers = {id(analysis.layers[n]): analysis.layers[n] for n in gone if n in analysis.layers}
+    after = before - sum(_graph.count_params(layer) for layer in gone_layers.values())
     for name, (k_in, k_out) in _slicing.plan(analysis, removed)[1].items():
         layer = analysis.layers[name]
+        if id(layer) in gone_layers:
+            continue
         after -= _graph.count_params(layer)
         after += sum(int(np.prod(shape)) for _, _, shape in _slicing.sliced_shapes(layer, k_in, k_out))
     return before, after

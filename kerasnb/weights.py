@@ -36,7 +36,7 @@ class Outcome:
 
 def carry(old, new) -> Outcome:
     """The default rule: copy what fits, cast float dtypes, re-initialise what does not fit."""
-    _mirror_lora(old, new)
+    mirror_lora(old, new)
     old_vars, new_vars = list(old.weights), list(new.weights)
     if not old_vars and not new_vars:
         return Outcome("none")
@@ -50,7 +50,7 @@ def carry(old, new) -> Outcome:
     return Outcome("copied", casts, [(nv, _copy_value(ov, nv.dtype)) for ov, nv in zip(old_vars, new_vars)])
 
 
-def _mirror_lora(old, new) -> None:
+def mirror_lora(old, new) -> None:
     """LoRA that was enabled on a block's sub-layers is not in the block's config: enable it again."""
     olds = _graph.sublayers(old)
     if len(olds) < 2 or not any(getattr(s, "lora_enabled", False) for s in olds[1:]):
@@ -65,14 +65,16 @@ def _mirror_lora(old, new) -> None:
 
 def slice_channels(old, new, k_in, k_out) -> Outcome:
     """Pruning's rule: the surviving input / output channels of each variable, with the shapes."""
+    from ._channels import variable_at
+
     values, reason = _slicing.sliced_values(old, k_in, k_out)
-    covered = {id(getattr(new, attr)) for attr in values}
+    covered = {id(variable_at(new, attr)) for attr in values}
     missed = [v.path for v in new.weights if id(v) not in covered]
     if missed:  # the channel analysis refuses such layers; never leave a variable random
         raise AssertionError(f"{old.name}: no slicing rule for {missed}")
     pairs = []
     for attr, value in values.items():
-        variable = getattr(new, attr)
+        variable = variable_at(new, attr)
         if tuple(value.shape) != tuple(variable.shape):  # a bug in the analysis, never the user's fault
             raise AssertionError(f"{old.name}.{attr}: sliced {tuple(value.shape)}, the new layer has "
                                  f"{tuple(variable.shape)}")

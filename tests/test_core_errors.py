@@ -2,7 +2,8 @@
 
 import keras
 import pytest
-from conftest import assert_unchanged, snapshot
+import numpy as np
+from conftest import assert_unchanged, snapshot, to_numpy
 from keras import layers as L
 
 import kerasnb
@@ -146,3 +147,51 @@ def test_layer_that_cannot_be_rebuilt_from_its_config(make):
     text = str(info.value)
     assert "cannot be recreated from its config" in text and "register_keras_serializable" in text
     assert "Received: layer='no_config" in text
+
+
+class LossyConfig(L.Layer):
+    """Its get_config() leaves out `units`, and it keeps it under another name: a rebuild from the
+    config alone would silently make a layer of 4 units."""
+
+    def __init__(self, units=4, init=None, **kwargs):
+        super().__init__(**kwargs)
+        self._width, self.init = units, init
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self._width), initializer=self.init or "glorot_uniform")
+
+    def call(self, x):
+        return x @ self.w
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable}
+
+
+def lossy_model(**arguments):
+    inputs = keras.Input((3,), name="x")
+    h = LossyConfig(6, name="lossy", **arguments)(inputs)
+    return keras.Model(inputs, L.Dense(2, name="out")(h))
+
+
+def test_layer_whose_config_drops_an_argument_is_made_from_its_recorded_arguments():
+    model = lossy_model()
+    x = np.random.default_rng(0).random((2, 3)).astype("float32")
+    result = kerasnb.apply(model, [])
+    assert result.report.status("lossy") == "kept"
+    np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(result.model(x)))
+    assert any("'lossy'" in note and "get_config() leaves out" in note for note in result.notes)
+    again = kerasnb.configure(result.model, "out", name="head")  # the new layer can be made again too
+    np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(again.model(x)))
+
+
+def test_layer_whose_config_drops_an_argument_and_no_route_remakes_it_is_refused():
+    # An initializer object among the arguments: Keras records no arguments, and the model's own
+    # config (a plain functional one) rebuilds it from the lossy config too.
+    model = lossy_model(init=keras.initializers.Ones())
+    before = snapshot(model)
+    with pytest.raises(kerasnb.UnsupportedLayer) as info:
+        kerasnb.delete(model, "out")
+    text = str(info.value)
+    assert "'lossy' cannot be rebuilt faithfully" in text and "Received: layer='lossy'" in text
+    assert_unchanged(model, before)
+    assert kerasnb.apply(lossy_model(), []).report.status("lossy") == "kept"  # Keras state is fine after
