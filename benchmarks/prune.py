@@ -1,17 +1,23 @@
-"""Prune 50% of the channels of every prunable group of ResNet50, beside a plain clone.
+"""Pruning benchmarks: 50% of every group of ResNet50, and global pruning to 50% of the FLOPs.
 
-ResNet50 (weights=None), in one process, median of several runs:
-- kerasnb.prune(model, <one producer of every prunable channel group>, keep=0.5, by="l1"):
-  analysis, one rebuild, slicing of every affected variable;
-- kerasnb.channel_groups(model) alone (the analysis);
-- keras.models.clone_model(model), and clone_model followed by set_weights (what a copy with
-  weights costs, with no pruning at all).
-Parameters and a forward pass's time on one batch are printed before and after.
+In one process, median of several runs:
 
-Run: python benchmarks/prune.py [--repeat 5] [--size 224]
+1. ResNet50 (weights=None): kerasnb.prune(model, <one producer of every prunable channel group>,
+   keep=0.5, by="l1") (analysis, one rebuild, slicing of every affected variable), the analysis
+   alone (kerasnb.channel_groups), keras.models.clone_model, and clone_model followed by
+   set_weights (what a copy with weights costs, with no pruning at all).
+2. ResNet50 and MobileNetV2 (weights=None): kerasnb.prune_global(model, flops=0.5, by="l1"),
+   channels ranked across all groups until the multiply-accumulates (MACs) are at most half;
+   its plan alone (kerasnb.prune_global_plan: scoring and the budget search, no build); the same
+   with by="taylor" on 8 random images (timed once: scoring runs the model forward and backward);
+   against clone_model + set_weights. MACs per sample before and after (kerasnb.flops), and the
+   measured predict latency of a batch before and after.
+
+Run: python benchmarks/prune.py [--repeat 5] [--size 224] [--skip-groups]
 """
 
 import argparse
+import time
 
 from _timing import clone_and_set, median_time  # first: it quiets TensorFlow before Keras loads
 import keras
@@ -24,8 +30,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--skip-groups", action="store_true", help="only the global pruning benchmark")
     args = parser.parse_args()
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, median of {args.repeat} runs")
+    if not args.skip_groups:
+        every_group(args)
+    for name in ("ResNet50", "MobileNetV2"):
+        global_flops(name, args)
+
+
+def every_group(args):
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
     groups = kerasnb.channel_groups(model)
     prunable = [g for g in groups if g.prunable]
@@ -60,6 +74,42 @@ def main():
     print(f"  keras clone_model               {t_clone * 1000:8.0f} ms   ratio prune / this {t_prune / t_clone:.2f}")
     print(f"  clone_model + set_weights       {t_clone_set * 1000:8.0f} ms   "
           f"ratio prune / this {t_prune / t_clone_set:.2f}")
+    print(f"  predict, batch of 8: original {t_fwd * 1000:.0f} ms, pruned {t_fwd_pruned * 1000:.0f} ms "
+          f"({t_fwd_pruned / t_fwd:.2f}x)")
+
+
+def global_flops(name, args):
+    from kerasnb.flops import total_macs
+
+    model = getattr(keras.applications, name)(weights=None, input_shape=(args.size, args.size, 3))
+    x = np.random.default_rng(0).normal(size=(8, args.size, args.size, 3)).astype("float32")
+
+    def prune():
+        return kerasnb.prune_global(model, flops=0.5, by="l1")
+
+    result = prune()  # warm-up
+    clone_and_set(model)
+    t_plan = median_time(lambda: kerasnb.prune_global_plan(model, flops=0.5, by="l1"), args.repeat)
+    t_prune = median_time(prune, args.repeat)
+    t_clone_set = median_time(lambda: clone_and_set(model), args.repeat)
+    start = time.perf_counter()
+    taylor = kerasnb.prune_global(model, flops=0.5, by="taylor", data=x)
+    t_taylor = time.perf_counter() - start
+
+    macs_before, macs_after = total_macs(model), total_macs(result.model)
+    model.predict(x, verbose=0), result.model.predict(x, verbose=0)
+    t_fwd = median_time(lambda: model.predict(x, verbose=0), args.repeat)
+    t_fwd_pruned = median_time(lambda: result.model.predict(x, verbose=0), args.repeat)
+    before, after = model.count_params(), result.model.count_params()
+    print(f"{name} {args.size}x{args.size}, prune_global(flops=0.5, by='l1'): {len(result.edits)} groups pruned")
+    print(f"  MACs per sample {macs_before / 1e6:.1f}M -> {macs_after / 1e6:.1f}M ({macs_after / macs_before:.1%}); "
+          f"params {before / 1e6:.2f}M -> {after / 1e6:.2f}M ({after / before:.1%})")
+    print(f"  prune_global_plan (no build)     {t_plan * 1000:8.0f} ms")
+    print(f"  prune_global (plan + rebuild)    {t_prune * 1000:8.0f} ms   ratio to clone+set_weights "
+          f"{t_prune / t_clone_set:.2f}")
+    print(f"  clone_model + set_weights        {t_clone_set * 1000:8.0f} ms")
+    print(f"  prune_global by taylor, 8 images {t_taylor * 1000:8.0f} ms (once; "
+          f"MACs after {total_macs(taylor.model) / macs_before:.1%})")
     print(f"  predict, batch of 8: original {t_fwd * 1000:.0f} ms, pruned {t_fwd_pruned * 1000:.0f} ms "
           f"({t_fwd_pruned / t_fwd:.2f}x)")
 

@@ -39,7 +39,8 @@ __all__ = [
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
-    "truncate", "transforms", "enable_lora", "merge_lora",
+    "truncate", "transforms", "enable_lora", "merge_lora", "count_flops", "prune_heads", "importance", "prune_global",
+    "prune_global_plan",
 ]
 
 
@@ -63,6 +64,12 @@ _LAZY = {
     "swap_activation": ("transforms", "swap_activation"),
     "truncate": ("transforms", "truncate"),
     "transforms": ("transforms", None),
+    "count_flops": ("flops", "count_flops"),
+    "flops": ("flops", None),
+    "prune_heads": ("heads", "prune_heads"),
+    "importance": ("criteria", "importance"),
+    "prune_global": ("budget", "prune_global"),
+    "prune_global_plan": ("budget", "prune_global_plan"),
 }
 
 

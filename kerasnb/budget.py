@@ -1,0 +1,415 @@
+"""Global pruning: rank the channels of every coupled group together and prune to one budget.
+
+``prune_global(model, ratio=0.5 | params=N | flops=N, by="l1", ...)``:
+
+1. every prunable channel group (:func:`kerasnb.pruning.channel_groups`) is scored by ``by``
+   (:mod:`kerasnb.importance`), and each group's scores are divided by their mean, so that groups
+   of different sizes and scales compare (a channel scoring 0.2 is five times weaker than the
+   average channel of its own group);
+2. channels are taken weakest first across all groups until the budget is met, keeping at least
+   ``min_keep`` channels per group and, with ``round_to``, a multiple of it;
+3. the choice becomes one :class:`kerasnb.Prune` edit per group and :func:`kerasnb.apply`
+   carries them out in one rebuild.
+
+:func:`prune_global_plan` does steps 1-2 only and says what the result would be (params and
+multiply-accumulates before and after) without building anything: cheap enough for a slider,
+especially when given the ``scores`` of an earlier plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _channels, _graph, _slicing, _targets
+from . import criteria
+from .edits import Prune
+from .errors import InvalidEdit, SurgeryError
+from .surgery import SurgeryResult, apply
+
+__all__ = ["GlobalPlan", "BudgetNotReachable", "prune_global", "prune_global_plan"]
+
+
+class BudgetNotReachable(InvalidEdit):
+    """The budget asks for less than pruning can reach (every group at its minimum)."""
+
+
+@dataclass(frozen=True)
+class GlobalPlan:
+    """What :func:`prune_global` would do, worked out without building a model.
+
+    ``removed``: ``{producer name: channel indices removed}``, one entry per pruned group (named by
+    its first producer). ``params_*`` count every variable of the model, ``macs_*`` the
+    multiply-accumulates of one sample (:mod:`kerasnb.flops`), ``channels_*`` the output channels of
+    the groups that take part (neither ignored nor unprunable). ``scores``: the raw scores per
+    group (``{producers: array}``), to pass to another plan of the same model so that it skips
+    scoring.
+    """
+
+    removed: dict
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    channels_before: int
+    channels_after: int
+    by: str
+    target: str
+    scores: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def edits(self) -> tuple:
+        return tuple(Prune(name, channels=tuple(int(i) for i in idx)) for name, idx in self.removed.items())
+
+    def summary(self) -> str:
+        """One line: params and MACs before -> after."""
+        return (f"params {_short(self.params_before)} -> {_short(self.params_after)} "
+                f"({_pct(self.params_after, self.params_before)}), MACs {_short(self.macs_before)} -> "
+                f"{_short(self.macs_after)} ({_pct(self.macs_after, self.macs_before)}), channels "
+                f"{self.channels_before} -> {self.channels_after} in {len(self.removed)} group(s) pruned")
+
+
+def _short(n) -> str:
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def _pct(after, before) -> str:
+    return f"{after / before:.1%}" if before else "n/a"
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def prune_global(model, ratio=None, *, params=None, flops=None, by=None, data=None, round_to=None, ignore=(),
+                 per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> SurgeryResult:
+    """Prune the weakest channels of the whole model, ranked across groups, to one budget, in one rebuild.
+
+    Give one budget:
+
+    - ``ratio``: the fraction of the channels to remove, counted over the groups ranked together
+      (every prunable group that is neither ignored nor in ``per_layer``), as Torch-Pruning's
+      global ``pruning_ratio``: ``0.5`` removes half of those channels, wherever they are weakest
+      (a few more when ``round_to`` or a grouped convolution rounds a layer's count);
+    - ``params``: the model's parameter count after pruning is at most this; a float in (0, 1]
+      is a fraction of the current count (``params=0.5``: at most half);
+    - ``flops``: the multiply-accumulates of one sample after pruning (:func:`kerasnb.flops.total_macs`)
+      are at most this; a float in (0, 1] is a fraction of the current MACs.
+
+    ``by``: the criterion (see :func:`kerasnb.importance`), ``"l1"`` unless ``scores`` are given;
+    ``"apoz"`` and ``"taylor"`` need ``data=``. ``round_to=8`` keeps every pruned group's channel
+    count a multiple of 8 (rounded up: the search then takes more channels elsewhere to meet the
+    budget). ``ignore``: layer names
+    whose output channels are never pruned (a producer, or a BatchNormalization / depthwise layer
+    of its group; their inputs may still be sliced). ``per_layer={name: ratio}``: those groups
+    lose exactly that fraction of their channels (their weakest), outside the global ranking.
+    ``min_keep``: channels kept in every group at least. ``scores``: the ``scores`` of an earlier
+    :class:`GlobalPlan` of the same model, to skip scoring. ``input_shape``: the shape of one sample,
+    for a ``flops`` budget on a model built with unknown sizes.
+
+    Returns a :class:`kerasnb.SurgeryResult` whose notes give params and MACs before -> after;
+    ``model`` is not changed. A budget below what pruning can reach raises
+    :class:`BudgetNotReachable` saying the smallest reachable.
+    """
+    with _graph.memo():
+        plan = prune_global_plan(model, ratio, params=params, flops=flops, by=by, data=data, round_to=round_to,
+                                 ignore=ignore, per_layer=per_layer, min_keep=min_keep, scores=scores, loss=loss,
+                                 input_shape=input_shape)
+        result = apply(model, plan.edits)
+    macs_built = plan.macs_after  # exact: the plan slices as the rebuild does (checked by the tests)
+    params_built = int(result.model.count_params())
+    note = (f"Global pruning by {plan.by} to {plan.target}: removed "
+            f"{plan.channels_before - plan.channels_after} of {plan.channels_before} channels in "
+            f"{len(plan.removed)} group(s); params {plan.params_before:,} -> {params_built:,} "
+            f"({_pct(params_built, plan.params_before)}), MACs per sample {plan.macs_before:,} -> {macs_built:,} "
+            f"({_pct(macs_built, plan.macs_before)}). The remaining layers see fewer channels: fine-tune.")
+    return dataclasses.replace(result, notes=(note,) + tuple(result.notes))
+
+
+def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, data=None, round_to=None, ignore=(),
+                      per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> GlobalPlan:
+    """What :func:`prune_global` with the same arguments would remove, and the params and MACs after,
+    without building a model (a :class:`GlobalPlan`; ``plan.summary()`` is one line)."""
+    from .flops import layer_cost
+
+    with _graph.memo():
+        analysis = _channels.analyse(model)
+        groups = {r: g for r, g in analysis.groups().items() if g.prunable}
+        kind, goal = _budget(ratio, params, flops, per_layer)
+        min_keep = _check_count(min_keep, "min_keep", 1)
+        round_to = None if round_to in (None, 1) else _check_count(round_to, "round_to", 1)
+        ignored = _ignored(model, analysis, ignore)
+        fixed = _per_layer(model, analysis, per_layer or {})
+        both = [name for name, root in fixed.items() if root in ignored]
+        if both:
+            raise InvalidEdit(f"{both[0]!r} is both ignored and given a per_layer ratio; choose one. "
+                              f"Received: ignore={ignore!r}, per_layer={per_layer!r}")
+        active = {r: g for r, g in groups.items() if r not in ignored}
+        try:
+            costs = layer_cost(model, input_shape)
+        except SurgeryError:
+            if kind == "flops":
+                raise  # says which size is unknown and how to give input_shape=
+            costs = None  # sizes unknown: the plan reports no MACs
+        label = _by_name(by) if by is not None else ("the scores given" if scores is not None else "l1")
+        raw = _scores(model, analysis, active, "l1" if by is None else by, data, loss, scores)
+        ranked = {r: np.argsort(-raw[r], kind="stable")[::-1] for r in active}  # weakest first
+        # A grouped convolution on a group's channels keeps the same count in each of its groups.
+        steps = {r: _group_step(analysis, r, round_to) for r in active}
+        fixed_removed = {}
+        for name, root in fixed.items():
+            fraction = per_layer[name]
+            fixed_removed[root] = _count_removed(active[root], round(active[root].channels * fraction), min_keep,
+                                                 steps[root])
+        pool = [r for r in active if r not in fixed_removed]
+        order = _global_order(pool, raw, ranked)
+
+        params_before = int(model.count_params())
+        macs_before = int(sum(c.macs for c in costs.values())) if costs is not None else 0
+
+        def removal(k):
+            taken: dict = {}
+            for root in order[:k]:
+                taken[root] = taken.get(root, 0) + 1
+            counts = dict(fixed_removed)
+            for root, n in taken.items():
+                counts[root] = _count_removed(active[root], n, min_keep, steps[root])
+            return {r: _weakest(analysis, active[r], r, n, raw[r], ranked[r]) for r, n in counts.items() if n}
+
+        def measure(removed):
+            if kind == "params":
+                return _params_after(analysis, removed, params_before)
+            if kind == "flops":
+                return _macs_after(analysis, removed, costs)
+            return sum(int(idx.size) for r, idx in removed.items() if r in pool)
+
+        pool_channels = sum(active[r].channels for r in pool)
+        if kind is None:
+            k = 0
+        elif kind == "ratio":
+            wanted = int(round(goal * pool_channels))
+            k = _smallest_k(len(order), lambda k: measure(removal(k)) >= wanted)
+            if k is None:
+                reach = measure(removal(len(order)))
+                raise BudgetNotReachable(
+                    f"ratio={ratio} asks to remove {wanted} of {pool_channels} channels, but with min_keep={min_keep}"
+                    f"{f' and round_to={round_to}' if round_to else ''} at most {reach} can go "
+                    f"(ratio {reach / max(pool_channels, 1):.3f}). Received: ratio={ratio!r}")
+        else:
+            before = params_before if kind == "params" else macs_before
+            limit = goal * before if isinstance(goal, float) else goal
+            k = _smallest_k(len(order), lambda k: measure(removal(k)) <= limit)
+            if k is None:
+                floor = measure(removal(len(order)))
+                given = params if kind == "params" else flops
+                what = "parameters" if kind == "params" else "multiply-accumulates per sample"
+                raise BudgetNotReachable(
+                    f"{kind}={given!r} asks for at most {int(limit):,} {what}, but the smallest reachable is "
+                    f"{floor:,} ({floor / before:.1%} of {before:,}): every prunable group down to "
+                    f"min_keep={min_keep}{f' (round_to={round_to})' if round_to else ''}; the rest "
+                    f"({len(ignored)} ignored group(s), layers that cannot be pruned, "
+                    f"{len(analysis.groups()) - len(groups)} unprunable group(s)) stays. "
+                    f"Ask for {floor:,} or more. Received: {kind}={given!r}")
+        removed = removal(k)
+        _slicing._check_groups(analysis, removed, None)  # grouped convolutions read by several groups
+        params_after = _params_after(analysis, removed, params_before)
+        macs_after = _macs_after(analysis, removed, costs) if costs is not None else 0
+        target = {"ratio": f"ratio={ratio}", "params": f"params={params}", "flops": f"flops={flops}",
+                  None: "per_layer ratios"}[kind]
+        channels_before = sum(g.channels for g in active.values())
+        channels_after = channels_before - sum(int(idx.size) for idx in removed.values())
+        groups_all = analysis.groups()
+        return GlobalPlan(
+            removed={groups_all[r].producers[0]: tuple(int(i) for i in idx) for r, idx in removed.items()},
+            params_before=params_before, params_after=params_after, macs_before=int(macs_before),
+            macs_after=int(macs_after), channels_before=channels_before, channels_after=channels_after,
+            by=label, target=target, scores={groups_all[r].producers: raw[r] for r in active},
+        )
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _budget(ratio, params, flops, per_layer):
+    given = {k: v for k, v in (("ratio", ratio), ("params", params), ("flops", flops)) if v is not None}
+    if len(given) > 1 or (not given and not per_layer):
+        raise InvalidEdit(
+            "prune_global() takes one budget: ratio= (fraction of channels to remove), params= (parameters after, "
+            "at most) or flops= (multiply-accumulates per sample after, at most); or only per_layer=. "
+            f"Received: ratio={ratio!r}, params={params!r}, flops={flops!r}")
+    if not given:
+        return None, None
+    (kind, value), = given.items()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidEdit(f"{kind}= is a number. Received: {kind}={value!r}")
+    if kind == "ratio":
+        if not 0 <= value < 1:
+            raise InvalidEdit(f"ratio= is the fraction of channels to remove, in [0, 1). Received: ratio={value!r}")
+        return kind, float(value)
+    if value <= 0:
+        raise InvalidEdit(f"{kind}= must be positive: a count, or a fraction in (0, 1]. Received: {kind}={value!r}")
+    if isinstance(value, (float, np.floating)) and value <= 1:
+        return kind, float(value)  # a fraction of the current count
+    return kind, int(value)
+
+
+def _check_count(value, name, low) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InvalidEdit(f"{name}= is a whole number of channels, at least {low}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _group_root(model, analysis, name, what):
+    """The group root whose channels ``name`` makes or follows (producer, BatchNorm, depthwise)."""
+    name = name.name if hasattr(name, "name") and not isinstance(name, str) else name
+    _targets.resolve(model, name, what=what)
+    sid = analysis.out_space.get(name)
+    if sid is not None:
+        return analysis.root(sid)
+    for root, group in analysis.groups().items():
+        if name in group.channelwise:
+            return root
+    return None
+
+
+def _ignored(model, analysis, ignore) -> set:
+    if isinstance(ignore, str) or not hasattr(ignore, "__iter__"):
+        ignore = [ignore]
+    roots = set()
+    for name in ignore:
+        root = _group_root(model, analysis, name, "ignore in prune_global")
+        if root is not None:
+            roots.add(root)
+    return roots
+
+
+def _per_layer(model, analysis, per_layer) -> dict:
+    if not isinstance(per_layer, dict):
+        raise InvalidEdit(f"per_layer= is a dict {{layer name: fraction of channels to remove}}. "
+                          f"Received: per_layer={per_layer!r}")
+    out = {}
+    for name, fraction in per_layer.items():
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise InvalidEdit(f"per_layer[{name!r}] is the fraction of channels to remove, in [0, 1). "
+                              f"Received: per_layer={per_layer!r}")
+        root, _ = _slicing.group_of(model, analysis, name)  # refuses names that cannot be pruned, with the reason
+        out[name] = root
+    return out
+
+
+def _scores(model, analysis, active, by, data, loss, given) -> dict:
+    if given is None:
+        return {r: np.asarray(s, dtype="float64") for r, s in
+                criteria.group_scores(model, by, data, groups=active, loss=loss, analysis=analysis).items()}
+    out = {}
+    for root, group in active.items():
+        s = given.get(group.producers)
+        if s is None or np.shape(s) != (group.channels,):
+            raise InvalidEdit(
+                f"scores= are the scores of an earlier plan of this model ({{producers: one score per channel}}); "
+                f"they have none for {list(group.producers)} ({group.channels} channels). Received: scores with "
+                f"{len(given)} group(s)")
+        out[root] = np.asarray(s, dtype="float64")
+    return out
+
+
+def _by_name(by) -> str:
+    return by if isinstance(by, str) else getattr(by, "__name__", "a callable")
+
+
+# ----------------------------------------------------------------------------- choosing
+
+
+def _global_order(pool, raw, ranked) -> list:
+    """Group roots, one entry per channel, weakest first across groups (scores divided by the group's mean)."""
+    entries = []
+    position = {r: i for i, r in enumerate(pool)}
+    for root in pool:
+        s = raw[root]
+        mean = float(np.mean(s))
+        normal = s / mean if mean > 0 else np.zeros_like(s)
+        for j, channel in enumerate(ranked[root]):
+            entries.append((float(normal[channel]), position[root], j, root))
+    entries.sort()
+    return [root for *_, root in entries]
+
+
+def _group_step(analysis, root, round_to) -> int:
+    """Kept counts of this group are multiples of this: ``round_to`` and the groups of grouped convolutions."""
+    steps = [g for _, g in _slicing._simple_groups(analysis, root)] + ([round_to] if round_to else [])
+    return int(np.lcm.reduce(steps)) if steps else 1
+
+
+def _count_removed(group, wanted, min_keep, step) -> int:
+    n = group.channels
+    keep = max(n - int(wanted), min(min_keep, n))
+    if step > 1:
+        keep = min(n, math.ceil(keep / step) * step)
+    return n - keep
+
+
+def _weakest(analysis, group, root, n_removed, scores, ranked) -> np.ndarray:
+    """The ``n_removed`` weakest channels; with a grouped convolution, the weakest of each of its groups."""
+    if _slicing._simple_groups(analysis, root):
+        return _slicing._weakest(analysis, group, group.channels - n_removed, lambda a, g: scores, group.producers[0],
+                                 root)
+    return np.sort(ranked[:n_removed])
+
+
+def _smallest_k(n, ok):
+    """The smallest k in [0, n] with ok(k), for ok monotone (False... True); None when ok(n) is False."""
+    if not ok(n):
+        return None
+    low, high = 0, n
+    while low < high:
+        mid = (low + high) // 2
+        if ok(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+# ----------------------------------------------------------------------------- measuring without building
+
+
+def _params_after(analysis, removed, before) -> int:
+    after = before
+    for name, (k_in, k_out) in _slicing.plan(analysis, removed)[1].items():
+        layer = analysis.layers[name]
+        after -= _graph.count_params(layer)
+        after += sum(int(np.prod(shape)) for _, _, shape in _slicing.sliced_shapes(layer, k_in, k_out))
+    return int(after)
+
+
+def _macs_after(analysis, removed, costs) -> int:
+    """The MACs with ``removed`` channels gone: each layer's kept fraction of its input and output
+    channels, from channel counts alone (as ``_slicing.plan`` slices them, without its per-layer
+    configs: this runs at every step of a budget's search)."""
+    from .flops import macs_with_channels
+
+    root = analysis.root
+    kept = {r: analysis.spaces[r].length - int(idx.size) for r, idx in removed.items()}
+    in_fraction, out_fraction = {}, {}
+    for name in analysis.order:
+        if name not in costs or analysis.roles[name] == "reshape":
+            continue
+        layout = analysis.in_layout.get(name)
+        if _channels.touches(layout, kept, root):
+            in_fraction[name] = _kept_width(layout, kept, root) / _channels.width(layout)
+        if analysis.roles[name] == "producer":
+            r = root(analysis.out_space[name])
+            if r in kept:
+                out_fraction[name] = kept[r] / analysis.spaces[r].length
+    return macs_with_channels(costs, in_fraction, out_fraction)
+
+
+def _kept_width(layout, kept, root) -> int:
+    """How many positions of ``layout`` survive (``_channels.kept_indices(...).size`` from counts)."""
+    return sum(rep * sum(kept.get(root(sid), n) * each for sid, n, each in segs) for rep, segs in layout)
+
