@@ -2,11 +2,15 @@
 
 Run by hand:  python benchmarks/editor.py
 For a small MLP, ResNet50 and DenseNet121 (weights=None) it prints:
-  open       building the panel (table, dropdowns, fit checks for the selected row)
+  open       building the panel (table, graph layout, fit checks for the selected row)
   surgery    kerasnb.replace(model, target, Dropout) on its own
-  edit       choosing Dropout in the panel's type dropdown (rebuild + redraw)
+  foretold   choosing Dropout in the selected row's Type dropdown until the statuses worked out
+             from shapes are in the table and the graph (sent to the browser then, while the
+             model is rebuilt); "-" when the edit cannot be foretold
+  edit       the same choice until the panel is redrawn from the rebuilt model
   panel      the part of "edit" spent outside kerasnb.apply: what the panel adds to the rebuild
   undo       clicking Undo (the earlier result is kept, so no rebuild)
+  rows KB    the JSON the table sends for its page of rows (what the browser receives per redraw)
 Then, for pruning one Dense / Conv layer from the panel:
   select     picking that layer in the Layer dropdown, with the check that offers "Prune..."
              (one channel analysis of the model, asked for the selected row only)
@@ -21,6 +25,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -78,45 +83,65 @@ class ApplyClock:
         kerasnb.surgery.apply = self.original
 
 
+def choose_in_row(editor, label, seq):
+    """What the browser sends when a type is chosen in the selected row's dropdown."""
+    editor.table.action = {"kind": "replace", "layer": editor.selected, "call": None, "type": label, "params": {},
+                           "seq": seq}
+
+
 def measure(model, target):
-    opens, surgeries, edits, panels, undos = [], [], [], [], []
-    for _ in range(REPEATS):
+    opens, surgeries, foretold, edits, panels, undos, sizes = [], [], [], [], [], [], []
+    for i in range(REPEATS):
         holder = {}
         opens.append(timed(lambda: holder.setdefault("editor", Editor(model))))
         editor = holder["editor"]
+        sizes.append(len(json.dumps(editor.table.rows)) / 1024)
         surgeries.append(timed(lambda: kerasnb.replace(model, target, keras.layers.Dropout(0.2))))
-        editor.layer_picker.value = target
+        editor.table.selected = target  # a click on the row
+        told = []
+        shows = editor.session.on_predict
+        editor.session.on_predict = lambda *a: (shows(*a), told.append(time.perf_counter()))
         with ApplyClock() as clock:
-            edits.append(timed(lambda: setattr(editor.type_picker, "value", "Dropout")))
+            started = time.perf_counter()
+            edits.append(timed(lambda: choose_in_row(editor, "Dropout", i + 1)))
+        if told:
+            foretold.append(told[0] - started)
         panels.append(edits[-1] - clock.seconds)
-        assert editor.report.status(target) == "removed"
+        assert editor.report.status(target) == "removed", editor.message_text
         undos.append(timed(editor.undo_button.click))
         assert editor.model is model
-    return [statistics.median(v) for v in (opens, surgeries, edits, panels, undos)]
+        editor.close()
+    told = statistics.median(foretold) if foretold else None
+    return [statistics.median(v) for v in (opens, surgeries)] + [told] + [
+        statistics.median(v) for v in (edits, panels, undos, sizes)]
 
 
 def measure_prune(model, target):
     selects, prunings, prunes, counts = [], [], [], None
     for _ in range(REPEATS):
         editor = Editor(model)  # a fresh panel: nothing about pruning is known yet
-        selects.append(timed(lambda: setattr(editor.layer_picker, "value", target)))
+        selects.append(timed(lambda: setattr(editor.table, "selected", target)))
         assert not editor.prune_button.disabled, editor.prune_button.tooltip
         prunings.append(timed(lambda: kerasnb.apply(model, [kerasnb.Prune(target, keep=0.5)])))
         editor.prune_button.click()
         prunes.append(timed(lambda: setattr(editor.prune_slider, "value", 0.5)))
         assert editor.report.status(target) == "pruned", editor.message.value
         counts = editor.session.prune_step(target).counts
+        editor.close()
     return [statistics.median(v) for v in (selects, prunings, prunes)] + [counts]
 
 
 def main():
     models = [(name, factory(), target, prune_target) for name, factory, target, prune_target in CASES]
-    print(f"{'model':<16} {'layers':>6} {'open':>8} {'surgery':>8} {'edit':>8} {'panel':>8} {'undo':>8}")
+    print(f"{'model':<16} {'layers':>6} {'open':>8} {'surgery':>8} {'foretold':>8} {'edit':>8} {'panel':>8} "
+          f"{'undo':>8} {'rows KB':>8}")
     for name, model, target, _ in models:
         kerasnb.replace(model, target, keras.layers.Dropout(0.2))  # warm-up: first traces are slower
-        open_s, surgery_s, edit_s, panel_s, undo_s = measure(model, target)
-        print(f"{name:<16} {len(model.layers):>6} {open_s:>8.3f} {surgery_s:>8.3f} {edit_s:>8.3f} "
-              f"{panel_s:>8.3f} {undo_s:>8.3f}")
+        Editor(model).close()
+        open_s, surgery_s, told_s, edit_s, panel_s, undo_s, kb = measure(model, target)
+        told = "-" if told_s is None else f"{told_s:.3f}"
+        print(f"{name:<16} {len(model.layers):>6} {open_s:>8.3f} {surgery_s:>8.3f} {told:>8} {edit_s:>8.3f} "
+              f"{panel_s:>8.3f} {undo_s:>8.3f} {kb:>8.1f}")
     print()
     print(f"{'model':<16} {'prune target':<22} {'select':>8} {'pruning':>8} {'prune':>8}  params")
     for name, model, _, prune_target in models:

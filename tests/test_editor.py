@@ -4,9 +4,7 @@ Setting ``.value`` runs the same observers a browser change does, and ``Button.c
 the same handlers, so these tests exercise the panel itself, without a browser.
 """
 
-import html
 import os
-import re
 import subprocess
 import sys
 
@@ -17,16 +15,13 @@ from conftest import assert_unchanged, snapshot
 
 import kerasnb
 import kerasnb.catalog as catalog
+import kerasnb.editor.table
+import kerasnb.surgery
+from pathlib import Path
+
+from editor_ui import (choose_type, fields, listed, offered, press_arrow, refused, row_of, row_type, rows, select_row,
+                       set_fields, status_in_table)
 from kerasnb.editor import Editor, show_editor
-
-
-def rows(editor):
-    """(layer path, status) of every row drawn in the table, in order."""
-    return re.findall(r"data-layer='([^']+)'>.*?data-status='([^']+)'", editor.table.value)
-
-
-def status_in_table(editor, path):
-    return dict(rows(editor))[path]
 
 
 def no_error(editor):
@@ -35,10 +30,14 @@ def no_error(editor):
 
 
 def pick(editor, path, label=None):
-    """Select a row with the layer dropdown, then optionally a type with the type dropdown."""
-    editor.layer_picker.value = path
+    """Click a row of the table (a call's sub-row for ``(path, call)``), then optionally choose a
+    type in that row's Type dropdown."""
+    if isinstance(path, tuple):
+        select_row(editor, *path)
+    else:
+        select_row(editor, path)
     if label is not None:
-        editor.type_picker.value = label
+        choose_type(editor, label)
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ class TestOpening:
     def test_table_lists_every_layer_in_graph_order_with_its_status(self, editor):
         assert rows(editor) == [("input_layer", "no_weights"), ("dense", "kept"), ("dense_1", "kept"), ("dense_2", "kept")]
         assert "3 layers kept weights (2,817 params)" in editor.summary.value
-        assert "(None, 64)" in editor.table.value and "2,080" in editor.table.value
+        assert row_of(editor, "dense")["shape"] == "(None, 64)" and row_of(editor, "dense_1")["params"] == 2080
 
     def test_starts_on_the_original_model_with_no_edits(self, editor, mlp):
         assert editor.model is mlp
@@ -64,13 +63,14 @@ class TestOpening:
 
     def test_first_layer_is_selected_and_offers_fitting_types(self, editor):
         assert editor.selected == "dense"
-        assert editor.type_picker.value == "Keep"
-        assert editor.type_picker.options[:3] == ("Keep", "Remove (identity)", "Dropout")
+        assert row_type(editor) == "Keep"
+        assert offered(editor)[:3] == ("Keep", "Remove (identity)", "Dropout")
+        assert editor.table.selected == "dense" and editor.table.rows[1]["path"] == "dense"
 
     def test_types_that_cannot_fit_are_not_offered_and_say_why(self, editor):
-        assert "VGG16 backbone (frozen)" not in editor.type_picker.options
-        assert "VGG16 backbone (frozen)" in editor.unavailable.value
-        assert "needs images" in editor.unavailable.value
+        assert "VGG16 backbone (frozen)" not in offered(editor)
+        assert "VGG16 backbone (frozen)" in str(refused(editor))
+        assert "needs images" in str(refused(editor))
 
     def test_legend_explains_every_status(self, editor):
         for status in kerasnb.STATUSES:
@@ -112,35 +112,33 @@ class TestChoosingATypeRebuilds:
 
     def test_parameter_widgets_appear_and_rebuild_on_change(self, editor):
         pick(editor, "dense_1", "Dropout")
-        (rate,) = editor.params_box.children
-        assert rate.description == "rate" and rate.value == 0.2
-        rate.value = 0.5
+        assert fields(editor) == [("rate", 0.2)]
+        set_fields(editor, rate=0.5)
         assert editor.model.get_layer("dense_1_dropout").rate == 0.5
         assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.5)"]  # changed in place, not stacked
 
     def test_dense_parameters_change_the_shape_downstream(self, editor):
         pick(editor, "dense_1", "Dense")
-        units = next(w for w in editor.params_box.children if w.description == "units")
-        assert units.value == 32  # starts at the replaced layer's width, so the next layer keeps its weights
+        assert dict(fields(editor))["units"] == 32  # the replaced layer's width, so the next layer keeps its weights
         assert editor.report.status("dense_2") == "kept_input_changed"
-        units.value = 16
+        set_fields(editor, units=16)
         assert tuple(editor.model.get_layer("dense_1_dense").output.shape) == (None, 16)
         assert editor.report.status("dense_2") == "reinitialized"
 
     def test_switching_type_again_replaces_the_earlier_choice(self, editor):
         pick(editor, "dense_1", "Dropout")
-        editor.type_picker.value = "LayerNormalization"
+        choose_type(editor, "LayerNormalization")
         assert editor.steps == ["replace 'dense_1' with LayerNormalization"]
-        editor.type_picker.value = "Keep"
+        choose_type(editor, "Keep")
         assert editor.edits == () and editor.model is editor.original
 
     def test_selecting_a_replaced_row_shows_its_choice(self, editor):
         pick(editor, "dense_1", "Activation")
         pick(editor, "dense")
         pick(editor, "dense_1")  # the removed row still leads to its choice
-        assert editor.type_picker.value == "Activation"
+        assert row_type(editor) == "Activation"
         pick(editor, "dense_1_activation")  # and so does the new layer
-        assert editor.type_picker.value == "Activation"
+        assert row_type(editor) == "Activation"
 
     def test_conv1d_block_from_the_dropdown(self, editor):
         pick(editor, "dense_1", "Conv1D block")
@@ -155,8 +153,8 @@ class TestChoosingATypeRebuilds:
         try:
             pick(editor, "dense")
             pick(editor, "dense_1")
-            assert "Dropout 0.5 (test)" in editor.type_picker.options
-            editor.type_picker.value = "Dropout 0.5 (test)"
+            assert "Dropout 0.5 (test)" in offered(editor)
+            choose_type(editor, "Dropout 0.5 (test)")
             assert editor.model.get_layer("dense_1_dropout_0_5_test").rate == 0.5
         finally:
             catalog.unregister("Dropout 0.5 (test)")
@@ -171,24 +169,25 @@ class TestBackbones:
         out = keras.layers.Dense(3, name="head")(keras.layers.Flatten(name="flat")(x))
         editor = Editor(keras.Model(inputs, out, name="cnn"))
         pick(editor, "pixels")
-        assert "VGG16 backbone (frozen)" in editor.type_picker.options
-        editor.type_picker.value = "VGG16 backbone (frozen)"
+        assert "VGG16 backbone (frozen)" in offered(editor)
+        choose_type(editor, "VGG16 backbone (frozen)")
         assert editor.model.get_layer("vgg16_random_init").trainable is False
         assert any("random weights" in note for note in editor.notes)
         assert "random weights" in editor.history_view.value
         assert status_in_table(editor, "vgg16_random_init") == "new"
-        assert "data-layer='vgg16_random_init/block1_conv1'" in editor.table.value  # a group of its own
+        backbone = row_of(editor, "vgg16_random_init")
+        assert backbone["group"] and row_of(editor, "vgg16_random_init/block1_conv1")["depth"] == 1  # a group of its own
 
 
 class TestErrors:
     def test_bad_parameter_is_shown_and_nothing_changes(self, editor):
         pick(editor, "dense_1", "Dropout")
         model, history = editor.model, editor.history
-        editor.params_box.children[0].value = 1.5
+        set_fields(editor, rate=1.5)
         assert "rate" in editor.message.value and "1.5" in editor.message.value
         assert "kn-error" in editor.message.value
         assert editor.model is model and editor.history == history
-        assert editor.params_box.children[0].value == 0.2  # the control shows the model again
+        assert fields(editor) == [("rate", 0.2)]  # the field shows the model again
 
     def test_edit_the_core_refuses_is_explained_and_the_panel_keeps_working(self, make):
         editor = Editor(make("residual"))
@@ -197,12 +196,12 @@ class TestErrors:
             editor.choose("Dense", units=3)  # (8, 8, 3) cannot be added to (8, 8, 8)
         assert "res_add" in editor.message.value
         assert editor.edits == () and editor.model is editor.original
-        editor.type_picker.value = "BatchNormalization"  # the next choice works
+        choose_type(editor, "BatchNormalization")  # the next choice works
         assert editor.report.status("res_conv2") == "removed" and no_error(editor)
 
     def test_message_clears_on_the_next_action(self, editor):
         pick(editor, "dense_1", "Dropout")
-        editor.params_box.children[0].value = 7.0
+        set_fields(editor, rate=7.0)
         assert editor.message.value
         pick(editor, "dense")
         assert editor.message.value == ""
@@ -247,7 +246,7 @@ class TestRowActions:
         assert [type(l).__name__ for l in editor.model.layers][1:3] == ["Dense", "BatchNormalization"]
         assert editor.selected == "dense_batchnormalization"
         assert status_in_table(editor, "dense_batchnormalization") == "new"
-        editor.type_picker.value = "Dropout"  # an inserted row's type can still change
+        choose_type(editor, "Dropout")  # an inserted row's type can still change
         assert editor.steps == ["insert Dropout(rate=0.2) after 'dense'"]
         editor.delete_button.click()  # and deleting it drops the insert
         assert editor.edits == ()
@@ -263,13 +262,13 @@ class TestRowActions:
         pick(editor, "dense")
         editor.trainable_box.value = False
         assert editor.model.get_layer("dense").trainable is False
-        assert "<td>no</td>" in editor.table.value
+        assert row_of(editor, "dense")["trainable"] is False
         editor.trainable_box.value = True
         assert editor.edits == ()  # back to how the original was: no edit needed
 
     def test_input_layer_cannot_be_replaced_or_deleted(self, editor):
         pick(editor, "input_layer")
-        assert editor.type_picker.disabled and editor.delete_button.disabled
+        assert editor.table.inline["disabled"] and editor.delete_button.disabled
         assert not editor.insert_button.disabled  # but something can go after it
 
     def test_the_controls_draw_what_the_session_answers(self, editor, monkeypatch):
@@ -283,9 +282,9 @@ class TestRowActions:
             can_freeze=False, freeze_reason="fixed", prune=PruneInfo(None, "no channels", 5, 5))
         monkeypatch.setattr(editor.session, "row_actions", lambda key: answer)
         pick(editor, "dense_1")
-        assert editor.type_picker.options == ("Dropout", "Keep") and editor.type_picker.value == "Dropout"
-        assert "not today" in editor.unavailable.value
-        assert [(w.description, w.value) for w in editor.params_box.children] == [("rate", 0.3)]
+        assert offered(editor) == ("Dropout", "Keep") and row_type(editor) == "Dropout"
+        assert refused(editor) == {"Dense": "not today"}
+        assert fields(editor) == [("rate", 0.3)]
         assert editor.insert_button.disabled and editor.insert_button.tooltip == "nothing goes here"
         assert editor.delete_button.disabled and editor.delete_button.tooltip == "kept on purpose"
         assert editor.trainable_box.value is False and editor.trainable_box.disabled
@@ -294,10 +293,10 @@ class TestRowActions:
     def test_a_replaced_row_offers_what_fits_after_an_upstream_change(self, editor):
         pick(editor, "dense_1", "Dropout")
         pick(editor, "dense", "Dense")
-        next(w for w in editor.params_box.children if w.description == "units").value = 2
+        set_fields(editor, units=2)
         pick(editor, "dense_1")  # its place now receives (None, 2)
-        assert "Conv1D block" not in editor.type_picker.options
-        assert "2 steps" in editor.unavailable.value
+        assert "Conv1D block" not in offered(editor)
+        assert "2 steps" in str(refused(editor))
 
 
 class TestStepsAimedAtLayersThatAreGone:
@@ -325,7 +324,7 @@ class TestStepsAimedAtLayersThatAreGone:
         editor.trainable_box.value = False
         editor.prune(0.5)
         assert len(editor.steps) == 3
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         assert no_error(editor)
         assert editor.steps == ["insert Dropout(rate=0.2) after 'dense'"]
         assert editor.selected == "dense_dropout"
@@ -336,13 +335,13 @@ class TestStepsAimedAtLayersThatAreGone:
         editor.trainable_box.value = False
         editor.prune(0.5)
         assert editor.steps == ["freeze 'dense'", "prune 'dense' keeping 50% of its channels (by l1)"]
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         assert editor.steps == ["replace 'dense' with Dropout(rate=0.2)"]
         assert [type(e).__name__ for e in editor.edits] == ["Replace"]
         # The model is what that one step makes on the original.
         alone = kerasnb.apply(mlp, editor.edits).model
         assert [l.get_config() for l in alone.layers[1:]] == [l.get_config() for l in editor.model.layers[1:]]
-        editor.type_picker.value = "Keep"  # taking the choice back does not bring a forgotten freeze back
+        choose_type(editor, "Keep")  # taking the choice back does not bring a forgotten freeze back
         assert editor.edits == () and editor.model is mlp
 
     def test_deleting_a_frozen_layer_drops_its_freeze(self, editor):
@@ -378,7 +377,7 @@ class TestFindingLayers:
     def test_search_filters_table_and_layer_dropdown(self, editor):
         editor.search.value = "dense_"
         assert [p for p, _ in rows(editor)] == ["dense_1", "dense_2"]
-        assert "2 of 4 rows shown" in editor.table.value
+        assert editor.table.total == 2
         assert "input_layer" not in [v for _, v in editor.layer_picker.options]
 
     def test_search_by_type(self, editor):
@@ -387,17 +386,192 @@ class TestFindingLayers:
 
     def test_nested_model_is_a_collapsible_group(self, make):
         editor = Editor(make("nested"))
-        html = editor.table.value
-        assert "<details open class='kn-group' data-layer='encoder'>" in html
-        group = html.split("data-layer='encoder'>", 1)[1]
-        assert "data-layer='encoder/inner_a'" in group and "data-layer='encoder/inner_b'" in group
+        encoder = row_of(editor, "encoder")
+        assert encoder["group"] and [r["depth"] for r in listed(editor) if r["path"].startswith("encoder/")] == [1, 1, 1]
         pick(editor, "encoder/inner_a", "Dropout")
         assert editor.report.status("encoder/inner_a") == "removed"
         assert status_in_table(editor, "encoder/inner_b") == "reinitialized"
         assert editor.report.status("encoder/inner_a_dropout") == "new"
         pick(editor, "x")
         pick(editor, "encoder/inner_a_dropout")  # the new layer inside the group leads to its choice
-        assert editor.type_picker.value == "Dropout"
+        assert row_type(editor) == "Dropout"
+
+
+class TestTheTable:
+    """The table widget's traits, set as its JavaScript sets them (see tests/editor_ui.py)."""
+
+    def test_a_click_selects_the_row_and_the_layer_list_and_graph_follow(self, editor):
+        select_row(editor, "dense_2")
+        assert editor.selected == "dense_2" and editor.layer_picker.value == "dense_2"
+        assert editor.table.inline["path"] == "dense_2" and editor.table.inline["type"] == "Keep"
+        assert editor.graph is None or editor.graph.selected == "dense_2"
+        editor.layer_picker.value = "dense"  # and the other way round
+        assert (editor.table.selected, editor.table.selected_call) == ("dense", -1)
+        if editor.graph is not None:
+            editor.graph.selected = "dense_1"  # a click on a node
+            assert editor.selected == "dense_1" and editor.table.selected == "dense_1"
+            assert editor.table.inline["path"] == "dense_1"
+
+    def test_the_selected_row_carries_its_type_and_fields(self, editor):
+        select_row(editor, "dense_1")
+        assert "Dropout" in offered(editor) and fields(editor) == []
+        choose_type(editor, "Dropout")
+        assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)"] and no_error(editor)
+        assert row_type(editor) == "Dropout" and fields(editor) == [("rate", 0.2)]
+        assert editor.table.inline["fields"][0]["kind"] == "float"
+        set_fields(editor, rate=0.4)
+        assert editor.model.get_layer("dense_1_dropout").rate == 0.4
+        assert [(r["path"], r["status"]) for r in editor.table.rows][2:4] == [("dense_1", "removed"),
+                                                                             ("dense_1_dropout", "new")]
+
+    def test_an_action_for_another_row_selects_it_first(self, editor):
+        select_row(editor, "dense")
+        editor.table.action = {"kind": "replace", "layer": "dense_1", "call": None, "type": "Activation",
+                               "params": {}, "seq": 1}
+        assert editor.steps == ["replace 'dense_1' with Activation(activation='relu')"]
+        assert editor.selected == "dense_1"
+
+    def test_an_unknown_action_is_said_not_raised(self, editor):
+        editor.table.action = {"kind": "explode", "layer": "dense", "call": None, "seq": 1}
+        assert "kn-error" in editor.message.value and "'explode'" in editor.message_text and editor.edits == ()
+
+    def test_rows_say_why_their_status(self, editor):
+        pick(editor, "dense_1", "Dropout")
+        reason = row_of(editor, "dense_2")["reason"]
+        assert "(32, 1)" in reason and "(64, 1)" in reason  # the kernel shapes, shown as text on expanding
+        editor.table.expanded = ["dense_2"]  # expanded in the browser: kept through the next redraw
+        pick(editor, "dense", "BatchNormalization")
+        assert editor.table.expanded == ["dense_2"]
+
+    def test_nested_models_fold(self, make):
+        editor = Editor(make("nested"))
+        assert row_of(editor, "encoder")["group"] and not row_of(editor, "head")["group"]
+        editor.table.collapsed = ["encoder"]
+        assert [p for p, _ in rows(editor)] == ["x", "encoder", "head"]
+        pick(editor, "head", "Dropout")  # a redraw keeps the fold
+        assert [p for p, _ in rows(editor)] == ["x", "encoder", "head", "head_dropout"]
+        editor.layer_picker.value = "encoder/inner_b"  # selected from elsewhere: its group opens
+        assert editor.table.collapsed == [] and "encoder/inner_b" in [p for p, _ in rows(editor)]
+
+    def test_a_shared_layers_calls_are_sub_rows(self, make):
+        shared = Editor(make("shared"))
+        subs = [r for r in listed(shared) if r["call"] is not None]
+        assert [(r["path"], r["call"]) for r in subs] == [("shared", 0), ("shared", 1)]
+        select_row(shared, "shared", 1)
+        assert shared.selected == ("shared", 1) and shared.table.inline["call"] == 1
+        choose_type(shared, "Dropout")
+        assert shared.steps == ["replace 'shared' (call 1) with Dropout(rate=0.2)"]
+        assert [r["choice"] for r in listed(shared) if r["call"] is not None] == ["", "Dropout(rate=0.2)"]
+
+    def test_arrow_keys_across_a_page_edge(self):
+        editor = Editor(chain(230))
+        assert editor.table.pages == 3 and len(editor.table.rows) == editor.table.page_size == 100
+        editor.layer_picker.value = "act_98"  # the last row of the first page (the input is row 0)
+        assert editor.table.page == 0 and editor.table.rows[-1]["path"] == "act_98"
+        press_arrow(editor, 1)  # the browser moves within a page itself; at its edge it asks
+        assert editor.selected == "act_99" and editor.table.page == 1 and editor.table.rows[0]["path"] == "act_99"
+        press_arrow(editor, -1)
+        assert editor.selected == "act_98" and editor.table.page == 0
+
+    def test_a_thousand_rows_are_sent_a_page_at_a_time(self):
+        editor = Editor(chain(1000))
+        table = editor.table
+        assert table.total == 1001 and table.pages == 11 and len(table.rows) == 100
+        assert [r["path"] for r in listed(editor)] == ["x"] + [f"act_{i}" for i in range(1000)]
+        editor.layer_picker.value = "act_949"
+        assert table.page == 9 and any(r["path"] == "act_949" for r in table.rows)
+        table.page = 10  # the pager's "next"
+        assert [r["path"] for r in table.rows] == [f"act_{i}" for i in range(999, 1000)]
+        assert editor.selected == "act_949"  # turning a page selects nothing
+        editor.search.value = "act_99"
+        assert table.total == 11 and table.page == 0  # act_99 and act_990 ... act_999, on one page
+
+    def test_hostile_names_reach_the_browser_as_text_and_are_set_as_text(self):
+        inputs = keras.Input((6,), name="x")
+        h = keras.layers.Dense(8, name=EVIL)(inputs)
+        editor = Editor(keras.Model(inputs, keras.layers.Dense(2, name="head")(h)))
+        row = row_of(editor, EVIL)
+        assert row["name"] == EVIL and row["path"] == EVIL  # unescaped text: the browser sets textContent
+        script = (Path(kerasnb.editor.table.__file__).parent / "static" / "table.js").read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in script, sink
+
+    def test_the_controls_are_disabled_while_the_model_is_rebuilt(self, editor, monkeypatch):
+        seen = []
+        real = kerasnb.surgery.apply
+
+        def watched(*args, **kwargs):
+            seen.append((editor.table.busy, editor.delete_button.disabled, editor.layer_picker.disabled))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(kerasnb.surgery, "apply", watched)
+        pick(editor, "dense", "Dropout")
+        assert seen == [(True, True, True)]
+        assert not editor.table.busy and not editor.delete_button.disabled
+
+    def test_statuses_foretold_from_shapes_show_before_the_rebuild_and_match_it(self, make, monkeypatch):
+        editor = Editor(make("residual"))
+        shown = []
+        real = kerasnb.surgery.apply
+
+        def watched(*args, **kwargs):  # what the table shows when the rebuild starts
+            shown.append({r["path"]: r["status"] for r in editor.table.listed if r["call"] is None})
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(kerasnb.surgery, "apply", watched)
+        pick(editor, "res_bn", "LayerNormalization")
+        after = {r["path"]: r["status"] for r in editor.table.listed if r["call"] is None}
+        assert shown == [after] and after["res_bn"] == "removed" and after["res_conv2"] == "kept_input_changed"
+        assert editor.graph is None or editor.graph.statuses["res_conv2"] == "kept_input_changed"
+
+    def test_a_failed_rebuild_takes_the_foretold_statuses_back(self, make, monkeypatch):
+        editor = Editor(make("residual"))
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the rebuild broke")
+
+        monkeypatch.setattr(kerasnb.surgery, "apply", broken)
+        pick(editor, "res_bn", "LayerNormalization")
+        assert "the rebuild broke" in editor.message_text and editor.edits == ()
+        assert status_in_table(editor, "res_bn") == "kept" and status_in_table(editor, "res_conv2") == "kept"
+        assert "from shapes" not in editor.summary.value
+
+
+class TestProgress:
+    def test_the_rebuild_tells_its_progress(self, make):
+        from kerasnb import _rebuild
+
+        model = make("residual")
+        told = []
+        with _rebuild.progress(lambda done, total: told.append((done, total))):
+            kerasnb.replace(model, "res_bn", keras.layers.LayerNormalization())
+        calls = len(model.layers) - 1  # one call per layer but the input
+        assert told[0] == (0, calls) and told[-1] == (calls, calls)
+        assert [d for d, _ in told] == sorted(d for d, _ in told) and len(told) == calls + 1
+        kerasnb.replace(model, "res_bn", keras.layers.LayerNormalization())
+        assert len(told) == calls + 1  # outside the block nobody is told
+
+    def test_a_long_rebuild_shows_layers_rebuilt_of_total_then_hides_it(self, editor, monkeypatch):
+        import kerasnb.editor.panel as panel
+
+        monkeypatch.setattr(panel, "PROGRESS_AFTER", 0.0)  # every rebuild counts as long here
+        shown = []
+        editor.table.observe(lambda change: shown.append(change["new"]), "progress")
+        pick(editor, "dense_1", "Dropout")
+        assert shown[-1] == {} and {"done": 3, "total": 3} in shown
+        assert all(p["total"] == 3 for p in shown[:-1]) and len(shown) >= 2
+
+
+def chain(n):
+    """A model of ``n`` weightless layers in a row: many rows, built in a moment."""
+    inputs = keras.Input((4,), name="x")
+    h = inputs
+    for i in range(n):
+        h = keras.layers.Activation("relu", name=f"act_{i}")(h)
+    return keras.Model(inputs, h, name=f"chain{n}")
+
+
+EVIL = "d1<img src=x onerror=alert(1)>"
 
 
 class TestTakingTheResultOut:
@@ -499,8 +673,9 @@ class TestSharedLayers:
         assert options["shared \u2014 Dense (call 1)"] == ("shared", 1)
         assert shared.selected == ("shared", 0)  # opens on the first call of the first layer
         assert [p for p, _ in rows(shared)] == ["x", "shared", "cat", "out"]  # still one row per layer
-        row = re.search(r"data-layer='shared'>(.*?)</tr>", shared.table.value).group(1)
-        assert "\u00d72 calls" in html.unescape(row)
+        assert row_of(shared, "shared")["calls"] == 2
+        calls = [(r["name"], r["call"]) for r in listed(shared) if r["path"] == "shared" and r["call"] is not None]
+        assert calls == [("call 0", 0), ("call 1", 1)]  # one sub-row per call, right after the layer's row
 
     def test_replacing_one_call_keeps_the_other_and_its_weights(self, shared):
         original = shared.model
@@ -511,8 +686,10 @@ class TestSharedLayers:
         assert edit.target == ("shared", 1)
         assert [l.name for l in shared.model.layers] == ["x", "shared", "shared_call1_dropout", "cat", "out"]
         assert shared.report.status("shared") == "kept" and shared.report.status("out") == "kept_input_changed"
-        assert "call 1: Dropout(rate=0.2)" in shared.table.value
-        assert shared.selected == ("shared", 1) and shared.type_picker.value == "Dropout"
+        assert "call 1: Dropout(rate=0.2)" in row_of(shared, "shared")["choice"]
+        sub = next(r for r in listed(shared) if r["path"] == "shared" and r["call"] == 1)
+        assert sub["choice"] == "Dropout(rate=0.2)" and (shared.table.selected, shared.table.selected_call) == ("shared", 1)
+        assert shared.selected == ("shared", 1) and row_type(shared) == "Dropout"
         # What the user sees: the second call's output is now the first call's, passed through Dropout.
         x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
         h = np.asarray(original.get_layer("shared")(x))
@@ -525,9 +702,9 @@ class TestSharedLayers:
         assert shared.report.status("shared") == "removed"  # no call of it is left
         assert ("shared_call0_dense", "new") in rows(shared) and ("shared_call1_activation", "new") in rows(shared)
         # The Dense entry starts from the replaced layer's activation (tanh), not relu.
-        assert "call 0: Dense(units=4, activation=&#x27;tanh&#x27;); call 1: Activation" in shared.table.value
+        assert "call 0: Dense(units=4, activation='tanh'); call 1: Activation" in row_of(shared, "shared")["choice"]
         pick(shared, ("shared", 0))
-        assert shared.type_picker.value == "Dense"  # a replaced call still leads to its choice
+        assert row_type(shared) == "Dense"  # a replaced call still leads to its choice
         assert shared.insert_picker.options == () and shared.insert_button.disabled  # that call is gone
         shared.undo_button.click()
         assert shared.steps == ["replace 'shared' (call 0) with Dense(units=4, activation='tanh')"]
@@ -538,13 +715,13 @@ class TestSharedLayers:
         pick(shared, ("shared", 0))
         shared.delete_button.click()
         assert [l.name for l in shared.model.layers] == ["x", "shared", "cat", "out"]
-        assert "call 0: deleted" in shared.table.value
+        assert "call 0: deleted" in row_of(shared, "shared")["choice"]
         pick(shared, ("shared", 1))
         shared.insert_picker.value = "LayerNormalization"
         shared.insert_button.click()
         assert shared.selected == "shared_call1_layernormalization"
         assert ("shared_call1_layernormalization", "new") in rows(shared)
-        assert "(inserted after call 1)" in shared.table.value
+        assert "(inserted after call 1)" in row_of(shared, "shared_call1_layernormalization")["choice"]
         # editor.edits replays to the same model (call edits run while the original calls exist).
         again = kerasnb.apply(shared.original, shared.edits).model
         assert [l.name for l in again.layers] == [l.name for l in shared.model.layers]
@@ -601,7 +778,7 @@ class TestPrune:
         assert editor.model.get_layer("dense").units == 32
         assert editor.model.count_params() == 1441 < mlp.count_params()
         assert "<b>2,817</b> before pruning &rarr; <b>1,441</b> after" in editor.prune_info.value
-        assert ("dense", "pruned") in rows(editor) and "pruned to 50%" in editor.table.value
+        assert ("dense", "pruned") in rows(editor) and row_of(editor, "dense")["choice"] == "pruned to 50%"
         assert "pruned" in editor.summary.value
         editor.prune_slider.value = 0.25  # moving it again changes the same step
         assert len(editor.edits) == 1 and editor.model.get_layer("dense").units == 16

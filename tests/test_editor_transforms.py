@@ -16,6 +16,7 @@ from conftest import assert_unchanged, snapshot
 from keras import layers as L
 
 import kerasnb
+from editor_ui import choose_type, row_of, rows
 from kerasnb.editor import Editor, show_editor
 from kerasnb.editor.session import LikeInfo, ModelActions, Session, parse_shape
 
@@ -310,8 +311,6 @@ class TestCompare:
 # ----------------------------------------------------------------------------- the panel
 
 
-def rows(editor):
-    return re.findall(r"data-layer='([^']+)'>.*?data-status='([^']+)'", editor.table.value)
 
 
 @pytest.fixture
@@ -345,13 +344,13 @@ class TestPanel:
     def test_apply_to_all_like_this_one(self, editor):
         editor.layer_picker.value = "d1"
         assert editor.like_button.disabled and "choose a type" in editor.like_button.tooltip
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         assert editor.like_button.description == "Apply to all 3 Dense layers like this one"
         editor.like_button.click()
         assert editor.message_text.startswith("Done: give Dropout(rate=0.2) to 2 more Dense layer(s) like 'd1'")
         shown = dict(rows(editor))
         assert [shown[n] for n in ("d1_dropout", "d2_dropout", "head_dropout")] == ["new"] * 3
-        assert "Dropout (like d1)" in editor.table.value
+        assert row_of(editor, "d2_dropout")["choice"] == "Dropout (like d1) (new)"
 
     def test_swap_activation_and_fold_batchnorm(self, editor):
         assert editor.swap_box.layout.display == "none"

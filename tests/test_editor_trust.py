@@ -18,6 +18,7 @@ import kerasnb.catalog as catalog
 import kerasnb.editor.panel as panel
 import kerasnb.plotting
 import kerasnb.surgery
+from editor_ui import choose_type, row_of, row_type, set_fields
 from kerasnb.editor import Editor, show_editor
 
 EVIL = "d1<img src=x onerror=alert(1)>"
@@ -27,6 +28,9 @@ def live_widgets() -> int:
     """How many widgets the ipywidgets registry holds open (its name differs across versions)."""
     from ipywidgets.widgets import widget as module
 
+    # Editors dropped by earlier tests close their widgets when collected: collect them now, not
+    # in the middle of a count.
+    gc.collect()
     registry = getattr(module, "_instances", None)
     return len(registry if registry is not None else w.Widget.widgets)
 
@@ -67,7 +71,7 @@ class TestUntrustedNames:
             with pytest.raises(kerasnb.SurgeryError):
                 editor.choose("VGG16 backbone (frozen)")  # the refusal names the layer
             assert "onerror" in editor.message.value  # the name is there, as text
-            editor.type_picker.value = "Noise <img src=z>"  # label, note and new layer names
+            choose_type(editor, "Noise <img src=z>")  # label, note and new layer names
             assert "note <img src=n>" in editor.notes
             for index in (0, 1, 2):
                 editor.details.selected_index = index
@@ -88,7 +92,7 @@ class TestUntrustedNames:
         assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == [name, "head"]
         editor.details.selected_index = 1
         editor.layer_picker.value = "head"
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         assert "kn-ok" in editor.message.value and editor.chart_view.value[:4] == b"\x89PNG"
 
 
@@ -112,8 +116,8 @@ class TestCommitAndMessagesAgree:
         assert editor.message_text.startswith("Done: replace 'dense_1' with Dropout(rate=0.2).")
         assert "could not draw the chart" in editor.message_text
         # The rest of the panel shows the committed state.
-        assert "data-layer='dense_1_dropout'" in editor.table.value
-        assert editor.type_picker.value == "Dropout" and not editor.undo_button.disabled
+        assert row_of(editor, "dense_1_dropout")["status"] == "new"
+        assert row_type(editor) == "Dropout" and not editor.undo_button.disabled
         assert "Dropout(rate=0.2)" in editor.history_view.value
 
 
@@ -167,12 +171,12 @@ class TestLifetime:
     def test_edits_do_not_grow_the_number_of_live_widgets(self, make):
         editor = Editor(make("seed_mlp"))
         editor.layer_picker.value = "dense_1"
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         before = live_widgets()
         for rate in (0.1, 0.3, 0.5):
-            editor.params_box.children[0].value = rate
-        editor.type_picker.value = "Dense"  # other parameter widgets ...
-        editor.type_picker.value = "Dropout"  # ... and back
+            set_fields(editor, rate=rate)
+        choose_type(editor, "Dense")  # other parameter widgets ...
+        choose_type(editor, "Dropout")  # ... and back
         assert len(editor.history) == 7
         assert live_widgets() == before
         editor.close()
@@ -182,7 +186,7 @@ class TestLifetime:
         before = live_widgets()
         editor = Editor(model)
         editor.layer_picker.value = "dense_1"
-        editor.type_picker.value = "Dense"
+        choose_type(editor, "Dense")
         edited = weakref.ref(editor.model)
         editor.close()
         assert live_widgets() == before
@@ -197,7 +201,7 @@ class TestLifetime:
         before = live_widgets()
         editor = Editor(model)
         editor.layer_picker.value = "dense_1"
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         freed = weakref.ref(editor)
         del editor
         gc.collect()
@@ -231,15 +235,17 @@ class TestLifetime:
         monkeypatch.setattr(kerasnb.surgery, "apply", interrupted)
         with pytest.raises(KeyboardInterrupt):
             editor.choose("Dropout")
-        editor.type_picker.value = "Dropout"  # from the panel: the callback ends, the panel says why
+        choose_type(editor, "Dropout")  # from the panel: the callback ends, the panel says why
         assert "Rebuilding" not in editor.message_text and "Interrupted" in editor.message_text
         assert editor.history == [()] and editor.model is editor.original
-        assert editor.type_picker.value == "Keep"  # the controls show the model as it is
-        for control in (editor.type_picker, editor.layer_picker, editor.search, editor.delete_button,
+        assert row_type(editor) == "Keep"  # the controls show the model as it is
+        for control in (editor.layer_picker, editor.search, editor.delete_button,
                         editor.insert_button, editor.save_button, editor.trainable_box):
             assert not control.disabled, control.description
+        assert not editor.table.busy and not editor.table.inline["disabled"] and editor.table.progress == {}
+        assert row_of(editor, "dense_1")["status"] == "kept"  # no foretold status is left behind
         monkeypatch.undo()
-        editor.type_picker.value = "Dropout"
+        choose_type(editor, "Dropout")
         assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)"]
 
 
@@ -249,8 +255,8 @@ class TestWhatANewUserMeets:
     def test_every_action_shows_its_own_fresh_outcome(self, make, tmp_path):
         editor = Editor(make("seed_mlp"))
         editor.layer_picker.value = "dense_1"
-        editor.type_picker.value = "Dropout"
-        editor.params_box.children[0].value = 7.0  # an error stays on screen ...
+        choose_type(editor, "Dropout")
+        set_fields(editor, rate=7.0)  # an error stays on screen ...
         assert "kn-error" in editor.message.value
         seen = [editor.message.value]
 
@@ -285,16 +291,31 @@ class TestWhatANewUserMeets:
         model = softmax_mlp()
         editor = Editor(model)
         editor.layer_picker.value = "probs"
-        editor.type_picker.value = "Dense"
+        choose_type(editor, "Dense")
         assert editor.steps == ["replace 'probs' with Dense(units=4, activation='softmax')"]
         x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
         np.testing.assert_allclose(np.asarray(editor.model(x)).sum(axis=1), 1.0, rtol=1e-5)
-        editor.type_picker.value = "Conv1D block"
+        choose_type(editor, "Conv1D block")
         assert "output_activation='softmax'" in editor.steps[0]
         np.testing.assert_allclose(np.asarray(editor.model(x)).sum(axis=1), 1.0, rtol=1e-5)
         editor.layer_picker.value = "hidden"
-        editor.type_picker.value = "Dense"  # a relu layer stays relu
+        choose_type(editor, "Dense")  # a relu layer stays relu
         assert editor.steps[-1] == "replace 'hidden' with Dense(units=8, activation='relu')"
+
+    def test_no_label_is_cut_to_a_fixed_width(self, make):
+        """Buttons grow with their label ("Save .keras", "Apply to all 3 Dense layers like this one"),
+        and descriptions ("projections", "LoRA rank") get the room they need."""
+        editor = Editor(make("seed_mlp"))
+        editor.layer_picker.value = "dense_1"
+        choose_type(editor, "Dropout")
+        widgets = list(panel._tree(editor.widget))
+        buttons = [b for b in widgets if isinstance(b, w.Button)]
+        assert len(buttons) > 15 and editor.save_button in buttons
+        assert {b.description: b.layout.width for b in buttons if b.layout.width not in (None, "auto")} == {}
+        described = [c for c in widgets if hasattr(getattr(c, "style", None), "description_width")
+                     and getattr(c, "description", "")]
+        assert described and {c.description for c in described if c.style.description_width != "initial"} == set()
+        editor.close()
 
     def test_show_editor_in_a_script_prints_nothing_and_reads_short(self, capsys):
         editor = show_editor(softmax_mlp())

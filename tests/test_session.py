@@ -426,3 +426,65 @@ def test_the_session_loads_and_works_without_ipywidgets():
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
+
+
+class TestStatusesForetoldFromShapes:
+    """``Session.predict``: the statuses shown while a model is rebuilt, worked out from shapes.
+    Whenever it answers, its statuses are the real report's; where it cannot be exact it says None."""
+
+    @staticmethod
+    def foretold(session):
+        """Every prediction made while ``session`` commits, with the steps it was made for."""
+        seen = []
+        session.on_predict = lambda report, step: seen.append((report, session.steps))
+        return seen
+
+    @staticmethod
+    def statuses(report):
+        return {row.layer: str(row.status) for row in report.rows}
+
+    def check(self, session, seen, action):
+        """Run ``action``; it was foretold, and the foretelling equals the report after the rebuild."""
+        before = len(seen)
+        action()
+        assert len(seen) == before + 1, "no prediction for this edit"
+        assert self.statuses(seen[-1][0]) == self.statuses(session.report)
+
+    def test_edits_in_a_row_on_branches_and_merges(self, make):
+        session = Session(make("residual"))
+        seen = self.foretold(session)
+        self.check(session, seen, lambda: session.choose("res_bn", "LayerNormalization"))
+        self.check(session, seen, lambda: session.choose("res_relu", "Dropout"))  # after an edit: from its result
+        self.check(session, seen, lambda: session.insert_after("stem", "BatchNormalization"))
+        self.check(session, seen, lambda: session.delete("drop"))
+        self.check(session, seen, lambda: session.set_params("res_relu", {"rate": 0.5}))  # the row's own step again
+        assert {s: self.statuses(session.report)[s] for s in ("res_conv2", "branch", "cls", "stem")} == {
+            "res_conv2": "kept_input_changed", "branch": "kept_input_changed", "cls": "kept_input_changed",
+            "stem": "kept"}
+
+    def test_a_dense_of_the_same_width_keeps_every_weight_downstream(self, mlp):
+        session = Session(mlp)
+        seen = self.foretold(session)
+        self.check(session, seen, lambda: session.choose("dense", "Dense"))
+        assert session.report.status("dense_1") == "kept_input_changed"
+
+    def test_no_prediction_where_it_could_be_wrong(self, make, mlp):
+        session = Session(mlp)
+        seen = self.foretold(session)
+        session.choose("dense_1", "Dropout")  # (None, 32) -> (None, 64): dense_2's kernel changes shape
+        session.choose("dense", "Dense", {"units": 16})  # a new width
+        assert seen == [] and session.report.status("dense_2") == "reinitialized"
+        nested = Session(make("nested"))
+        seen = self.foretold(nested)
+        nested.choose("encoder/inner_a", "Dropout")  # inside a nested model
+        shared = Session(make("shared"))
+        seen += self.foretold(shared)
+        shared.choose(("shared", 1), "Dropout")  # one call of a shared layer
+        assert seen == []
+
+    def test_predicting_builds_nothing(self, session, rebuilds):
+        step_count = len(rebuilds)
+        session.choose("dense", "Dense")
+        assert len(rebuilds) == step_count + 1  # only the rebuild itself
+        assert session.predict(session.steps) is not None
+        assert len(rebuilds) == step_count + 1

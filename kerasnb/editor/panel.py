@@ -1,10 +1,22 @@
 """The ipywidgets panel: a thin view over :class:`Session`.
 
-One HTML table shows every layer; one row of shared controls acts on the selected layer. Every
-control calls a plain method of the editor (``select``, ``choose``, ``insert_after``, ...), which
-reads the widgets, calls the session, and redraws; an error is shown in the panel and leaves the
-model and the history as they were. Setting a widget's ``.value`` or calling ``.click()`` from
-Python does exactly what the same gesture does in the browser.
+The layer table (:class:`kerasnb.editor.table.LayerTable`, one anywidget) lists every layer a
+page at a time; a click selects a row, and the selected row carries its Type dropdown and its
+parameter fields; arrow keys move the selection; nested models fold; a shared layer's calls are
+sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasnb.editor.graph`)
+beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
+freeze, prune, cut, LoRA, change input) and the whole-model actions.
+
+Every control calls a plain method of the editor (``select``, ``choose``, ``insert_after``, ...),
+which calls the session and redraws; an error is shown in the panel and leaves the model and the
+history as they were. Setting a widget's ``.value``, a table trait (``table.selected``,
+``table.action``) or calling ``.click()`` from Python does exactly what the same gesture does in
+the browser.
+
+Speed: an edit whose statuses the session can work out from shapes alone
+(:meth:`Session.predict`) shows them in the table and the graph before the model is rebuilt (the
+widget messages leave while the rebuild runs); the rebuilt model's report replaces them. A
+rebuild that runs longer than half a second shows "layers rebuilt / total" in the table.
 
 The panel decides nothing about a row: which types are offered or refused (and why), its
 parameters, whether it can be deleted, frozen, pruned or have a layer inserted after it all come
@@ -21,9 +33,9 @@ holds is freed (and its widgets closed); ``editor.close()`` closes every widget 
 ``show_editor`` keeps the panel it displayed alive, one per model: opening the editor again on
 the same model closes the earlier panel.
 
-A layer called more than once (a shared layer) has one Layer-dropdown entry per call, and its
-row a "calls" hint; replacing, deleting and inserting act on the chosen call, freezing and
-pruning on the layer. "Prune..." is offered where the pruning module says the selected layer
+A layer called more than once (a shared layer) has one sub-row (and one Layer-dropdown entry)
+per call, and its row a "calls" hint; replacing, deleting and inserting act on the chosen call,
+freezing and pruning on the layer. "Prune..." is offered where the pruning module says the selected layer
 can be pruned (asked for that row only, so opening a big model costs no channel analysis).
 
 Whole-model actions are steps like any other (undo, redo and reset take them back): "Change
@@ -54,8 +66,15 @@ from contextlib import contextmanager
 
 import ipywidgets as w
 
+from .. import _rebuild
 from ..errors import SurgeryError, first_line
 from . import table
+
+try:  # the graph picture; the panel works without it (a table only)
+    from .graph import GraphView
+    from .layout import status_map
+except ImportError:  # pragma: no cover -- only while the graph view is missing
+    GraphView = None
 from .session import (CHANNEL_MODES, LORA_PROJECTIONS, LORA_RANK, SWAP_TO, Session, call_of, change_text, edits_of,
                       path_of)
 
@@ -69,6 +88,12 @@ def _item():
     return w.Layout(width="auto")
 
 
+def _grows(pixels: int):
+    """A button's layout: as wide as its label needs (never cut to "Save .ker..."), at least ``pixels``."""
+    return w.Layout(width="auto", min_width=f"{pixels}px")
+
+
+PROGRESS_AFTER = 0.5  # seconds a rebuild runs before the table shows its progress
 _SHOWN: dict = {}  # id(model) -> the Editor that show_editor displayed for it (kept alive while shown)
 
 
@@ -82,12 +107,13 @@ class Editor:
         self._prune_open = None  # the path whose prune controls were opened with "Prune..."
         self._input_open = None  # the input row whose controls were opened with "Change input..."
         self._syncing = False  # set while the panel updates its own widgets, so observers stay quiet
-        self._param_widgets: dict = {}
         self._shown_in_cell = None
         self._seq = 0  # messages shown so far: each one is a new value, even with the same text
         self._message_plain = ""
         self._shown_error = None  # id of the error the message line shows (so it is not shown twice)
         self._closed = False
+        self._predicted = False  # statuses from shapes are shown for the edit under way
+        self._early_problems: list = []  # parts that failed to draw before the rebuild ended
 
         name = html.escape(model.name)
         self.title = w.HTML(f"<b>kerasnb editor</b> &mdash; model <code>{name}</code>")
@@ -97,29 +123,27 @@ class Editor:
         self.message.add_class("kn-message")
         self.legend = w.HTML(table.legend())
 
-        self.search = w.Text(placeholder="search layers by name or type", description="Search",
-                             layout=w.Layout(width="320px"))
+        self.search = w.Text(placeholder="search layers by name, type or edit", description="Search",
+                             layout=w.Layout(width="360px"))
         self.search.add_class("kn-search")
-        self.table = w.HTML(layout=w.Layout(max_height="420px", overflow="auto", border="1px solid #ddd"))
-        self.table.add_class("kn-table")
+        # The table: click a row to select it; the selected row carries its Type dropdown and
+        # parameter fields (see table.LayerTable). The graph picture selects the same layer.
+        self.table = table.LayerTable()
+        self.graph = GraphView(height=420) if GraphView is not None else None
+        self._graph_model = None  # the model the picture shows
 
-        self.layer_picker = w.Dropdown(description="Layer", layout=w.Layout(width="320px"))
+        # Every row (each call of a shared layer) by name: a keyboard way to reach any layer.
+        self.layer_picker = w.Dropdown(description="Layer", layout=w.Layout(width="auto", min_width="320px"))
         self.layer_picker.add_class("kn-layer")
-        self.type_picker = w.Dropdown(description="Type", layout=w.Layout(width="300px"))
-        self.type_picker.add_class("kn-type")
-        self.params_box = w.HBox(layout=_item())
-        self.params_box.add_class("kn-params")
-        self.unavailable = w.HTML()
-        self.unavailable.add_class("kn-unavailable")
         self.trainable_box = w.Checkbox(description="trainable", indent=False, layout=w.Layout(width="100px"))
         self.trainable_box.add_class("kn-trainable")
-        self.insert_picker = w.Dropdown(description="Insert", layout=w.Layout(width="260px"))
+        self.insert_picker = w.Dropdown(description="Insert", layout=w.Layout(width="auto", min_width="260px"))
         self.insert_picker.add_class("kn-insert-type")
-        self.insert_button = w.Button(description="Insert after", icon="plus", layout=w.Layout(width="120px"))
+        self.insert_button = w.Button(description="Insert after", icon="plus", layout=_grows(120))
         self.insert_button.add_class("kn-insert")
-        self.delete_button = w.Button(description="Delete", icon="trash", layout=w.Layout(width="115px"))
+        self.delete_button = w.Button(description="Delete", icon="trash", layout=_grows(115))
         self.delete_button.add_class("kn-delete")
-        self.prune_button = w.Button(description="Prune\u2026", icon="cut", layout=w.Layout(width="90px"))
+        self.prune_button = w.Button(description="Prune\u2026", icon="cut", layout=_grows(90))
         self.prune_button.add_class("kn-prune")
         # Shown once "Prune..." is clicked (or the row is pruned): how much to keep, and what it saves.
         self.prune_slider = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="keep",
@@ -135,16 +159,16 @@ class Editor:
         # on an input row, a new input shape (shown once "Change input..." is clicked).
         self.like_button = w.Button(description="Apply to all like this", icon="clone", layout=w.Layout(width="auto"))
         self.like_button.add_class("kn-like")
-        self.cut_button = w.Button(description="Cut here", icon="crop", layout=w.Layout(width="100px"))
+        self.cut_button = w.Button(description="Cut here", icon="crop", layout=_grows(100))
         self.cut_button.add_class("kn-cut")
-        self.input_button = w.Button(description="Change input\u2026", icon="sign-in", layout=w.Layout(width="150px"))
+        self.input_button = w.Button(description="Change input\u2026", icon="sign-in", layout=_grows(150))
         self.input_button.add_class("kn-change-input")
         self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
         self.input_shape.add_class("kn-input-shape")
         self.channels_picker = w.Dropdown(options=CHANNEL_MODES, value="sum", description="channels",
                                           layout=w.Layout(width="200px"))
         self.channels_picker.add_class("kn-channels")
-        self.input_apply = w.Button(description="Apply", icon="check", layout=w.Layout(width="90px"))
+        self.input_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
         self.input_apply.add_class("kn-input-apply")
         self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>channels: how the first layers take a "
                                        "new number of channels (sum: exact for grey copies; repeat; reinit)</span>")
@@ -153,27 +177,27 @@ class Editor:
         self.input_box.add_class("kn-input-box")
 
         # Whole-model actions: swap an activation everywhere (from / to shown once opened), fold BatchNorm.
-        self.swap_button = w.Button(description="Swap activation\u2026", icon="exchange", layout=w.Layout(width="175px"))
+        self.swap_button = w.Button(description="Swap activation\u2026", icon="exchange", layout=_grows(175))
         self.swap_button.add_class("kn-swap")
         self.swap_from = w.Dropdown(description="from", layout=w.Layout(width="180px"))
         self.swap_from.add_class("kn-swap-from")
         self.swap_to = w.Dropdown(description="to", layout=w.Layout(width="180px"))
         self.swap_to.add_class("kn-swap-to")
-        self.swap_apply = w.Button(description="Swap", icon="check", layout=w.Layout(width="90px"))
+        self.swap_apply = w.Button(description="Swap", icon="check", layout=_grows(90))
         self.swap_apply.add_class("kn-swap-apply")
         self.swap_box = w.HBox([self.swap_from, self.swap_to, self.swap_apply],
                                layout=w.Layout(width="auto", display="none"))
         self.swap_box.add_class("kn-swap-box")
-        self.fold_button = w.Button(description="Fold BatchNorm", icon="compress", layout=w.Layout(width="140px"))
+        self.fold_button = w.Button(description="Fold BatchNorm", icon="compress", layout=_grows(140))
         self.fold_button.add_class("kn-fold")
         # LoRA on the selected row (its layer, or a block's attention projections), and off again.
         self.lora_rank = w.IntText(value=LORA_RANK, description="LoRA rank", continuous_update=False,
                                    layout=w.Layout(width="150px"))
         self.lora_rank.add_class("kn-lora-rank")
         self.lora_button = w.Button(description=f"LoRA (rank {LORA_RANK})", icon="compress",
-                                    layout=w.Layout(width="130px"))
+                                    layout=_grows(130))
         self.lora_button.add_class("kn-lora")
-        self.lora_off_button = w.Button(description="LoRA off", icon="times", layout=w.Layout(width="100px"))
+        self.lora_off_button = w.Button(description="LoRA off", icon="times", layout=_grows(100))
         self.lora_off_button.add_class("kn-lora-off")
         self.lora_info = w.HTML()
         self.lora_info.add_class("kn-lora-info")
@@ -182,32 +206,32 @@ class Editor:
         self.lora_row.add_class("kn-lora-row")
         # LoRA on every attention projection (rank and which projections shown once opened), and merging it.
         self.lora_all_button = w.Button(description="LoRA on attention\u2026", icon="compress",
-                                        layout=w.Layout(width="170px"))
+                                        layout=_grows(170))
         self.lora_all_button.add_class("kn-lora-all")
         self.lora_all_rank = w.IntText(value=LORA_RANK, description="rank", continuous_update=False,
                                        layout=w.Layout(width="130px"))
         self.lora_all_rank.add_class("kn-lora-all-rank")
         self.lora_which = w.Dropdown(options=tuple(LORA_PROJECTIONS), value="query, value", description="projections",
-                                     layout=w.Layout(width="300px"))
+                                     layout=w.Layout(width="auto", min_width="300px"))
         self.lora_which.add_class("kn-lora-which")
-        self.lora_all_apply = w.Button(description="Apply LoRA", icon="check", layout=w.Layout(width="125px"))
+        self.lora_all_apply = w.Button(description="Apply LoRA", icon="check", layout=_grows(125))
         self.lora_all_apply.add_class("kn-lora-all-apply")
-        self.lora_all_off = w.Button(description="LoRA off", icon="times", layout=w.Layout(width="100px"))
+        self.lora_all_off = w.Button(description="LoRA off", icon="times", layout=_grows(100))
         self.lora_all_off.add_class("kn-lora-all-off")
         self.lora_all_info = w.HTML()
         self.lora_all_info.add_class("kn-lora-all-info")
         self.lora_box = w.HBox([self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off,
                                 self.lora_all_info], layout=w.Layout(width="auto", display="none"))
         self.lora_box.add_class("kn-lora-box")
-        self.merge_button = w.Button(description="Merge LoRA", icon="compress", layout=w.Layout(width="120px"))
+        self.merge_button = w.Button(description="Merge LoRA", icon="compress", layout=_grows(120))
         self.merge_button.add_class("kn-merge-lora")
         self.model_row = w.HBox([w.HTML("<b style='font-size:12px'>Whole model:</b>"), self.swap_button,
                                  self.fold_button, self.lora_all_button, self.merge_button], layout=_item())
         self.model_row.add_class("kn-model-actions")
 
-        self.undo_button = w.Button(description="Undo", icon="undo", layout=w.Layout(width="80px"))
-        self.redo_button = w.Button(description="Redo", icon="repeat", layout=w.Layout(width="80px"))
-        self.reset_button = w.Button(description="Reset", icon="refresh", layout=w.Layout(width="80px"))
+        self.undo_button = w.Button(description="Undo", icon="undo", layout=_grows(80))
+        self.redo_button = w.Button(description="Redo", icon="repeat", layout=_grows(80))
+        self.reset_button = w.Button(description="Reset", icon="refresh", layout=_grows(80))
         for button, cls in ((self.undo_button, "kn-undo"), (self.redo_button, "kn-redo"), (self.reset_button, "kn-reset")):
             button.add_class(cls)
         self.history_view = w.HTML()
@@ -215,7 +239,8 @@ class Editor:
 
         self.save_path = w.Text(value=f"{model.name}_edited.keras", description="Save as", layout=w.Layout(width="320px"))
         self.save_path.add_class("kn-save-path")
-        self.save_button = w.Button(description="Save .keras", icon="save", layout=w.Layout(width="125px"))
+        self.save_button = w.Button(description="Save .keras", icon="save", tooltip="save the edited model as a .keras file",
+                                    layout=w.Layout(width="auto", min_width="125px"))
         self.save_button.add_class("kn-save")
 
         # The full report, the chart and the code are drawn only while their section is open.
@@ -231,10 +256,13 @@ class Editor:
             self.details.set_title(i, title)
         self.details.add_class("kn-details")
 
+        # Global pruning (kerasnb.prune_global, with a live parameter / FLOPs estimate) goes here:
+        # an empty box, hidden until its controls are put in it.
+        self.global_prune_box = w.VBox(layout=w.Layout(width="auto", display="none"))
+        self.global_prune_box.add_class("kn-global-prune")
+
         self.controls = w.VBox([
-            w.HBox([self.layer_picker, self.type_picker, self.trainable_box], layout=_item()),
-            w.HBox([self.params_box, self.like_button], layout=_item()),
-            self.unavailable,
+            w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
                     self.input_button], layout=_item()),
             self.prune_box,
@@ -243,15 +271,20 @@ class Editor:
             self.model_row,
             self.swap_box,
             self.lora_box,
+            self.global_prune_box,
         ])
+        views = [self.graph, self.table] if self.graph is not None else [self.table]
         self.widget = w.VBox([
             self.title, self.summary, self.message, self.legend,
-            self.search, self.table, self.controls,
+            self.search, *views, self.controls,
             w.HBox([self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button],
                    layout=_item()),
             self.history_view, self.details,
         ])
         self.widget.add_class("kn-editor")
+        for control in _tree(self.widget):  # descriptions ("projections", "LoRA rank") in full
+            if hasattr(getattr(control, "style", None), "description_width"):
+                control.style.description_width = "initial"
         # Closes every widget of the panel once the editor is closed or freed. It holds the root
         # widget, never the editor: the callbacks below reach the editor through weak references.
         self._finalizer = weakref.finalize(self, _close_tree, self.widget)
@@ -259,7 +292,12 @@ class Editor:
 
         self.search.observe(_Weak(self, "_on_search"), "value")
         self.layer_picker.observe(_Weak(self, "_on_layer_picked"), "value")
-        self.type_picker.observe(_Weak(self, "_on_type_picked"), "value")
+        self.table.observe(_Weak(self, "_on_table_select"), ["selected", "selected_call"])
+        self.table.observe(_Weak(self, "_on_table_action"), "action")
+        self.table.observe(_Weak(self, "_on_table_fold"), "collapsed")
+        if self.graph is not None:
+            self.graph.observe(_Weak(self, "_on_graph_select"), "selected")
+        self.session.on_predict = _Weak(self, "_show_predicted")
         self.trainable_box.observe(_Weak(self, "_on_trainable"), "value")
         self.insert_button.on_click(_Weak(self, "_click", "_insert_from_widgets"))
         self.delete_button.on_click(_Weak(self, "_click", "_delete_selected"))
@@ -382,7 +420,8 @@ class Editor:
                                 f"there is no such call. Received: {key!r}")
         self.selected = key
         self._say("", "ok")
-        self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._draw_table)]))
+        self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._show_selection),
+                                          ("the graph", self._select_in_graph)]))
 
     def choose(self, label: str, **params) -> None:
         """Give the selected row the type ``label`` (from the catalog) and rebuild.
@@ -504,17 +543,25 @@ class Editor:
         """
         before, old_steps = self._state(), self.session.steps
         self._say("Rebuilding\u2026", "busy")  # reaches the browser before the rebuild starts
+        self._predicted = False
+        self._early_problems = []
         error = None
         try:
-            with self._controls_disabled():
+            with self._controls_disabled(), _rebuild.progress(self._progress_bar()):
                 outcome = action()
         except BaseException as caught:  # KeyboardInterrupt too: the panel must not stay "Rebuilding"
             error, outcome = caught, None
+        finally:
+            self.table.progress = {}
         if error is not None and self._state() == before:
             self._say_error(error)
-            self._show_problems(self._render([("the controls", self._sync_controls)]), kind="error")
+            parts = [("the controls", self._sync_controls)]
+            if self._predicted:  # the statuses foretold for the edit that did not happen: put back
+                parts += [("the table", self._draw_table), ("the graph", self._draw_graph),
+                          ("the summary", self._draw_summary)]
+            self._show_problems(self._render(parts), kind="error")
             raise error
-        problems = self._redraw(select=outcome if follow and outcome else self.selected)
+        problems = self._early_problems + self._redraw(select=outcome if follow and outcome else self.selected)
         if error is not None:  # committed, then something failed: the edit stands
             problems.append(("the rest of the action", error))
         done = change_text(old_steps, self.session.steps)
@@ -546,22 +593,40 @@ class Editor:
     @contextmanager
     def _controls_disabled(self):
         """Disable every control while a rebuild runs; put each back as it was, however it ends."""
-        controls = [self.search, self.layer_picker, self.type_picker, self.trainable_box, self.insert_picker,
+        controls = [self.search, self.layer_picker, self.trainable_box, self.insert_picker,
                     self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
                     self.like_button, self.cut_button, self.input_button, self.input_shape, self.channels_picker,
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
                     self.fold_button, self.lora_rank, self.lora_button, self.lora_off_button, self.lora_all_button,
                     self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
-                    *self._param_widgets.values()]
-        was = [(c, c.disabled) for c in controls]
-        for c in controls:
+                    *self.global_prune_box.children]
+        was = [(c, c.disabled) for c in controls if hasattr(c, "disabled")]
+        for c, _ in was:
             c.disabled = True
+        self.table.busy = True  # the selected row's Type dropdown and fields
         try:
             yield
         finally:
+            self.table.busy = False
             for c, disabled in was:
                 c.disabled = disabled
+
+    def _progress_bar(self):
+        """A callback for :func:`kerasnb._rebuild.progress`: once a rebuild has run for half a
+        second, the table shows "layers rebuilt / total" (about 50 updates, not one per layer)."""
+        started = time.perf_counter()
+        shown = [-1]
+
+        def tell(done: int, total: int) -> None:
+            if total <= 0 or time.perf_counter() - started < PROGRESS_AFTER:
+                return
+            step = max(1, total // 50)
+            if done == total or done - shown[0] >= step:
+                shown[0] = done
+                self.table.progress = {"done": int(done), "total": int(total)}
+
+        return tell
 
     def _render(self, parts) -> list:
         """Draw each ``(name, function)``; a part that fails is reported, the others still drawn."""
@@ -589,8 +654,9 @@ class Editor:
             select = self.session.default_key(keys)
         self.selected = select
         return failed + self._render([
-            ("the summary", lambda: setattr(self.summary, "value", f"<b>{html.escape(self.report.summary())}</b>")),
+            ("the summary", self._draw_summary),
             ("the table", self._draw_table),
+            ("the graph", self._draw_graph),
             ("the layer list", self._fill_layer_picker),
             ("the controls", self._sync_controls),
             ("the whole-model actions", self._sync_model_actions),
@@ -598,8 +664,93 @@ class Editor:
             (self._details_name(), self._draw_details),
         ])
 
-    def _draw_table(self) -> None:
-        self.table.value = table.render(self._rows, selected=path_of(self.selected), query=self.search.value)
+    def _draw_summary(self) -> None:
+        self.summary.value = f"<b>{html.escape(self.report.summary())}</b>"
+
+    def _draw_table(self, rows=None) -> None:
+        """List the rows (``rows``, or the current model's) as the search and the folds say."""
+        self._reveal_selected()
+        query = self.search.value
+        listed = table.visible_rows(self._rows if rows is None else rows, query=query,
+                                    collapsed=self.table.collapsed)
+        syncing, self._syncing = self._syncing, True
+        try:
+            with self.table.hold_sync():
+                self._mark_selected()
+                self.table.show(listed, empty=f"No layer matches {query.strip()!r}." if query.strip() else "")
+        finally:
+            self._syncing = syncing
+
+    def _show_selection(self) -> None:
+        """The table marks the selected row (on its page; a folded nested model holding it opens)."""
+        if self._reveal_selected():
+            self._draw_table()
+            return
+        syncing, self._syncing = self._syncing, True
+        try:
+            with self.table.hold_sync():
+                self._mark_selected()
+                self.table.follow()
+        finally:
+            self._syncing = syncing
+
+    def _mark_selected(self) -> None:
+        call = call_of(self.selected)
+        self.table.selected_call = -1 if call is None else int(call)
+        self.table.selected = "" if self.selected is None else str(path_of(self.selected))
+
+    def _reveal_selected(self) -> bool:
+        """Unfold the nested models holding the selected row; True when one was folded."""
+        path = "" if self.selected is None else str(path_of(self.selected))
+        folded = [p for p in self.table.collapsed if path.startswith(p + "/")]
+        if folded:
+            syncing, self._syncing = self._syncing, True
+            try:
+                self.table.collapsed = [p for p in self.table.collapsed if p not in folded]
+            finally:
+                self._syncing = syncing
+        return bool(folded)
+
+    def _draw_graph(self) -> None:
+        """The picture of the current model: laid out again when the model changed, else recoloured."""
+        if self.graph is None:
+            return
+        syncing, self._syncing = self._syncing, True
+        try:
+            with self.graph.hold_sync():
+                if self._graph_model is not self.model:
+                    self.graph.show_model(self.model, self.report)
+                    self._graph_model = self.model
+                else:
+                    self.graph.statuses = status_map(self.report)
+                self.graph.selected = "" if self.selected is None else str(path_of(self.selected))
+        finally:
+            self._syncing = syncing
+
+    def _select_in_graph(self) -> None:
+        if self.graph is None:
+            return
+        syncing, self._syncing = self._syncing, True
+        try:
+            self.graph.selected = "" if self.selected is None else str(path_of(self.selected))
+        finally:
+            self._syncing = syncing
+
+    def _show_predicted(self, report, step) -> None:
+        """Before a rebuild: the statuses the session worked out from shapes, in the table and the
+        graph, so they show while the model is built (the real report replaces them after)."""
+        self._predicted = True
+
+        def graph():
+            if self.graph is not None:
+                self.graph.statuses = status_map(report)
+
+        self._early_problems += self._render([
+            ("the foretold statuses", lambda: self._draw_table(table.predicted_rows(self._rows, report, step))),
+            ("the graph's foretold colours", graph),
+            ("the summary", lambda: setattr(self.summary, "value", f"<b>{html.escape(report.summary())}</b> <span "
+                                            "style='color:#666'>(from shapes; rebuilding the model\u2026)</span>")),
+        ])
 
     def _all_paths(self):
         return [r.path for r in self._rows]
@@ -628,8 +779,8 @@ class Editor:
         self._syncing = True
         try:
             if key is None:
-                self.type_picker.options, self.insert_picker.options = [], []
-                self._build_param_widgets(())
+                self.insert_picker.options = []
+                self.table.inline = {}
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
                 for button in (self.like_button, self.cut_button, self.input_button, self.lora_button,
@@ -641,11 +792,7 @@ class Editor:
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
             actions = self.session.row_actions(key)
-            self.type_picker.options = actions.offered
-            self.type_picker.value = actions.label
-            self.type_picker.disabled = not actions.can_choose
-            self.type_picker.tooltip = actions.choose_reason
-            self.unavailable.value = _refused_text(actions.refused)
+            self.table.inline = _inline(actions)
             self.insert_picker.options = actions.insertable
             self.insert_button.disabled = not actions.can_insert
             self.insert_button.tooltip = actions.insert_reason or "insert the chosen type right after this layer"
@@ -657,7 +804,6 @@ class Editor:
             self.trainable_box.value = actions.trainable
             self.trainable_box.disabled = not actions.can_freeze
             self.trainable_box.tooltip = actions.freeze_reason
-            self._build_param_widgets(actions.params)
             self._sync_prune(path_of(key), actions.prune)
             self._sync_like(actions.like)
             self.cut_button.disabled = not actions.can_cut
@@ -794,28 +940,6 @@ class Editor:
             self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>; move "
                                      "the slider to keep fewer channels</span>")
 
-    def _build_param_widgets(self, params) -> None:
-        """One widget per parameter of the selected row's type. A widget of the same kind is
-        reused (its value set); the ones a redraw replaces are closed, so edits leak none."""
-        old = self._param_widgets
-        widgets = {}
-        for param in params:
-            kind = _param_kind(param)
-            widget = old.get(param.name)
-            if widget is not None and type(widget) is kind and getattr(widget, "options", None) == param.choices:
-                widget.value = param.value if kind is not w.Text else str(param.value)
-            else:
-                widget = _param_widget(param)
-                widget.add_class(f"kn-param-{param.name}")
-                widget.observe(_Weak(self, "_on_param"), "value")
-            widgets[param.name] = widget
-        self._param_widgets = widgets
-        if tuple(self.params_box.children) != tuple(widgets.values()):
-            self.params_box.children = tuple(widgets.values())
-        for name, widget in old.items():
-            if widgets.get(name) is not widget:
-                _close_tree(widget)
-
     def _draw_history(self) -> None:
         s = self.session
         steps = s.steps
@@ -910,16 +1034,58 @@ class Editor:
             return
         self._guard(lambda: self.select(change["new"]))
 
-    def _on_type_picked(self, change) -> None:
-        if self._syncing or change["new"] is None:
+    def _on_table_select(self, change) -> None:
+        """A row clicked (or an arrow key) in the table; both selection traits may change at once."""
+        if self._syncing or not self.table.selected:
             return
-        self._guard(lambda: self.choose(change["new"]))
+        call = self.table.selected_call
+        key = self.table.selected if call < 0 else (self.table.selected, call)
+        if key != self.selected:
+            self._guard(lambda: self.select(key))
 
-    def _on_param(self, change) -> None:
-        if self._syncing:
+    def _on_graph_select(self, change) -> None:
+        if self._syncing or not change["new"] or change["new"] == path_of(self.selected):
             return
-        values = {name: widget.value for name, widget in self._param_widgets.items()}
-        self._guard(lambda: self.set_params(**values))
+        self._guard(lambda: self.select(change["new"]))
+
+    def _on_table_fold(self, change) -> None:
+        if not self._syncing:
+            self._show_problems(self._render([("the table", self._draw_table)]))
+
+    def _on_table_action(self, change) -> None:
+        """What the selected row asks for: a type, new parameter values, or a step to the next row."""
+        action = change["new"] or {}
+        kind = action.get("kind")
+        if self._syncing or kind is None:
+            return
+        if kind == "move":
+            self._guard(lambda: self._move_selection(action.get("by", 1)))
+            return
+        key = action.get("layer")
+        if action.get("call") is not None:
+            key = (key, action["call"])
+
+        def act():
+            if key is not None and self.session.key(key) != self.selected:
+                self.select(key)
+            if kind == "replace":
+                self.choose(action["type"])
+            elif kind == "params":
+                self.set_params(**(action.get("params") or {}))
+            else:
+                raise SurgeryError(f"The table asked for an action the panel does not know: {kind!r}. Known: "
+                                   f"'replace', 'params', 'move'. Received: action={action!r}")
+
+        self._guard(act)
+
+    def _move_selection(self, by: int) -> None:
+        """Select the row ``by`` places down (up when negative) in the table's listing."""
+        listed = self.table.listed
+        at = self.table.index_of(self.table.selected, self.table.selected_call)
+        if not listed or at is None:
+            return
+        row = listed[max(0, min(len(listed) - 1, at + int(by)))]
+        self.select(row["path"] if row["call"] is None else (row["path"], row["call"]))
 
     def _on_trainable(self, change) -> None:
         if self._syncing:
@@ -1089,6 +1255,18 @@ class _Weak:
             getattr(editor, self._name)(*self._args, *args)
 
 
+def _tree(root):
+    """``root`` and every widget under it (boxes' children, accordions' sections)."""
+    stack, seen = [root], set()
+    while stack:
+        widget = stack.pop()
+        if id(widget) in seen or not isinstance(widget, w.Widget):
+            continue
+        seen.add(id(widget))
+        yield widget
+        stack.extend(getattr(widget, "children", None) or ())
+
+
 def _close_tree(root) -> None:
     """Close ``root``, the widgets under it, and their layouts and styles."""
     stack, seen = [root], set()
@@ -1119,36 +1297,29 @@ def _option_text(row, key=None) -> str:
     return f"{indent}{row.path.split('/')[-1]} \u2014 {row.type}{call}{mark}"
 
 
-def _refused_text(refused: dict) -> str:
-    if not refused:
-        return ""
-    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in refused.items())
-    return (f"<details style='font-size:11px;color:#666'><summary>{len(refused)} type(s) not offered here</summary>"
-            f"<ul>{items}</ul></details>")
+def _inline(actions) -> dict:
+    """What the selected row draws in the table: its Type dropdown (the types offered, the one it
+    has, why it cannot change), its parameter fields, and the types not offered with why."""
+    key = actions.key
+    return {"path": str(path_of(key)), "call": call_of(key), "types": list(actions.offered),
+            "type": actions.label, "disabled": not actions.can_choose, "reason": actions.choose_reason,
+            "fields": [_field(p) for p in actions.params],
+            "refused": [[label, reason] for label, reason in actions.refused.items()]}
 
 
-def _param_kind(param):
-    """The widget class that shows ``param`` (a :class:`kerasnb.editor.session.Param`)."""
+def _field(param) -> dict:
+    """One parameter field: its kind (choice, bool, int, float, text) and value, as JSON takes them."""
     if param.choices:
-        return w.Dropdown
-    if isinstance(param.value, bool):
-        return w.Checkbox
-    if isinstance(param.value, int):
-        return w.IntText
-    if isinstance(param.value, float):
-        return w.FloatText
-    return w.Text
+        return {"name": param.name, "kind": "choice", "value": _plain_value(param.value),
+                "choices": [_plain_value(c) for c in param.choices]}
+    value = param.value
+    kind = ("bool" if isinstance(value, bool) else "int" if isinstance(value, int)
+            else "float" if isinstance(value, float) else "text")
+    return {"name": param.name, "kind": kind, "value": value if kind != "text" else str(value), "choices": None}
 
 
-def _param_widget(param):
-    kind, name, value = _param_kind(param), param.name, param.value
-    if kind is w.Dropdown:
-        return w.Dropdown(options=param.choices, value=value, description=name, layout=w.Layout(width="220px"))
-    if kind is w.Checkbox:
-        return w.Checkbox(value=value, description=name, indent=False)
-    if kind in (w.IntText, w.FloatText):
-        return kind(value=value, description=name, continuous_update=False, layout=w.Layout(width="180px"))
-    return w.Text(value=str(value), description=name, continuous_update=False, layout=w.Layout(width="220px"))
+def _plain_value(value):
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _plain(error: BaseException) -> str:

@@ -33,6 +33,11 @@ reads those answers and draws them. Shapes come from the model as it is now: a r
 step replaced is judged where that layer would stand in the model every other step makes. The
 whole-model actions are answered by :meth:`Session.model_actions`, and a probe batch's
 comparison by :meth:`Session.compare`.
+
+A rebuild of a big model takes a while; before it, :meth:`Session.predict` works out the new
+statuses from shapes alone where that is exact (a replace, delete or insert whose new layers
+give the shape the old one gave), and ``session.on_predict(report, step)`` hands them to the
+panel to show while the model is built.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import kerasnb.fitting as fitting
 from ..edits import Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit, LayerNotFound, first_line
 from .._lineage import Lineage
-from ..report import LayerRow, WeightReport, status_of
+from ..report import KEPT, KEPT_INPUT_CHANGED, NEW, REMOVED, LayerRow, WeightReport, status_of
 
 
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
@@ -297,6 +302,8 @@ class Session:
         self._rows_cache: dict | None = None
         self._recent: list = []  # (steps, result) of the last few rebuilds, most recently used first
         self._prune_reasons: tuple = (None, {})  # (model, {path: reason}) for the current model
+        # Called as on_predict(report, step) before a rebuild whose statuses :meth:`predict` can tell.
+        self.on_predict = None
 
     # ------------------------------------------------------------------ current state
 
@@ -1018,6 +1025,155 @@ class Session:
         steps = list(self.steps)
         self._commit(steps + [self._make_transform("merge_lora", {}, tuple(steps))])
 
+    # ------------------------------------------------------------------ statuses before the rebuild
+
+    def predict(self, steps) -> WeightReport | None:
+        """The report of ``steps`` worked out from shapes alone, without building the model, or
+        None when that cannot be exact.
+
+        Exact in the common case: ``steps`` are steps already built (the current ones, or the ones
+        before the row's own step) plus one replace, delete or insert at the end, on a top-level
+        layer called once, whose new layers give the shape the old one gave. Then no weight shape
+        changes anywhere: the layer is removed, its new layers are new, the layers that read its
+        output (directly or further on) see a changed input (``kept`` becomes
+        ``kept_input_changed``; every other status stays), and the rest are as they were.
+        Anything else (a new shape, a nested model downstream or in the replacement, a shared
+        layer, a tied layer, a whole-model step last) gives None and waits for the rebuild.
+        New rows' parameter counts are those of their layers where already built, else 0.
+        """
+        import keras
+
+        steps = tuple(steps)
+        if not steps or self._aliases:
+            return None
+        same = self._predict_same_shapes(steps)
+        if same is not None:
+            return same
+        step, base = steps[-1], steps[:-1]
+        if step.kind not in ("choice", "insert") or not isinstance(step.target, str) or "/" in step.target:
+            return None
+        if any(s.kind in ("choice", "insert") and isinstance(s.target, tuple) for s in base):
+            return None  # call edits run first (see ordered): the last step is not the last edit
+        if base:
+            cached = next((r for kept, r in self._recent if kept == base), None)
+            if cached is None:
+                return None
+            model, report = cached.model, cached.report
+        else:
+            model, report = self.original, _unchanged_report(self.original_rows.values(), self._aliases)
+        layer = _graph.layer_named(model, step.target)
+        if layer is None or _graph.is_graph_model(layer) or (_graph.is_input_layer(layer) and step.kind == "choice"):
+            return None
+        views = _graph.walk(model)
+        own = [v for v in views if v.operation is layer]
+        if len(own) != 1 or len(own[0].outputs) != 1 or len(own[0].input_tensors) > 1:
+            return None
+        try:
+            row = report.row(step.target)
+        except LayerNotFound:
+            return None
+        if row.status in ("removed", "new") or row.layer != step.target:
+            return None
+        out_shape = tuple(own[0].outputs[0].shape)
+        if _graph.is_input_layer(layer):
+            in_shape = out_shape
+        else:
+            in_shape = tuple(own[0].input_tensors[0].shape)
+        parts = () if isinstance(step.edit, Delete) else (
+            step.edit.replacement if isinstance(step.edit, Replace) else step.edit.layer)
+        parts = list(parts) if isinstance(parts, (list, tuple)) else [parts]
+        if any(not isinstance(p, keras.layers.Layer) or isinstance(p, keras.Model) for p in parts):
+            return None
+        shape = out_shape if step.kind == "insert" else in_shape
+        try:
+            for part in parts:
+                shape = fitting.output_shape_of(part, shape)
+        except Exception:  # noqa: BLE001 -- the rebuild will say what is wrong; no prediction
+            return None
+        if tuple(shape) != out_shape:
+            return None
+        downstream = self._downstream(views, own[0])
+        if downstream is None:
+            return None
+        new_rows = [LayerRow(name, type(part).__name__, NEW, "added by the edit",
+                             _graph.count_params(part) if part.built else 0, bool(part.trainable))
+                    for name, part in zip(step.names, parts)]
+        rows, removed = [], []
+        for r in report.rows:
+            if r.layer == step.target and step.kind == "choice":
+                removed.append(LayerRow(r.layer, r.type, REMOVED, "", r.params, r.trainable, r.layer))
+                rows.extend(new_rows)
+                continue
+            if r.layer in downstream and r.status == KEPT:  # as status_of says of an unfaithful copy
+                r = dataclasses.replace(r, status=KEPT_INPUT_CHANGED,
+                                        reason="weights copied, but its input changed: fine-tune it")
+            rows.append(r)
+            if r.layer == step.target:  # an insert: its layers follow the one it goes after
+                rows.extend(new_rows)
+        return WeightReport(rows + removed)
+
+    def _predict_same_shapes(self, steps) -> WeightReport | None:
+        """The prediction when ``steps`` are the current ones with one replace or insert changed in
+        place (new parameters for the same type): its layers keep their names and give the shape
+        they gave before, so every status stays; the new layers' parameter counts are theirs."""
+        import keras
+
+        now = self.steps
+        if self.result is None or len(steps) != len(now):
+            return None
+        changed = [i for i, (a, b) in enumerate(zip(now, steps)) if a is not b]
+        if len(changed) != 1:
+            return None
+        old, new = now[changed[0]], steps[changed[0]]
+        if (old.kind, old.target, old.names, old.label) != (new.kind, new.target, new.names, new.label) \
+                or old.kind not in ("choice", "insert") or any(s.kind == "transform" for s in steps[changed[0]:]):
+            return None
+
+        def parts(step):
+            made = step.edit.replacement if isinstance(step.edit, Replace) else getattr(step.edit, "layer", None)
+            made = list(made) if isinstance(made, (list, tuple)) else [made]
+            return made if all(isinstance(p, keras.layers.Layer) and not isinstance(p, keras.Model)
+                               for p in made) else None
+
+        def shape_after(made):
+            shape = tuple(new.input_shape)
+            for part in made:
+                shape = fitting.output_shape_of(part, shape)
+            return tuple(shape)
+
+        old_parts, new_parts = parts(old), parts(new)
+        if old_parts is None or new_parts is None or len(old_parts) != len(new_parts) or new.input_shape is None:
+            return None
+        try:
+            if shape_after(old_parts) != shape_after(new_parts):
+                return None
+        except Exception:  # noqa: BLE001 -- the rebuild will say what is wrong; no prediction
+            return None
+        params = {name: _graph.count_params(part) if part.built else 0 for name, part in zip(new.names, new_parts)}
+        return WeightReport([dataclasses.replace(r, params=params[r.layer]) if r.layer in params else r
+                             for r in self.report.rows])
+
+    @staticmethod
+    def _downstream(views, start) -> set | None:
+        """Names of the layers whose calls read ``start``'s output, directly or further on; None
+        when a nested model is among them (its rows would need its own walk)."""
+        readers: dict = {}
+        for view in views:
+            for tensor in list(view.input_tensors) + view.kwargs_tensors():
+                readers.setdefault(id(tensor), []).append(view)
+        found, stack, seen = set(), list(start.outputs), set()
+        while stack:
+            tensor = stack.pop()
+            for view in readers.get(id(tensor), ()):
+                if id(view.node) in seen:
+                    continue
+                seen.add(id(view.node))
+                if _graph.is_graph_model(view.operation):
+                    return None
+                found.add(view.operation.name)
+                stack.extend(view.outputs)
+        return found
+
     # ------------------------------------------------------------------ history
 
     def undo(self) -> bool:
@@ -1279,6 +1435,10 @@ class Session:
 
     def _commit(self, steps: list) -> None:
         steps = tuple(self._rebase(self._applying(steps)))
+        if self.on_predict is not None:
+            predicted = self.predict(steps)
+            if predicted is not None:
+                self.on_predict(predicted, steps[-1])  # shown while the model is built
         result = self._build(steps)
         # Only a successful rebuild reaches here: history and state change together.
         del self.history[self.cursor + 1:]

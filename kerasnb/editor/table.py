@@ -1,24 +1,30 @@
-"""The layer table as one HTML string: cheap to build and to draw for hundreds of layers.
+"""The layer table: its rows worked out from the session (:func:`table_rows`), listed as plain
+dicts (:func:`visible_rows`) and drawn by one anywidget, :class:`LayerTable` (``static/table.js``).
 
-Names, types, shapes, reasons and edits come from model files and users: every one of them is
-escaped where it enters the HTML (text and attributes alike), so a layer named
-``d1<img src=x onerror=alert(1)>`` is shown as those characters.
+A widget per row costs seconds on DenseNet-sized models (see the ecosystem notes); one widget
+that draws a page of rows costs milliseconds. Python decides every row and what the selected
+row offers; the browser draws them and sends back clicks and choices as trait changes.
 
-A widget per row costs seconds on DenseNet-sized models (see the ecosystem notes); one HTML
-block costs milliseconds. Nested models are ``<details>`` groups the browser folds by itself.
+Names, types, shapes, reasons and edits come from model files and users: the browser puts each
+in with ``textContent``, and the HTML made here (legend, comparison) escapes them, so a layer
+named ``d1<img src=x onerror=alert(1)>`` is shown as those characters.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+import pathlib
+from dataclasses import dataclass, replace
+
+import anywidget
+import traitlets as t
 
 import kerasnb.catalog as catalog  # absolute: kerasnb.__getattr__ recurses on "from .. import catalog"
 
 from ..report import REMOVED, STATUS_COLORS, STATUS_MEANINGS, STATUSES
 
-COLUMNS = ("layer", "type", "output shape", "params", "trainable", "weights", "edit")
-WIDTHS = ("30%", "15%", "16%", "9%", "7%", "12%", "11%")
+PAGE_SIZE = 100  # rows drawn at once: a DenseNet (429 layers) is 5 pages, each drawn in milliseconds
+_STATIC = pathlib.Path(__file__).parent / "static"
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class TableRow:
     is_container: bool
     depth: int
     calls: int = 1  # how many times the original model calls this layer (shared layers: > 1)
+    call_choices: tuple = ()  # (call index, the edit made at that call) for a shared layer
 
 
 def table_rows(session) -> list[TableRow]:
@@ -43,6 +50,7 @@ def table_rows(session) -> list[TableRow]:
     report = session.report
     current = session.rows()
     choice_of: dict[str, str] = {}
+    per_call: dict[str, dict] = {}  # shared layer path -> {call index: edit}
 
     def note(path, text):
         choice_of[path] = f"{choice_of[path]}; {text}" if choice_of.get(path) else text
@@ -63,6 +71,7 @@ def table_rows(session) -> list[TableRow]:
             what = ("block dropped" if step.block else "deleted") \
                 if not step.names and not step.params and step.label == catalog.REMOVE else step.what()
             if isinstance(step.target, tuple):  # one call of a shared layer
+                per_call.setdefault(step.target[0], {})[step.target[1]] = what
                 what = f"call {step.target[1]}: {what}"
             note(step.target[0] if isinstance(step.target, tuple) else step.target, what)
         for name in step.names:
@@ -78,15 +87,40 @@ def table_rows(session) -> list[TableRow]:
         out.append(TableRow(
             row.layer, row.type, info.output_shape if info else "", row.params, row.trainable, row.status,
             row.reason, choice_of.get(row.layer, ""), bool(info and info.is_container), row.layer.count("/"),
-            session.calls(row.layer),
+            session.calls(row.layer), tuple(sorted(per_call.get(row.layer, {}).items())),
         ))
     order = list(session.original_rows)
     for row in removed:
         info = session.original_rows.get(row.layer)
         line = TableRow(row.layer, row.type, info.output_shape if info else "", row.params, row.trainable,
                         row.status, row.reason, choice_of.get(row.layer, ""), False, row.layer.count("/"),
-                        session.calls(row.layer))
+                        session.calls(row.layer), tuple(sorted(per_call.get(row.layer, {}).items())))
         out.insert(_place(out, order, row.layer), line)
+    return out
+
+
+def predicted_rows(rows: list[TableRow], report, step) -> list[TableRow]:
+    """``rows`` with the statuses of a predicted ``report`` (:meth:`Session.predict`) and the rows
+    of the layers ``step`` adds, right after the row it acts on: shown while the model is built."""
+    by_path = {r.layer: r for r in report.rows}
+    target = step.target
+    what = step.what()
+    added = [TableRow(name, by_path[name].type, "", by_path[name].params, by_path[name].trainable,
+                      by_path[name].status, by_path[name].reason,
+                      f"{what} (inserted)" if step.kind == "insert" else f"{step.label} (new)", False,
+                      name.count("/"))
+             for name in step.names if name in by_path]
+    out = []
+    for row in rows:
+        if row.path in step.names:
+            continue  # the rows of the step this one changes: drawn anew below
+        new = by_path.get(row.path)
+        if new is not None:
+            choice = what if row.path == target and step.kind == "choice" else row.choice
+            row = replace(row, status=new.status, reason=new.reason, choice=choice)
+        out.append(row)
+        if row.path == target:
+            out.extend(added)
     return out
 
 
@@ -137,23 +171,6 @@ def matches(row: TableRow, query: str) -> bool:
     return not q or q in row.path.lower() or q in row.type.lower() or q in row.choice.lower()
 
 
-def render(rows: list[TableRow], *, selected: str | None = None, query: str = "") -> str:
-    """The table's HTML; rows not matching ``query`` (by name, type or edit) are left out."""
-    shown = [r for r in rows if matches(r, query)]
-    if query.strip():
-        # Keep the groups that hold a match so a hit inside a nested model keeps its context.
-        keep = {r.path for r in shown}
-        parents = {p for r in shown for p in _ancestors(r.path)}
-        shown = [r for r in rows if r.path in keep or r.path in parents]
-    parts = [f"<div class='kn-table-inner'>{_STYLE}"]
-    if not shown:
-        parts.append(f"<p class='kn-empty'>No layer matches {html.escape(query)!s}.</p>")
-    else:
-        parts.append(_block(shown, 0, len(shown), selected, prefix=""))
-    parts.append(f"<p class='kn-count'>{len(shown)} of {len(rows)} rows shown</p></div>")
-    return "".join(parts)
-
-
 def legend() -> str:
     items = "".join(
         f"<span class='kn-legend-item' style='margin-right:14px;white-space:nowrap'>{_badge(s)} "
@@ -168,70 +185,108 @@ def _ancestors(path: str):
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _block(rows: list[TableRow], start: int, stop: int, selected, prefix: str) -> str:
-    """Rows[start:stop] at one nesting level: plain rows in tables, containers as <details>."""
-    out, plain = [], []
-    i = start
-    while i < stop:
-        row = rows[i]
-        inside = i + 1
-        while inside < stop and rows[inside].path.startswith(row.path + "/"):
-            inside += 1
-        if row.is_container and inside > i + 1:
-            if plain:
-                out.append(_table(plain, selected))
-                plain = []
-            summary = _cells_text(row)
-            out.append(
-                f"<details open class='kn-group' data-layer='{html.escape(row.path)}'>"
-                f"<summary class='kn-row{' kn-selected' if row.path == selected else ''}'>{summary}</summary>"
-                f"<div style='margin-left:14px'>{_block(rows, i + 1, inside, selected, row.path + '/')}</div></details>"
-            )
-            i = inside
+# ----------------------------------------------------------------------------- the table widget
+
+
+def visible_rows(rows: list[TableRow], *, query: str = "", collapsed=()) -> list[dict]:
+    """What the table lists, as the plain dicts :class:`LayerTable` sends: the rows matching
+    ``query`` (by name, type or edit; the nested models holding a match stay, for context), less
+    the rows inside a folded nested model (``collapsed``), each shared layer followed by one
+    sub-row per call (``call`` is its index; ``None`` on layer rows)."""
+    shown = [r for r in rows if matches(r, query)]
+    if query.strip():
+        keep = {r.path for r in shown}
+        parents = {p for r in shown for p in _ancestors(r.path)}
+        shown = [r for r in rows if r.path in keep or r.path in parents]
+    folded = tuple(p + "/" for p in collapsed)
+    has_inside = {p for r in rows for p in _ancestors(r.path)}
+    out = []
+    for r in shown:
+        if folded and r.path.startswith(folded):
             continue
-        plain.append(row)
-        i += 1
-    if plain:
-        out.append(_table(plain, selected))
-    return "".join(out)
+        out.append({"path": r.path, "name": r.path.split("/")[-1], "type": r.type, "shape": r.output_shape,
+                    "params": int(r.params), "trainable": bool(r.trainable), "status": str(r.status),
+                    "reason": r.reason, "choice": r.choice, "depth": r.depth, "calls": r.calls, "call": None,
+                    "group": bool(r.is_container and r.path in has_inside)})
+        if r.calls > 1:
+            notes = dict(r.call_choices)
+            for i in range(r.calls):
+                out.append({"path": r.path, "name": f"call {i}", "type": "", "shape": "", "params": 0,
+                            "trainable": bool(r.trainable), "status": str(r.status), "reason": "",
+                            "choice": notes.get(i, ""), "depth": r.depth, "calls": r.calls, "call": i,
+                            "group": False})
+    return out
 
 
-def _table(rows: list[TableRow], selected) -> str:
-    cols = "".join(f"<col style='width:{w}'>" for w in WIDTHS)
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = "".join(_tr(r, r.path == selected) for r in rows)
-    return f"<table class='kn-layers'><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table>"
+class LayerTable(anywidget.AnyWidget):
+    """The layer table: one widget that draws one page of rows (``static/table.js``).
 
+    Python decides what is listed (:meth:`show`) and which row is selected; the browser
+    draws it and sends back the user's gestures as trait changes: ``selected`` and
+    ``selected_call`` (-1 for a layer row), ``page``, ``collapsed`` (folded nested models),
+    ``expanded`` (rows showing their reason) and ``action`` (an edit asked for in the
+    selected row: ``{"kind": "replace" | "params" | "move", "layer", "call", "type",
+    "params", "seq"}``).
+    """
 
-def _tr(row: TableRow, selected: bool) -> str:
-    cls = "kn-row kn-selected" if selected else "kn-row"
-    removed = " kn-removed" if row.status == REMOVED else ""
-    name = html.escape(row.path.split("/")[-1])
-    reason = html.escape(row.reason)
-    return (
-        f"<tr class='{cls}{removed}' data-layer='{html.escape(row.path)}'>"
-        f"<td title='{html.escape(row.path)}'><code>{name}</code>{_calls(row)}</td><td>{html.escape(row.type)}</td>"
-        f"<td>{html.escape(row.output_shape)}</td><td class='kn-num'>{row.params:,}</td>"
-        f"<td>{'yes' if row.trainable else 'no'}</td>"
-        f"<td class='kn-status' title='{reason}'>{_badge(row.status)}</td>"
-        f"<td class='kn-choice'>{html.escape(row.choice)}</td></tr>"
-    )
+    # Read here, as text: given as a path, anywidget watches the file and ties every instance to
+    # the class for good (a closure over the widget), so no table, and no model, would be freed.
+    _esm = (_STATIC / "table.js").read_text(encoding="utf-8")
+    _css = (_STATIC / "table.css").read_text(encoding="utf-8")
 
+    rows = t.List(t.Dict()).tag(sync=True)  # the rows of the page shown
+    total = t.Int(0).tag(sync=True)  # rows listed in all pages
+    page = t.Int(0).tag(sync=True)
+    pages = t.Int(1).tag(sync=True)
+    page_size = t.Int(PAGE_SIZE).tag(sync=True)
+    selected = t.Unicode("").tag(sync=True)  # a layer path
+    selected_call = t.Int(-1).tag(sync=True)  # its call, for a shared layer's sub-row; -1 otherwise
+    inline = t.Dict().tag(sync=True)  # the selected row's Type dropdown and parameter fields
+    expanded = t.List(t.Unicode()).tag(sync=True)  # rows whose reason is shown
+    collapsed = t.List(t.Unicode()).tag(sync=True)  # nested models whose layers are folded away
+    action = t.Dict().tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)  # a rebuild runs: the row's controls are disabled
+    progress = t.Dict().tag(sync=True)  # {"done": n, "total": m} while a long rebuild runs
+    empty = t.Unicode("").tag(sync=True)  # said when no row is listed
+    colors = t.Dict().tag(sync=True)  # status -> badge colour
 
-def _calls(row: TableRow) -> str:
-    """A hint on a shared layer's row: each call is edited on its own (the Layer dropdown lists them)."""
-    if row.calls <= 1:
-        return ""
-    return (f" <span class='kn-calls' title='called {row.calls} times, sharing its weights; pick a call in "
-            f"the Layer dropdown'>&times;{row.calls} calls</span>")
+    def __init__(self, **kwargs):
+        super().__init__(colors={str(k): v for k, v in STATUS_COLORS.items()}, **kwargs)
+        self.listed: list[dict] = []  # every row of every page
+        self.observe(self._turn_page, "page")
 
+    def show(self, listed: list[dict], empty: str = "") -> None:
+        """List ``listed`` (from :func:`visible_rows`); the page holding the selection is shown."""
+        self.listed = listed
+        with self.hold_sync():
+            self.total = len(listed)
+            self.pages = max(1, -(-len(listed) // self.page_size))
+            self.empty = empty
+            at = self.index_of(self.selected, self.selected_call)
+            page = at // self.page_size if at is not None else min(self.page, self.pages - 1)
+            if page != self.page:
+                self.page = page  # _turn_page draws it
+            else:
+                self._turn_page()
 
-def _cells_text(row: TableRow) -> str:
-    return (
-        f"<code>{html.escape(row.path.split('/')[-1])}</code>{_calls(row)} &nbsp;{html.escape(row.type)}, "
-        f"{row.params:,} params, {'trainable' if row.trainable else 'frozen'} &nbsp;{_badge(row.status)}"
-        f"{' &nbsp;<i>' + html.escape(row.choice) + '</i>' if row.choice else ''}"
-    )
+    def index_of(self, path: str, call: int):
+        """Where the row of ``path`` (its sub-row ``call``, or -1 for the layer row) is listed, or None."""
+        want = None if call < 0 else call
+        return next((i for i, r in enumerate(self.listed) if r["path"] == path and r["call"] == want), None)
+
+    def follow(self) -> None:
+        """Show the page holding the selected row."""
+        at = self.index_of(self.selected, self.selected_call)
+        if at is not None and at // self.page_size != self.page:
+            self.page = at // self.page_size
+
+    def _turn_page(self, change=None) -> None:
+        page = max(0, min(self.page, self.pages - 1))
+        if page != self.page:
+            self.page = page
+            return
+        self.rows = self.listed[page * self.page_size:(page + 1) * self.page_size]
+
 
 
 def _badge(status: str) -> str:
@@ -239,20 +294,6 @@ def _badge(status: str) -> str:
     status = html.escape(str(status))
     return (f"<span class='kn-badge' data-status='{status}' style='background:{color};color:white;"
             f"padding:0 5px;border-radius:3px;font-size:11px'>{status}</span>")
-
-
-_STYLE = """<style>
-.kn-layers{border-collapse:collapse;table-layout:fixed;width:100%;font-size:12px}
-.kn-layers th{text-align:left;border-bottom:1px solid #ccc;font-weight:600}
-.kn-layers td{padding:1px 4px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.kn-layers tr.kn-selected td, summary.kn-selected{background:#fff3c4}
-.kn-layers tr.kn-removed td{color:#888;text-decoration:line-through}
-.kn-layers tr.kn-removed td.kn-status, .kn-layers tr.kn-removed td.kn-choice{text-decoration:none}
-.kn-num{text-align:right}
-.kn-group summary{font-size:12px;cursor:pointer;padding:2px 0}
-.kn-count{font-size:11px;color:#666;margin:2px 0}
-.kn-calls{font-size:10px;color:#6a1b9a;border:1px solid #ce93d8;border-radius:3px;padding:0 3px}
-</style>"""
 
 
 def compare_html(frame, note: str) -> str:
