@@ -1255,8 +1255,9 @@ class _Weak:
             getattr(editor, self._name)(*self._args, *args)
 
 
-def _tree(root):
-    """``root`` and every widget under it (boxes' children, accordions' sections)."""
+def _tree(root, styles: bool = False):
+    """``root`` and every widget under it (boxes' children, accordions' sections), and with
+    ``styles`` their layouts and styles too."""
     stack, seen = [root], set()
     while stack:
         widget = stack.pop()
@@ -1265,18 +1266,14 @@ def _tree(root):
         seen.add(id(widget))
         yield widget
         stack.extend(getattr(widget, "children", None) or ())
+        if styles:
+            stack.extend(sub for sub in (getattr(widget, "layout", None), getattr(widget, "style", None))
+                         if sub is not None)
 
 
 def _close_tree(root) -> None:
     """Close ``root``, the widgets under it, and their layouts and styles."""
-    stack, seen = [root], set()
-    while stack:
-        widget = stack.pop()
-        if id(widget) in seen or not isinstance(widget, w.Widget):
-            continue
-        seen.add(id(widget))
-        stack.extend(getattr(widget, "children", None) or ())
-        stack.extend(sub for sub in (getattr(widget, "layout", None), getattr(widget, "style", None)) if sub is not None)
+    for widget in list(_tree(root, styles=True)):
         widget.close()
 
 
