@@ -309,14 +309,19 @@ def _empty_but_prune(plan: Plan) -> bool:
         plan.prune = saved
 
 
-def _share_prune(scope, plan: Plan, prune: "PrunePlan") -> bool:
+def _share_prune(scope, plan: Plan, prune: "PrunePlan", top: bool = True) -> bool:
     """Hand the prune to the plans of the nested models it reaches into (it is keyed by layer ids)."""
+    layers = _graph.layers_in_order(scope)
+    if top and not any(_graph.is_graph_model(layer) for layer in layers):
+        # Nothing nested at the top: no need to work out the whole slicing plan, which every
+        # Prune edit of a batch would otherwise do again (a global prune has one per group).
+        return False
     touched = set(prune.changes) | set(prune.slices) | prune.dead_layer_ids
     reached = False
-    for layer in _graph.layers_in_order(scope):
+    for layer in layers:
         if _graph.is_graph_model(layer):
             inner = plan.nested.get(id(layer)) or Plan()
-            if _share_prune(layer, inner, prune):
+            if _share_prune(layer, inner, prune, top=False):
                 inner.prune = prune
                 plan.nested[id(layer)] = inner
                 reached = True
