@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import keras
 import numpy as np
 
-from . import _channels, _targets
+from . import _channels, _graph, _targets
 from .errors import CoupledChannels, InvalidEdit, UnprunableLayer
 
 def choose(model, target, channels, keep, by, coupled, analysis=None, *, allow_output_change=False, notes=None):
@@ -380,6 +380,21 @@ def _grouped_take(value, k_in, groups, in_axis, out_axis=-1):
         outputs = np.take(value, np.arange(g * per_out, (g + 1) * per_out), axis=out_axis)
         parts.append(np.take(outputs, local, axis=in_axis))
     return np.concatenate(parts, axis=out_axis)
+
+
+def params_after_removal(analysis, removed: dict, before: int) -> int:
+    """The model's parameter count once ``removed`` channels are gone, from shapes alone: every
+    sliced layer at its new size, layers that fed only a dropped Concatenate branch gone."""
+    _, _, gone = branch_drops(analysis, removed)
+    gone_layers = {id(analysis.layers[n]): analysis.layers[n] for n in gone if n in analysis.layers}
+    after = before - sum(_graph.count_params(layer) for layer in gone_layers.values())
+    for name, (k_in, k_out) in plan(analysis, removed)[1].items():
+        layer = analysis.layers[name]
+        if id(layer) in gone_layers:
+            continue
+        after -= _graph.count_params(layer)
+        after += sum(int(np.prod(shape)) for _, _, shape in sliced_shapes(layer, k_in, k_out))
+    return int(after)
 
 
 def sliced_values(old, k_in, k_out) -> tuple[dict, str]:

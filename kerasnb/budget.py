@@ -183,9 +183,9 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
 
         def measure(removed):
             if kind == "params":
-                return _params_after(analysis, removed, params_before)
+                return _slicing.params_after_removal(analysis, removed, params_before)
             if kind == "flops":
-                return _macs_after(analysis, removed, costs)
+                return macs_after_removal(analysis, removed, costs)
             return sum(int(idx.size) for r, idx in removed.items() if r in pool)
 
         pool_channels = sum(active[r].channels for r in pool)
@@ -217,8 +217,8 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
                     f"Ask for {floor:,} or more. Received: {kind}={given!r}")
         removed = removal(k)
         _slicing._check_groups(analysis, removed, None)  # grouped convolutions read by several groups
-        params_after = _params_after(analysis, removed, params_before)
-        macs_after = _macs_after(analysis, removed, costs) if costs is not None else 0
+        params_after = _slicing.params_after_removal(analysis, removed, params_before)
+        macs_after = macs_after_removal(analysis, removed, costs) if costs is not None else 0
         target = {"ratio": f"ratio={ratio}", "params": f"params={params}", "flops": f"flops={flops}",
                   None: "per_layer ratios"}[kind]
         channels_before = sum(g.channels for g in active.values())
@@ -378,16 +378,7 @@ def _smallest_k(n, ok):
 # ----------------------------------------------------------------------------- measuring without building
 
 
-def _params_after(analysis, removed, before) -> int:
-    after = before
-    for name, (k_in, k_out) in _slicing.plan(analysis, removed)[1].items():
-        layer = analysis.layers[name]
-        after -= _graph.count_params(layer)
-        after += sum(int(np.prod(shape)) for _, _, shape in _slicing.sliced_shapes(layer, k_in, k_out))
-    return int(after)
-
-
-def _macs_after(analysis, removed, costs) -> int:
+def macs_after_removal(analysis, removed, costs) -> int:
     """The MACs with ``removed`` channels gone: each layer's kept fraction of its input and output
     channels, from channel counts alone (as ``_slicing.plan`` slices them, without its per-layer
     configs: this runs at every step of a budget's search)."""

@@ -120,13 +120,5 @@ def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=Tr
     analysis, removed, _ = _slicing.choose(model, target, channels, keep, by, coupled,
                                            allow_output_change=allow_output_change)
     before = int(model.count_params())
-    _, _, gone = _slicing.branch_drops(analysis, removed)
-    gone_layers = {id(analysis.layers[n]): analysis.layers[n] for n in gone if n in analysis.layers}
-    after = before - sum(_graph.count_params(layer) for layer in gone_layers.values())
-    for name, (k_in, k_out) in _slicing.plan(analysis, removed)[1].items():
-        layer = analysis.layers[name]
-        if id(layer) in gone_layers:
-            continue
-        after -= _graph.count_params(layer)
-        after += sum(int(np.prod(shape)) for _, _, shape in _slicing.sliced_shapes(layer, k_in, k_out))
+    after = _slicing.params_after_removal(analysis, removed, before)
     return before, after

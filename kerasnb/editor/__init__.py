@@ -4,9 +4,9 @@ The widget-free state, :class:`Session`, loads without ipywidgets (``kerasnb.edi
 the panel and its widgets are imported only when ``Editor`` or ``show_editor`` is asked for.
 """
 
-from .session import Comparison, LikeInfo, LoraInfo, ModelActions, RowActions, Session, Step
+from .session import Comparison, LikeInfo, LoraInfo, ModelActions, PruneInfo, RowActions, Session, Step
 
-__all__ = ["Comparison", "Editor", "LikeInfo", "LoraInfo", "ModelActions", "RowActions", "Session", "Step",
+__all__ = ["Comparison", "Editor", "LikeInfo", "LoraInfo", "ModelActions", "PruneInfo", "RowActions", "Session", "Step",
            "show_editor"]
 
 

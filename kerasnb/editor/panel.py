@@ -36,7 +36,12 @@ the same model closes the earlier panel.
 A layer called more than once (a shared layer) has one sub-row (and one Layer-dropdown entry)
 per call, and its row a "calls" hint; replacing, deleting and inserting act on the chosen call,
 freezing and pruning on the layer. "Prune..." is offered where the pruning module says the selected layer
-can be pruned (asked for that row only, so opening a big model costs no channel analysis).
+can be pruned (asked for that row only, so opening a big model costs no channel analysis); its "by"
+dropdown ranks the channels (l1, l2, bn_scale, and apoz / taylor when the editor was opened with
+``data=``), and the info line gives the model's parameters and MACs per sample before -> after.
+"Prune model..." prunes the whole model to a budget (a ratio of channels, or a fraction of the
+parameters or MACs kept): as its slider moves, the info line says what Apply would give, worked
+out without building; Apply makes it one step (undo takes it back).
 
 Whole-model actions are steps like any other (undo, redo and reset take them back): "Change
 input..." on an input row (a shape and how the first layers adapt to new channels), "Apply to
@@ -100,9 +105,9 @@ _SHOWN: dict = {}  # id(model) -> the Editor that show_editor displayed for it (
 class Editor:
     """Edit ``model`` from a panel; ``editor.model`` is always the current result."""
 
-    def __init__(self, model, probe=None):
+    def __init__(self, model, probe=None, data=None):
         started = time.perf_counter()
-        self.session = Session(model, probe=probe)
+        self.session = Session(model, probe=probe, data=data)
         self.selected = None  # a layer path, or (path, call_index) for one call of a shared layer
         self._prune_open = None  # the path whose prune controls were opened with "Prune..."
         self._input_open = None  # the input row whose controls were opened with "Change input..."
@@ -150,9 +155,14 @@ class Editor:
                                           readout_format=".0%", continuous_update=False,
                                           layout=w.Layout(width="320px"))
         self.prune_slider.add_class("kn-prune-keep")
+        # What ranks the channels: kernel norms, BatchNorm scales; with data=, measured on examples too.
+        self.prune_by = w.Dropdown(options=self.session.criteria(), value="l1", description="by",
+                                   layout=w.Layout(width="160px"))
+        self.prune_by.add_class("kn-prune-by")
         self.prune_info = w.HTML()
         self.prune_info.add_class("kn-prune-info")
-        self.prune_box = w.HBox([self.prune_slider, self.prune_info], layout=w.Layout(width="auto", display="none"))
+        self.prune_box = w.HBox([self.prune_slider, self.prune_by, self.prune_info],
+                                layout=w.Layout(width="auto", display="none"))
         self.prune_box.add_class("kn-prune-box")
 
         # Whole-model actions on a row: give its type to every layer like it; cut the model there;
@@ -225,8 +235,12 @@ class Editor:
         self.lora_box.add_class("kn-lora-box")
         self.merge_button = w.Button(description="Merge LoRA", icon="compress", layout=_grows(120))
         self.merge_button.add_class("kn-merge-lora")
+        self.global_prune_button = w.Button(description="Prune model\u2026", icon="cut", layout=_grows(140),
+                                            tooltip="remove the weakest channels of the whole model, to a budget")
+        self.global_prune_button.add_class("kn-global-prune-open")
         self.model_row = w.HBox([w.HTML("<b style='font-size:12px'>Whole model:</b>"), self.swap_button,
-                                 self.fold_button, self.lora_all_button, self.merge_button], layout=_item())
+                                 self.fold_button, self.lora_all_button, self.merge_button, self.global_prune_button],
+                                layout=_item())
         self.model_row.add_class("kn-model-actions")
 
         self.undo_button = w.Button(description="Undo", icon="undo", layout=_grows(80))
@@ -256,9 +270,30 @@ class Editor:
             self.details.set_title(i, title)
         self.details.add_class("kn-details")
 
-        # Global pruning (kerasnb.prune_global, with a live parameter / FLOPs estimate) goes here:
-        # an empty box, hidden until its controls are put in it.
-        self.global_prune_box = w.VBox(layout=w.Layout(width="auto", display="none"))
+        # "Prune model...": kerasnb.prune_global to a budget, with params and MACs before -> after
+        # worked out without building as the slider moves (shown once opened).
+        self.global_budget = w.Dropdown(options=[(text, kind) for kind, text in _GLOBAL_BUDGET_TEXT.items()],
+                                        value="flops", description="budget", layout=w.Layout(width="auto"))
+        self.global_budget.add_class("kn-global-prune-budget")
+        self.global_target = w.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="keep at most",
+                                           readout_format=".0%", continuous_update=True,
+                                           layout=w.Layout(width="340px"))
+        self.global_target.add_class("kn-global-prune-target")
+        self.global_by = w.Dropdown(options=self.session.criteria(), value="l1", description="by",
+                                    layout=w.Layout(width="160px"))
+        self.global_by.add_class("kn-global-prune-by")
+        self.global_round = w.Dropdown(options=[("none", None), ("8", 8)], value=None, description="round to",
+                                       layout=w.Layout(width="160px"))
+        self.global_round.add_class("kn-global-prune-round")
+        self.global_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
+        self.global_apply.add_class("kn-global-prune-apply")
+        self.global_info = w.HTML()
+        self.global_info.add_class("kn-global-prune-info")
+        self.global_prune_box = w.VBox([
+            w.HBox([self.global_budget, self.global_target, self.global_by, self.global_round, self.global_apply],
+                   layout=_item()),
+            self.global_info,
+        ], layout=w.Layout(width="auto", display="none"))
         self.global_prune_box.add_class("kn-global-prune")
 
         self.controls = w.VBox([
@@ -303,6 +338,12 @@ class Editor:
         self.delete_button.on_click(_Weak(self, "_click", "_delete_selected"))
         self.prune_button.on_click(_Weak(self, "_click", "_open_prune"))
         self.prune_slider.observe(_Weak(self, "_on_prune_keep"), "value")
+        self.prune_by.observe(_Weak(self, "_on_prune_by"), "value")
+        self.global_prune_button.on_click(_Weak(self, "_click", "_open_global_prune"))
+        self.global_budget.observe(_Weak(self, "_on_global_budget"), "value")
+        for control in (self.global_target, self.global_by, self.global_round):
+            control.observe(_Weak(self, "_on_global_change"), "value")
+        self.global_apply.on_click(_Weak(self, "_click", "_global_prune_from_widgets"))
         self.like_button.on_click(_Weak(self, "_click", "_apply_to_all_selected"))
         self.cut_button.on_click(_Weak(self, "_click", "_cut_selected"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
@@ -448,10 +489,22 @@ class Editor:
     def prune(self, keep: float, by: str = "l1") -> None:
         """Keep the fraction ``keep`` of the selected layer's channels (the strongest by ``by``).
 
-        What the "keep" slider does; ``keep=1`` takes the pruning back. One prune step per layer.
+        What the "keep" slider does (with the criterion the "by" dropdown shows: ``"l1"``, ``"l2"``,
+        ``"bn_scale"``, and ``"apoz"`` / ``"taylor"`` when the editor has ``data=``); ``keep=1``
+        takes the pruning back. One prune step per layer.
         """
         self._prune_open = path_of(self.selected)
         self._edit(lambda: self.session.prune(self.selected, keep, by), follow=True)
+
+    def prune_global(self, budget: str = "flops", target: float = 0.5, by: str = "l1", round_to=None) -> None:
+        """Prune the whole model to one budget as one step (what "Prune model..." and Apply do).
+
+        ``budget``: ``"ratio"`` (``target``: the fraction of channels removed), ``"params"`` or
+        ``"flops"`` (``target``: the fraction of the current parameters / MACs kept, at most).
+        ``by``: as for :meth:`prune`; ``round_to``: None or 8 (channel counts a multiple of it).
+        A budget pruning cannot reach is refused in the message line and nothing changes.
+        """
+        self._edit(lambda: self.session.prune_global(budget, target, by, round_to))
 
     def set_trainable(self, trainable: bool) -> None:
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
@@ -600,7 +653,8 @@ class Editor:
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
                     self.fold_button, self.lora_rank, self.lora_button, self.lora_off_button, self.lora_all_button,
                     self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
-                    *self.global_prune_box.children]
+                    self.prune_by, self.global_prune_button, self.global_budget, self.global_target, self.global_by,
+                    self.global_round, self.global_apply]
         was = [(c, c.disabled) for c in controls if hasattr(c, "disabled")]
         for c, _ in was:
             c.disabled = True
@@ -881,6 +935,7 @@ class Editor:
         if not answer.can_swap:
             self.swap_box.layout.display = "none"
         self._draw_lora_actions(answer)
+        self._draw_global_prune()
         was, used = self.swap_from.value, answer.activations
         self.swap_from.options = used  # (a Dropdown picks its first option when its options change)
         self.swap_from.value = was if was in used else (used[0] if used else None)
@@ -931,14 +986,14 @@ class Editor:
         self.prune_box.layout.display = None
         if info.keep is not None:
             self.prune_slider.value = info.keep
-            self.prune_info.value = (
-                f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b> before pruning &rarr; "
-                f"<b>{info.after:,}</b> after ({(info.after - info.before) / max(info.before, 1):+.1%})</span>"
-            )
+            self.prune_by.value = info.by
+            self.prune_info.value = _prune_text(info)
         else:
             self.prune_slider.value = 1.0
-            self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>; move "
-                                     "the slider to keep fewer channels</span>")
+            macs = self.session.macs()
+            self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>"
+                                     + (f"; MACs per sample: <b>{macs:,}</b>" if macs else "")
+                                     + "; move the slider to keep fewer channels</span>")
 
     def _draw_history(self) -> None:
         s = self.session
@@ -1172,7 +1227,75 @@ class Editor:
     def _on_prune_keep(self, change) -> None:
         if self._syncing:
             return
-        self._guard(lambda: self.prune(change["new"]))
+        self._guard(lambda: self.prune(change["new"], self.prune_by.value))
+
+    def _on_prune_by(self, change) -> None:
+        """Another criterion: a pruned layer is pruned again by it (the same fraction kept)."""
+        if self._syncing or self.selected is None:
+            return
+        step = self.session.prune_step(path_of(self.selected))
+        if step is not None:
+            self._guard(lambda: self.prune(step.params["keep"], change["new"]))
+
+    def _open_global_prune(self) -> None:
+        self.global_prune_box.layout.display = None
+        self._say("Pruning the model: choose the budget and move the slider (params and MACs after are worked out "
+                  "as it moves), then click Apply. Undo takes it back.", "ok")
+        self._preview_global()
+
+    def _on_global_budget(self, change) -> None:
+        """A budget's slider: the fraction of channels removed (ratio), or of params / MACs kept."""
+        if self._syncing:
+            return
+        syncing, self._syncing = self._syncing, True
+        try:
+            self._set_target_range(change["new"])
+        finally:
+            self._syncing = syncing
+        if self.global_prune_box.layout.display != "none":
+            self._guard(self._preview_global)
+
+    def _set_target_range(self, budget: str) -> None:
+        if budget == "ratio":
+            self.global_target.description = "remove"
+            self.global_target.min, self.global_target.max = 0.0, 0.95
+        else:
+            self.global_target.description = "keep at most"
+            self.global_target.max, self.global_target.min = 1.0, 0.05
+        self.global_target.value = 0.5
+
+    def _on_global_change(self, change) -> None:
+        if not self._syncing and self.global_prune_box.layout.display != "none":
+            self._guard(self._preview_global)
+
+    def _preview_global(self) -> None:
+        """The info line: params and MACs before -> after for the slider's budget, without building."""
+        try:
+            plan = self.session.global_prune_plan(self.global_budget.value, self.global_target.value,
+                                                  self.global_by.value, self.global_round.value)
+        except SurgeryError as error:  # an unreachable budget, a criterion that cannot score: said in place
+            self.global_info.value = (f"<span class='kn-global-prune-refused' style='font-size:12px;color:#c62828'>"
+                                      f"{html.escape(_plain(error))}</span>")
+            return
+        self.global_info.value = _global_text(plan.params_before, plan.params_after, plan.macs_before,
+                                              plan.macs_after, f"{plan.channels_before - plan.channels_after} of "
+                                              f"{plan.channels_before} channels in {len(plan.removed)} group(s)")
+
+    def _draw_global_prune(self) -> None:
+        """After Apply, the info line says what the step did; else (once opened) what the slider would do."""
+        if self.global_prune_box.layout.display == "none":
+            return
+        steps = self.session.steps
+        last = steps[-1] if steps else None
+        if last is not None and last.kind == "transform" and last.label == "prune_global" and last.counts:
+            self.global_info.value = _global_text(*last.counts, "applied; move the slider to prune further",
+                                                  applied=True)
+        else:
+            self._preview_global()
+
+    def _global_prune_from_widgets(self) -> None:
+        self.prune_global(self.global_budget.value, self.global_target.value, self.global_by.value,
+                          self.global_round.value)
 
     def _insert_from_widgets(self) -> None:
         if not self.insert_picker.value:
@@ -1196,7 +1319,7 @@ class Editor:
         return f"<kerasnb Editor on model {self.original.name!r}: {n} edit{'' if n == 1 else 's'}{closed}>"
 
 
-def show_editor(model, probe=None) -> Editor:
+def show_editor(model, probe=None, data=None) -> Editor:
     """Open the editor panel on ``model`` and return the :class:`Editor` (keep it in a variable).
 
     ``probe``: a small batch the model takes (an array, or a list with one per input). Then the
@@ -1204,11 +1327,16 @@ def show_editor(model, probe=None) -> Editor:
     edited model (``result.compare``); a probe that does not fit the model is refused with a
     :class:`kerasnb.SurgeryError`.
 
+    ``data``: examples to measure channels on when pruning (what :func:`kerasnb.importance` takes:
+    an array of inputs, a tuple ``(x, y)``, or an iterable of batches such as a tf.data.Dataset).
+    With it, the prune criteria "apoz" and "taylor" are offered too; without it, only those that
+    read the weights ("l1", "l2", "bn_scale").
+
     In a notebook the panel is displayed and kept alive, one per model: running this again on the
     same model closes the earlier panel. In a plain Python script nothing is printed; the returned
     editor works from code (``editor.select(...)``, ``editor.choose(...)``, ``editor.model``).
     """
-    editor = Editor(model, probe=probe)  # first: a model (or probe) the editor refuses leaves the earlier panel open
+    editor = Editor(model, probe=probe, data=data)  # first: a model (or probe) the editor refuses leaves the earlier panel open
     earlier = _SHOWN.pop(id(model), None)
     if earlier is not None:
         earlier.close()
@@ -1285,6 +1413,31 @@ def _execution_count():
         return shell.execution_count if shell is not None else None
     except ImportError:
         return None
+
+
+_GLOBAL_BUDGET_TEXT = {"flops": "MACs (FLOPs)", "params": "parameters", "ratio": "ratio of channels"}
+
+
+def _change(before, after) -> str:
+    return f"<b>{before:,}</b> &rarr; <b>{after:,}</b> ({(after - before) / max(before, 1):+.1%})"
+
+
+def _prune_text(info) -> str:
+    """The per-layer info line of a pruned layer: parameters, and MACs when they are known."""
+    text = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b> before pruning &rarr; "
+            f"<b>{info.after:,}</b> after ({(info.after - info.before) / max(info.before, 1):+.1%})")
+    if info.macs_before:
+        text += f"; MACs per sample: {_change(info.macs_before, info.macs_after)}"
+    return text + f" <span style='color:#666'>(by {html.escape(str(info.by))})</span></span>"
+
+
+def _global_text(params_before, params_after, macs_before, macs_after, tail: str, applied: bool = False) -> str:
+    """The "Prune model..." info line: params and MACs before -> after (MACs only when known)."""
+    text = f"params {_change(params_before, params_after)}"
+    if macs_before:
+        text += f", MACs per sample {_change(macs_before, macs_after)}"
+    lead = "Pruned: " if applied else ""
+    return f"<span style='font-size:12px'>{lead}{text}; {html.escape(tail)}</span>"
 
 
 def _option_text(row, key=None) -> str:

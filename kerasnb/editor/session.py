@@ -12,6 +12,17 @@ steps before it make. Those edits only hold for that model: when an earlier step
 on a row edited before it, new parameters), the action is worked out again on the new model,
 with the same settings, before anything is committed (or refused, and nothing changes).
 
+Pruning: a layer's prune step keeps a fraction of its channels, ranked by one of
+:meth:`Session.criteria` ("l1", "l2", "bn_scale"; "apoz" and "taylor" when the session was given
+``data=`` to measure channels on); :meth:`Session.prune_preview` says the parameters and MACs
+before and after without building. "Prune model..." is a whole-model step (kind ``"transform"``,
+label ``"prune_global"``): :func:`kerasnb.prune_global_plan` to a budget on the model the steps
+before it make, its edits one :class:`kerasnb.Prune` per group with the channels named;
+:meth:`Session.global_prune_plan` answers the slider (the channel scores are kept per model and
+criterion, so a move only plans again). A step that names channels (the global one, and a
+layer's prune by a criterion other than a kernel norm) is worked out again when a step before it
+changes, as the other whole-model steps are.
+
 Transformers: a row whose layer takes several tensors (a keras-hub block takes the hidden states
 and a mask) can be deleted where the core's planner says so (:class:`kerasnb.Delete` passes on
 the residual stream); on a block the step reads "drop block". LoRA is a whole-model step too
@@ -62,7 +73,12 @@ from ..report import KEPT, KEPT_INPUT_CHANGED, NEW, REMOVED, LayerRow, WeightRep
 
 
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
-PRUNE_CRITERIA = ("l1", "l2")  # what kerasnb.prune ranks channels by
+PRUNE_CRITERIA = ("l1", "l2", "bn_scale")  # what the panel ranks channels by (kerasnb.importance)
+DATA_CRITERIA = ("apoz", "taylor")  # ... and these too when the editor was given data= to measure channels on
+# The budgets of "Prune model...": kerasnb.prune_global's ratio= (fraction of channels removed),
+# params= and flops= (a fraction of the current count kept, at most).
+GLOBAL_BUDGETS = ("ratio", "params", "flops")
+GLOBAL_ROUND_TO = (None, 8)
 INPUT_STAYS = "input layers stay; insert after them instead"
 CHANNEL_MODES = ("sum", "repeat", "reinit")  # how kerasnb.change_input adapts the first layers to new channels
 SWAP_TO = ("relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "elu", "selu", "softplus", "leaky_relu", "linear")
@@ -87,11 +103,14 @@ class Step:
     params: dict = field(default_factory=dict)  # a transform: its settings, enough to work it out again
     names: tuple = ()  # names of the layers this step adds, so their rows lead back to it
     trainable: bool | None = None
-    counts: tuple = field(default=(), compare=False)  # prune: (params before, params after) the step
+    # prune: (params before, params after, MACs before, MACs after) the step; "prune_global" the same
+    counts: tuple = field(default=(), compare=False)
     input_shape: Any = field(default=None, compare=False)  # what the new layers were made for
     text: str = field(default="", compare=False)  # a transform, in words
     notes: tuple = field(default=(), compare=False)  # a transform: what it decided, and what it left alone
-    base: tuple = field(default=(), compare=False, repr=False)  # a transform: the steps it was worked out after
+    # a transform, or a prune by a criterion that is not a kernel norm (its channels are named):
+    # the steps it was worked out after
+    base: tuple = field(default=(), compare=False, repr=False)
     replaced: Any = field(default=None, compare=False, repr=False)  # a choice: the class of the layer it replaced
     block: bool = field(default=False, compare=False, repr=False)  # a delete of a transformer block ("drop block")
 
@@ -137,6 +156,9 @@ class PruneInfo:
     reason: str  # why it cannot be pruned; "" when it can (or is)
     before: int  # model parameters before the prune step (the current model's when not pruned)
     after: int  # ... and after it (the same as before when not pruned)
+    macs_before: int | None = field(default=None, compare=False)  # multiply-accumulates per sample, likewise
+    macs_after: int | None = field(default=None, compare=False)  # (None: not worked out, or sizes unknown)
+    by: str = field(default="l1", compare=False)  # the criterion its prune step ranks channels by
 
     @property
     def can_prune(self) -> bool:
@@ -289,10 +311,14 @@ def key_text(key) -> str:
 class Session:
     """What the panel edits; every method either succeeds or raises and changes nothing."""
 
-    def __init__(self, model, probe=None):
+    def __init__(self, model, probe=None, data=None):
         _graph.functional(model)  # refuse unbuilt / subclassed models before drawing anything
         self.original = model
         self.probe = None if probe is None else check_probe(model, probe)  # a batch to compare outputs on
+        # Examples to measure channels on (kerasnb.importance's data=): offers "apoz" and "taylor".
+        self.data = data
+        self._costs: tuple = (None, None)  # (model, kerasnb.flops.layer_cost of it) for the MACs shown
+        self._global_scores: dict = {}  # criterion -> (model, scores of every group) for "Prune model..."
         self.original_rows = {info.path: info for info in _graph.describe(model)}
         # A tied layer (a task's head reusing the backbone's embedding) is one row, as in every report.
         self._aliases = _graph.layer_aliases(model)
@@ -517,10 +543,36 @@ class Session:
         key = self.key(key)
         step = self.prune_step(path_of(key))
         if step is not None:
-            before, after = step.counts or (self._count(), self._count())
-            return PruneInfo(step.params["keep"], "", before, after)
+            before, after, macs_before, macs_after = step.counts or (self._count(), self._count(), None, None)
+            return PruneInfo(step.params["keep"], "", before, after, macs_before, macs_after, step.params["by"])
         now = self._count()
         return PruneInfo(None, self.prune_reason(key), now, now)
+
+    def criteria(self) -> tuple:
+        """The criteria a layer's channels can be ranked by here: ``"apoz"`` and ``"taylor"`` only
+        when the session has ``data`` to measure them on."""
+        return PRUNE_CRITERIA + (DATA_CRITERIA if self.data is not None else ())
+
+    def prune_preview(self, key, keep: float, by: str = "l1") -> PruneInfo:
+        """What :meth:`prune` with these values would give, worked out without building a model:
+        the parameters and multiply-accumulates per sample (MACs) before and after, counted on the
+        model the steps before the layer's prune step make (the current model when it has none)."""
+        keep, by, path = self._check_prune(key, keep, by)
+        steps = list(self.steps)
+        old = self.prune_step(path)
+        if old is None:
+            reason = self.prune_reason(key if isinstance(key, tuple) else path)
+            if reason:
+                raise InvalidEdit(f"{reason.rstrip('.')}. Received: key={key!r}")
+        base = tuple(steps[:steps.index(old)]) if old is not None else tuple(steps)
+        built = self._build(base)
+        model = built.model if built is not None else self.original
+        before = _graph.count_params(model)
+        if keep >= 1.0:
+            macs = self._macs(model)
+            return PruneInfo(None, "", before, before, macs, macs, by)
+        _, params_after, macs_before, macs_after = self._prune_plan(model, path, keep, by)
+        return PruneInfo(keep, "", before, params_after, macs_before, macs_after, by)
 
 
     def input_shape(self, name: str) -> tuple:
@@ -717,25 +769,17 @@ class Session:
     def prune(self, key, keep: float, by: str = "l1") -> str:
         """Keep the fraction ``keep`` of the layer's channels (the strongest by ``by``); 1 undoes it.
 
-        One prune step per layer: pruning it again changes that step in place. Returns the path.
+        ``by``: one of :meth:`criteria` (``"l1"``, ``"l2"``, ``"bn_scale"``; ``"apoz"`` and
+        ``"taylor"`` with the session's ``data``). One prune step per layer: pruning it again
+        changes that step in place. Returns the path.
+
+        By ``"l1"`` / ``"l2"`` the step's edit is ``Prune(path, keep=..., by=...)``; by another
+        criterion its edit names the channels chosen on the model the steps before it make, and
+        they are chosen again when those steps change.
         """
-        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) or not 0 < keep <= 1:
-            raise InvalidEdit(
-                "keep is the fraction of the layer's channels to keep: a number with 0 < keep <= 1 "
-                f"(0.5 keeps half; 1 takes the pruning back). Received: keep={keep!r}"
-            )
-        if by not in PRUNE_CRITERIA:
-            raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, PRUNE_CRITERIA))}. "
-                              f"Received: by={by!r}")
-        if key is None:
-            raise InvalidEdit("No layer is selected, so there is nothing to prune. Select a Dense or convolution "
-                              "layer first. Received: key=None")
-        path = path_of(key)
-        if path not in self.rows() and path not in self.original_rows:
-            raise InvalidEdit(f"No layer {path!r} to prune. Received: key={key!r}")
+        keep, by, path = self._check_prune(key, keep, by)
         steps = list(self.steps)
         old = self.prune_step(path)
-        keep = float(keep)
         if keep >= 1.0:
             if old is not None:
                 self._commit(_without(steps, old))
@@ -748,14 +792,146 @@ class Session:
             steps.append(None)
         else:
             index = steps.index(old)
-        step = Step("prune", path, Prune(path, keep=keep, by=by), "Prune", {"keep": keep, "by": by})
-        steps[index] = step
-        before = self._build(tuple(steps[:index]))  # usually the current or the previous state: kept
-        after = self._build(tuple(steps[:index + 1]))  # the whole list when it is the last step
-        counts = (_graph.count_params(before.model if before else self.original), _graph.count_params(after.model))
-        steps[index] = Step(step.kind, step.target, step.edit, step.label, step.params, counts=counts)
+        steps[index] = self._prune_step_on(tuple(steps[:index]), path, keep, by)
         self._commit(steps)
         return path
+
+    def _check_prune(self, key, keep, by) -> tuple:
+        """``(keep, by, path)`` checked, or :class:`InvalidEdit` saying what would work."""
+        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) or not 0 < keep <= 1:
+            raise InvalidEdit(
+                "keep is the fraction of the layer's channels to keep: a number with 0 < keep <= 1 "
+                f"(0.5 keeps half; 1 takes the pruning back). Received: keep={keep!r}"
+            )
+        offered = self.criteria()
+        if by not in offered:
+            more = ("" if self.data is not None or by not in DATA_CRITERIA else
+                    f"; {by!r} measures channels on examples: open the editor with data=x to offer it")
+            raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, offered))}{more}. "
+                              f"Received: by={by!r}")
+        if key is None:
+            raise InvalidEdit("No layer is selected, so there is nothing to prune. Select a Dense or convolution "
+                              "layer first. Received: key=None")
+        path = path_of(key)
+        if path not in self.rows() and path not in self.original_rows:
+            raise InvalidEdit(f"No layer {path!r} to prune. Received: key={key!r}")
+        return float(keep), by, path
+
+    def _prune_step_on(self, base: tuple, path: str, keep: float, by: str) -> Step:
+        """The step pruning ``path`` to ``keep`` by ``by``, after the steps ``base``; its counts are
+        the parameters of the models before and after it (built) and the MACs from the plan."""
+        before = self._build(base)  # usually the current or the previous state: kept
+        model = before.model if before is not None else self.original
+        channels, _, macs_before, macs_after = self._prune_plan(model, path, keep, by)
+        if by in ("l1", "l2"):  # the core ranks by kernel norms itself: the step holds on any model
+            edit = Prune(path, keep=keep, by=by)
+        else:
+            edit = Prune(path, channels=channels)
+        step = Step("prune", path, edit, "Prune", {"keep": keep, "by": by}, base=base)
+        after = self._build(base + (step,))
+        counts = (_graph.count_params(model), _graph.count_params(after.model), macs_before, macs_after)
+        return dataclasses.replace(step, counts=counts)
+
+    def _prune_plan(self, model, path: str, keep: float, by: str) -> tuple:
+        """``(channels removed, params after, MACs before, MACs after)`` of pruning ``path`` of ``model``
+        to ``keep`` by ``by``, without building (MACs None when the model's sizes are unknown)."""
+        from .. import _slicing, budget, criteria
+
+        with _graph.memo():
+            scorer = criteria.scorer(model, by, self.data)
+            analysis, removed, _ = _slicing.choose(model, path, None, keep, scorer, True)
+            params_after = _slicing.params_after_removal(analysis, removed, _graph.count_params(model))
+            costs = self._layer_costs(model)
+            macs_after = None if costs is None else budget.macs_after_removal(analysis, removed, costs)
+        channels = tuple(int(i) for idx in removed.values() for i in idx)
+        macs_before = None if costs is None else int(sum(c.macs for c in costs.values()))
+        return channels, params_after, macs_before, macs_after
+
+    def _layer_costs(self, model):
+        """:func:`kerasnb.flops.layer_cost` of ``model`` (kept for the current one), None when its
+        sizes are unknown."""
+        held, costs = self._costs
+        if held is not model:
+            from ..errors import SurgeryError
+            from ..flops import layer_cost
+
+            try:
+                costs = layer_cost(model)
+            except SurgeryError:
+                costs = None
+            self._costs = (model, costs)
+        return costs
+
+    def macs(self):
+        """The current model's multiply-accumulates per sample (:func:`kerasnb.flops.total_macs`), or
+        None when its sizes are unknown."""
+        return self._macs(self.model)
+
+    def _macs(self, model):
+        costs = self._layer_costs(model)
+        return None if costs is None else int(sum(c.macs for c in costs.values()))
+
+    # ------------------------------------------------------------------ pruning the whole model
+
+    def global_prune_plan(self, budget: str, target: float, by: str = "l1", round_to=None):
+        """What :meth:`prune_global` with these values would do to the current model, without
+        building it: a :class:`kerasnb.budget.GlobalPlan` (params and MACs before and after).
+
+        ``budget``: ``"ratio"`` (``target`` is the fraction of channels removed), ``"params"`` or
+        ``"flops"`` (``target`` is the fraction of the current parameters / MACs kept, at most).
+        ``by``: one of :meth:`criteria`. ``round_to``: None or a channel multiple (8). The channels
+        are scored once per model and criterion; later plans reuse the scores (a slider's moves).
+        A budget pruning cannot reach raises :class:`kerasnb.budget.BudgetNotReachable`.
+        """
+        params = self._check_global(budget, target, by, round_to)
+        return self._global_plan(self.model, params)
+
+    def prune_global(self, budget: str, target: float, by: str = "l1", round_to=None) -> tuple:
+        """Prune the whole model to one budget (:func:`kerasnb.prune_global`) as one step, after the
+        others; see :meth:`global_prune_plan` for the arguments. Returns the step's counts:
+        ``(params before, params after, MACs before, MACs after)``. A budget that cannot be
+        reached is refused and nothing changes."""
+        params = self._check_global(budget, target, by, round_to)
+        steps = list(self.steps)
+        step = self._make_transform("prune_global", params, tuple(steps))
+        self._commit(steps + [step])
+        return step.counts
+
+    def _check_global(self, budget, target, by, round_to) -> dict:
+        if budget not in GLOBAL_BUDGETS:
+            raise InvalidEdit(f"budget is one of {', '.join(map(repr, GLOBAL_BUDGETS))} (remove a fraction of the "
+                              f"channels, or keep at most a fraction of the parameters / MACs). Received: "
+                              f"budget={budget!r}")
+        if isinstance(target, bool) or not isinstance(target, numbers.Real) or math.isnan(target) \
+                or not (0 <= target < 1 if budget == "ratio" else 0 < target <= 1):
+            wanted = ("the fraction of channels to remove, 0 <= target < 1" if budget == "ratio" else
+                      f"the fraction of the current {'parameters' if budget == 'params' else 'MACs'} to keep at "
+                      "most, 0 < target <= 1")
+            raise InvalidEdit(f"target is {wanted}. Received: budget={budget!r}, target={target!r}")
+        offered = self.criteria()
+        if by not in offered:
+            raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, offered))}. "
+                              f"Received: by={by!r}")
+        if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral)
+                                     or round_to < 1):
+            raise InvalidEdit(f"round_to is None or a whole number of channels (e.g. 8). Received: round_to={round_to!r}")
+        return {"budget": budget, "target": float(target), "by": by,
+                "round_to": None if round_to in (None, 1) else int(round_to)}
+
+    def _global_plan(self, model, params: dict):
+        """The :class:`kerasnb.budget.GlobalPlan` of ``params`` on ``model``, reusing its scores."""
+        from .. import budget
+
+        by = params["by"]
+        held = self._global_scores.get(by)
+        scores = held[1] if held is not None and held[0] is model else None
+        plan = budget.prune_global_plan(model, **{params["budget"]: params["target"]}, by=None if scores else by,
+                                        data=None if scores else self.data, round_to=params["round_to"],
+                                        scores=scores)
+        if scores is None:
+            self._global_scores = {k: v for k, v in self._global_scores.items() if v[0] is model}
+            self._global_scores[by] = (model, plan.scores)
+        return plan
 
     def choose(self, key, label: str, params: dict | None = None):
         """Give ``key`` (a row, or one call of a shared layer) the type ``label`` (Keep undoes a choice).
@@ -1411,7 +1587,7 @@ class Session:
         names = tuple(p for p, _ in _graph.walk_layers(result.model) if p not in had)
         target = path_of(params["at"]) if "at" in params else params.get("scope", params.get("input", ""))
         return Step("transform", target, tuple(result.edits), op, dict(params), names,
-                    text=text, notes=tuple(result.notes), base=base)
+                    text=text, notes=tuple(result.notes), base=base, counts=tuple(getattr(result, "counts", ())))
 
     def _rebase(self, steps) -> list:
         """``steps`` with each whole-model step worked out again where the steps before it changed."""
@@ -1419,6 +1595,9 @@ class Session:
         for step in steps:
             if step.kind == "transform" and tuple(out) != step.base:
                 step = self._make_transform(step.label, step.params, tuple(out), keep=step.names)
+            elif step.kind == "prune" and tuple(out) != step.base:
+                # Its channels (or at least its counts) were worked out on other steps.
+                step = self._prune_step_on(tuple(out), step.target, step.params["keep"], step.params["by"])
             out.append(step)
         return out
 
@@ -1622,9 +1801,35 @@ def _op_merge_lora(session, model, params, keep):
     return result, f"merge LoRA into the kernels of {len(had)} layer(s)"
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """What a whole-model step worked out without building (as a SurgeryResult would say it):
+    ``model`` is the model it was planned on (it adds no layer), ``counts`` its numbers."""
+
+    model: Any
+    edits: tuple
+    notes: tuple
+    counts: tuple
+
+
+def _op_prune_global(session, model, params, keep):
+    plan = session._global_plan(model, params)
+    budget, target = params["budget"], params["target"]
+    goal = {"ratio": f"{target:.0%} of the channels removed", "params": f"at most {target:.0%} of the parameters",
+            "flops": f"at most {target:.0%} of the MACs"}[budget]
+    rounded = f", channel counts multiples of {params['round_to']}" if params["round_to"] else ""
+    note = (f"Pruned the model to {goal} by {params['by']}{rounded}: removed "
+            f"{plan.channels_before - plan.channels_after} of {plan.channels_before} channels in "
+            f"{len(plan.removed)} group(s); params {plan.params_before:,} -> {plan.params_after:,}, MACs per sample "
+            f"{plan.macs_before:,} -> {plan.macs_after:,}. The layers after them see fewer channels: fine-tune")
+    counts = (plan.params_before, plan.params_after, plan.macs_before, plan.macs_after)
+    return (_Planned(model, plan.edits, (note,), counts),
+            f"prune the model to {goal} (by {params['by']}{rounded})")
+
+
 # name -> (session, model the steps before it make, params, names free to reuse) -> (SurgeryResult, in words)
 _TRANSFORMS = {"change_input": _op_change_input, "like": _op_like, "swap": _op_swap, "fold": _op_fold,
-               "cut": _op_cut, "lora": _op_lora, "merge_lora": _op_merge_lora}
+               "cut": _op_cut, "lora": _op_lora, "merge_lora": _op_merge_lora, "prune_global": _op_prune_global}
 
 
 # ----------------------------------------------------------------------------- LoRA: which layers
