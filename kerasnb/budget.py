@@ -59,6 +59,7 @@ class GlobalPlan:
     by: str
     target: str
     scores: dict = field(default_factory=dict, repr=False)
+    unscored: tuple = ()  # producers of groups the criterion could not score: left as they are
 
     @property
     def edits(self) -> tuple:
@@ -128,6 +129,10 @@ def prune_global(model, ratio=None, *, params=None, flops=None, by=None, data=No
             f"{len(plan.removed)} group(s); params {plan.params_before:,} -> {params_built:,} "
             f"({_pct(params_built, plan.params_before)}), MACs per sample {plan.macs_before:,} -> {macs_built:,} "
             f"({_pct(macs_built, plan.macs_before)}). The remaining layers see fewer channels: fine-tune.")
+    if plan.unscored:
+        shown = ", ".join(repr(n) for n in plan.unscored[:8]) + (" ..." if len(plan.unscored) > 8 else "")
+        note += (f" {len(plan.unscored)} group(s) that {plan.by} cannot score were left as they are: {shown} "
+                 "(no BatchNormalization after them for bn_scale, no ReLU-like activation for apoz).")
     return dataclasses.replace(result, notes=(note,) + tuple(result.notes))
 
 
@@ -157,7 +162,20 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
                 raise  # says which size is unknown and how to give input_shape=
             costs = None  # sizes unknown: the plan reports no MACs
         label = _by_name(by) if by is not None else ("the scores given" if scores is not None else "l1")
-        raw = _scores(model, analysis, active, "l1" if by is None else by, data, loss, scores)
+        unscored: list = []  # groups the criterion cannot score: they stay as they are
+        raw = _scores(model, analysis, active, "l1" if by is None else by, data, loss, scores, unscored)
+        if unscored:
+            left = {id(g) for g, _ in unscored}
+            active = {r: g for r, g in active.items() if id(g) not in left}
+            stuck = [name for name in fixed if fixed[name] not in active]
+            if stuck:
+                reason = next(why for g, why in unscored if stuck[0] in g.producers)
+                raise InvalidEdit(f"per_layer names {stuck[0]!r}, which by={label!r} cannot score: "
+                                  f"{reason.split(' Received')[0]} Received: per_layer={per_layer!r}")
+            if not active:
+                raise InvalidEdit(
+                    f"by={label!r} cannot score any prunable group of this model ({unscored[0][1].split(' Received')[0]}). "
+                    f"What would work: by='l1' or by='l2'. Received: by={by!r}")
         ranked = {r: np.argsort(-raw[r], kind="stable")[::-1] for r in active}  # weakest first
         # A grouped convolution on a group's channels keeps the same count in each of its groups.
         steps = {r: _group_step(analysis, r, round_to) for r in active}
@@ -229,6 +247,7 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
             params_before=params_before, params_after=params_after, macs_before=int(macs_before),
             macs_after=int(macs_after), channels_before=channels_before, channels_after=channels_after,
             by=label, target=target, scores={groups_all[r].producers: raw[r] for r in active},
+            unscored=tuple(g.producers[0] for g, _ in unscored),
         )
 
 
@@ -302,13 +321,18 @@ def _per_layer(model, analysis, per_layer) -> dict:
     return out
 
 
-def _scores(model, analysis, active, by, data, loss, given) -> dict:
+def _scores(model, analysis, active, by, data, loss, given, unscored) -> dict:
     if given is None:
         return {r: np.asarray(s, dtype="float64") for r, s in
-                criteria.group_scores(model, by, data, groups=active, loss=loss, analysis=analysis).items()}
+                criteria.group_scores(model, by, data, groups=active, loss=loss, analysis=analysis,
+                                      unscorable=unscored).items()}
     out = {}
     for root, group in active.items():
         s = given.get(group.producers)
+        if s is None and unscored is not None and given:
+            # An earlier plan left this group out (its criterion could not score it): so does this one.
+            unscored.append((group, "no score for it in scores="))
+            continue
         if s is None or np.shape(s) != (group.channels,):
             raise InvalidEdit(
                 f"scores= are the scores of an earlier plan of this model ({{producers: one score per channel}}); "

@@ -70,8 +70,13 @@ def importance(model, target, by="l1", data=None, *, loss=None) -> np.ndarray:
         return group_scores(model, by, data, groups={root: group}, loss=loss, analysis=analysis)[root]
 
 
-def group_scores(model, by="l1", data=None, *, groups=None, loss=None, analysis=None) -> dict:
-    """``{group root: scores}`` for ``groups`` (default: every prunable group), one pass over data."""
+def group_scores(model, by="l1", data=None, *, groups=None, loss=None, analysis=None, unscorable=None) -> dict:
+    """``{group root: scores}`` for ``groups`` (default: every prunable group), one pass over data.
+
+    ``unscorable``: a list to collect ``(group, reason)`` of the groups the criterion cannot score
+    (no BatchNorm after them for ``bn_scale``, no ReLU-like activation for ``apoz``), which are then
+    left out; without it such a group raises :class:`InvalidEdit`.
+    """
     _check_criterion(by, data)
     analysis = analysis or _channels.analyse(model)
     if groups is None:
@@ -81,9 +86,21 @@ def group_scores(model, by="l1", data=None, *, groups=None, loss=None, analysis=
     if callable(by):
         return {r: _callable_scores(analysis, g, by) for r, g in groups.items()}
     taps = _Taps(model, analysis)
+
+    def each(score):
+        out = {}
+        for r, g in groups.items():
+            try:
+                out[r] = score(g)
+            except InvalidEdit as error:
+                if unscorable is None:
+                    raise
+                unscorable.append((g, str(error)))
+        return out
+
     if by == "bn_scale":
-        return {r: taps.bn_scale(g) for r, g in groups.items()}
-    per_group = {r: taps.of(g, need_relu=(by == "apoz")) for r, g in groups.items()}
+        return each(taps.bn_scale)
+    per_group = each(lambda g: taps.of(g, need_relu=(by == "apoz")))
     batches = _batches(model, data, by)
     if by == "apoz":
         return _apoz(model, per_group, batches)

@@ -423,3 +423,33 @@ def test_data_as_a_keras_pydataset():
     model = cnn()
     np.testing.assert_allclose(kerasnb.importance(model, "c1", by="apoz", data=Batches()),
                                kerasnb.importance(model, "c1", by="apoz", data=(x, y)))
+
+
+class TestGroupsACriterionCannotScore:
+    """Network-slimming style: bn_scale ranks the groups followed by a BatchNorm; the others stay."""
+
+    def test_bn_scale_prunes_only_the_groups_it_can_score_and_says_which_stayed(self):
+        model = cnn()
+        before = snapshot(model)
+        result = kerasnb.prune_global(model, ratio=0.5, by="bn_scale")
+        new = result.model
+        assert new.get_layer("c1").filters == 4  # half of the one group with a BatchNorm after it
+        assert new.get_layer("c2").filters == 16 and new.get_layer("d1").units == 12
+        note = result.notes[0]
+        assert "cannot score were left as they are" in note and "'c2'" in note and "'d1'" in note
+        assert_unchanged(model, before)
+
+    def test_the_plan_skips_them_again_with_its_own_scores(self):
+        model = cnn()
+        first = prune_global_plan(model, ratio=0.5, by="bn_scale")
+        assert set(first.unscored) == {"c2", "d1"}
+        again = prune_global_plan(model, ratio=0.25, scores=first.scores)
+        assert set(again.removed) == {"c1"} and len(again.removed["c1"]) == 2
+
+    def test_a_per_layer_ratio_on_such_a_group_is_refused(self):
+        with pytest.raises(InvalidEdit, match="per_layer names 'd1', which by='bn_scale' cannot score"):
+            kerasnb.prune_global(cnn(), ratio=0.5, by="bn_scale", per_layer={"d1": 0.5})
+
+    def test_no_group_scorable_is_refused_with_what_works(self):
+        with pytest.raises(InvalidEdit, match="cannot score any prunable group.*by='l1'"):
+            kerasnb.prune_global(mlp(), ratio=0.5, by="bn_scale")
