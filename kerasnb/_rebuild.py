@@ -42,7 +42,7 @@ class Record:
 class Pass:
     """State of one rebuild of ``model`` (None for the copy of a block model a user brings in)."""
 
-    def __init__(self, model=None):
+    def __init__(self, model=None, overrides=None):
         self.records: dict[int, Record] = {}  # id(new layer) -> record
         self.layers: dict[int, Any] = {}  # id(new layer) -> new layer (keeps ids alive)
         self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
@@ -57,14 +57,14 @@ class Pass:
         self.slices: list = []  # (old layer, new layer, (kept input indices, kept output indices))
         self.ruled: list = []  # (old layer, new layer, a Transform's weight rule)
         self.notes: list[str] = []
+        self.outputs_faithful: dict[int, bool] = {}  # id(new nested model) -> its outputs unchanged
         # Untouched layers: id(old layer) -> the graph model holding it, and whether every call of
         # it saw inputs of the shapes it saw before (then its variables must come out the same).
-        self.outputs_faithful: dict[int, bool] = {}  # id(new nested model) -> its outputs unchanged
         self.untouched: dict[int, Any] = {}
         self.same_input_shapes: dict[int, bool] = {}
         # id(old layer) -> (route, a function making its new layer) for layers whose own config
         # does not round-trip (see _faithful_twins)
-        self.overrides: dict[int, Any] = {}
+        self.overrides: dict[int, Any] = overrides or {}
 
     def record(self, layer, rec: Record):
         self.records[id(layer)] = rec
@@ -90,8 +90,7 @@ def run_pass(model, plan: Plan) -> tuple:
     """Rebuild ``model`` with ``plan`` applied: ``(new model, Pass)``; the Pass has the records."""
     overrides: dict = {}
     while True:
-        state = Pass(model)
-        state.overrides = overrides
+        state = Pass(model, overrides)
         try:
             with _graph.deferred_variables():
                 new_model = _GraphRebuild(model, plan, state, "").run()
@@ -108,8 +107,7 @@ def run_pass(model, plan: Plan) -> tuple:
             if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
                 raise
             # Some layer creates variables outside build(); rebuild the slow way.
-            state = Pass(model)
-            state.overrides = overrides
+            state = Pass(model, overrides)
             new_model = _GraphRebuild(model, plan, state, "").run()
             _transfer_weights(state)
         break
@@ -547,7 +545,7 @@ class _GraphRebuild:
         except UnsupportedLayer:
             # Its get_config() raises (as some published layers' do): an untouched layer can still
             # be made again from the arguments it keeps, where every one of them is found.
-            new_op = None if changes else _from_attributes(op)
+            new_op = None if changes else _from_arguments(op)
             if new_op is None:
                 raise
             config = None
@@ -733,11 +731,12 @@ def _remake(op, config: dict, changes: dict):
     - Some layers' configs hold derived values their constructor refuses (keras-hub's ViT
       patching layer lists ``num_patches``): Keras reloads such a model from the model's own
       arguments, never from that layer's config. Those keys are left out.
-    - Some configs leave out a constructor argument (keras-hub's MiT encoder drops its
-      ``sr_ratio``), so the layer made from them would use the default: caught by comparing
-      every argument missing from the config with the attribute the old layer keeps of it.
-    Either way, an untouched layer is then made from the arguments it keeps, where every one is
-    found (:func:`_from_attributes`); otherwise it is refused.
+    - Some configs leave out a constructor argument, so the layer made from them would use the
+      default: caught here by comparing every argument missing from the config with the attribute
+      the old layer keeps of it (an argument kept nowhere, as keras-hub's MiT encoder does with
+      ``sr_ratio``, shows only in the variables: see :func:`_lost_in_config`).
+    Either way, an untouched layer is then made from the arguments it was made with
+    (:func:`_from_arguments`); otherwise it is refused.
     """
     cls = type(op)
     failure = layer = None
@@ -754,7 +753,7 @@ def _remake(op, config: dict, changes: dict):
             layer = None
     if layer is not None and not _lost_arguments(op, layer, config):
         return layer
-    again = None if changes else _from_attributes(op)
+    again = None if changes else _from_arguments(op)
     if again is not None:
         return again
     if failure is not None:
@@ -818,19 +817,26 @@ def _refused_keys(error) -> set:
     return keys
 
 
-def _from_attributes(op):
-    """``type(op)(**arguments)`` rebuilt from the attributes a layer keeps of its constructor
-    arguments (``self.units = units``), for a layer whose get_config() raises; None unless every
-    argument is found, so a silently defaulted argument can never slip in.
+def _from_arguments(op):
+    """``type(op)(**arguments)`` made again from the arguments ``op`` was made with, for a layer
+    whose get_config() raises or leaves one out; None unless every argument is known, so a
+    silently defaulted argument can never slip in. The arguments come from:
+
+    1. the attributes a layer keeps of them (``self.units = units``), all of them found;
+    2. else those Keras recorded when the layer was made (when all were plain data).
     """
     cls = type(op)
     names = _graph.init_arguments(cls)
-    if not all(hasattr(op, name) for name in names):
-        return None
-    arguments = {name: getattr(op, name) for name in names}
-    if not all(_carried_safely(value) for value in arguments.values()):
-        return None  # a layer, a variable or an array would be shared with the user's model
-    arguments.update(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
+    arguments = {name: getattr(op, name) for name in names if hasattr(op, name)}
+    if len(arguments) == len(names) and all(_carried_safely(value) for value in arguments.values()):
+        arguments.update(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
+    else:  # an argument missing, or one that would share a layer, variable or array with the user's model
+        arguments = _graph.constructor_arguments(op)
+        if arguments is None:
+            return None
+        # The policy by name: plain data, so Keras records these arguments of the new layer too,
+        # and the next edit of the new model finds them again.
+        arguments.update(name=op.name, dtype=op.dtype_policy.name)
     try:
         return _deferring(lambda: cls(**arguments))
     except Exception:
@@ -902,9 +908,7 @@ def _lost_in_config(state: Pass) -> list:
         if id(old) not in state.untouched or not state.same_input_shapes.get(id(old), False):
             continue
         weights.mirror_lora(old, new)  # LoRA on a block's sub-layers is not in the block's config
-        old_vars, new_vars = old.weights, new.weights
-        if len(old_vars) != len(new_vars) or any(
-                tuple(o.shape) != tuple(n.shape) for o, n in zip(old_vars, new_vars)):
+        if not _same_variables(old, new):
             lost.append(old)
     return lost
 
@@ -917,7 +921,7 @@ def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
     encoder block drops ``sr_ratio``), although the model that holds them reloads faithfully from
     its own arguments. Such a layer is made again, in this order, from:
 
-    1. the constructor arguments Keras recorded when it was made (when all were plain data);
+    1. the arguments it was made with (:func:`_from_arguments`);
     2. its model's own serialisation: the model holding it is made again from its config once,
        and the layer is taken from it, cut loose from that throwaway graph.
 
@@ -928,14 +932,10 @@ def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
     fresh_models: dict = {}
     for old in layers:
         route = overrides.get(id(old), (None, None))[0]
-        if route is None:
-            arguments = _graph.constructor_arguments(old)
-            if arguments is not None:
-                # The policy by name: plain data, so Keras records these arguments of the new
-                # layer too, and the next edit of the new model finds them again.
-                arguments.update(name=old.name, dtype=old.dtype_policy.name)
-                overrides[id(old)] = ("arguments", lambda cls=type(old), a=arguments: _deferring(lambda: cls(**a)))
-                continue
+        if route is None and _from_arguments(old) is not None:
+            # A fresh layer at every attempt: an abandoned attempt leaves its variables unmade.
+            overrides[id(old)] = ("arguments", lambda old=old: _from_arguments(old))
+            continue
         if route in (None, "arguments"):
             owner = state.untouched[id(old)]
             if id(owner) not in fresh_models:
