@@ -644,6 +644,15 @@ class Editor:
         self._guard(getattr(self, name))
 
     @contextmanager
+    def _quietly(self):
+        """Set widgets from Python without their observers taking it for the user's choice."""
+        was, self._syncing = self._syncing, True
+        try:
+            yield
+        finally:
+            self._syncing = was
+
+    @contextmanager
     def _controls_disabled(self):
         """Disable every control while a rebuild runs; put each back as it was, however it ends."""
         controls = [self.search, self.layer_picker, self.trainable_box, self.insert_picker,
@@ -727,26 +736,20 @@ class Editor:
         query = self.search.value
         listed = table.visible_rows(self._rows if rows is None else rows, query=query,
                                     collapsed=self.table.collapsed)
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             with self.table.hold_sync():
                 self._mark_selected()
                 self.table.show(listed, empty=f"No layer matches {query.strip()!r}." if query.strip() else "")
-        finally:
-            self._syncing = syncing
 
     def _show_selection(self) -> None:
         """The table marks the selected row (on its page; a folded nested model holding it opens)."""
         if self._reveal_selected():
             self._draw_table()
             return
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             with self.table.hold_sync():
                 self._mark_selected()
                 self.table.follow()
-        finally:
-            self._syncing = syncing
 
     def _mark_selected(self) -> None:
         call = call_of(self.selected)
@@ -758,19 +761,15 @@ class Editor:
         path = "" if self.selected is None else str(path_of(self.selected))
         folded = [p for p in self.table.collapsed if path.startswith(p + "/")]
         if folded:
-            syncing, self._syncing = self._syncing, True
-            try:
+            with self._quietly():
                 self.table.collapsed = [p for p in self.table.collapsed if p not in folded]
-            finally:
-                self._syncing = syncing
         return bool(folded)
 
     def _draw_graph(self) -> None:
         """The picture of the current model: laid out again when the model changed, else recoloured."""
         if self.graph is None:
             return
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             with self.graph.hold_sync():
                 if self._graph_model is not self.model:
                     self.graph.show_model(self.model, self.report)
@@ -778,17 +777,12 @@ class Editor:
                 else:
                     self.graph.statuses = status_map(self.report)
                 self.graph.selected = "" if self.selected is None else str(path_of(self.selected))
-        finally:
-            self._syncing = syncing
 
     def _select_in_graph(self) -> None:
         if self.graph is None:
             return
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             self.graph.selected = "" if self.selected is None else str(path_of(self.selected))
-        finally:
-            self._syncing = syncing
 
     def _show_predicted(self, report, step) -> None:
         """Before a rebuild: the statuses the session worked out from shapes, in the table and the
@@ -819,19 +813,15 @@ class Editor:
         if self.selected is not None and all(k != self.selected for _, k in options):
             row = next(r for r in self._rows if r.path == path_of(self.selected))
             options.insert(0, (_option_text(row, self.selected), self.selected))
-        self._syncing = True
-        try:
+        with self._quietly():
             self.layer_picker.options = options
             self.layer_picker.value = self.selected
-        finally:
-            self._syncing = False
 
     def _sync_controls(self) -> None:
         """Show what the session says about the selected row: its type, parameters, flag, and the
         types and actions it may take (each disabled one says why in its tooltip)."""
         key = self.selected
-        self._syncing = True
-        try:
+        with self._quietly():
             if key is None:
                 self.insert_picker.options = []
                 self.table.inline = {}
@@ -864,8 +854,6 @@ class Editor:
             self.cut_button.tooltip = actions.cut_reason or "make this layer's output the model's output; remove what follows"
             self._sync_input(actions)
             self._sync_lora(actions.lora)
-        finally:
-            self._syncing = False
 
     def _sync_lora(self, info) -> None:
         """"LoRA (rank r)" and "LoRA off" for the selected row, as the session answers."""
@@ -919,11 +907,8 @@ class Editor:
     def _sync_model_actions(self) -> None:
         """The whole-model row: what "Swap activation..." can swap, and whether there is BatchNorm to fold."""
         answer = self.session.model_actions()
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             self._draw_model_actions(answer)
-        finally:
-            self._syncing = syncing
 
     def _draw_model_actions(self, answer) -> None:
         self.swap_button.disabled = not answer.can_swap
@@ -970,11 +955,8 @@ class Editor:
     def _on_swap_from(self, change) -> None:
         if self._syncing:
             return
-        self._syncing = True
-        try:
+        with self._quietly():
             self._sync_swap_to(SWAP_TO)
-        finally:
-            self._syncing = False
 
     def _sync_prune(self, path, info) -> None:
         """Offer "Prune..." where it applies; show the slider and the parameter counts once opened."""
@@ -1154,11 +1136,8 @@ class Editor:
         if not info.can_prune:
             raise SurgeryError(info.reason)
         self._prune_open = path_of(self.selected)
-        self._syncing = True
-        try:
+        with self._quietly():
             self._sync_prune(self._prune_open, info)
-        finally:
-            self._syncing = False
         self._say(f"Pruning {path_of(self.selected)!r}: move the keep slider to remove its weakest channels.", "ok")
 
     def _delete_selected(self) -> None:
@@ -1177,11 +1156,8 @@ class Editor:
         if not actions.can_change_input:
             raise SurgeryError(actions.input_reason)
         self._input_open = path_of(self.selected)
-        self._syncing = True
-        try:
+        with self._quietly():
             self._sync_input(actions)
-        finally:
-            self._syncing = False
         self._say(f"Changing the input {self._input_open!r}: type its new shape (without the batch axis), choose how "
                   "the first layers take a new number of channels, and click Apply.", "ok")
 
@@ -1194,12 +1170,9 @@ class Editor:
         answer = self.session.model_actions()
         if not answer.can_swap:
             raise SurgeryError(answer.swap_reason)
-        self._syncing = True
-        try:
+        with self._quietly():
             self.swap_box.layout.display = None
             self._sync_model_actions()
-        finally:
-            self._syncing = False
         self._say("Swapping an activation: choose what to swap from and to, and click Swap. Every weight is kept.", "ok")
 
     def _swap_from_widgets(self) -> None:
@@ -1247,11 +1220,8 @@ class Editor:
         """A budget's slider: the fraction of channels removed (ratio), or of params / MACs kept."""
         if self._syncing:
             return
-        syncing, self._syncing = self._syncing, True
-        try:
+        with self._quietly():
             self._set_target_range(change["new"])
-        finally:
-            self._syncing = syncing
         if self.global_prune_box.layout.display != "none":
             self._guard(self._preview_global)
 
