@@ -16,6 +16,22 @@ function el(tag, cls, text) {
   return node;
 }
 
+// A button that adds ``path`` to (or takes it out of) the list trait ``key``: folding a nested
+// model, unfolding a row's reason. ``on`` says whether the path is in the list now.
+function listToggle(model, key, path, on, cls, text, title, expanded) {
+  const toggle = el("button", cls, text);
+  toggle.title = title;
+  toggle.setAttribute("aria-expanded", String(expanded));
+  toggle.addEventListener("click", (e) => {
+    e.stopPropagation();
+    const now = (model.get(key) || []).filter((p) => p !== path);
+    if (!on) now.push(path);
+    model.set(key, now);
+    model.save_changes();
+  });
+  return toggle;
+}
+
 function sameKey(row, model) {
   const call = model.get("selected_call");
   return row.path === model.get("selected") && (row.call ?? -1) === call;
@@ -141,17 +157,9 @@ function drawRow(model, row, body) {
   name.title = row.path;
   if (row.group) {
     const folded = (model.get("collapsed") || []).includes(row.path);
-    const toggle = el("button", "kn-collapse", folded ? "\u25b8" : "\u25be");
-    toggle.title = folded ? "show the layers inside" : "fold the layers inside";
-    toggle.setAttribute("aria-expanded", String(!folded));
-    toggle.addEventListener("click", (e) => {
-      e.stopPropagation();
-      const now = (model.get("collapsed") || []).filter((p) => p !== row.path);
-      if (!folded) now.push(row.path);
-      model.set("collapsed", now);
-      model.save_changes();
-    });
-    name.appendChild(toggle);
+    name.appendChild(listToggle(model, "collapsed", row.path, folded, "kn-collapse",
+                                folded ? "\u25b8" : "\u25be",
+                                folded ? "show the layers inside" : "fold the layers inside", !folded));
   }
   name.appendChild(el("code", null, row.name));
   if (!sub && row.calls > 1) {
@@ -176,17 +184,8 @@ function drawRow(model, row, body) {
     badge.title = row.reason || row.status;
     statusCell.appendChild(badge);
     if (row.reason) {
-      const toggle = el("button", "kn-expand", open ? "\u2212" : "?");
-      toggle.title = open ? "hide why" : "why this status";
-      toggle.setAttribute("aria-expanded", String(open));
-      toggle.addEventListener("click", (e) => {
-        e.stopPropagation();
-        const now = (model.get("expanded") || []).filter((p) => p !== row.path);
-        if (!open) now.push(row.path);
-        model.set("expanded", now);
-        model.save_changes();
-      });
-      statusCell.appendChild(toggle);
+      statusCell.appendChild(listToggle(model, "expanded", row.path, open, "kn-expand", open ? "\u2212" : "?",
+                                        open ? "hide why" : "why this status", open));
     }
   }
   tr.appendChild(statusCell);
