@@ -302,11 +302,6 @@ def remade_from_own_config(model):
     return type(model).from_config(model.get_config())
 
 
-def layer_named(model, name: str):
-    """The layer of ``model`` (not of its nested models) called ``name``, or None."""
-    return next((layer for layer in layers_in_order(model) if layer.name == name), None)
-
-
 def is_input_layer(layer) -> bool:
     return isinstance(layer, keras.layers.InputLayer)
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import keras
 
-from . import _graph, weights
+from . import _graph, _targets, weights
 from ._plan import Block, DeleteCall, Plan, ReplaceSpan
-from .errors import IncompatibleShape, InvalidEdit, NameClash, SurgeryError, UnsupportedLayer, first_line
+from .errors import (IncompatibleShape, InvalidEdit, LayerNotFound, NameClash, SurgeryError, UnsupportedLayer,
+                     first_line)
 
 
 @dataclass
@@ -944,8 +945,12 @@ def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
                         fresh_models[id(owner)] = _graph.remade_from_own_config(owner)
                 except Exception:
                     fresh_models[id(owner)] = None
-            fresh = fresh_models[id(owner)]
-            twin = _graph.layer_named(fresh, old.name) if fresh is not None else None
+            twin = None
+            if fresh_models[id(owner)] is not None:
+                try:
+                    twin = _targets.layer_named(fresh_models[id(owner)], old.name)
+                except LayerNotFound:
+                    pass
             if twin is not None and type(twin) is type(old) and _same_variables(old, twin):
                 _graph.drop_all_calls(twin)  # cut loose from the throwaway model's graph
                 overrides[id(old)] = ("model", lambda twin=twin: twin)

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _graph
+from .. import _graph, _targets
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
 from ..edits import Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
@@ -1237,8 +1237,11 @@ class Session:
             model, report = cached.model, cached.report
         else:
             model, report = self.original, _unchanged_report(self.original_rows.values(), self._aliases)
-        layer = _graph.layer_named(model, step.target)
-        if layer is None or _graph.is_graph_model(layer) or (_graph.is_input_layer(layer) and step.kind == "choice"):
+        try:
+            layer = _targets.layer_named(model, step.target)
+        except LayerNotFound:
+            return None
+        if _graph.is_graph_model(layer) or (_graph.is_input_layer(layer) and step.kind == "choice"):
             return None
         views = _graph.walk(model)
         own = [v for v in views if v.operation is layer]
