@@ -568,7 +568,14 @@ def chain(n):
     h = inputs
     for i in range(n):
         h = keras.layers.Activation("relu", name=f"act_{i}")(h)
-    return keras.Model(inputs, h, name=f"chain{n}")
+    # Keras maps a functional graph recursively, a frame or more per layer: a chain of 1,000 needs
+    # more than Python's default limit of 1,000 frames on some interpreters (Debian's 3.11).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20 * n))
+    try:
+        return keras.Model(inputs, h, name=f"chain{n}")
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 EVIL = "d1<img src=x onerror=alert(1)>"
