@@ -248,6 +248,10 @@ class TestPanel:
         assert editor.edits == ()  # moving the slider only shows what would happen
         editor.global_apply.click()
         assert "kn-error" not in editor.message.value and len(editor.steps) == 1
+        # the table is drawn again after the whole-model step, each pruned layer saying by what
+        drawn = {row["path"]: row for row in editor.table.rows}
+        assert "Drawing problem" not in editor.message_text and set(drawn) >= {"c1", "c2"}
+        assert drawn["c1"]["status"] == "pruned" and "pruned by" in drawn["c1"]["choice"]
         assert "Pruned:" in editor.global_info.value
         assert numbers_in(editor.global_info.value) == [cnn.count_params(), editor.model.count_params(),
                                                         total_macs(cnn), total_macs(editor.model)]

@@ -148,6 +148,7 @@ _SHORT = {
     "cut": lambda s: "cut here",
     "lora": lambda s: f"LoRA rank {s.params['rank']}",
     "merge_lora": lambda s: "LoRA merged",
+    "prune_global": lambda s: f"pruned by {s.params['by']} (model to a {s.params['budget']} budget)",
 }
 
 
