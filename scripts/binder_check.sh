@@ -34,7 +34,8 @@ echo "=== pip install -r binder/requirements.txt (as repo2docker does)"
 t=$SECONDS
 "$VPY" -m pip install --quiet -r binder/requirements.txt
 echo "    installed in $((SECONDS - t)) s"
-echo "=== skipped: binder/postBuild (downloads ImageNet weights; no network here)"
+echo "=== from binder/postBuild: keras-hub without its dependencies; skipped: the ImageNet weights (no network here)"
+"$VPY" -m pip install --quiet --no-deps "keras-hub==0.32.0"
 
 echo "=== checker: pytest, nbval"
 "$VPY" -m pip install --quiet pytest nbval
