@@ -134,7 +134,7 @@ class ArrayLayer(L.Layer):
         self.scale = scale
 
     def call(self, x):
-        return x * self.scale
+        return x * keras.ops.convert_to_tensor(self.scale)  # a torch tensor times a numpy array warns
 
 
 class BrokenConfigLayer(L.Layer):
