@@ -114,7 +114,8 @@ def paired_variables(old, new) -> list:
         if bool(getattr(old_sub, "lora_enabled", False)) != bool(getattr(new_sub, "lora_enabled", False)):
             old_vars = [v for v in old_vars if not is_lora_factor(v)]
             new_vars = [v for v in new_vars if not is_lora_factor(v)]
-        where = f"{type(old).__name__} {old.name!r}, its sub-layer {type(old_sub).__name__} {old_sub.name!r}"
+        where = f"{type(old).__name__} {old.name!r}" + (
+            "" if old_sub is old else f", its sub-layer {type(old_sub).__name__} {old_sub.name!r}")
         if len(old_vars) != len(new_vars):
             raise InvalidEdit(
                 f"{where} was made again with other variables: {_mismatches(old_vars, new_vars)}. Its trained values "
