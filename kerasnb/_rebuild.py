@@ -892,14 +892,22 @@ def _without_variables(value):
     weight, which its build() then makes again from that number): passed on as it is, the new layer
     would track the user's variable as its own, sharing it with the original.
     """
-    if isinstance(value, dict):
-        return {k: _without_variables(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_without_variables(v) for v in value)
+    if not _holds_variable(value):
+        return value  # the config as it came, untouched
     if _is_variable(value):
         array = keras.ops.convert_to_numpy(value).copy()
         return array.item() if array.ndim == 0 else array
-    return value
+    if isinstance(value, dict):
+        return {k: _without_variables(v) for k, v in value.items()}
+    return (tuple if isinstance(value, tuple) else list)(_without_variables(v) for v in value)
+
+
+def _holds_variable(value) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_variable(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_variable(v) for v in value)
+    return _is_variable(value)
 
 
 def _is_variable(value) -> bool:
