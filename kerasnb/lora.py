@@ -4,7 +4,9 @@
 EinsumDense, Embedding and convolution layer (at any depth, inside keras-hub blocks too) has
 Keras's LoRA enabled: the trained kernel is kept and frozen, and two small factors are added,
 one of them zero, so the new model computes exactly what the original did (``kept``, with the
-reason ``LoRA rank 8``). Only the LoRA factors train, unless ``train_others=True``.
+reason ``LoRA rank 8``). Only the LoRA factors train, unless ``train_others=True``. A block made
+again for it (a keras-hub decoder layer) comes back with new auto-generated sub-layer names, so
+its variables are carried by structure (:func:`kerasnb.weights.paired_variables`), never by name.
 
 ``merge_lora(model)`` folds each layer's factors into its kernel and returns a model without
 LoRA whose outputs equal the LoRA model's to float tolerance (``folded``, with the reason).
