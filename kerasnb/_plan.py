@@ -179,7 +179,8 @@ def plan_edit(model, edit, plan: Plan) -> None:
             )
         if not callable(edit.rule):
             raise InvalidEdit(f"Transform's rule is a function (old layer, new layer) -> Outcome. Received: {edit!r}")
-        _check_config_keys(res.layer, Configure(edit.target, edit.changes), res.scope)
+        if edit.changes:  # no changes: the layer is made again as it was (from its arguments if need be)
+            _check_config_keys(res.layer, Configure(edit.target, edit.changes), res.scope)
         if id(res.layer) in res.plan.config or id(res.layer) in res.plan.rules:
             raise Conflict(f"{res.layer.name} transformed twice")
         res.plan.config[id(res.layer)] = dict(edit.changes)

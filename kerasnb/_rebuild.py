@@ -533,11 +533,15 @@ class _GraphRebuild:
             return new_op
         changes = plan.changes_for(op)
         override = state.overrides.get(id(op))
-        if override is not None and not changes and id(op) not in plan.rules:
+        if override is not None and not changes:
             new_op = override[1]()
             _graph.drop_all_calls(new_op)  # a call from an earlier, abandoned attempt
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
             state.untouched[id(op)] = self.model
+            if id(op) in plan.rules:  # a weight rule on a layer made as it was (LoRA inside a block)
+                state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False))
+                state.ruled.append((op, new_op, plan.rules[id(op)]))
+                return new_op
             state.record(new_op, Record(state.old_paths.get(id(op), path), "copied"))
             state.copies.append((op, new_op))
             return new_op
@@ -572,6 +576,8 @@ class _GraphRebuild:
         state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
         rule = plan.rules.get(id(op))
         if rule is not None:  # a Transform's own weight rule (adapting an input kernel, folding a BatchNorm)
+            if not changes:  # made as it was: checked like an untouched layer (see _lost_in_config)
+                state.untouched[id(op)] = self.model
             state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False,
                                         config_changed=_describe_changes(op, changes)))
             state.ruled.append((op, new_op, rule))
@@ -838,6 +844,7 @@ def _from_arguments(op):
         # The policy by name: plain data, so Keras records these arguments of the new layer too,
         # and the next edit of the new model finds them again.
         arguments.update(name=op.name, dtype=op.dtype_policy.name)
+    arguments = _without_variables(arguments)
     try:
         return _deferring(lambda: cls(**arguments))
     except Exception:
@@ -873,8 +880,40 @@ def _deferring(make):
 
 
 def _from_config(cls, config):
-    """A new layer from its config (see :func:`_deferring`)."""
+    """A new layer from its config (see :func:`_deferring`), holding no variable of the old one."""
+    config = _without_variables(config)
     return _deferring(lambda: cls.from_config(config))
+
+
+def _without_variables(value):
+    """``value`` with each variable in it replaced by a copy of its value (a plain number for a scalar).
+
+    Some configs hand back a variable (keras-hub's D-FINE decoder returns its ``upsampling_factor``
+    weight, which its build() then makes again from that number): passed on as it is, the new layer
+    would track the user's variable as its own, sharing it with the original.
+    """
+    if not _holds_variable(value):
+        return value  # the config as it came, untouched
+    if _is_variable(value):
+        array = keras.ops.convert_to_numpy(value).copy()
+        return array.item() if array.ndim == 0 else array
+    if isinstance(value, dict):
+        return {k: _without_variables(v) for k, v in value.items()}
+    return (tuple if isinstance(value, tuple) else list)(_without_variables(v) for v in value)
+
+
+def _holds_variable(value) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_variable(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_variable(v) for v in value)
+    return _is_variable(value)
+
+
+def _is_variable(value) -> bool:
+    """A Keras variable, or a backend's own variable (it can be assigned to, unlike a tensor)."""
+    return isinstance(value, keras.Variable) or (
+        callable(getattr(value, "assign", None)) and hasattr(value, "shape") and hasattr(value, "dtype"))
 
 
 def _call_deferring(layer, args, kwargs):
@@ -910,6 +949,12 @@ def _lost_in_config(state: Pass) -> list:
             continue
         weights.mirror_lora(old, new)  # LoRA on a block's sub-layers is not in the block's config
         if not _same_variables(old, new):
+            lost.append(old)
+    # A layer a weight rule maps, made from its config unchanged: its variables apart from LoRA
+    # factors (which the rule adds or folds) must come out the same, or another route makes it.
+    for old, new, _ in state.ruled:
+        if id(old) in state.untouched and state.same_input_shapes.get(id(old), False) and \
+                not _same_variables(old, new, weights.is_lora_factor):
             lost.append(old)
     return lost
 
@@ -965,8 +1010,10 @@ def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
     return overrides
 
 
-def _same_variables(old, new) -> bool:
-    return [(tuple(v.shape), v.dtype) for v in old.weights] == [(tuple(v.shape), v.dtype) for v in new.weights]
+def _same_variables(old, new, leave_out=None) -> bool:
+    def listed(layer):
+        return [(tuple(v.shape), v.dtype) for v in layer.weights if leave_out is None or not leave_out(v)]
+    return listed(old) == listed(new)
 
 
 def _transfer_weights(state: Pass) -> None:

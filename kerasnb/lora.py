@@ -4,7 +4,9 @@
 EinsumDense, Embedding and convolution layer (at any depth, inside keras-hub blocks too) has
 Keras's LoRA enabled: the trained kernel is kept and frozen, and two small factors are added,
 one of them zero, so the new model computes exactly what the original did (``kept``, with the
-reason ``LoRA rank 8``). Only the LoRA factors train, unless ``train_others=True``.
+reason ``LoRA rank 8``). Only the LoRA factors train, unless ``train_others=True``. A block made
+again for it (a keras-hub decoder layer) comes back with new auto-generated sub-layer names, so
+its variables are carried by structure (:func:`kerasnb.weights.paired_variables`), never by name.
 
 ``merge_lora(model)`` folds each layer's factors into its kernel and returns a model without
 LoRA whose outputs equal the LoRA model's to float tolerance (``folded``, with the reason).
@@ -19,7 +21,7 @@ import re
 
 import keras
 
-from . import _graph
+from . import _graph, weights
 from .edits import Transform
 from .errors import InvalidEdit, LayerNotFound, suggest
 from .surgery import SurgeryResult, apply
@@ -43,15 +45,26 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0):
         raise InvalidEdit(f"alpha is a positive number (or None for alpha = rank). Received: alpha={alpha!r}")
     found = _matching(model, match)
+    already = [path for path, layer, _ in found if lora_rank(layer)]
+    if already:
+        raise InvalidEdit(
+            f"{', '.join(map(repr, already[:5]))} already {'has' if len(already) == 1 else 'have'} LoRA enabled. "
+            "kerasnb.merge_lora(model) folds it into the kernels first; or match only layers without LoRA. "
+            f"Received: match={match!r}"
+        )
     alpha = alpha if alpha is not None else rank
     changes = {"lora_rank": rank, "lora_alpha": alpha}
-    edits = [Transform(path, _with_lora(rank, alpha), changes) for path, owner in found if owner is None]
-    inside: dict = {}  # a block (a layer of the graph) -> paths of its sub-layers that get LoRA
-    for path, owner in found:
+    edits = [Transform(path, _with_lora(rank, alpha), changes) for path, _, owner in found if owner is None]
+    inside: dict = {}  # a block (a layer of the graph) -> its sub-layers that get LoRA
+    for path, layer, owner in found:
         if owner is not None:
-            inside.setdefault(owner, []).append(path)
-    edits += [Transform(owner, _with_lora_inside(owner, subs, rank, alpha)) for owner, subs in inside.items()]
-    paths = [path for path, _ in found]
+            inside.setdefault(owner, []).append((path, layer))
+    for owner, chosen in inside.items():
+        # By position among the block's tracked sub-layers: the rebuilt block's twins have other names.
+        subs = _graph.sublayers(_layer_at(model, owner))
+        positions = [next(i for i, sub in enumerate(subs) if sub is layer) for _, layer in chosen]
+        edits.append(Transform(owner, _with_lora_inside([p for p, _ in chosen], positions, rank, alpha)))
+    paths = [path for path, _, _ in found]
     result = apply(model, edits)
     if not train_others:
         _train_only_lora(result.model)
@@ -95,66 +108,48 @@ def lora_rank(layer) -> int:
 
 def _with_lora(rank, alpha):
     def rule(old, new):
-        """Keep every trained variable; the LoRA factors start from Keras's own initialisers."""
-        olds = {v.name: v for v in old.weights}
-        values = [(v, _copy(olds[v.name])) for v in new.weights if v.name in olds]
-        return Outcome("copied", f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""), values,
-                       faithful=True)  # one factor is zero: the layer computes what it did
+        """Keep every trained variable (paired by structure); the LoRA factors start from Keras's own initialisers."""
+        return Outcome("copied", f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""),
+                       weights.carried_values(old, new), faithful=True)  # one factor is zero: the layer computes what it did
     return rule
 
 
-def _with_lora_inside(owner, paths, rank, alpha):
-    prefix = owner.rsplit("/", 1)[0] + "/" if "/" in owner else ""
-    relative = [p[len(prefix):] for p in paths]
-
+def _with_lora_inside(paths, positions, rank, alpha):
     def rule(old, new):
-        """LoRA on the chosen sub-layers of the rebuilt block; every trained variable kept by its path."""
-        subs = {getattr(s, "path", None): s for s in _graph.sublayers(new)[1:]}
-        for path in relative:
-            subs[path].enable_lora(rank, lora_alpha=alpha)
-        olds = {v.path: v for v in old.weights}
-        values = [(v, _copy(olds[v.path])) for v in new.weights if v.path in olds]
-        return Outcome("copied", f"LoRA rank {rank} on {len(relative)} layer(s) inside: "
-                                 + ", ".join(p.split("/", 1)[-1] for p in relative), values, faithful=True)
+        """LoRA on the chosen sub-layers of the rebuilt block (found by position); every trained variable kept."""
+        twins = weights.paired_sublayers(old, new)
+        for i in positions:
+            twins[i][1].enable_lora(rank, lora_alpha=alpha)
+        return Outcome("copied", f"LoRA rank {rank} on {len(paths)} layer(s) inside: "
+                                 + ", ".join(p.split("/", 1)[-1] for p in paths),
+                       weights.carried_values(old, new), faithful=True)
     return rule
+
+
+def _merged_kernels(layer) -> dict:
+    """``{id(kernel variable): merged kernel}`` for ``layer`` and its sub-layers with LoRA: what each
+    computes with (Keras's own ``kernel`` / ``embeddings`` property: the kernel plus the factors' product)."""
+    merged = {}
+    for sub in _graph.sublayers(layer):
+        if lora_rank(sub):
+            for name in ("kernel", "embeddings"):
+                variable = next((v for v in weights.own_variables(sub) if v.name.split("/")[-1] == name), None)
+                if variable is not None:
+                    merged[id(variable)] = keras.ops.copy(keras.ops.convert_to_tensor(getattr(sub, name)))
+    return merged
 
 
 def _merged_inside(old, new) -> Outcome:
-    """The block made again without LoRA; each LoRA sub-layer's merged kernel goes into its kernel."""
-    merged = {}
-    for sub in _graph.sublayers(old)[1:]:
-        if lora_rank(sub):
-            for name in ("kernel", "embeddings"):
-                variable = next((v for v in sub.weights if v.name == name), None)
-                if variable is not None:
-                    merged[variable.path] = keras.ops.convert_to_tensor(getattr(sub, name))
-    olds = {v.path: v for v in old.weights}
-    values = []
-    for variable in new.weights:
-        if variable.path in merged:
-            values.append((variable, keras.ops.copy(merged[variable.path])))
-        elif variable.path in olds:
-            values.append((variable, _copy(olds[variable.path])))
-        else:
-            raise InvalidEdit(f"{old.name!r}: no value for {variable.path!r} after merging LoRA. "
-                              f"Received: a {type(old).__name__} with {sorted(olds)}")
-    return Outcome("folded", f"LoRA merged into {len(merged)} kernel(s) inside", values)
+    """The block made again without LoRA; each LoRA sub-layer's merged kernel goes into its twin's kernel."""
+    merged = _merged_kernels(old)
+    return Outcome("folded", f"LoRA merged into {len(merged)} kernel(s) inside",
+                   weights.carried_values(old, new, merged))
 
 
 def _merged(old, new) -> Outcome:
-    """The merged kernel is what the LoRA layer computes with: Keras's own ``kernel`` property."""
-    values = []
-    for variable in new.weights:
-        merged = getattr(old, variable.name, None)
-        if merged is None:
-            raise InvalidEdit(f"{old.name!r}: no value for {variable.name!r} after merging LoRA. "
-                              f"Received: a {type(old).__name__} with {[v.name for v in old.weights]}")
-        values.append((variable, keras.ops.copy(keras.ops.convert_to_tensor(merged))))
-    return Outcome("folded", f"LoRA rank {lora_rank(old)} merged into its kernel", values)
-
-
-def _copy(variable):
-    return keras.ops.copy(variable.value)
+    """The layer made again without LoRA, its kernel the merged one."""
+    return Outcome("folded", f"LoRA rank {lora_rank(old)} merged into its kernel",
+                   weights.carried_values(old, new, _merged_kernels(old)))
 
 
 def _train_only_lora(model) -> None:
@@ -200,18 +195,18 @@ def _layer_at(model, path):
 
 
 def _matching(model, match) -> list:
-    """``[(path, owner)]`` of the layers LoRA goes on (owner: the block holding a sub-layer, or None)."""
+    """``[(path, layer, owner)]`` of the layers LoRA goes on (owner: the block holding a sub-layer, or None)."""
     candidates = [(path, layer, owner) for path, layer, owner in _deep_layers(model)
                   if isinstance(layer, _KINDS) and not _graph.is_graph_model(layer)]
     if isinstance(match, type) or (isinstance(match, tuple) and all(isinstance(m, type) for m in match)):
-        found = [(p, o) for p, layer, o in candidates if isinstance(layer, match)]
+        found = [(p, layer, o) for p, layer, o in candidates if isinstance(layer, match)]
     elif isinstance(match, re.Pattern):
-        found = [(p, o) for p, _, o in candidates if match.search(p)]
+        found = [(p, layer, o) for p, layer, o in candidates if match.search(p)]
     elif isinstance(match, str):
-        found = [(p, o) for p, _, o in candidates
+        found = [(p, layer, o) for p, layer, o in candidates
                  if fnmatch.fnmatchcase(p, match) or fnmatch.fnmatchcase(p.split("/")[-1], match)]
     elif callable(match):
-        found = [(p, o) for p, layer, o in candidates if match(layer)]
+        found = [(p, layer, o) for p, layer, o in candidates if match(layer)]
     else:
         raise InvalidEdit(
             "match is a glob or regex on layer paths, a layer class, or a predicate layer -> bool. "

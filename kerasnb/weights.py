@@ -6,7 +6,11 @@ applies outcomes; the report derives statuses from them.
 
 - :func:`carry`: copy when shapes and dtypes fit, cast when only the float dtype differs
   (said in the reason), re-initialise otherwise (the reason names each variable and shapes);
-- :func:`slice_channels`: the surviving slices of a pruned layer's variables.
+- :func:`slice_channels`: the surviving slices of a pruned layer's variables;
+- :func:`paired_variables` / :func:`carried_values`: old and new variables paired by structure
+  (the order of tracked sub-layers and of each one's own variables), for any rule that maps a
+  layer onto its rebuilt twin. Never by name: a rebuilt block's sub-layers get new
+  auto-generated names (``dense_3`` comes back as ``dense_7``).
 """
 
 from __future__ import annotations
@@ -61,6 +65,91 @@ def mirror_lora(old, new) -> None:
     for o, n in zip(olds[1:], news[1:]):
         if getattr(o, "lora_enabled", False) and not getattr(n, "lora_enabled", False) and n.built:
             n.enable_lora(o.lora_rank, lora_alpha=getattr(o, "lora_alpha", None))
+
+
+def is_lora_factor(variable) -> bool:
+    """A factor Keras's LoRA adds (``lora_kernel_a``, ``lora_embeddings_b``...)."""
+    return variable.name.split("/")[-1].startswith("lora_")
+
+
+def paired_sublayers(old, new) -> list:
+    """``[(old sub-layer, new sub-layer)]``: ``old`` and every layer it tracks, in Keras's order,
+    each with its twin in ``new``; refused (:class:`InvalidEdit`) unless both have the same
+    structure (as many sub-layers, of the same classes, in the same order)."""
+    olds, news = _graph.sublayers(old), _graph.sublayers(new)
+    if len(olds) == len(news) and all(type(o) is type(n) for o, n in zip(olds, news)):
+        return list(zip(olds, news))
+    at = next((i for i, (o, n) in enumerate(zip(olds, news)) if type(o) is not type(n)), min(len(olds), len(news)))
+
+    def what(subs):
+        return f"{type(subs[at]).__name__} {subs[at].name!r}" if at < len(subs) else "nothing"
+
+    raise InvalidEdit(
+        f"{type(old).__name__} {old.name!r} was made again with other sub-layers than it had ({len(olds)} before, "
+        f"{len(news)} now; sub-layer {at} was {what(olds)}, is {what(news)}), so its trained variables cannot be "
+        "paired with the new ones, and starting any of them from random values would change what it computes. "
+        f"What would work: a layer whose config makes it again as it was. Received: {type(old).__name__} {old.name!r}"
+    )
+
+
+def own_variables(layer) -> list:
+    """The variables ``layer`` holds itself, in its order, not through a sub-layer it tracks."""
+    inner = {id(v) for sub in _graph.sublayers(layer)[1:] for v in sub.weights}
+    return [v for v in layer.weights if id(v) not in inner]
+
+
+def paired_variables(old, new) -> list:
+    """``[(old variable, new variable)]`` for every variable of ``new``, paired by structure: the
+    sub-layers in order (:func:`paired_sublayers`), then each sub-layer's own variables in order.
+
+    LoRA factors pair like any variable where both twins have LoRA; where one twin has it and the
+    other not (LoRA being enabled or merged), its factors are left out. Refused with
+    :class:`InvalidEdit`, naming the first difference, when a sub-layer has another number of
+    variables, a variable another shape, or two sub-layers share a variable in one model and not
+    in the other: never a new variable left without a value.
+    """
+    pairs, old_to_new, new_to_old = [], {}, {}
+    for old_sub, new_sub in paired_sublayers(old, new):
+        old_vars, new_vars = own_variables(old_sub), own_variables(new_sub)
+        if bool(getattr(old_sub, "lora_enabled", False)) != bool(getattr(new_sub, "lora_enabled", False)):
+            old_vars = [v for v in old_vars if not is_lora_factor(v)]
+            new_vars = [v for v in new_vars if not is_lora_factor(v)]
+        where = f"{type(old).__name__} {old.name!r}" + (
+            "" if old_sub is old else f", its sub-layer {type(old_sub).__name__} {old_sub.name!r}")
+        if len(old_vars) != len(new_vars):
+            raise InvalidEdit(
+                f"{where} was made again with other variables: {_mismatches(old_vars, new_vars)}. Its trained values "
+                "cannot be paired with the new variables, and starting any of them from random values would change "
+                f"what it computes. Received: {type(old).__name__} {old.name!r}"
+            )
+        for ov, nv in zip(old_vars, new_vars):
+            if tuple(ov.shape) != tuple(nv.shape):
+                raise InvalidEdit(
+                    f"{where} was made again with {_var_name(nv)} of shape {tuple(nv.shape)}, not "
+                    f"{tuple(ov.shape)} as before, so its trained value does not fit. Received: "
+                    f"{type(old).__name__} {old.name!r}"
+                )
+            if old_to_new.setdefault(id(ov), nv) is not nv or new_to_old.setdefault(id(nv), ov) is not ov:
+                raise InvalidEdit(
+                    f"{where}: its variable {_var_name(ov)} is shared with another sub-layer in one model and not in "
+                    f"the other, so the rebuilt layer would not keep its ties. Received: {type(old).__name__} "
+                    f"{old.name!r}"
+                )
+            if len(new_to_old) > len(pairs):  # a variable shared by two sub-layers is paired once
+                pairs.append((ov, nv))
+    return pairs
+
+
+def carried_values(old, new, replaced=None) -> list:
+    """``[(new variable, its value)]``: each of ``new``'s variables (LoRA factors being enabled
+    aside) gets its twin's value (:func:`paired_variables`); ``replaced`` maps ``id(old variable)``
+    to another value for it (a merged kernel)."""
+    replaced = replaced or {}
+    values = []
+    for ov, nv in paired_variables(old, new):
+        value = replaced.get(id(ov))
+        values.append((nv, _copy_value(ov, nv.dtype) if value is None else value))
+    return values
 
 
 def slice_channels(old, new, k_in, k_out) -> Outcome:

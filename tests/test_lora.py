@@ -83,3 +83,140 @@ def test_only_the_factors_train_after_a_later_edit():
     assert trainable == 4
     assert len(kerasnb.apply(lora, []).model.trainable_variables) == trainable
     assert len(kerasnb.configure(lora, "head", name="head_2").model.trainable_variables) == trainable
+
+
+# ----------------------------------------------------------------------------- blocks with auto-named sub-layers
+
+
+@keras.saving.register_keras_serializable(package="kerasnb_test_lora")
+class GatedBlock(L.Layer):
+    """A block whose sub-layers and own variable have auto-generated names, new at every rebuild."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.query, self.value, self.norm = L.Dense(units), L.Dense(units), L.LayerNormalization()
+
+    def build(self, input_shape):
+        self.query.build(input_shape)
+        self.value.build(input_shape)
+        self.norm.build(tuple(input_shape[:-1]) + (self.units,))
+        self.gain = self.add_weight(shape=(self.units,), initializer="ones")
+
+    def call(self, x):
+        return self.norm(self.query(x) * keras.ops.sigmoid(self.value(x))) * self.gain
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="kerasnb_test_lora")
+class UnconfigurableBlock(GatedBlock):
+    """Its get_config() raises (as keras-hub's Llama decoder's does): made again from its arguments."""
+
+    def get_config(self):
+        raise AttributeError("no attribute 'rope_scaling_factor'")
+
+
+@keras.saving.register_keras_serializable(package="kerasnb_test_lora")
+class ScaledBlock(L.Layer):
+    """Its get_config() hands back one of its own variables (as keras-hub's D-FINE decoder does)."""
+
+    def __init__(self, units, scale=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.scale = units, scale
+        self.dense = L.Dense(units)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.scale), name="scale")
+
+    def call(self, x):
+        return self.dense(x) * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+
+def block_model(block_class):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8), name="features")
+    x = block_class(8, name="block")(inputs)
+    x = block_class(8, name="block_b")(x)
+    model = keras.Model(inputs, L.Dense(3, name="head")(x), name="blocks")
+    rng = np.random.default_rng(0)
+    for variable in model.weights:  # no initialiser's value can stand in for a lost copy
+        variable.assign(to_numpy(variable) + rng.normal(0, 0.3, tuple(variable.shape)).astype("float32"))
+    return model
+
+
+def features():
+    return np.random.default_rng(1).normal(size=(2, 5, 8)).astype("float32")
+
+
+def shared_variables(a, b):
+    return {id(v) for v in a.variables} & {id(v) for v in b.variables}
+
+
+@pytest.mark.parametrize("block_class", [GatedBlock, UnconfigurableBlock])
+def test_lora_inside_blocks_with_auto_named_sub_layers_keeps_every_value(block_class):
+    original = block_model(block_class)
+    before, want = snapshot(original), to_numpy(original(features()))
+    # The targets are auto-named too ("block/dense_12"): found in the rebuilt block by position.
+    lora = kerasnb.enable_lora(original, lambda layer: layer is original.get_layer("block").value, rank=2)
+    assert list(kerasnb.lora.lora_layers(lora.model).values()) == [2]
+    assert lora.report.status("block") == "kept" and lora.report.status("block_b") == "kept"
+    np.testing.assert_array_equal(to_numpy(lora.model(features())), want)
+    assert not shared_variables(original, lora.model)
+
+    for variable in lora.model.weights:  # as if trained: the factors are no longer zero
+        if variable.path.rsplit("/", 1)[-1].startswith("lora_"):
+            variable.assign(np.full(tuple(variable.shape), 0.1, "float32"))
+    trained = to_numpy(lora.model(features()))
+    assert not np.allclose(trained, want)
+    merged = kerasnb.merge_lora(lora.model)
+    assert kerasnb.lora.lora_layers(merged.model) == {} and merged.report.status("block") == "folded"
+    np.testing.assert_allclose(to_numpy(merged.model(features())), trained, rtol=1e-5, atol=1e-6)
+    assert merged.model.count_params() == original.count_params()
+    assert not shared_variables(lora.model, merged.model) and not shared_variables(original, merged.model)
+    assert_unchanged(original, before)
+
+
+def test_a_variable_in_a_config_is_never_shared_with_the_new_layer():
+    original = block_model(ScaledBlock)
+    want = to_numpy(original(features()))
+    renamed = kerasnb.configure(original, "block", name="renamed")  # made from its config, no other route
+    assert renamed.report.status("renamed") == "kept"
+    for result in (renamed, kerasnb.apply(original, []), kerasnb.enable_lora(original, "block/dense*", rank=2)):
+        assert not shared_variables(original, result.model)
+        factors = sum(int(np.prod(v.shape)) for v in result.model.weights if v.name.startswith("lora_"))
+        assert result.model.count_params() - factors == original.count_params()
+        np.testing.assert_array_equal(to_numpy(result.model(features())), want)
+    merged = kerasnb.merge_lora(result.model)
+    assert not shared_variables(original, merged.model)
+    assert merged.model.count_params() == original.count_params()
+
+
+def test_pairing_by_structure_refuses_what_it_cannot_pair():
+    from kerasnb.weights import carried_values, paired_variables
+
+    old, other = GatedBlock(4), ScaledBlock(4)
+    for layer in (old, other):
+        layer.build((None, 3))
+    twin = GatedBlock(4)
+    twin.build((None, 3))
+    pairs = paired_variables(old, twin)  # each variable with the one at its place in the other block
+    assert {(id(a), id(b)) for a, b in pairs} == {(id(a), id(b)) for a, b in zip(old.weights, twin.weights)}
+    assert len(pairs) == len(twin.weights) == 7
+    with pytest.raises(kerasnb.InvalidEdit, match="other sub-layers than it had"):
+        paired_variables(old, other)
+    wider = GatedBlock(6)
+    wider.build((None, 3))
+    with pytest.raises(kerasnb.InvalidEdit, match=r"'gated_block.*' was made again with variable.* of shape \(6,\), not \(4,\)"):
+        carried_values(old, wider)
+
+
+def test_lora_on_a_layer_that_has_it_already_is_refused():
+    lora = kerasnb.enable_lora(model(), "ffn_up", rank=2).model
+    with pytest.raises(kerasnb.InvalidEdit, match="'ffn_up' already has LoRA enabled.*merge_lora"):
+        kerasnb.enable_lora(lora, "ffn_*", rank=4)
