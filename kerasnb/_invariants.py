@@ -111,6 +111,9 @@ def follow_owners(state) -> None:
         if owned.weights == "reinit":
             rec.weights, rec.faithful = "reinit", False
             rec.reason = f"re-initialised with {owner.name!r}, which holds it ({owned.reason})"
+        elif owned.weights not in ("copied", "none"):  # pruned, or a Transform's rule: its variables too
+            rec.weights, rec.faithful = owned.weights, False
+            rec.reason = f"with {owner.name!r}, which holds it: {owned.reason}"
         elif owned.config_changed:
             rec.faithful = False
             rec.config_changed = f"{owner.name!r}, which holds it, changed ({owned.config_changed})"
@@ -174,6 +177,20 @@ def carry_uncalled(model, new_model, state) -> None:
             f"{_quoted(dropped)}: tracked by the model but never called, and kerasnb could not copy them, so the "
             "edited model does not have them (count_params() is smaller by their size); they computed nothing."
         )
+
+
+def carry_into_task(rebuilt, task, backbone_name: str) -> None:
+    """A keras-hub task made again around the edited backbone keeps the carried copies: those of
+    the rebuilt graph go to the task, those of its backbone to the task's backbone."""
+    pairs = [(rebuilt, task)]
+    try:
+        pairs.append((rebuilt.get_layer(backbone_name), task.backbone))
+    except (ValueError, AttributeError):
+        pass
+    for source, target in pairs:
+        carried = getattr(source, CARRIED_ATTRIBUTE, None)
+        if carried and target is not source:
+            setattr(target, CARRIED_ATTRIBUTE, list(carried))
 
 
 def _called_variables(state) -> set:

@@ -249,3 +249,19 @@ def test_sam3_keeps_the_box_head_tied_to_its_decoder():
     assert new.get_layer("box_head") is new.get_layer(model.detr_decoder.name).box_head
     for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(new(x))):
         np.testing.assert_array_equal(to_numpy(b), to_numpy(a))
+
+
+def test_a_task_keeps_what_its_backbone_tracks_but_never_calls():
+    hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (.ci/run installs it)")
+    backbone = hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
+                                       intermediate_dim=32, max_sequence_length=12)
+    probe = L.Dense(3, name="probe")
+    probe.build((None, 16))
+    backbone.probes = [probe]  # tracked, never called
+    task = hub.models.BertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+    result = kerasnb.apply(task, [])
+    assert type(result.model) is type(task)
+    assert result.model.count_params() == task.count_params()
+    (copy,) = result.model.backbone.uncalled_layers
+    assert copy is not probe
+    np.testing.assert_array_equal(to_numpy(copy.kernel), to_numpy(probe.kernel))
