@@ -258,6 +258,13 @@ def sublayers(layer) -> list:
     return list(layer._flatten_layers(include_self=True, recursive=True))
 
 
+def tracked_layers(layer) -> list:
+    """The layers ``layer`` tracks directly (its attributes, a graph model's layers), not theirs."""
+    if not hasattr(layer, "_flatten_layers"):
+        return []
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def force_trainable(layer, value: bool) -> None:
     """Set the flag of ``layer`` and of every sub-layer it tracks, whatever they say now.
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from . import _graph, _targets, weights
+from . import _graph, _invariants, _targets, weights
 from ._plan import Block, DeleteCall, Plan, ReplaceSpan
 from .errors import (IncompatibleShape, InvalidEdit, LayerNotFound, NameClash, SurgeryError, UnsupportedLayer,
                      first_line)
@@ -66,6 +66,11 @@ class Pass:
         # id(old layer) -> (route, a function making its new layer) for layers whose own config
         # does not round-trip (see _faithful_twins)
         self.overrides: dict[int, Any] = overrides or {}
+        # Every variable once, with its ties (see _invariants): (old owner, new owner, new sub-layer
+        # called as a node), and id(old variable) -> new variable of layers tracked but never called.
+        self.shared_sublayers: list = []
+        self.carried: dict[int, Any] = {}
+        self.accounted: set[int] = set()  # ids of old variables a note or a removed row accounts for
 
     def record(self, layer, rec: Record):
         self.records[id(layer)] = rec
@@ -95,6 +100,7 @@ def run_pass(model, plan: Plan) -> tuple:
         try:
             with _graph.deferred_variables():
                 new_model = _GraphRebuild(model, plan, state, "").run()
+                _invariants.carry_uncalled(model, new_model, state)
                 lost = _lost_in_config(state)
                 if lost:
                     raise _ConfigLost(lost)
@@ -110,6 +116,7 @@ def run_pass(model, plan: Plan) -> tuple:
             # Some layer creates variables outside build(); rebuild the slow way.
             state = Pass(model, overrides)
             new_model = _GraphRebuild(model, plan, state, "").run()
+            _invariants.carry_uncalled(model, new_model, state)
             _transfer_weights(state)
         break
     if overrides:
@@ -122,6 +129,7 @@ def run_pass(model, plan: Plan) -> tuple:
         )
     _apply_trainable(model, new_model, state)
     state.notes[:0] = plan.notes()
+    _invariants.check(model, new_model, state)  # never a silently different model
     return new_model, state
 
 
@@ -201,6 +209,8 @@ class _GraphRebuild:
         self.faithful: dict[int, int] = {}  # id(new tensor) -> id(old tensor) it stands for exactly
         self.taken_out: dict[int, Any] = {}  # id(old inner tensor of a nested model) -> new tensor (Truncate)
         self.outputs_faithful = False  # set by _model: every output computes what it did
+        self.owners = None  # sub-layers also called as nodes of this graph (see _invariants.sublayer_owners)
+        self.needed = None  # with a Truncate, the calls its outputs need
 
     def run(self):
         """The new model: inputs, then every call in order, then the outputs."""
@@ -212,6 +222,7 @@ class _GraphRebuild:
         op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
         op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
         needed, only_extra = self._needed()
+        self.needed = needed
         order = _graph.replay_order(model)
         # Progress is told for the model being edited (a nested model or a user's block is one call of it).
         tell = _PROGRESS.get() if not self.prefix and state.source_layers else None
@@ -531,6 +542,9 @@ class _GraphRebuild:
                 new_op = _graph.fresh_copy(op)
             state.record(new_op, Record(path, "none"))
             return new_op
+        shared = _invariants.shared_sublayer(self, op)
+        if shared is not None:  # a sub-layer of another layer here: one object, as in the original
+            return shared
         changes = plan.changes_for(op)
         override = state.overrides.get(id(op))
         if override is not None and not changes:
@@ -1021,6 +1035,7 @@ def _transfer_weights(state: Pass) -> None:
     for old, new in state.copies:
         rec = state.records[id(new)]
         outcome = weights.carry(old, new)
+        _invariants.given_every_variable(old, new, outcome)
         outcome.assign()
         if outcome.kind == "reinit":
             rec.weights, rec.reason, rec.faithful = "reinit", outcome.reason, False
@@ -1056,3 +1071,4 @@ def _transfer_weights(state: Pass) -> None:
             rec.reason = f"{rec.reason.split(';')[0]}; its own weights did not fit ({outcome.reason}), so it starts fresh"
         elif outcome.reason:
             rec.reason = f"{rec.reason}; {outcome.reason}"
+    _invariants.follow_owners(state)

@@ -56,6 +56,10 @@ class CoupledChannels(UnprunableLayer):
     """The target is coupled to other producers (by Add, ...) and ``coupled=False`` was asked."""
 
 
+class InternalError(SurgeryError):
+    """A bug of kerasnb caught before it returned a model that silently differs (never the user's input)."""
+
+
 def first_line(error: Exception, limit: int | None = None) -> str:
     """The reason an exception gives, in one line, for our own messages.
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _graph, _lineage, _plan, _rebuild, _tasks
+from . import _graph, _invariants, _lineage, _plan, _rebuild, _tasks
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import InvalidEdit, LayerNotFound, first_line
 from .report import WeightReport, build
@@ -149,7 +149,9 @@ def _apply(model, edits) -> SurgeryResult:
         current, lineage = rebuild(batch or _plan.Plan())
     report = build(model, current, lineage)
     if _tasks.is_task(model):  # a keras-hub task stays a task: same class, same preprocessor
+        rebuilt = current
         current, task_notes = _tasks.rewrap(model, current)
+        _invariants.carry_into_task(rebuilt, current, model.backbone.name)
         notes += task_notes
     else:
         notes += _recompile(model, current)
