@@ -151,6 +151,10 @@ def _apply(model, edits) -> SurgeryResult:
     if _tasks.is_task(model):  # a keras-hub task stays a task: same class, same preprocessor
         current, task_notes = _tasks.rewrap(model, current)
         notes += task_notes
+    elif _tasks.is_backbone(model) and _graph.is_graph_model(current):  # and a backbone a backbone
+        current, backbone_notes = _tasks.as_backbone(model, current)
+        notes += backbone_notes
+        notes += _recompile(model, current)
     else:
         notes += _recompile(model, current)
     return SurgeryResult(current, report, edits, tuple(notes), model)
