@@ -44,14 +44,11 @@ def as_backbone(backbone, rebuilt) -> tuple:
     layers, plain = _attributes(backbone, rebuilt, strict=False)
     gone = sorted(key.lstrip("_") for key, value in layers.items() if value is None)
     edited = _edited(backbone, rebuilt, layers, plain)
-    kind = _backbone_class(backbone)
-    notes = [f"Still a keras-hub backbone: an EditedBackbone (a keras_hub.models.Backbone) with the edited graph "
-             f"and the attributes of its {kind} that tasks read, so it can be wrapped in its task; it saves and "
-             "loads, and save_to_preset() / keras_hub.models.Backbone.from_preset() give it back."]
-    if gone:
-        notes.append(f"The edit removed the layers its attributes {gone} named, so they are None on the edited "
-                     "backbone; a task that reads them cannot be built around it.")
-    return edited, notes
+    if not gone:
+        return edited, []
+    return edited, [f"The edit removed the layers that the attributes {gone} of the {_backbone_class(backbone)} "
+                    "named, so they are None on the edited backbone; a task that reads them cannot be built "
+                    "around it."]
 
 
 def _edited(backbone, graph, layers, plain):
