@@ -105,9 +105,10 @@ def _attributes(old_backbone, new_graph, strict=True):
     A layer attribute whose layer the edit removed: ``(None, why)`` when ``strict``, else None."""
     old_ids = {id(layer) for layer in _graph.sublayers(old_backbone)}
     names = {layer.name for layer in new_graph.layers}
+    keras_own = vars(new_graph)  # what every keras.Model has (name, built, compiled...): not the family's
     layers, plain = {}, {}
     for key, value in vars(old_backbone).items():
-        if key.startswith("__") or (key.startswith("_") and key != "_token_embedding"):
+        if key.startswith("__") or (key.startswith("_") and key != "_token_embedding") or key in keras_own:
             continue
         if isinstance(value, keras.layers.Layer) and id(value) in old_ids:
             if value.name not in names:
@@ -186,7 +187,22 @@ def _edited_backbone_class():
     return _EDITED
 
 
+class _EditedBackboneLoader:
+    """Holds EditedBackbone's registered name until keras-hub is imported, so that a .keras file of an
+    edited backbone loads in a new process whichever of kerasnb and keras-hub was imported first."""
+
+    def get_config(self):  # never made: Keras registers only classes that have one
+        return {}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return _edited_backbone_class().from_config(config, custom_objects)
+
+
+# Registered before a .keras file or a preset of an edited backbone is loaded in a new process.
+# keras_hub.models.Backbone.from_preset() checks the class itself, so it finds the real class only
+# when keras-hub was imported before kerasnb (or a keras-hub model was edited in this process).
 if "keras_hub" in sys.modules:
-    # Registered before a .keras file or a preset of an edited backbone is loaded in a new process
-    # (keras-hub imported first, then kerasnb): Keras finds the class by its registered name.
     _edited_backbone_class()
+else:
+    keras.saving.register_keras_serializable(package="kerasnb", name="EditedBackbone")(_EditedBackboneLoader)
