@@ -39,16 +39,16 @@ def as_backbone(backbone, rebuilt) -> tuple:
     Keras-hub users edit a backbone and then build its task around it: the result keeps what tasks
     read (``token_embedding``, ``transformer_layers``...), its dtype policy, and saves, loads and
     goes through ``save_to_preset`` / ``Backbone.from_preset`` as the edited graph. An attribute
-    naming a layer the edit removed becomes None, and a note says so.
+    naming a layer the edited graph no longer has becomes None, and a note says so.
     """
     layers, plain = _attributes(backbone, rebuilt, strict=False)
     gone = sorted(key.lstrip("_") for key, value in layers.items() if value is None)
     edited = _edited(backbone, rebuilt, layers, plain)
     if not gone:
         return edited, []
-    return edited, [f"The edit removed the layers that the attributes {gone} of the {_backbone_class(backbone)} "
-                    "named, so they are None on the edited backbone; a task that reads them cannot be built "
-                    "around it."]
+    return edited, [f"The attributes {gone} of the {_backbone_class(backbone)} named layers that the edited graph "
+                    "no longer has at its top level (the edit removed or replaced them), so they are None on the "
+                    "edited backbone; a task that reads them cannot be built around it."]
 
 
 def _edited(backbone, graph, layers, plain):
