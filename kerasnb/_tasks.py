@@ -58,7 +58,8 @@ def _edited(backbone, graph, layers, plain):
         outputs=_graph.pack_outputs(graph, _graph.output_tensors(graph)),
         name=backbone.name, dtype=backbone.dtype_policy, layer_attributes=layers,
         plain_attributes=plain, backbone_class=_backbone_class(backbone))
-    edited.trainable = graph.trainable
+    if edited.trainable != graph.trainable:  # the setter reaches every layer: only when the whole is frozen
+        edited.trainable = graph.trainable
     return edited
 
 
