@@ -43,7 +43,12 @@ def as_backbone(backbone, rebuilt) -> tuple:
     """
     layers, plain = _attributes(backbone, rebuilt, strict=False)
     gone = sorted(key.lstrip("_") for key, value in layers.items() if value is None)
-    edited = _edited(backbone, rebuilt, layers, plain)
+    try:
+        edited = _edited(backbone, rebuilt, layers, plain)
+    except Exception as error:  # a backbone whose graph or attributes an EditedBackbone cannot hold
+        return rebuilt, [f"The edited {_backbone_class(backbone)} could not be made a keras-hub backbone again "
+                         f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}), so "
+                         "the result is a plain keras.Model."]
     if not gone:
         return edited, []
     return edited, [f"The attributes {gone} of the {_backbone_class(backbone)} named layers that the edited graph "
