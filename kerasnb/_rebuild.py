@@ -120,13 +120,22 @@ def run_pass(model, plan: Plan) -> tuple:
             _transfer_weights(state)
         break
     if overrides:
-        names = ", ".join(repr(state.old_paths.get(key, "?")) for key in overrides)
-        state.notes.append(
-            f"{names}: get_config() leaves out constructor arguments, so kerasnb made them again from the arguments "
-            "Keras recorded (or from their model's own config), faithfully. A .keras file of the edited model stores "
-            "that incomplete config, so it would not load back as it is now; keep the weights with "
-            "save_weights() and rebuild the architecture in code instead."
-        )
+        routes = {"arguments": [], "model": []}
+        for key, (route, _) in overrides.items():
+            routes[route].append(repr(state.old_paths.get(key, "?")))
+        if routes["arguments"]:
+            state.notes.append(
+                f"{', '.join(routes['arguments'])}: get_config() leaves out constructor arguments, so kerasnb made "
+                "them again from the arguments Keras recorded, faithfully; the edited model's get_config() (and a "
+                ".keras file of it) gives those arguments, so it loads back as it is."
+            )
+        if routes["model"]:
+            state.notes.append(
+                f"{', '.join(routes['model'])}: get_config() leaves out constructor arguments, so kerasnb made them "
+                "again from their model's own config, faithfully. A .keras file of the edited model stores that "
+                "incomplete config, so it would not load back as it is now; keep the weights with save_weights() "
+                "and rebuild the architecture in code instead."
+            )
     _apply_trainable(model, new_model, state)
     state.notes[:0] = plan.notes()
     _invariants.check(model, new_model, state)  # never a silently different model
@@ -254,6 +263,8 @@ class _GraphRebuild:
                 local[id(view.input_tensors[0])] = x
                 inputs_faithful = False
             args, kwargs = view.fill_in(local)
+            if not isinstance(op, keras.layers.Layer):
+                args, kwargs = _savable_constants(args, kwargs)
             if dropped:
                 args = tuple([v for v in a if v is not _DROPPED] if isinstance(a, (list, tuple)) else a for a in args)
             if action is None:
@@ -369,6 +380,7 @@ class _GraphRebuild:
             new_model = keras.Model(_graph.pack_inputs(model, new_inputs), packed, name=self.name)
             if isinstance(model, keras.Sequential):
                 new_model = _as_sequential(new_model, self.state) or new_model
+            _same_model_policy(model, new_model)
         except ValueError as error:
             if "unique" in str(error):
                 raise NameClash(
@@ -640,6 +652,41 @@ def _as_sequential(functional, state: Pass):
     return keras.Sequential([start] + layers, name=functional.name)
 
 
+def _savable_constants(args, kwargs):
+    """A raw op's constant scalar operand that Keras cannot write to a .keras file (on TensorFlow, a
+    0-d bfloat16 tensor does not convert to NumPy: Gemma scales its embeddings by one) as the Python
+    number it holds, where every tensor operand has its dtype: Keras then converts it back to that
+    dtype, so the op computes exactly what it did."""
+    flat = keras.tree.flatten((args, kwargs))
+    dtypes = {t.dtype for t in flat if isinstance(t, keras.KerasTensor)}
+
+    def savable(value):
+        if isinstance(value, keras.KerasTensor) or not keras.ops.is_tensor(value) or len(value.shape) != 0:
+            return value
+        try:
+            keras.ops.convert_to_numpy(value)
+            return value
+        except Exception:
+            pass
+        if dtypes != {keras.backend.standardize_dtype(value.dtype)}:
+            return value
+        number = keras.ops.convert_to_numpy(keras.ops.cast(value, "float32")).item()
+        return int(number) if "int" in next(iter(dtypes)) else number
+
+    if not any(keras.ops.is_tensor(v) and not isinstance(v, keras.KerasTensor) for v in flat):
+        return args, kwargs
+    return keras.tree.map_structure(savable, (args, kwargs))
+
+
+def _same_model_policy(old, new) -> None:
+    """The model-level dtype policy of ``old`` (a float16 keras-hub backbone is float16 as a whole,
+    not only layer by layer); keras.Model(inputs, outputs) would give the global default."""
+    policy = old.dtype_policy
+    if (policy.name != new.dtype_policy.name and policy.quantization_mode is None
+            and not isinstance(policy, keras.dtype_policies.DTypePolicyMap)):
+        new.dtype_policy = policy
+
+
 def _fmt_shapes(shapes) -> str:
     return ", ".join(str(s) for s in shapes)
 
@@ -761,6 +808,7 @@ def _remake(op, config: dict, changes: dict):
     """
     cls = type(op)
     failure = layer = None
+    made_from = config
     try:
         layer = _from_config(cls, config)
     except Exception as error:
@@ -768,11 +816,14 @@ def _remake(op, config: dict, changes: dict):
         if not refused or refused & set(changes):
             raise
         failure = error
+        made_from = {k: v for k, v in config.items() if k not in refused}
         try:
-            layer = _from_config(cls, {k: v for k, v in config.items() if k not in refused})
+            layer = _from_config(cls, made_from)
         except Exception:
             layer = None
     if layer is not None and not _lost_arguments(op, layer, config):
+        if made_from is not config or isinstance(getattr(op, "get_config", None), _MadeFrom):
+            _carry_config(layer, made_from)  # its class's own config would not make it again
         return layer
     again = None if changes else _from_arguments(op)
     if again is not None:
@@ -860,9 +911,30 @@ def _from_arguments(op):
         arguments.update(name=op.name, dtype=op.dtype_policy.name)
     arguments = _without_variables(arguments)
     try:
-        return _deferring(lambda: cls(**arguments))
+        layer = _deferring(lambda: cls(**arguments))
     except Exception:
         return None
+    _carry_config(layer, arguments)
+    return layer
+
+
+class _MadeFrom:
+    """A layer's get_config(): the config or arguments it was made from (see :func:`_carry_config`)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def __call__(self) -> dict:
+        return dict(self.config)
+
+
+def _carry_config(layer, config: dict) -> None:
+    """Make ``layer.get_config()`` give ``config``, what it was made from, for a layer whose class's own
+    get_config() raises or gives a config that does not make it again (keras-hub's Llama block reads
+    attributes it never set; ViT's patching layer lists arguments its constructor refuses; MiT's block
+    leaves out ``sr_ratio``). A .keras file of the edited model then loads it back as it is, and the
+    next edit makes it again from that config."""
+    layer.get_config = _MadeFrom(dict(config))
 
 
 def _carried_safely(value) -> bool:

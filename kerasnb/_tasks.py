@@ -11,6 +11,8 @@ plain model is returned and a note says why. keras-hub is imported only for task
 
 from __future__ import annotations
 
+import sys
+
 import keras
 
 from . import _graph
@@ -22,6 +24,53 @@ def is_task(model) -> bool:
     """A keras-hub task: a functional model with a ``backbone`` model and a ``preprocessor``."""
     return (type(model).__module__.startswith("keras_hub") and hasattr(model, "preprocessor")
             and _graph.is_graph_model(getattr(model, "backbone", None)))
+
+
+def is_backbone(model) -> bool:
+    """A keras-hub backbone (GPT2Backbone, an EditedBackbone...) with a functional graph."""
+    keras_hub = sys.modules.get("keras_hub")  # a keras-hub model means keras-hub is imported already
+    return (keras_hub is not None and isinstance(model, keras_hub.models.Backbone)
+            and _graph.is_graph_model(model))
+
+
+def as_backbone(backbone, rebuilt) -> tuple:
+    """``(model, notes)``: the edited graph ``rebuilt`` of ``backbone`` as an :class:`EditedBackbone`.
+
+    Keras-hub users edit a backbone and then build its task around it: the result keeps what tasks
+    read (``token_embedding``, ``transformer_layers``...), its dtype policy, and saves, loads and
+    goes through ``save_to_preset`` / ``Backbone.from_preset`` as the edited graph. An attribute
+    naming a layer the edited graph no longer has becomes None, and a note says so.
+    """
+    layers, plain = _attributes(backbone, rebuilt, strict=False)
+    gone = sorted(key.lstrip("_") for key, value in layers.items() if value is None)
+    try:
+        edited = _edited(backbone, rebuilt, layers, plain)
+    except Exception as error:  # a backbone whose graph or attributes an EditedBackbone cannot hold
+        return rebuilt, [f"The edited {_backbone_class(backbone)} could not be made a keras-hub backbone again "
+                         f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}), so "
+                         "the result is a plain keras.Model."]
+    if not gone:
+        return edited, []
+    return edited, [f"The attributes {gone} of the {_backbone_class(backbone)} named layers that the edited graph "
+                    "no longer has at its top level (the edit removed or replaced them), so they are None on the "
+                    "edited backbone; a task that reads them cannot be built around it."]
+
+
+def _edited(backbone, graph, layers, plain):
+    """An EditedBackbone over ``graph``'s own layers and tensors, as ``backbone`` is named and set."""
+    edited = _edited_backbone_class()(
+        inputs=_graph.pack_inputs(graph, _graph.input_tensors(graph)),
+        outputs=_graph.pack_outputs(graph, _graph.output_tensors(graph)),
+        name=backbone.name, dtype=backbone.dtype_policy, layer_attributes=layers,
+        plain_attributes=plain, backbone_class=_backbone_class(backbone))
+    if edited.trainable != graph.trainable:  # the setter reaches every layer: only when the whole is frozen
+        edited.trainable = graph.trainable
+    return edited
+
+
+def _backbone_class(backbone) -> str:
+    kept = getattr(backbone, "_kerasnb_attributes", None)  # an EditedBackbone edited again
+    return kept["backbone_class"] if kept else type(backbone).__name__
 
 
 def rewrap(task, rebuilt) -> tuple:
@@ -36,12 +85,7 @@ def rewrap(task, rebuilt) -> tuple:
     if layers is None:
         return rebuilt, [f"{type(task).__name__}: {plain} so the result is a plain keras.Model, not a "
                          f"{type(task).__name__} (no generate(), no preprocessor)."]
-    edited_cls = _edited_backbone_class()
-    edited = edited_cls(inputs=_graph.pack_inputs(new_backbone_graph, _graph.input_tensors(new_backbone_graph)),
-                        outputs=_graph.pack_outputs(new_backbone_graph, _graph.output_tensors(new_backbone_graph)),
-                        name=backbone.name, dtype=backbone.dtype_policy, layer_attributes=layers,
-                        plain_attributes=plain, backbone_class=type(backbone).__name__)
-    edited.trainable = new_backbone_graph.trainable
+    edited = _edited(backbone, new_backbone_graph, layers, plain)
     try:
         # The task's other arguments (num_classes, activation...) as its own config gives them.
         settings = {k: v for k, v in task.get_config().items() if k not in ("backbone", "preprocessor")}
@@ -61,16 +105,22 @@ def rewrap(task, rebuilt) -> tuple:
                       "defaults: compile() it again if you had other settings."]
 
 
-def _attributes(old_backbone, new_graph):
-    """What the task may read on its backbone: layers by name (lists too), and plain settings."""
+def _attributes(old_backbone, new_graph, strict=True):
+    """What the task may read on its backbone: layers by name (lists too), and plain settings.
+
+    A layer attribute whose layer the edit removed: ``(None, why)`` when ``strict``, else None."""
     old_ids = {id(layer) for layer in _graph.sublayers(old_backbone)}
     names = {layer.name for layer in new_graph.layers}
+    keras_own = vars(new_graph)  # what every keras.Model has (name, built, compiled...): not the family's
     layers, plain = {}, {}
     for key, value in vars(old_backbone).items():
-        if key.startswith("__") or (key.startswith("_") and key != "_token_embedding"):
+        if key.startswith("__") or (key.startswith("_") and key != "_token_embedding") or key in keras_own:
             continue
         if isinstance(value, keras.layers.Layer) and id(value) in old_ids:
             if value.name not in names:
+                if not strict:
+                    layers[key] = None
+                    continue
                 return None, f"the attribute {key!r} of its backbone is the layer {value.name!r}, which the edit removed,"
             layers[key] = value.name
         elif isinstance(value, (list, tuple)) and value and all(
@@ -118,7 +168,12 @@ def _edited_backbone_class():
             for key, value in (plain_attributes or {}).items():
                 setattr(self, key, value)
             for key, value in (layer_attributes or {}).items():
-                layer = [self.get_layer(v) for v in value] if isinstance(value, list) else self.get_layer(value)
+                if value is None:
+                    layer = None
+                elif isinstance(value, list):
+                    layer = [self.get_layer(v) for v in value]
+                else:
+                    layer = self.get_layer(value)
                 setattr(self, key, layer)
 
         def get_config(self):
@@ -136,3 +191,24 @@ def _edited_backbone_class():
 
     _EDITED = EditedBackbone
     return _EDITED
+
+
+class _EditedBackboneLoader:
+    """Holds EditedBackbone's registered name until keras-hub is imported, so that a .keras file of an
+    edited backbone loads in a new process whichever of kerasnb and keras-hub was imported first."""
+
+    def get_config(self):  # never made: Keras registers only classes that have one
+        return {}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return _edited_backbone_class().from_config(config, custom_objects)
+
+
+# Registered before a .keras file or a preset of an edited backbone is loaded in a new process.
+# keras_hub.models.Backbone.from_preset() checks the class itself, so it finds the real class only
+# when keras-hub was imported before kerasnb (or a keras-hub model was edited in this process).
+if "keras_hub" in sys.modules:
+    _edited_backbone_class()
+else:
+    keras.saving.register_keras_serializable(package="kerasnb", name="EditedBackbone")(_EditedBackboneLoader)

@@ -153,6 +153,10 @@ def _apply(model, edits) -> SurgeryResult:
         current, task_notes = _tasks.rewrap(model, current)
         _invariants.carry_into_task(rebuilt, current, model.backbone.name)
         notes += task_notes
+    elif _tasks.is_backbone(model) and _graph.is_graph_model(current):  # and a backbone a backbone
+        current, backbone_notes = _tasks.as_backbone(model, current)
+        notes += backbone_notes
+        notes += _recompile(model, current)
     else:
         notes += _recompile(model, current)
     return SurgeryResult(current, report, edits, tuple(notes), model)
