@@ -55,6 +55,8 @@ class Rule:
     size_key: str | None = None  # config key of the number of output channels (None: channel-wise)
     wrapper: tuple = ()  # config keys holding the wrapped layer's config (TimeDistributed, Bidirectional)
     groups: int = 1
+    per_group: int = 0  # a grouped conv with one input channel per group: outputs per group (0: not one)
+    count_key: str | None = None  # config key of a channel-wise layer's channel count (LayerScale)
 
     def resize(self, config: dict, n_out: int | None) -> dict:
         """Config changes for ``n_out`` output channels (None: same count, fresh wrapped build)."""
@@ -123,8 +125,24 @@ _RAW_UNARY = {
 _RAW_BINARY = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"}
 
 
+def one_channel_per_group(op) -> int:
+    """Outputs per group of a grouped convolution that reads one input channel per group (ConvNeXt's
+    depthwise ``Conv2D(groups=channels)``), 0 otherwise. Such a conv passes its input channels on,
+    like a DepthwiseConv: removing an input channel removes its whole group (``groups`` shrinks)."""
+    if type(op) not in CONVS or int(op.get_config().get("groups", 1) or 1) < 2:
+        return 0
+    kernel = getattr(op, "kernel", None)
+    if kernel is None or int(kernel.shape[-2]) != 1:
+        return 0
+    return int(kernel.shape[-1]) // int(op.get_config()["groups"])
+
+
 def _conv_rule(op) -> Rule:
     groups = int(op.get_config().get("groups", 1) or 1)
+    per_group = one_channel_per_group(op)
+    if per_group:  # channel-wise: its output channels follow its input's, ``per_group`` each
+        return Rule({"kernel": (Cut(-1, "in", each=per_group),), "bias": (Cut(0, "in", each=per_group),)},
+                    per_group=per_group)
     return Rule({"kernel": (Cut(-2, "in", groups=groups), Cut(-1, "out")), "bias": (Cut(0, "out"),)}, "filters",
                 groups=groups)
 
@@ -152,9 +170,20 @@ def _prefixed(rule: Rule, prefix: str) -> dict:
     return {prefix + attr: cuts for attr, cuts in rule.variables.items()}
 
 
+def _is_convnext_layer_scale(op) -> bool:
+    """keras.applications ConvNeXt's LayerScale: ``x * gamma``, one gamma per channel of the last axis."""
+    kind = type(op)
+    return kind.__name__ == "LayerScale" and kind.__module__ == "keras.src.applications.convnext"
+
+
+_LAYER_SCALE = Rule({"gamma": (Cut(0, "in"),)}, count_key="projection_dim")
+
+
 def rule_for(op) -> Rule | None:
     """The slicing rule of a layer (its exact class), or None when kerasnb has none."""
     kind = type(op)
+    if _is_convnext_layer_scale(op):
+        return _LAYER_SCALE
     if kind is L.Dense:
         return _DENSE
     if kind in CONVS:
@@ -746,12 +775,14 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
     trace = ins[0] if ins else {}
     config = op.get_config()
     problem = _variables_problem(op, rule)
-    if kind in DEPTHWISES:
+    if kind in DEPTHWISES or rule.per_group:
         axes = [1 if _channels_first(op) else rank - 1]
+        if not problem and rule.per_group and view.input_tensors[0].shape[axes[0]] != config["groups"]:
+            problem = f"its {config['groups']} groups do not match its input channels"
         if not _elementwise(config.get("activation", "linear")):
             problem = problem or f"its activation {config.get('activation')!r} mixes channels"
     else:
-        axis = config["axis"]
+        axis = config.get("axis", -1)  # LayerScale: the last axis
         axes = sorted({int(x) % rank for x in (axis if isinstance(axis, (list, tuple)) else [axis])})
     if problem:
         a.problems[name] = problem
@@ -760,7 +791,7 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
         why = f"they flow into {name!r} ({kind.__name__}), which normalises over axes {axes} together"
         return [_keep(a, trace, {i: i for i in range(rank) if i not in axes}, why)]
     c = axes[0]
-    if kind in DEPTHWISES:
+    if kind in DEPTHWISES or rule.per_group:
         out = _keep(a, trace, {c: c}, f"they flow into {name!r} ({kind.__name__}) along a spatial axis")
     else:
         out = dict(trace)
@@ -769,7 +800,7 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
     if layout is None:
         return [out]
     _register(a, name, op, "channelwise")
-    dm = int(config.get("depth_multiplier", 1)) if kind in DEPTHWISES else 1
+    dm = int(config.get("depth_multiplier", 1)) if kind in DEPTHWISES else (rule.per_group or 1)
     out[c] = _expand(layout, dm)
     return [out]
 

@@ -1,0 +1,112 @@
+"""Pruning and rebuilding gaps of issue 17 (sections 6-8), each on a tiny model.
+
+The exactness checks reuse :func:`test_prune_layers.check_prune`: the pruned model computes what a
+copy with the removed channels zeroed computes.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+
+import kerasnb
+from kerasnb.errors import SurgeryError, UnprunableLayer
+
+from test_prune_layers import check_prune, data, randomize, run
+
+
+def _statuses(result):
+    return {row.layer: row.status for row in result.report.rows}
+
+
+# ----------------------------------------------------------------------------- an op Keras cannot copy
+
+
+def test_op_made_with_arguments_its_config_cannot_hold_is_copied():
+    """keras.ops.reshape with a numpy integer in its shape (as keras-cv-attention-models' MobileViT,
+    CAFormer and DaViT make): its get_config() raises and so did copying it; now it is copied."""
+    inputs = keras.Input((4, 6))
+    x = L.Dense(6, name="d")(inputs)
+    x = keras.ops.reshape(x, (-1, np.int64(2), 12))
+    model = keras.Model(inputs, L.Dense(3, name="e")(x))
+    op = next(o for o in model.operations if type(o).__name__ == "Reshape")
+    with pytest.raises(NotImplementedError):
+        op.get_config()  # what made every edit fail
+    randomize(model)
+    x = data((4, 6))
+    result = kerasnb.apply(model, [])
+    np.testing.assert_array_equal(run(result.model, x)[0], run(model, x)[0])
+    assert op not in result.model.operations
+    assert len(op._inbound_nodes) == 1  # no call added to the user's op
+    assert kerasnb.delete(model, "e").model.output.shape == (None, 2, 12)
+
+
+# ----------------------------------------------------------------------------- one channel per group
+
+
+def convnext_block(norm="bn"):
+    """ConvNeXt-style: a pointwise conv, a grouped conv with groups == channels, a norm, an MLP."""
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 1, name="pw0")(inputs)
+    x = L.Conv2D(8, 3, padding="same", groups=8, name="dw")(x)
+    x = L.BatchNormalization(name="bn")(x) if norm == "bn" else L.LayerNormalization(name="ln")(x)
+    x = L.Dense(16, activation="gelu", name="fc1")(x)
+    return keras.Model(inputs, L.Dense(4, name="fc2")(x))
+
+
+def test_grouped_conv_with_one_channel_per_group_loses_whole_groups():
+    model = convnext_block()
+    result = check_prune(model, "pw0", [1, 2, 6], data((6, 6, 3)))
+    dw = result.model.get_layer("dw")
+    assert (dw.groups, dw.filters, tuple(dw.kernel.shape)) == (5, 5, (3, 3, 1, 5))
+    status = _statuses(result)
+    assert status["dw"] == status["bn"] == status["fc1"] == "pruned", status
+    assert status["fc2"] == "kept_input_changed"
+    assert "(3, 3, 1, 8) -> (3, 3, 1, 5)" in result.report.row("dw").reason
+
+
+def test_pruning_the_grouped_conv_prunes_the_channels_it_passes_on():
+    """Targeting the grouped conv itself (ConvNeXt's depthwise_conv): its channels are those of the
+    layer before it; they are pruned there, and the note says so (it used to report `kept`)."""
+    model = convnext_block()
+    result = check_prune(model, "dw", [0, 7], data((6, 6, 3)))
+    assert result.model.get_layer("dw").groups == 6
+    assert _statuses(result)["pw0"] == "pruned"
+    assert any("'dw' (Conv2D) makes no channels of its own" in n and "['pw0']" in n for n in result.notes)
+    by_keep = kerasnb.prune(model, "dw", keep=0.5)
+    assert by_keep.model.get_layer("dw").groups == 4 and by_keep.report.status("dw") == "pruned"
+
+
+def test_grouped_conv_with_channel_multiplier_loses_whole_groups():
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 1, name="pw0")(inputs)
+    x = L.Conv2D(8, 3, groups=4, name="dw")(x)  # two outputs per group
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    result = check_prune(model, "pw0", [2], data((6, 6, 3)))
+    dw = result.model.get_layer("dw")
+    assert (dw.groups, dw.filters) == (3, 6)
+
+
+def test_grouped_conv_reading_untraceable_channels_is_refused_naming_why():
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 1, name="pw0")(inputs)
+    x = L.Activation("softmax", name="mix")(x)
+    x = L.Conv2D(8, 3, groups=8, name="dw")(x)
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    with pytest.raises(UnprunableLayer, match=r"Cannot prune 'dw': Conv2D makes no channels of its own .*"
+                                              r"'pw0': .*'mix' \(Activation 'softmax'\)"):
+        kerasnb.prune(model, "dw", keep=0.5)
+
+
+def test_convnext_layer_scale_is_sliced():
+    """keras.applications ConvNeXt's LayerScale (x * gamma per channel) is channel-wise."""
+    from keras.src.applications.convnext import LayerScale
+
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 1, name="pw0")(inputs)
+    x = L.Conv2D(8, 3, padding="same", groups=8, name="dw")(x)
+    x = LayerScale(0.5, 8, name="scale")(x)
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    result = check_prune(model, "dw", [3], data((6, 6, 3)))
+    assert result.model.get_layer("scale").projection_dim == 7
+    assert result.report.status("scale") == "pruned"
