@@ -122,7 +122,10 @@ _RAW_UNARY = {
     "HardSilu", "HardTanh", "Softplus", "Softsign", "LogSigmoid", "TanhShrink", "SoftShrink", "HardShrink",
     "Squareplus", "SparsePlus", "Tanh", "Exp", "Negative", "Abs", "Square", "Sqrt", "Absolute", "Mish",
 }
-_RAW_BINARY = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"}
+_RAW_BINARY = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "NotEqual", "Equal",
+               "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd", "LogicalOr"}
+# keras.ops reductions a removed zero channel adds nothing to (``any(x != 0, axis=-1)``: Masking's mask).
+_RAW_REDUCTIONS = {"Any", "Sum"}
 
 
 def one_channel_per_group(op) -> int:
@@ -648,6 +651,8 @@ def _step(a: Analysis, view, op, ins, name) -> list:
             return [_flatten(a, view, op, trace, name)]
         if kind is L.Reshape:
             return [_reshape(a, view, op, trace, name)]
+    if _raw_reduction(op) and len(ins) == 1 and len(view.outputs) == 1:
+        return [_reduce(view, op, ins[0], rank)]
     if kind in MERGES or _raw_binary(view, op):
         return [_merge(a, view, op, ins, name, None)]
     if kind is L.Concatenate or (type(op).__name__ == "Concatenate" and not isinstance(op, L.Layer)):
@@ -671,6 +676,25 @@ def _raw_elementwise(view, op) -> bool:
     if cls in _RAW_UNARY:
         return True
     return cls in _RAW_BINARY and len(view.input_tensors) == 1 and all(np.ndim(o) == 0 for o in others)
+
+
+def _raw_reduction(op) -> bool:
+    return (not isinstance(op, L.Layer) and type(op).__module__.startswith("keras.src.ops")
+            and type(op).__name__ in _RAW_REDUCTIONS and hasattr(op, "axis"))
+
+
+def _reduce(view, op, trace, rank) -> dict:
+    """A reduction: the traced axes it reduces end there (a removed channel is one fewer term);
+    the others move down past the reduced axes (unless ``keepdims``)."""
+    axis = op.axis
+    reduced = set(range(rank)) if axis is None else {
+        int(x) % rank for x in (axis if isinstance(axis, (list, tuple)) else [axis])}
+    keepdims = bool(getattr(op, "keepdims", False))
+    out = {}
+    for ax, layout in trace.items():
+        if ax not in reduced:
+            out[ax if keepdims else ax - sum(1 for r in reduced if r < ax)] = layout
+    return out
 
 
 def _raw_binary(view, op) -> bool:

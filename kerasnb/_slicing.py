@@ -342,8 +342,10 @@ def branch_drops(analysis, removed: dict, named=None, channels=None):
         for name in analysis.groups()[r].producers:
             if not all(n in dead for n in analysis.nodes_of.get(name, ())) and name not in problems:
                 problems.append(name)
-    for out_name, trace, _ in analysis.output_layouts:
-        if any(root(s) in full for layout in trace.values() for s in _channels.spaces_of(layout)):
+    kept = _kept(analysis, removed)
+    for out_name, trace, _ in analysis.output_layouts:  # it may narrow (allow_output_change), not vanish
+        if any(_channels.touches(layout, full, root) and _channels.kept_indices(layout, kept, root).size == 0
+               for layout in trace.values()):
             problems.append(f"the model output {out_name!r}")
     for node_id, gone in dropped.items():
         name, record = analysis.concats[node_id]

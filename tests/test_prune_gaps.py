@@ -110,3 +110,77 @@ def test_convnext_layer_scale_is_sliced():
     result = check_prune(model, "dw", [3], data((6, 6, 3)))
     assert result.model.get_layer("scale").projection_dim == 7
     assert result.report.status("scale") == "pruned"
+
+
+# ----------------------------------------------------------------------------- Masking
+
+
+def test_masking_whose_mask_a_later_layer_reads_is_sliced():
+    """Masking's mask is any(x != 0) over the channels: a reduction, so it slices; a zero channel
+    removed leaves every step's mask, and the LSTM's output, as it was."""
+    inputs = keras.Input((5, 4))
+    x = L.Dense(6, use_bias=False, name="d1")(inputs)
+    x = L.Masking(0.0, name="mask")(x)
+    x = L.LSTM(3, name="lstm")(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    x = data((5, 4))
+    x[:, 3:] = 0  # masked steps: the mask matters
+    result = check_prune(model, "d1", [1, 4], x)
+    status = _statuses(result)
+    assert status["lstm"] == "pruned" and status["out"] == "kept_input_changed", status
+    assert "kernel (6, 12) -> (4, 12)" in result.report.row("lstm").reason
+
+
+# ----------------------------------------------------------------------------- a Concatenate output
+
+
+def test_whole_branch_of_an_output_concatenate_goes_when_the_output_may_narrow():
+    inputs = keras.Input((6,))
+    a = L.Dense(3, name="a")(inputs)
+    b = L.Dense(4, name="b")(L.Dense(5, name="b_in")(inputs))
+    model = keras.Model(inputs, L.Concatenate(name="cat")([a, b]))
+    with pytest.raises(UnprunableLayer, match=r"reach the model output at 'cat'.*allow_output_change=True"):
+        kerasnb.prune(model, "b", channels=[0, 1, 2, 3])
+    randomize(model)
+    x = data((6,))
+    result = kerasnb.prune(model, "b", channels=[0, 1, 2, 3], allow_output_change=True)
+    assert result.model.output.shape == (None, 3)
+    np.testing.assert_array_equal(run(result.model, x)[0], run(model, x)[0][:, :3])
+    status = _statuses(result)
+    assert status["b"] == status["b_in"] == "removed" and status["a"] == "kept", status
+    note = " ".join(result.notes)
+    assert "The model output 'cat' narrows from (7,) to (3,)" in note and "Removed (they fed only that branch)" in note
+
+
+def test_every_channel_of_an_output_itself_stays_refused():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, [L.Dense(3, name="a")(inputs), L.Dense(2, name="b")(inputs)])
+    with pytest.raises(SurgeryError, match=r"Removing all 2 channels of 'b'.*the model output 'b'"):
+        kerasnb.prune(model, "b", channels=[0, 1], allow_output_change=True)
+
+
+# ----------------------------------------------------------------------------- inputs listed in call order
+
+
+class _KeywordBlock(L.Layer):
+    """Called with keywords only; Keras keeps its input tensors in keyword (alphabetical) order."""
+
+    def call(self, decoder_sequence, decoder_padding_mask=None):
+        return decoder_sequence * decoder_padding_mask
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def test_inputs_of_a_call_are_listed_and_chosen_in_call_order():
+    seq, mask = keras.Input((5, 4), name="seq"), keras.Input((5, 4), name="mask")
+    h = L.Dense(4, name="d")(seq)
+    model = keras.Model([seq, mask], _KeywordBlock(name="block")(decoder_sequence=h, decoder_padding_mask=mask))
+    with pytest.raises(kerasnb.InvalidEdit, match=r"keep_input=: 0 or 'decoder_sequence' \(None, 5, 4\) float32; "
+                                                  r"1 or 'decoder_padding_mask'"):
+        kerasnb.delete(model, "block")
+    randomize(model)
+    x = [data((5, 4)), data((5, 4), seed=2)]
+    kept_first = kerasnb.delete(model, "block", keep_input=0).model
+    np.testing.assert_array_equal(run(kept_first, x)[0], run(model.get_layer("d"), x[0])[0])
+    assert "d" in [layer.name for layer in kept_first.layers]
