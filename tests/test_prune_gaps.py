@@ -184,3 +184,32 @@ def test_inputs_of_a_call_are_listed_and_chosen_in_call_order():
     kept_first = kerasnb.delete(model, "block", keep_input=0).model
     np.testing.assert_array_equal(run(kept_first, x)[0], run(model.get_layer("d"), x[0])[0])
     assert "d" in [layer.name for layer in kept_first.layers]
+
+
+# ----------------------------------------------------------------------------- keras-hub tasks
+
+
+def test_prune_on_keras_hub_tasks():
+    """A BertTextClassifier (frozen too) and a ResNetImageClassifier, tiny: prune inside the backbone
+    gives the task back, pruned, still frozen."""
+    keras_hub = pytest.importorskip("keras_hub")
+    kh = keras_hub.models
+    keras.utils.set_random_seed(0)
+    backbone = kh.BertBackbone(vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+                               max_sequence_length=6)
+    classifier = kh.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None)
+    classifier.trainable = False
+    result = kerasnb.prune(classifier, "bert_backbone/pooled_dense", channels=[0, 5])
+    assert type(result.model) is kh.BertTextClassifier and not result.model.trainable_weights
+    assert result.report.status("bert_backbone/pooled_dense") == "pruned"
+    assert result.report.status("logits") == "pruned"  # its kernel lost the rows of the removed channels
+    assert result.model.get_layer("logits").kernel.shape == (6, 3)
+    resnet = kh.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 64],
+                               stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+                               use_pre_activation=False, image_shape=(16, 16, 3))
+    images = kh.ResNetImageClassifier(backbone=resnet, num_classes=3)
+    result = kerasnb.prune(images, "res_net_backbone/stack1_block0_1_conv", keep=0.5)
+    assert type(result.model) is kh.ResNetImageClassifier
+    assert result.report.status("res_net_backbone/stack1_block0_1_conv") == "pruned"
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 3)).astype("float32")
+    assert tuple(result.model(x).shape) == (1, 3)
