@@ -73,6 +73,8 @@ def test_pruning_the_grouped_conv_prunes_the_channels_it_passes_on():
     assert result.model.get_layer("dw").groups == 6
     assert _statuses(result)["pw0"] == "pruned"
     assert any("'dw' (Conv2D) makes no channels of its own" in n and "['pw0']" in n for n in result.notes)
+    again = kerasnb.apply(model, result.edits).model  # the edits replay
+    np.testing.assert_array_equal(run(again, data((6, 6, 3)))[0], run(result.model, data((6, 6, 3)))[0])
     by_keep = kerasnb.prune(model, "dw", keep=0.5)
     assert by_keep.model.get_layer("dw").groups == 4 and by_keep.report.status("dw") == "pruned"
 
