@@ -55,6 +55,8 @@ class Rule:
     size_key: str | None = None  # config key of the number of output channels (None: channel-wise)
     wrapper: tuple = ()  # config keys holding the wrapped layer's config (TimeDistributed, Bidirectional)
     groups: int = 1
+    per_group: int = 0  # a grouped conv with one input channel per group: outputs per group (0: not one)
+    count_key: str | None = None  # config key of a channel-wise layer's channel count (LayerScale)
 
     def resize(self, config: dict, n_out: int | None) -> dict:
         """Config changes for ``n_out`` output channels (None: same count, fresh wrapped build)."""
@@ -120,11 +122,30 @@ _RAW_UNARY = {
     "HardSilu", "HardTanh", "Softplus", "Softsign", "LogSigmoid", "TanhShrink", "SoftShrink", "HardShrink",
     "Squareplus", "SparsePlus", "Tanh", "Exp", "Negative", "Abs", "Square", "Sqrt", "Absolute", "Mish",
 }
-_RAW_BINARY = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"}
+_RAW_BINARY = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "NotEqual", "Equal",
+               "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd", "LogicalOr"}
+# keras.ops reductions a removed zero channel adds nothing to (``any(x != 0, axis=-1)``: Masking's mask).
+_RAW_REDUCTIONS = {"Any", "Sum"}
+
+
+def one_channel_per_group(op) -> int:
+    """Outputs per group of a grouped convolution that reads one input channel per group (ConvNeXt's
+    depthwise ``Conv2D(groups=channels)``), 0 otherwise. Such a conv passes its input channels on,
+    like a DepthwiseConv: removing an input channel removes its whole group (``groups`` shrinks)."""
+    if type(op) not in CONVS or int(op.get_config().get("groups", 1) or 1) < 2:
+        return 0
+    kernel = getattr(op, "kernel", None)
+    if kernel is None or int(kernel.shape[-2]) != 1:
+        return 0
+    return int(kernel.shape[-1]) // int(op.get_config()["groups"])
 
 
 def _conv_rule(op) -> Rule:
     groups = int(op.get_config().get("groups", 1) or 1)
+    per_group = one_channel_per_group(op)
+    if per_group:  # channel-wise: its output channels follow its input's, ``per_group`` each
+        return Rule({"kernel": (Cut(-1, "in", each=per_group),), "bias": (Cut(0, "in", each=per_group),)},
+                    per_group=per_group)
     return Rule({"kernel": (Cut(-2, "in", groups=groups), Cut(-1, "out")), "bias": (Cut(0, "out"),)}, "filters",
                 groups=groups)
 
@@ -152,9 +173,20 @@ def _prefixed(rule: Rule, prefix: str) -> dict:
     return {prefix + attr: cuts for attr, cuts in rule.variables.items()}
 
 
+def _is_convnext_layer_scale(op) -> bool:
+    """keras.applications ConvNeXt's LayerScale: ``x * gamma``, one gamma per channel of the last axis."""
+    kind = type(op)
+    return kind.__name__ == "LayerScale" and kind.__module__ == "keras.src.applications.convnext"
+
+
+_LAYER_SCALE = Rule({"gamma": (Cut(0, "in"),)}, count_key="projection_dim")
+
+
 def rule_for(op) -> Rule | None:
     """The slicing rule of a layer (its exact class), or None when kerasnb has none."""
     kind = type(op)
+    if _is_convnext_layer_scale(op):
+        return _LAYER_SCALE
     if kind is L.Dense:
         return _DENSE
     if kind in CONVS:
@@ -619,6 +651,8 @@ def _step(a: Analysis, view, op, ins, name) -> list:
             return [_flatten(a, view, op, trace, name)]
         if kind is L.Reshape:
             return [_reshape(a, view, op, trace, name)]
+    if _raw_reduction(op) and len(ins) == 1 and len(view.outputs) == 1:
+        return [_reduce(view, op, ins[0], rank)]
     if kind in MERGES or _raw_binary(view, op):
         return [_merge(a, view, op, ins, name, None)]
     if kind is L.Concatenate or (type(op).__name__ == "Concatenate" and not isinstance(op, L.Layer)):
@@ -642,6 +676,25 @@ def _raw_elementwise(view, op) -> bool:
     if cls in _RAW_UNARY:
         return True
     return cls in _RAW_BINARY and len(view.input_tensors) == 1 and all(np.ndim(o) == 0 for o in others)
+
+
+def _raw_reduction(op) -> bool:
+    return (not isinstance(op, L.Layer) and type(op).__module__.startswith("keras.src.ops")
+            and type(op).__name__ in _RAW_REDUCTIONS and hasattr(op, "axis"))
+
+
+def _reduce(view, op, trace, rank) -> dict:
+    """A reduction: the traced axes it reduces end there (a removed channel is one fewer term);
+    the others move down past the reduced axes (unless ``keepdims``)."""
+    axis = op.axis
+    reduced = set(range(rank)) if axis is None else {
+        int(x) % rank for x in (axis if isinstance(axis, (list, tuple)) else [axis])}
+    keepdims = bool(getattr(op, "keepdims", False))
+    out = {}
+    for ax, layout in trace.items():
+        if ax not in reduced:
+            out[ax if keepdims else ax - sum(1 for r in reduced if r < ax)] = layout
+    return out
 
 
 def _raw_binary(view, op) -> bool:
@@ -746,12 +799,14 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
     trace = ins[0] if ins else {}
     config = op.get_config()
     problem = _variables_problem(op, rule)
-    if kind in DEPTHWISES:
+    if kind in DEPTHWISES or rule.per_group:
         axes = [1 if _channels_first(op) else rank - 1]
+        if not problem and rule.per_group and view.input_tensors[0].shape[axes[0]] != config["groups"]:
+            problem = f"its {config['groups']} groups do not match its input channels"
         if not _elementwise(config.get("activation", "linear")):
             problem = problem or f"its activation {config.get('activation')!r} mixes channels"
     else:
-        axis = config["axis"]
+        axis = config.get("axis", -1)  # LayerScale: the last axis
         axes = sorted({int(x) % rank for x in (axis if isinstance(axis, (list, tuple)) else [axis])})
     if problem:
         a.problems[name] = problem
@@ -760,7 +815,7 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
         why = f"they flow into {name!r} ({kind.__name__}), which normalises over axes {axes} together"
         return [_keep(a, trace, {i: i for i in range(rank) if i not in axes}, why)]
     c = axes[0]
-    if kind in DEPTHWISES:
+    if kind in DEPTHWISES or rule.per_group:
         out = _keep(a, trace, {c: c}, f"they flow into {name!r} ({kind.__name__}) along a spatial axis")
     else:
         out = dict(trace)
@@ -769,7 +824,7 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
     if layout is None:
         return [out]
     _register(a, name, op, "channelwise")
-    dm = int(config.get("depth_multiplier", 1)) if kind in DEPTHWISES else 1
+    dm = int(config.get("depth_multiplier", 1)) if kind in DEPTHWISES else (rule.per_group or 1)
     out[c] = _expand(layout, dm)
     return [out]
 

@@ -278,10 +278,14 @@ def force_trainable(layer, value: bool) -> None:
 
 
 def fresh_copy(operation):
-    """A copy of a stateless operation with no calls of its own (for ops without a config)."""
-    import copy
+    """A copy of a stateless operation with no calls of its own (for ops without a config).
 
-    new = copy.copy(operation)
+    Not ``copy.copy``: a Keras operation copies itself through Keras saving, which raises for one
+    made with arguments its config cannot hold (``keras.ops.reshape(x, (-1, np.int64(2)))``).
+    Its attributes are what its ``call`` reads, so a shallow copy of them computes the same.
+    """
+    new = object.__new__(type(operation))
+    new.__dict__.update(operation.__dict__)
     new._inbound_nodes = []
     new._outbound_nodes = []
     return new

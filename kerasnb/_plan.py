@@ -9,6 +9,7 @@ removes. The rebuild (:mod:`kerasnb._rebuild`) reads it and decides nothing itse
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -439,7 +440,7 @@ def _input_to_keep(view, layer, edit) -> int:
         wanted = edit.keep_input
         if isinstance(wanted, (int, np.integer)) and not isinstance(wanted, bool):
             if 0 <= wanted < len(tensors):
-                return int(wanted)
+                return _call_order(view)[int(wanted)]  # the position in the call, as the message lists them
         elif isinstance(wanted, str):
             by_keyword = view.kwargs.get(wanted)
             for i, t in enumerate(tensors):
@@ -463,10 +464,39 @@ def _input_to_keep(view, layer, edit) -> int:
     )
 
 
+def _call_order(view) -> list:
+    """Indices into ``view.input_tensors`` in the order the call passed them: positional tensors
+    first, then keyword tensors in the order of the layer's ``call()`` signature (Keras lists
+    keyword tensors by keyword, alphabetically: ``decoder_padding_mask`` before ``decoder_sequence``)."""
+    n = len(view.input_tensors)
+
+    def count(value):
+        return sum(1 for t in keras.tree.flatten(value) if isinstance(t, keras.KerasTensor))
+
+    try:
+        signature = list(inspect.signature(view.operation.call).parameters)
+    except (TypeError, ValueError):
+        signature = []
+    place = {name: i for i, name in enumerate(signature)}
+    start, slots = count(view.args), []
+    for key in sorted(view.kwargs):
+        k = count(view.kwargs[key])
+        slots.append((place.get(key, len(place)), list(range(start, start + k))))
+        start += k
+    if start != n:  # not laid out as expected: keep Keras's order
+        return list(range(n))
+    order = list(range(count(view.args)))
+    for _, indices in sorted(slots, key=lambda slot: slot[0]):
+        order.extend(indices)
+    return order
+
+
 def _input_choices(view) -> str:
     keyword = {id(v): k for k, v in view.kwargs.items() if isinstance(v, keras.KerasTensor)}
+    tensors = view.input_tensors
     parts = []
-    for i, t in enumerate(view.input_tensors):
+    for i, j in enumerate(_call_order(view)):
+        t = tensors[j]
         name = keyword.get(id(t)) or _graph.producer(t)[0].name
         parts.append(f"{i} or {name!r} {tuple(t.shape)} {t.dtype}")
     return "; ".join(parts)

@@ -52,6 +52,10 @@ def choose(model, target, channels, keep, by, coupled, analysis=None, *, allow_o
         if root in removed:
             continue  # two targets of one coupled group
         named[root] = key
+        if key not in analysis.out_space and notes is not None:
+            notes.append(f"{key!r} ({type(analysis.layers[key]).__name__}) makes no channels of its own: it passes "
+                         f"on those of {list(group.producers)} one for one, so they were pruned there and "
+                         f"{key!r} lost the same channels.")
         if channels is not None:
             removed[root] = _check_channels(channels, group, t)
         else:
@@ -97,10 +101,20 @@ def group_of(model, analysis, target, allow_output_change=False):
     key = found.path
     sid = analysis.out_space.get(key)
     if sid is None:
+        sid = passed_on(analysis, key)
+    if sid is None:
         layer = found.layer
         kind = type(layer).__name__
         if analysis.roles.get(key) == "channelwise":
-            hint = f"{kind} follows the channels of the layer before it; prune that layer instead"
+            groups = analysis.groups()
+            makers = [m for s in _channels.spaces_of(analysis.in_layout.get(key))
+                      for m in getattr(groups.get(analysis.root(s)), "producers", ())]
+            makers = list(dict.fromkeys(makers))
+            that = f" ({', '.join(repr(m) for m in makers)})" if makers else ""
+            hint = f"{kind} follows the channels of the layer before it{that}; prune that layer instead"
+        elif type(layer) in _channels.DEPTHWISES or _channels.one_channel_per_group(layer):
+            hint = (f"{kind} makes no channels of its own (it passes on those of its input, one per group), and "
+                    f"the channels it reads cannot be pruned: {_upstream_reason(analysis, key)}")
         elif key in analysis.problems:
             hint = f"{kind} {key!r} cannot be sliced: {analysis.problems[key]}"
         else:
@@ -125,6 +139,51 @@ def group_of(model, analysis, target, allow_output_change=False):
             f"Received: target={target!r}"
         )
     return root, group
+
+
+def _upstream_reason(analysis, key) -> str:
+    """Why the channels ``key`` reads cannot be pruned: the reasons of the nearest producer groups
+    upstream of it (following the graph back through layers that make no channels)."""
+    node_layer = {n: name for name, nodes in analysis.nodes_of.items() for n in nodes}
+    made_by = {t: (node, ins) for node, ins, outs in analysis.flow for t in outs}
+    groups = analysis.groups()
+    todo = [t for node, ins, _ in analysis.flow if node in analysis.nodes_of.get(key, ()) for t in ins]
+    seen, reasons = set(), []
+    while todo and len(reasons) < 2:  # breadth first: the nearest producers say it best
+        t = todo.pop(0)
+        if t in seen or t not in made_by:
+            continue
+        seen.add(t)
+        node, ins = made_by[t]
+        name = node_layer.get(node)
+        sid = analysis.out_space.get(name)
+        if sid is not None:
+            group = groups.get(analysis.root(sid))
+            why = f"{name!r}: {group.reason}" if group is not None and group.reason else ""
+            if why and why not in reasons:
+                reasons.append(why)
+            continue
+        todo.extend(ins)
+    return "; ".join(reasons) or "they come from no layer that makes channels kerasnb can prune"
+
+
+def passed_on(analysis, key):
+    """The channel space a channel-wise convolution passes on one for one (a DepthwiseConv, or a
+    grouped conv with one channel per group, with one output per channel), when its input is exactly
+    one producer group's channels: pruning its channels means pruning them where they are made."""
+    layer = analysis.layers.get(key)
+    if analysis.roles.get(key) != "channelwise" or layer is None:
+        return None
+    rule = _channels.rule_for(layer)
+    one_for_one = rule.per_group == 1 or (
+        type(layer) in _channels.DEPTHWISES and int(layer.get_config().get("depth_multiplier", 1)) == 1)
+    layout = analysis.in_layout.get(key)
+    if not one_for_one or layout is None or len(layout) != 1 or layout[0][0] != 1 or len(layout[0][1]) != 1:
+        return None
+    sid, n, each = layout[0][1][0]
+    if each != 1 or n != analysis.spaces[analysis.root(sid)].length:
+        return None
+    return sid
 
 
 def _check_channels(channels, group, target) -> np.ndarray:
@@ -283,8 +342,10 @@ def branch_drops(analysis, removed: dict, named=None, channels=None):
         for name in analysis.groups()[r].producers:
             if not all(n in dead for n in analysis.nodes_of.get(name, ())) and name not in problems:
                 problems.append(name)
-    for out_name, trace, _ in analysis.output_layouts:
-        if any(root(s) in full for layout in trace.values() for s in _channels.spaces_of(layout)):
+    kept = _kept(analysis, removed)
+    for out_name, trace, _ in analysis.output_layouts:  # it may narrow (allow_output_change), not vanish
+        if any(_channels.touches(layout, full, root) and _channels.kept_indices(layout, kept, root).size == 0
+               for layout in trace.values()):
             problems.append(f"the model output {out_name!r}")
     for node_id, gone in dropped.items():
         name, record = analysis.concats[node_id]
@@ -333,6 +394,10 @@ def plan(analysis, removed: dict):
         if k_in is not None or k_out is not None:
             slices[name] = (k_in, k_out)
             resized = rule.resize(layer.get_config(), None if k_out is None else int(k_out.size))
+            if rule.per_group and k_in is not None:  # whole groups go: one per removed input channel
+                resized = {"groups": int(k_in.size), "filters": int(k_in.size) * rule.per_group}
+            if rule.count_key and k_in is not None:
+                resized = {rule.count_key: int(k_in.size)}
             if resized:
                 changes[name] = resized
     return changes, slices

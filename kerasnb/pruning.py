@@ -92,7 +92,11 @@ def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True, dat
     such a target is refused instead. Channels that reach a model output are refused unless
     ``allow_output_change=True``: then that output narrows, and ``result.notes`` says so.
     Removing every channel of a producer works for a branch that reaches nothing but a
-    Concatenate input: the branch drops out (its layers are ``removed`` in the report).
+    Concatenate input: the branch drops out (its layers are ``removed`` in the report); with
+    ``allow_output_change=True`` that Concatenate may be a model output, which narrows.
+    A DepthwiseConv, or a grouped convolution with one input channel per group (ConvNeXt's
+    ``Conv2D(groups=channels)``), makes no channels of its own: it loses whole groups with the
+    channels it reads, and naming it as ``target`` prunes those channels where they are made.
     Returns a :class:`kerasnb.SurgeryResult`; ``model`` is not changed. Its ``edits`` are one
     :class:`kerasnb.Prune` per pruned group, naming the channels removed, so that
     ``kerasnb.apply(model, result.edits)`` gives the same model again.
