@@ -277,6 +277,16 @@ def force_trainable(layer, value: bool) -> None:
         setter(sub, bool(value))
 
 
+def set_own_trainable(layer, value: bool) -> None:
+    """Set the flag of ``layer`` alone: every sub-layer keeps the flag it has (Keras's setter would
+    set them all)."""
+    setter = keras.layers.Layer.trainable.fset
+    inner = [(sub, sub.trainable) for sub in sublayers(layer)[1:]]
+    setter(layer, bool(value))
+    for sub, flag in inner:  # parents first, as sublayers() lists them
+        setter(sub, flag)
+
+
 def fresh_copy(operation):
     """A copy of a stateless operation with no calls of its own (for ops without a config).
 

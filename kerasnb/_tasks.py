@@ -99,6 +99,7 @@ def rewrap(task, rebuilt) -> tuple:
     if missing:
         return rebuilt, [f"{type(task).__name__}: its head layers {missing} do not match the edited model, so the "
                          "result is a plain keras.Model."]
+    _same_flags(new_task, rebuilt)
     # keras-hub tasks compile themselves with their defaults in their constructor.
     return new_task, [f"Still a {type(task).__name__}, around the edited backbone (an EditedBackbone that saves "
                       "and loads as a graph), with the original preprocessor; compiled with the task's "
@@ -146,8 +147,18 @@ def _copy_head(new_task, rebuilt, backbone_name) -> list:
             continue
         for target, value in zip(layer.weights, source.weights):
             target.assign(value)
-        layer.trainable = source.trainable
     return missing
+
+
+def _same_flags(new_task, rebuilt) -> None:
+    """The head layers' flags (weightless ones too) and the task's own flag as the rebuilt graph has
+    them: a frozen task stays frozen, and unfreezing its backbone leaves its head as it was."""
+    by_name = {layer.name: layer for layer in rebuilt.layers}
+    for layer in new_task.layers:
+        source = by_name.get(layer.name)
+        if source is not None and layer is not getattr(new_task, "backbone", None):
+            layer.trainable = source.trainable
+    _graph.set_own_trainable(new_task, rebuilt.trainable)
 
 
 def _edited_backbone_class():

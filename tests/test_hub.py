@@ -249,6 +249,19 @@ class TestTaskModels:
         assert type(result.model) is type(classifier)
         np.testing.assert_array_equal(to_numpy(result.model(x)), to_numpy(classifier(x)))
 
+    def test_a_frozen_classifier_stays_frozen_layer_by_layer(self):
+        """Every flag as the user left it: the task's own, its weightless head layers', the backbone's."""
+        keras.utils.set_random_seed(0)
+        classifier = kh.BertTextClassifier(backbone=BACKBONES["bert"](), num_classes=3, preprocessor=None)
+        classifier.trainable = False
+        result = kerasnb.apply(classifier, [])
+
+        def flags(model):
+            return [layer.trainable for layer in model._flatten_layers(include_self=True, recursive=True)]
+
+        assert type(result.model) is type(classifier) and flags(result.model) == flags(classifier)
+        assert result.model.trainable is False and result.model.get_layer("classifier_dropout").trainable is False
+
 
 def test_lora_on_gemma_whose_graph_has_raw_ops():
     """Gemma scales its embeddings with a raw keras.ops multiply in the graph: LoRA still goes on."""
