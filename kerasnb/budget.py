@@ -27,7 +27,7 @@ import numpy as np
 from . import _channels, _graph, _slicing, _targets
 from . import criteria
 from .edits import Prune
-from .errors import InvalidEdit, SurgeryError
+from .errors import surgery_errors_only, InvalidEdit, SurgeryError
 from .surgery import SurgeryResult, apply
 
 __all__ = ["GlobalPlan", "BudgetNotReachable", "prune_global", "prune_global_plan"]
@@ -87,6 +87,7 @@ def _pct(after, before) -> str:
 # ----------------------------------------------------------------------------- public API
 
 
+@surgery_errors_only
 def prune_global(model, ratio=None, *, params=None, flops=None, by=None, data=None, round_to=None, ignore=(),
                  per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> SurgeryResult:
     """Prune the weakest channels of the whole model, ranked across groups, to one budget, in one rebuild.
@@ -136,6 +137,7 @@ def prune_global(model, ratio=None, *, params=None, flops=None, by=None, data=No
     return dataclasses.replace(result, notes=(note,) + tuple(result.notes))
 
 
+@surgery_errors_only
 def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, data=None, round_to=None, ignore=(),
                       per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> GlobalPlan:
     """What :func:`prune_global` with the same arguments would remove, and the params and MACs after,

@@ -37,7 +37,7 @@ import keras
 import numpy as np
 
 from . import _channels, _graph, _slicing
-from .errors import IncompatibleShape, InvalidEdit, UnsupportedModel
+from .errors import surgery_errors_only, IncompatibleShape, InvalidEdit, UnsupportedModel
 
 CRITERIA = ("l1", "l2", "bn_scale", "apoz", "taylor")
 NEEDS_DATA = ("apoz", "taylor")
@@ -56,6 +56,7 @@ __all__ = ["CRITERIA", "importance", "group_scores"]
 # ----------------------------------------------------------------------------- public API
 
 
+@surgery_errors_only
 def importance(model, target, by="l1", data=None, *, loss=None) -> np.ndarray:
     """Per-channel scores of the channel group of ``target`` (higher = more important), as numpy.
 

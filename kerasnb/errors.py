@@ -60,6 +60,42 @@ class InternalError(SurgeryError):
     """A bug of kerasnb caught before it returned a model that silently differs (never the user's input)."""
 
 
+def surgery_errors_only(function):
+    """Decorate a public function so that whatever escapes it is a :class:`SurgeryError`.
+
+    A SurgeryError passes as it is. Any other exception (not KeyboardInterrupt) means kerasnb met
+    something in the model it does not handle: it becomes an :class:`InternalError` that names the
+    function, the exception and where it was raised, with the original chained as its cause.
+    Nothing was returned, so nothing is half-applied, and the model passed in is unchanged.
+    """
+    import functools
+
+    @functools.wraps(function)
+    def public(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except SurgeryError:
+            raise
+        except Exception as error:
+            raise InternalError(
+                f"kerasnb.{function.__name__} failed on something it does not handle: {type(error).__name__}: "
+                f"{first_line(error, 300)}{_raised_at(error)}. The model you passed in is unchanged. Please report "
+                "it with the model's type; an edit of other layers, or of the whole block, may work meanwhile."
+            ) from error
+
+    return public
+
+
+def _raised_at(error: Exception) -> str:
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (raised in {last.filename.rsplit('/', 1)[-1]}, line {last.lineno}, {last.name})"
+
+
 def first_line(error: Exception, limit: int | None = None) -> str:
     """The reason an exception gives, in one line, for our own messages.
 

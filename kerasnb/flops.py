@@ -46,7 +46,7 @@ import keras
 from keras import layers as L
 
 from . import _graph
-from .errors import IncompatibleShape, SurgeryError
+from .errors import surgery_errors_only, IncompatibleShape, SurgeryError
 
 __all__ = ["LayerCost", "Term", "UnknownShape", "count_flops", "layer_cost", "layer_macs", "macs_with_channels",
            "total_macs"]
@@ -130,6 +130,7 @@ def total_macs(model, input_shape=None) -> int:
     return int(sum(cost.macs for cost in layer_cost(model, input_shape).values()))
 
 
+@surgery_errors_only
 def count_flops(model, input_shape=None):
     """A pandas DataFrame of MACs per layer: columns layer, type, macs, params, counted.
 

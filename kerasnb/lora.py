@@ -23,7 +23,7 @@ import keras
 
 from . import _graph, weights
 from .edits import Transform
-from .errors import InvalidEdit, LayerNotFound, suggest
+from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, suggest
 from .surgery import SurgeryResult, apply
 from .weights import Outcome
 
@@ -33,6 +33,7 @@ _KINDS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
           keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
+@surgery_errors_only
 def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, train_others: bool = False) -> SurgeryResult:
     """A new model with LoRA of ``rank`` on every matching layer; see the module docstring.
 
@@ -73,6 +74,7 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
     return dataclasses.replace(result, notes=result.notes + (note,))
 
 
+@surgery_errors_only
 def merge_lora(model) -> SurgeryResult:
     """A new model without LoRA: each LoRA layer's factors folded into its kernel."""
     paths = [path for path, layer in _graph.walk_layers(model) if not _graph.is_graph_model(layer)
@@ -94,6 +96,7 @@ def merge_lora(model) -> SurgeryResult:
     return result
 
 
+@surgery_errors_only
 def lora_layers(model) -> dict:
     """``{path: rank}`` of the layers with LoRA enabled, sub-layers of blocks included."""
     return {path: lora_rank(layer) for path, layer, _ in _deep_layers(model) if lora_rank(layer)}

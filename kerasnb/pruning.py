@@ -27,7 +27,7 @@ import numpy as np
 from . import _channels, _graph, _slicing
 from . import criteria
 from .edits import Prune
-from .errors import CoupledChannels, LayerNotFound, UnprunableLayer
+from .errors import surgery_errors_only, CoupledChannels, LayerNotFound, UnprunableLayer
 from .surgery import SurgeryResult, apply
 
 ChannelGroup = _channels.ChannelGroup
@@ -39,6 +39,7 @@ __all__ = ["ChannelGroup", "CoupledChannels", "UnprunableLayer", "channel_groups
 # ----------------------------------------------------------------------------- public API
 
 
+@surgery_errors_only
 def channel_groups(model) -> list:
     """Every group of tied channels, in graph order: a :class:`ChannelGroup` per group.
 
@@ -76,6 +77,7 @@ def prunable(model, target) -> bool:
     return not unprunable_reason(model, target)
 
 
+@surgery_errors_only
 def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True, data=None,
           allow_output_change=False) -> SurgeryResult:
     """Remove output channels (units, filters) of ``target`` and slice every layer that reads them.

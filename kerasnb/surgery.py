@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _graph, _invariants, _lineage, _plan, _rebuild, _tasks
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
-from .errors import InvalidEdit, LayerNotFound, first_line
+from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, first_line
 from .report import WeightReport, build
 
 
@@ -53,16 +53,19 @@ class SurgeryResult:
         return compare(self, x, original=original, original_x=original_x)
 
 
+@surgery_errors_only
 def replace(model, target, replacement) -> SurgeryResult:
     """Put ``replacement`` (layer, list of layers, model or callable) in place of ``target``."""
     return apply(model, [Replace(target, replacement)])
 
 
+@surgery_errors_only
 def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
     """Add ``layer`` right after or right before ``target``."""
     return apply(model, [Insert(layer, after=after, before=before)])
 
 
+@surgery_errors_only
 def delete(model, target, *, keep_input=None) -> SurgeryResult:
     """Remove ``target`` (or a list of targets, in one rebuild); its input flows on to its consumers.
 
@@ -74,16 +77,19 @@ def delete(model, target, *, keep_input=None) -> SurgeryResult:
     return apply(model, [Delete(target, keep_input)])
 
 
+@surgery_errors_only
 def configure(model, target, **changes) -> SurgeryResult:
     """Rebuild ``target`` from its config with ``changes``; its weights are kept if they still fit."""
     return apply(model, [Configure(target, changes)])
 
 
+@surgery_errors_only
 def set_trainable(model, targets, trainable: bool = False) -> SurgeryResult:
     """Freeze (``False``) or unfreeze the target layers."""
     return apply(model, [SetTrainable(targets, trainable)])
 
 
+@surgery_errors_only
 def apply(model, edits) -> SurgeryResult:
     """Apply several edits in as few rebuilds as possible; the report compares with ``model``.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _graph, _targets
 from .edits import ChangeInput, Configure, Delete, Insert, Replace, Transform, Truncate
-from .errors import InvalidEdit, LayerNotFound, SurgeryError, UnsupportedLayer, UnsupportedModel, suggest
+from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, SurgeryError, UnsupportedLayer, UnsupportedModel, suggest
 from .surgery import SurgeryResult, apply
 from .weights import Outcome
 
@@ -157,6 +157,7 @@ def _finish(model, result: SurgeryResult, notes=()) -> SurgeryResult:
     return result
 
 
+@surgery_errors_only
 def replace_all(model, match, make) -> SurgeryResult:
     """Replace every layer that ``match`` selects, at any depth, in one rebuild.
 
@@ -188,6 +189,7 @@ def replace_all(model, match, make) -> SurgeryResult:
     return _finish(model, apply(model, edits))
 
 
+@surgery_errors_only
 def configure_all(model, match, **changes) -> SurgeryResult:
     """Rebuild every layer that ``match`` selects (see :func:`replace_all`) with config ``changes``.
 
@@ -202,6 +204,7 @@ def configure_all(model, match, **changes) -> SurgeryResult:
     return _finish(model, apply(model, [Configure(path, dict(changes)) for path, _ in found]))
 
 
+@surgery_errors_only
 def truncate(model, outputs) -> SurgeryResult:
     """A model whose outputs are those of ``outputs`` (one target or a list; ``"backbone/layer"`` inside
     a nested model, one level deep); the layers they do not need are removed."""
@@ -263,6 +266,7 @@ def _name_of(value) -> str:
     return name if isinstance(name, str) else getattr(value, "__name__", "activation")
 
 
+@surgery_errors_only
 def swap_activation(model, old, new) -> SurgeryResult:
     """Use activation ``new`` wherever the model applies ``old``, at any depth; every weight is kept.
 
@@ -306,6 +310,7 @@ def swap_activation(model, old, new) -> SurgeryResult:
     return _finish(model, apply(model, edits))
 
 
+@surgery_errors_only
 def split_activations(model, match=None) -> SurgeryResult:
     """Split each fused activation into the linear layer followed by an ``Activation`` layer.
 
@@ -404,6 +409,7 @@ _FOLD_INTO = (L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose, L.Conv2DTranspose
               L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D, L.Dense)
 
 
+@surgery_errors_only
 def fold_batchnorm(model) -> SurgeryResult:
     """Fold each BatchNormalization into the Conv / Depthwise / Separable / Dense layer before it.
 
@@ -943,6 +949,7 @@ def _grid(n, space):
 # --------------------------------------------------------------- change_input itself
 
 
+@surgery_errors_only
 def change_input(model, shape, *, channels=None, interpolate=False, input=None) -> SurgeryResult:
     """Give the model's input a new shape (without the batch axis), keeping every weight that can be kept.
 

@@ -195,3 +195,33 @@ def test_layer_whose_config_drops_an_argument_and_no_route_remakes_it_is_refused
     assert "'lossy' cannot be rebuilt faithfully" in text and "Received: layer='lossy'" in text
     assert_unchanged(model, before)
     assert kerasnb.apply(lossy_model(), []).report.status("lossy") == "kept"  # Keras state is fine after
+
+
+def test_an_unexpected_failure_inside_is_a_surgery_error_and_the_model_is_unchanged(make, monkeypatch):
+    """Whatever kerasnb does not handle surfaces as InternalError naming the function and the cause."""
+    model = make("seed_mlp")
+    before = snapshot(model)
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'Thing' object has no attribute 'units'")
+
+    monkeypatch.setattr(kerasnb._rebuild, "run_pass", broken)
+    for call in (lambda: kerasnb.apply(model, []), lambda: kerasnb.replace(model, "dense_1", L.Dense(3)),
+                 lambda: kerasnb.prune(model, "dense", keep=0.5), lambda: kerasnb.enable_lora(model, "dense")):
+        with pytest.raises(kerasnb.SurgeryError) as info:
+            call()
+        text = str(info.value)
+        assert type(info.value).__name__ == "InternalError" and isinstance(info.value.__cause__, AttributeError)
+        assert "AttributeError: 'Thing' object has no attribute 'units'" in text and "line" in text
+    assert_unchanged(model, before)
+
+
+def test_an_interrupt_is_not_turned_into_an_error(make, monkeypatch):
+    model = make("seed_mlp")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kerasnb._rebuild, "run_pass", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kerasnb.apply(model, [])
