@@ -45,9 +45,9 @@ def prune_heads(model, target, heads=None, *, keep=None, by="l1") -> SurgeryResu
     called several times is changed once, for all its calls. Returns a
     :class:`kerasnb.SurgeryResult`; ``model`` is not changed.
     """
-    found = _targets.resolve(model, target, what="prune_heads")
-    layer = found.layer
-    path = "/".join(s.name for s in found.scopes[1:]) + ("/" if len(found.scopes) > 1 else "") + layer.name
+    inside = _targets.inside(model, target)  # "block/attention": held inside a keras-hub block
+    found = inside or _targets.resolve(model, target, what="prune_heads")
+    layer, path = found.layer, found.path
     _check_layer(layer, target)
     n_heads = int(layer.num_heads)
     removed = _chosen(layer, n_heads, heads, keep, by, target)
