@@ -37,6 +37,7 @@ class InsideRule:
         self.kind, self.reason = kind, reason
         self.index = _index_path(found.block.layer, found.chain)
         self.made: dict = {}  # id(new block) -> (old sub-layer, new sub-layer)
+        self.check = None  # (old sub-layer, new one built) -> None, or a refusal before the block is called
         self.__name__ = f"inside {found.relative!r}"
 
     def prepare(self, old_block, new_block) -> None:
@@ -44,6 +45,8 @@ class InsideRule:
         old_sub = _at(old_block, self.index)
         new_sub = self.make(old_sub)
         _build_like(new_sub, old_sub, self.edit)
+        if self.check is not None:
+            self.check(old_sub, new_sub)
         _swap(new_block, self.index, new_sub)
         _remember(new_block, self.index, new_sub)
         self.made[id(new_block)] = (old_sub, new_sub)
@@ -59,7 +62,7 @@ class InsideRule:
         """The block made again refuses its call: the new sub-layer does not fit where it is called."""
         return IncompatibleShape(
             f"{type(block).__name__} {self.found.block.path!r} made again with {self.found.relative!r} changed "
-            f"cannot be called as before: {first_line(error)} The layers inside it are called by its own call(), "
+            f"cannot be called as before: {_what_keras_said(error)} The layers inside it are called by its own call(), "
             "so a layer put there must take what the old one took and give back the same shape. What would work: "
             f"a layer with the same input and output shapes, or an edit of {self.found.block.path!r} as a whole. "
             f"Received: {self.edit!r}")
@@ -81,13 +84,18 @@ def as_block_edit(found: _targets.Inside, edit):
             from ._rebuild import _from_config
             return _from_config(type(piece), dict(config))
 
+        rule = InsideRule(found, edit, make, None, "adapted", "")
+
         def values(old, new):
+            brought = ("its own weights" if piece.weights else "new weights, freshly initialised" if new.weights
+                       else "no weights")
+            rule.reason = (f"{found.relative!r} ({type(sub).__name__}) replaced inside by {type(piece).__name__} "
+                           f"{piece.name!r} ({brought}); every other weight kept")
             return _own_weights(piece, new, edit) if piece.weights else []
 
-        brought = "its own weights" if piece.weights else "new weights"
-        reason = (f"{found.relative!r} ({type(sub).__name__}) replaced inside by {type(piece).__name__} "
-                  f"{piece.name!r} ({brought}); every other weight kept")
-        return _transform(InsideRule(found, edit, make, values, "adapted", reason))
+        rule.values = values
+        rule.check = lambda old, new: _own_weights(piece, new, edit) if piece.weights and new.built else None
+        return _transform(rule)
     if isinstance(edit, Delete):
         if edit.keep_input is not None:
             raise InvalidEdit(f"keep_input chooses among the inputs of a layer of the graph; {kind} passes on the "
@@ -132,6 +140,12 @@ def as_block_edit(found: _targets.Inside, edit):
 
         def values(old, new):
             outcome = weights.carry(old, new)
+            if outcome.kind == "reinit":  # see check below: never reached after it
+                raise AssertionError(outcome.reason)
+            return outcome.values
+
+        def check(old, new):
+            outcome = weights.carry(old, new) if new.built else weights.Outcome("copied")
             if outcome.kind == "reinit":
                 raise InvalidEdit(
                     f"Configuring {kind} with {changes!r} changes its weights ({outcome.reason}). The layers that "
@@ -139,11 +153,12 @@ def as_block_edit(found: _targets.Inside, edit):
                     "slice, so the block would no longer fit together. What would work: configure "
                     f"{found.block.path!r} itself (its own config sets the sizes of what it holds), "
                     f"prune_heads for attention heads, or replace {found.block.path!r} whole. Received: {edit!r}")
-            return outcome.values
 
         from ._rebuild import _describe_changes
         words = _describe_changes(sub, changes) or "config changed"
-        return _transform(InsideRule(found, edit, make, values, "copied", f"inside {found.relative!r}: {words}"))
+        rule = InsideRule(found, edit, make, values, "copied", f"inside {found.relative!r}: {words}")
+        rule.check = check
+        return _transform(rule)
     raise InvalidEdit(f"{type(edit).__name__} cannot reach {kind}. Received: {edit!r}")
 
 
@@ -254,3 +269,13 @@ def _own_weights(piece, new, edit) -> list:
             f"What would work: a layer without weights yet (it is built for its place), or one whose weights "
             f"fit. Received: {edit!r}")
     return outcome.values
+
+
+def _what_keras_said(error) -> str:
+    """The line of a Keras call error that says what went wrong (its first line names only the call)."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    useful = [line for line in lines[1:] if line and not line.startswith("Arguments received")
+              and not line.startswith("•")]
+    return first_line(useful[0] if useful else lines[0])
