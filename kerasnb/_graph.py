@@ -295,6 +295,14 @@ def swap_sublayer(parent, old, new) -> None:
             setattr(parent, name, type(value)(new if item is old else item for item in value))
 
 
+def serialize_as(cls, registered_name: str) -> None:
+    """Make Keras write ``registered_name`` for instances of ``cls`` in saved configs (so that the
+    class registered under that name, not ``cls``, reads them back)."""
+    from keras.src.saving import object_registration
+
+    object_registration.GLOBAL_CUSTOM_NAMES[cls] = registered_name
+
+
 def force_trainable(layer, value: bool) -> None:
     """Set the flag of ``layer`` and of every sub-layer it tracks, whatever they say now.
 

@@ -167,10 +167,9 @@ def _transform(rule: InsideRule) -> Transform:
 
 
 def plan_note(found: _targets.Inside) -> str:
-    return (f"{found.block.path!r} was made again with {found.relative!r} changed inside it. Its get_config() does "
-            "not describe that change, so a .keras file of the edited model makes the block again as it was "
-            "(loading fails where the weights no longer fit); save the weights with save_weights() and redo the "
-            "edit on the original instead.")
+    return (f"{found.block.path!r} was made again with {found.relative!r} changed inside it. Its config now lists "
+            "that change, so a .keras file of the edited model loads back as edited where kerasnb is imported "
+            "(import kerasnb before keras.saving.load_model).")
 
 
 def remade(old_block, new_block, rule) -> None:
@@ -182,13 +181,16 @@ def remade(old_block, new_block, rule) -> None:
     earlier = getattr(old_block, _CHANGES, ())
     if not earlier and not isinstance(rule, InsideRule):
         return
-    _build_like(new_block, old_block, None)
+    _build_like(new_block, old_block, None)  # made from an edited block's config, that applies its changes
+    done = {index for index, _, _ in getattr(new_block, _CHANGES, ())}
     for index, cls, config in earlier:
+        if index in done:
+            continue
         from ._rebuild import _from_config
         new_sub = _from_config(cls, dict(config))
         _build_like(new_sub, _at(old_block, index), None)
         _swap(new_block, index, new_sub)
-    object.__setattr__(new_block, _CHANGES, tuple(earlier))
+        _remember(new_block, index, new_sub)
     if isinstance(rule, InsideRule):
         rule.prepare(old_block, new_block)
 
@@ -220,6 +222,91 @@ def _swap(block, index, new_sub) -> None:
 def _remember(block, index, new_sub) -> None:
     earlier = tuple(c for c in getattr(block, _CHANGES, ()) if c[0] != index)
     object.__setattr__(block, _CHANGES, earlier + ((index, type(new_sub), new_sub.get_config()),))
+    object.__setattr__(block, "__class__", _edited_class(type(block)))
+
+
+# ----------------------------------------------------------------------------- saving
+
+# A block changed inside becomes an instance of a subclass of its class (same name, same
+# behaviour) whose config also lists the changes; Keras writes it under one registered name, and
+# the class registered under that name makes it again: its own class from its own config, built,
+# then the same layers put in the same places. Loading needs kerasnb imported, like any custom
+# object.
+_REGISTERED = "kerasnb>BlockChangedInside"
+_EDITED: dict = {}  # a block class -> its subclass that remembers changes inside
+
+
+def _edited_class(base):
+    if getattr(base, "_kerasnb_edited", False):
+        return base
+    cls = _EDITED.get(base)
+    if cls is None:
+        cls = type(base.__name__, (base,), {
+            "_kerasnb_edited": True, "__module__": base.__module__, "__qualname__": base.__qualname__,
+            "__doc__": base.__doc__, "get_config": _config_with_changes,
+            "from_config": classmethod(_from_config_with_changes), "build_from_config": _build_then_change})
+        _graph.serialize_as(cls, _REGISTERED)
+        _EDITED[base] = cls
+    return cls
+
+
+def _base(layer_or_class):
+    cls = layer_or_class if isinstance(layer_or_class, type) else type(layer_or_class)
+    return cls.__bases__[0] if getattr(cls, "_kerasnb_edited", False) else cls
+
+
+def _config_with_changes(self):
+    base = _base(self)
+    config = base.get_config(self)
+    config["kerasnb_base"] = _class_spec(base)
+    config["kerasnb_inside"] = [{"index": list(index), "layer": {**_class_spec(cls), "config": layer_config}}
+                                for index, cls, layer_config in getattr(self, _CHANGES, ())]
+    return config
+
+
+def _from_config_with_changes(cls, config):
+    config = dict(config)
+    config.pop("kerasnb_base", None)
+    pending = config.pop("kerasnb_inside", None)
+    layer = _base(cls).from_config.__func__(cls, config)
+    if pending:
+        object.__setattr__(layer, "_kerasnb_pending", pending)
+    return layer
+
+
+def _build_then_change(self, config):
+    _base(self).build_from_config(self, config)
+    pending = self.__dict__.pop("_kerasnb_pending", None)
+    for item in pending or ():
+        index = tuple(item["index"])
+        new_sub = keras.saving.deserialize_keras_object(item["layer"])
+        _build_like(new_sub, _at(self, index), None)
+        _swap(self, index, new_sub)
+        _remember(self, index, new_sub)
+
+
+def _class_spec(cls) -> dict:
+    return {"module": cls.__module__, "class_name": cls.__name__,
+            "registered_name": keras.saving.get_registered_name(cls)}
+
+
+@keras.saving.register_keras_serializable(package="kerasnb", name="BlockChangedInside")
+class _BlockChangedInside:
+    """Reads back a block saved with changes inside (see :func:`_edited_class`)."""
+
+    def get_config(self):  # never an instance: Keras wants the method to register the class
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        spec = config.pop("kerasnb_base")
+        pending = config.pop("kerasnb_inside", None)
+        layer = keras.saving.deserialize_keras_object({**spec, "config": config})
+        object.__setattr__(layer, "__class__", _edited_class(type(layer)))
+        if pending:
+            object.__setattr__(layer, "_kerasnb_pending", pending)
+        return layer
 
 
 def _build_like(new, old, edit) -> None:

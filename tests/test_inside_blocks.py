@@ -164,13 +164,22 @@ class TestPlainBlock:
             kerasnb.delete(block_model, "block/fnn")
         assert_unchanged(block_model, before)
 
-    def test_save_and_load_when_the_weights_no_longer_fit_fails_loudly(self, block_model, tmp_path):
-        result = kerasnb.prune_heads(block_model, "block/attention", heads=[0])
-        assert any("get_config() does not describe that change" in n for n in result.notes)
-        path = tmp_path / "pruned.keras"
-        result.model.save(path)
-        with pytest.raises(Exception):
-            keras.saving.load_model(path)
+    def test_saved_and_loaded_as_edited(self, block_model, tmp_path):
+        """The block's config lists the change inside: a .keras file loads back what was edited."""
+        x = rand(2, 5, 8, seed=3)
+        result = kerasnb.apply(block_model, [kerasnb.Configure("block/norm", {"epsilon": 0.5}),
+                                             kerasnb.Delete("block/drop")])
+        pruned = kerasnb.prune_heads(result.model, "block/attention", heads=[0])
+        assert any("loads back as edited" in n for n in pruned.notes)
+        path = tmp_path / "edited.keras"
+        pruned.model.save(path)
+        loaded = keras.saving.load_model(path)
+        block = loaded.get_layer("block")
+        assert (block.attention.num_heads, block.norm.epsilon, type(block.drop)) == (3, 0.5, L.Identity)
+        assert_close(outputs(loaded, x), outputs(pruned.model, x), atol=0)
+        again = kerasnb.apply(loaded, [])  # and it is edited again like any other model
+        assert again.report.status("block") == "kept"
+        assert_close(outputs(again.model, x), outputs(pruned.model, x), atol=0)
 
 
 # ----------------------------------------------------------------------------- keras-hub blocks
@@ -233,6 +242,16 @@ def test_prune_heads_inside_a_keras_hub_block(family, name, request):
     assert result.report.status("token_embedding") == "kept"
     assert_unchanged(model, before)
     assert getattr(model.get_layer("transformer_layer_0"), attention).num_heads == 2
+
+
+def test_a_pruned_bert_saves_and_loads(bert, tmp_path):
+    x = text_batch(bert)
+    result = kerasnb.prune_heads(bert, "transformer_layer_1/self_attention_layer", heads=[1])
+    path = tmp_path / "pruned.keras"
+    result.model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("transformer_layer_1")._self_attention_layer.num_heads == 1
+    assert_close(outputs(loaded, x), outputs(result.model, x), atol=0)
 
 
 def test_configure_and_replace_inside_bert(bert):
