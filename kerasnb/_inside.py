@@ -43,8 +43,9 @@ class InsideRule:
     def prepare(self, old_block, new_block) -> None:
         """Put the new sub-layer into ``new_block`` (made from ``old_block``, not yet called)."""
         old_sub = _at(old_block, self.index)
-        new_sub = self.make(old_sub)
-        _build_like(new_sub, old_sub, self.edit)
+        with _scope_of(_at(new_block, self.index[:-1])):  # its variables' paths read as the old ones did
+            new_sub = self.make(old_sub)
+            _build_like(new_sub, old_sub, self.edit)
         if self.check is not None:
             self.check(old_sub, new_sub)
         _swap(new_block, self.index, new_sub)
@@ -187,8 +188,9 @@ def remade(old_block, new_block, rule) -> None:
         if index in done:
             continue
         from ._rebuild import _from_config
-        new_sub = _from_config(cls, dict(config))
-        _build_like(new_sub, _at(old_block, index), None)
+        with _scope_of(_at(new_block, index[:-1])):
+            new_sub = _from_config(cls, dict(config))
+            _build_like(new_sub, _at(old_block, index), None)
         _swap(new_block, index, new_sub)
         _remember(new_block, index, new_sub)
     if isinstance(rule, InsideRule):
@@ -212,6 +214,17 @@ def _at(block, index):
     for i in index:
         layer = _graph.children(layer)[i]
     return layer
+
+
+def _scope_of(parent):
+    """Keras's name scope of ``parent``: layers made in it have the paths its own sub-layers have."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    for name in (getattr(parent, "path", None) or "").split("/"):
+        if name:
+            stack.enter_context(keras.name_scope(name))
+    return stack
 
 
 def _swap(block, index, new_sub) -> None:
@@ -279,8 +292,9 @@ def _build_then_change(self, config):
     pending = self.__dict__.pop("_kerasnb_pending", None)
     for item in pending or ():
         index = tuple(item["index"])
-        new_sub = keras.saving.deserialize_keras_object(item["layer"])
-        _build_like(new_sub, _at(self, index), None)
+        with _scope_of(_at(self, index[:-1])):
+            new_sub = keras.saving.deserialize_keras_object(item["layer"])
+            _build_like(new_sub, _at(self, index), None)
         _swap(self, index, new_sub)
         _remember(self, index, new_sub)
 

@@ -111,8 +111,9 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
             sub_layers(container, "/".join(rest), given)  # LayerNotFound when it holds no such layer
             raise InvalidEdit(
                 f"{part!r} in path {target!r} is a {type(container).__name__}: a layer of the graph whose layers "
-                f"are called inside its own call(), not a nested model. {what} cannot reach inside it (pruning a "
-                "layer there would need the layers that read it sliced too, and kerasnb cannot see them). What "
+                f"are called inside its own call(), not a nested model. {what} cannot reach inside it"
+                + (" (pruning a layer there would need the layers that read it sliced too, and kerasnb cannot see "
+                   "them)" if what == "prune" else "") + ". What "
                 f"would work: kerasnb.replace, configure, delete or prune_heads on {target!r} (kerasnb makes "
                 f"{part!r} again with that one layer changed), or an edit of {part!r} as a whole. "
                 f"Received: target={given!r}"
