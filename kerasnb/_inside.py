@@ -59,8 +59,27 @@ class InsideRule:
         values += self.values(old_sub, new_sub)  # a Transform's rule says its kind and words here
         return weights.Outcome(self.kind, self.reason, values)
 
+    def trace(self, block, args, kwargs, old_outputs) -> None:
+        """Run the block's own call() on the new input symbolically: a block that declares its output
+        shape (compute_output_shape) is otherwise called without running it, so a layer that does not
+        fit inside would only fail when the model runs."""
+        from ._rebuild import _deferring
+
+        spec = _deferring(lambda: keras.Operation.compute_output_spec(block, *args, **kwargs))
+        got = [tuple(t.shape) for t in keras.tree.flatten(spec)]
+        wanted = [tuple(t.shape) for t in old_outputs]
+        if got != wanted:
+            raise ValueError(f"it now gives {got[0] if len(got) == 1 else got} where it gave "
+                             f"{wanted[0] if len(wanted) == 1 else wanted}.")
+
     def call_failed(self, block, error) -> Exception:
         """The block made again refuses its call: the new sub-layer does not fit where it is called."""
+        if isinstance(self.edit, Delete):
+            return IncompatibleShape(
+                f"{self.found.relative!r} cannot be deleted from {type(block).__name__} {self.found.block.path!r}: "
+                f"its own call() calls it, and an Identity in its place (passing on its first input) does not fit: "
+                f"{_what_keras_said(error)} What would work: replace it with a layer that takes what it took and "
+                f"gives back its output's shape, or edit {self.found.block.path!r} as a whole. Received: {self.edit!r}")
         return IncompatibleShape(
             f"{type(block).__name__} {self.found.block.path!r} made again with {self.found.relative!r} changed "
             f"cannot be called as before: {_what_keras_said(error)} The layers inside it are called by its own call(), "
@@ -342,7 +361,8 @@ def _build_like(new, old, edit) -> None:
     except Exception as error:
         raise IncompatibleShape(
             f"{type(new).__name__} {new.name!r} cannot be built for the input {old.name!r} was built for "
-            f"({config}): {first_line(error)} Received: {edit!r}") from None
+            f"({config}): {first_line(error)} What would work: a layer of the kind it replaces (its build() takes "
+            f"those shapes), or an edit of the block as a whole. Received: {edit!r}") from None
 
 
 def _carried_around(old_block, new_block, old_sub, new_sub, found) -> list:

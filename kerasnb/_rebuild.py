@@ -401,12 +401,14 @@ class _GraphRebuild:
 
     def _call_op(self, new_op, args, kwargs, view, inputs_faithful: bool, local: dict):
         """Replay one call; a layer refusing its new input says which input changed and how."""
+        rule = self.plan.rules.get(id(view.operation))
         try:
+            if hasattr(rule, "trace"):  # a block changed inside: its own call() must run on this input
+                rule.trace(new_op, args, kwargs, view.outputs)
             return _call_deferring(new_op, args, kwargs)
         except SurgeryError:
             raise
         except Exception as error:
-            rule = self.plan.rules.get(id(view.operation))
             if hasattr(rule, "call_failed"):  # a block made again with a layer inside it changed
                 raise rule.call_failed(view.operation, error) from None
             if inputs_faithful:

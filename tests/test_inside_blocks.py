@@ -269,6 +269,11 @@ def test_configure_and_replace_inside_bert(bert):
     assert swapped.report.status("transformer_layer_0") == "adapted"
     assert "'feedforward_dropout' (Dropout) replaced inside by Dropout 'drop' (no weights)" in \
         swapped.report.row("transformer_layer_0").reason
+    # The block declares its output shape, so only running its call() shows the Identity does not fit.
+    with pytest.raises(IncompatibleShape, match="cannot be deleted.*expected axis -1.*What would work"):
+        kerasnb.delete(bert, "transformer_layer_0/feedforward_intermediate_dense")
+    with pytest.raises(IncompatibleShape, match="cannot be deleted.*What would work"):  # called with query=, value=
+        kerasnb.delete(bert, "transformer_layer_0/self_attention_layer")
 
 
 def test_delete_and_replace_a_block_inside_the_vit_encoder(vit, tmp_path):
