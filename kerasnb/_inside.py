@@ -115,7 +115,7 @@ def as_block_edit(found: _targets.Inside, edit):
 
         rule.values = values
         rule.check = lambda old, new: _own_weights(piece, new, edit) if piece.weights and new.built else None
-        return _transform(rule)
+        return _on_block(rule)
     if isinstance(edit, Delete):
         if edit.keep_input is not None:
             raise InvalidEdit(f"keep_input chooses among the inputs of a layer of the graph; {kind} passes on the "
@@ -127,7 +127,7 @@ def as_block_edit(found: _targets.Inside, edit):
         params = _graph.count_params(sub)
         reason = (f"{found.relative!r} ({type(sub).__name__}) deleted inside: its input passes on"
                   + (f" ({params:,} params removed)" if params else "") + "; every other weight kept")
-        return _transform(InsideRule(found, edit, make, lambda old, new: [], "adapted", reason))
+        return _on_block(InsideRule(found, edit, make, lambda old, new: [], "adapted", reason))
     if isinstance(edit, (Configure, Transform)):
         changes = dict(edit.changes)
         config = _graph.config_of(sub, f"Layer {where!r}")
@@ -156,7 +156,7 @@ def as_block_edit(found: _targets.Inside, edit):
                 return list(outcome.values)
 
             rule.values = values
-            return _transform(rule)
+            return _on_block(rule)
 
         def values(old, new):
             outcome = weights.carry(old, new)
@@ -178,11 +178,11 @@ def as_block_edit(found: _targets.Inside, edit):
         words = _describe_changes(sub, changes) or "config changed"
         rule = InsideRule(found, edit, make, values, "copied", f"inside {found.relative!r}: {words}")
         rule.check = check
-        return _transform(rule)
+        return _on_block(rule)
     raise InvalidEdit(f"{type(edit).__name__} cannot reach {kind}. Received: {edit!r}")
 
 
-def _transform(rule: InsideRule) -> Transform:
+def _on_block(rule: InsideRule) -> Transform:
     return Transform(rule.found.block.path, rule)
 
 
@@ -252,7 +252,8 @@ def _swap(block, index, new_sub) -> None:
 
 
 def _remember(block, index, new_sub) -> None:
-    earlier = tuple(c for c in getattr(block, _CHANGES, ()) if c[0] != index)
+    # A change at ``index`` replaces what an earlier one did there and below it.
+    earlier = tuple(c for c in getattr(block, _CHANGES, ()) if c[0][:len(index)] != index)
     object.__setattr__(block, _CHANGES, earlier + ((index, type(new_sub), new_sub.get_config()),))
     object.__setattr__(block, "__class__", _edited_class(type(block)))
 
