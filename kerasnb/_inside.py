@@ -277,7 +277,7 @@ def _edited_class(base):
         cls = type(base.__name__, (base,), {
             "_kerasnb_edited": True, "__module__": base.__module__, "__qualname__": base.__qualname__,
             "__doc__": base.__doc__, "get_config": _config_with_changes,
-            "from_config": classmethod(_from_config_with_changes), "build_from_config": _build_then_change})
+            "from_config": classmethod(_from_config_with_changes)})
         _graph.serialize_as(cls, _REGISTERED)
         _EDITED[base] = cls
     return cls
@@ -303,14 +303,28 @@ def _from_config_with_changes(cls, config):
     pending = config.pop("kerasnb_inside", None)
     layer = _base(cls).from_config.__func__(cls, config)
     if pending:
-        object.__setattr__(layer, "_kerasnb_pending", pending)
+        _change_when_built(layer, pending)
     return layer
 
 
-def _build_then_change(self, config):
-    _base(self).build_from_config(self, config)
-    pending = self.__dict__.pop("_kerasnb_pending", None)
-    for item in pending or ():
+def _change_when_built(layer, pending) -> None:
+    """Once ``layer`` is built (from a saved build config, or by its first call), put the layers
+    ``pending`` lists in their places."""
+    import functools
+
+    built_by = layer.build  # Keras's own wrapper of the class's build(), on this instance
+
+    @functools.wraps(built_by)  # Keras reads build()'s signature to name the shapes it passes
+    def build(*args, **kwargs):
+        built_by(*args, **kwargs)
+        object.__setattr__(layer, "build", built_by)
+        _put_in(layer, pending)
+
+    object.__setattr__(layer, "build", build)
+
+
+def _put_in(self, pending) -> None:
+    for item in pending:
         index = tuple(item["index"])
         with _scope_of(_at(self, index[:-1])):
             new_sub = keras.saving.deserialize_keras_object(item["layer"])
@@ -339,7 +353,7 @@ class _BlockChangedInside:
         layer = keras.saving.deserialize_keras_object({**spec, "config": config})
         object.__setattr__(layer, "__class__", _edited_class(type(layer)))
         if pending:
-            object.__setattr__(layer, "_kerasnb_pending", pending)
+            _change_when_built(layer, pending)
         return layer
 
 

@@ -13,6 +13,7 @@ from conftest import assert_unchanged, snapshot, to_numpy
 from keras import layers as L
 
 import kerasnb
+from kerasnb import codegen
 from kerasnb.errors import IncompatibleShape, InvalidEdit, LayerNotFound
 
 
@@ -180,6 +181,10 @@ class TestPlainBlock:
         again = kerasnb.apply(loaded, [])  # and it is edited again like any other model
         assert again.report.status("block") == "kept"
         assert_close(outputs(again.model, x), outputs(pruned.model, x), atol=0)
+        namespace: dict = {}
+        exec(codegen.code(pruned.model), namespace)  # its Python source makes the edited block too
+        built = namespace["model"].get_layer("block")
+        assert (built.attention.num_heads, built.norm.epsilon, type(built.drop)) == (3, 0.5, L.Identity)
 
 
 # ----------------------------------------------------------------------------- keras-hub blocks
