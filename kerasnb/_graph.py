@@ -259,10 +259,49 @@ def sublayers(layer) -> list:
 
 
 def tracked_layers(layer) -> list:
-    """The layers ``layer`` tracks directly (its attributes, a graph model's layers), not theirs."""
+    """The layers ``layer`` tracks directly (its attributes, a graph model's layers), not theirs, in
+    Keras's order (:func:`sublayers` one level deep)."""
     if not hasattr(layer, "_flatten_layers"):
         return []
     return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def swap_sublayer(parent, old, new) -> None:
+    """Put ``new`` wherever ``parent`` holds ``old``: its tracked layers, attributes, lists and dicts.
+
+    In place, so the order of ``parent``'s sub-layers (and so of its variables) stays as it was:
+    the new layer takes the old one's position. Only for a ``parent`` kerasnb just made.
+    """
+    tracker = getattr(parent, "_tracker", None)
+    if tracker is not None and tracker.is_in_store("layers", old):
+        # First, so that the assignments below find ``new`` tracked already and append nothing.
+        tracker.replace_tracked_value("layers", old, new)
+    else:
+        held = parent._layers
+        held[next(i for i, layer in enumerate(held) if layer is old)] = new
+    for name, value in list(vars(parent).items()):
+        if name == "_layers":
+            continue
+        if value is old:
+            setattr(parent, name, new)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if item is old:
+                    value[i] = new
+        elif isinstance(value, dict):
+            for key, item in list(value.items()):
+                if item is old:
+                    value[key] = new
+        elif isinstance(value, tuple) and not hasattr(value, "_fields") and any(item is old for item in value):
+            setattr(parent, name, type(value)(new if item is old else item for item in value))
+
+
+def serialize_as(cls, registered_name: str) -> None:
+    """Make Keras write ``registered_name`` for instances of ``cls`` in saved configs (so that the
+    class registered under that name, not ``cls``, reads them back)."""
+    from keras.src.saving import object_registration
+
+    object_registration.GLOBAL_CUSTOM_NAMES[cls] = registered_name
 
 
 def force_trainable(layer, value: bool) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import _channels, _graph, _slicing, _targets
+from . import _channels, _graph, _inside, _slicing, _targets
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import InputLayerEdit, InvalidEdit, NameClash, SurgeryError
 
@@ -170,6 +170,10 @@ def plan_edit(model, edit, plan: Plan) -> None:
     if isinstance(edit, Truncate):
         _plan_outputs(model, edit, plan)
         return
+    if isinstance(edit, (Replace, Configure, Delete, Transform)):
+        found = _targets.inside(model, edit.target)
+        if found is not None:  # a layer held inside a block: the block made again with it changed
+            edit = _inside.as_block_edit(found, edit)
     if isinstance(edit, Transform):
         res = _resolve(model, edit.target, plan, edit)
         _refuse_if_already_edited(res)
@@ -186,6 +190,8 @@ def plan_edit(model, edit, plan: Plan) -> None:
             raise Conflict(f"{res.layer.name} transformed twice")
         res.plan.config[id(res.layer)] = dict(edit.changes)
         res.plan.rules[id(res.layer)] = edit.rule
+        if isinstance(edit.rule, _inside.InsideRule):
+            plan.notes_from_edits.append(_inside.plan_note(edit.rule.found))
         return
     if isinstance(edit, SetTrainable):
         targets = edit.targets

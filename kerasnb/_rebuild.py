@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from . import _graph, _invariants, _targets, weights
+from . import _graph, _inside, _invariants, _targets, weights
 from ._plan import Block, DeleteCall, Plan, ReplaceSpan
 from .errors import (IncompatibleShape, InvalidEdit, LayerNotFound, NameClash, SurgeryError, UnsupportedLayer,
                      first_line)
@@ -276,7 +276,8 @@ class _GraphRebuild:
                                   if isinstance(t, keras.KerasTensor)]
                     new_op = clones[id(op)] = self._clone(op, shapes)
                 called_here.add(id(op))
-                unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not (
+                unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not getattr(
+                    plan.rules.get(id(op)), "changes_computation", False) and not (
                     _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty()
                     and not state.outputs_faithful.get(id(new_op), False))
                 node_faithful = inputs_faithful and unchanged_op
@@ -423,11 +424,16 @@ class _GraphRebuild:
 
     def _call_op(self, new_op, args, kwargs, view, inputs_faithful: bool, local: dict):
         """Replay one call; a layer refusing its new input says which input changed and how."""
+        rule = self.plan.rules.get(id(view.operation))
         try:
+            if hasattr(rule, "trace"):  # a block changed inside: its own call() must run on this input
+                rule.trace(new_op, args, kwargs, view.outputs)
             return _call_deferring(new_op, args, kwargs)
         except SurgeryError:
             raise
         except Exception as error:
+            if hasattr(rule, "call_failed"):  # a block made again with a layer inside it changed
+                raise rule.call_failed(view.operation, error) from None
             if inputs_faithful:
                 raise
             changed = []
@@ -562,6 +568,7 @@ class _GraphRebuild:
         if override is not None and not changes:
             new_op = override[1]()
             _graph.drop_all_calls(new_op)  # a call from an earlier, abandoned attempt
+            _inside.remade(op, new_op, None)
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
             state.untouched[id(op)] = self.model
             if id(op) in plan.rules:  # a weight rule on a layer made as it was (LoRA inside a block)
@@ -601,6 +608,7 @@ class _GraphRebuild:
             ) from None
         state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
         rule = plan.rules.get(id(op))
+        _inside.remade(op, new_op, rule)  # a block changed inside, now or by an earlier edit
         if rule is not None:  # a Transform's own weight rule (adapting an input kernel, folding a BatchNorm)
             if not changes:  # made as it was: checked like an untouched layer (see _lost_in_config)
                 state.untouched[id(op)] = self.model
@@ -1133,6 +1141,8 @@ def _transfer_weights(state: Pass) -> None:
                               f"the wrong shape: {wrong} (variable, its shape, the value's). Received: {outcome!r}")
         outcome.assign()
         rec.weights, rec.reason = outcome.kind, outcome.reason
+        if outcome.kind == "copied" and outcome.reason and not outcome.faithful:
+            rec.config_changed = outcome.reason  # weights copied, computing something else: the words say what
         if outcome.faithful and outcome.kind == "copied":  # the same computation: kept, with a note
             rec.faithful, rec.config_changed, rec.note, rec.reason = True, "", outcome.reason, ""
     for piece, new, edit in state.pretrained:

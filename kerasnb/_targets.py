@@ -107,9 +107,16 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
     for part in outer:
         container = layer_named(scopes[-1], part, given)
         if not _graph.is_graph_model(container):
-            raise LayerNotFound(
-                f"{part!r} in path {target!r} is a {type(container).__name__}, not a nested model, so it has no "
-                f"layers inside. Received: target={given!r}"
+            rest = target.split("/")[len(scopes):]
+            sub_layers(container, "/".join(rest), given)  # LayerNotFound when it holds no such layer
+            raise InvalidEdit(
+                f"{part!r} in path {target!r} is a {type(container).__name__}: a layer of the graph whose layers "
+                f"are called inside its own call(), not a nested model. {what} cannot reach inside it"
+                + (" (pruning a layer there would need the layers that read it sliced too, and kerasnb cannot see "
+                   "them)" if what == "prune" else "") + ". What "
+                f"would work: kerasnb.replace, configure, delete or prune_heads on {target!r} (kerasnb makes "
+                f"{part!r} again with that one layer changed), or an edit of {part!r} as a whole. "
+                f"Received: target={given!r}"
             )
         scopes.append(container)
     scope = scopes[-1]
@@ -141,6 +148,71 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
         first = calls[0]
         layer, calls = last, last_calls
     return Target(tuple(scopes), layer, tuple(calls), call_index, first, given)
+
+
+@dataclass(frozen=True)
+class Inside:
+    """A layer held inside a layer of the graph (a keras-hub block): ``"block/sub"``, at any depth."""
+
+    block: Target  # the layer of the graph (a block) that holds it
+    chain: tuple  # the sub-layers from the block's own down to the one named
+    relative: str  # its path inside the block: "self_attention_layer", "transformer_block_1/mha"
+
+    @property
+    def layer(self):
+        return self.chain[-1]
+
+    @property
+    def path(self) -> str:
+        return f"{self.block.path}/{self.relative}"
+
+
+def inside(model, target) -> Inside | None:
+    """The sub-layer ``target`` names inside a layer of the graph, or None when it names no such path.
+
+    ``"transformer_layer_0/self_attention_layer"``: the graph layer, then the names of the layers it
+    tracks, one level at a time (Keras's own ``layer.path`` below the block reads the same).
+    """
+    if not isinstance(target, str) or "/" not in target:
+        return None
+    parts = target.split("/")
+    scope = model
+    for i, part in enumerate(parts[:-1]):
+        layer = next((l for l in _graph.layers_in_order(scope) if l.name == part), None)
+        if layer is None:
+            return None
+        if _graph.is_graph_model(layer):
+            scope = layer
+            continue
+        block = resolve(model, "/".join(parts[:i + 1]), what="an edit inside a block")
+        relative = "/".join(parts[i + 1:])
+        return Inside(block, tuple(sub_layers(layer, relative, target)), relative)
+    return None
+
+
+def sub_layers(block, relative: str, given) -> list:
+    """The chain of layers ``block`` tracks down to ``relative`` ("a/b"), or LayerNotFound."""
+    chain, current = [], block
+    for name in relative.split("/"):
+        found = [c for c in _graph.tracked_layers(current) if c.name == name]
+        if len(found) != 1:
+            options = [p for p, _ in _relative_paths(block)]
+            if found:
+                raise AmbiguousTarget(f"{current.name!r} holds {len(found)} layers named {name!r}, so "
+                                      f"{relative!r} is ambiguous. Received: target={given!r}")
+            raise LayerNotFound(
+                f"{type(block).__name__} {block.name!r} holds no layer {relative!r}.{suggest(relative, options)} "
+                f"Layers it holds: {', '.join(options[:12])}{' ...' if len(options) > 12 else ''}. "
+                f"Received: target={given!r}")
+        current = found[0]
+        chain.append(current)
+    return chain
+
+
+def _relative_paths(layer, prefix: str = ""):
+    for child in _graph.tracked_layers(layer):
+        yield prefix + child.name, child
+        yield from _relative_paths(child, prefix + child.name + "/")
 
 
 def _calls_of(scope, layer) -> list:

@@ -41,13 +41,15 @@ def prune_heads(model, target, heads=None, *, keep=None, by="l1") -> SurgeryResu
       each head's slice of the output projection (the part of the output it writes), or a callable
       ``layer -> one score per head`` (higher is kept).
 
-    ``target`` is the layer's name, the layer, or ``"inner/mha"`` inside a nested model; a layer
-    called several times is changed once, for all its calls. Returns a
+    ``target`` is the layer's name, the layer, ``"inner/mha"`` inside a nested model, or
+    ``"transformer_layer_0/self_attention_layer"`` inside a block (a keras-hub transformer block is
+    made again with that attention changed, its other weights kept); a layer called several times
+    is changed once, for all its calls. Returns a
     :class:`kerasnb.SurgeryResult`; ``model`` is not changed.
     """
-    found = _targets.resolve(model, target, what="prune_heads")
-    layer = found.layer
-    path = "/".join(s.name for s in found.scopes[1:]) + ("/" if len(found.scopes) > 1 else "") + layer.name
+    inside = _targets.inside(model, target)  # "block/attention": held inside a keras-hub block
+    found = inside or _targets.resolve(model, target, what="prune_heads")
+    layer, path = found.layer, found.path
     _check_layer(layer, target)
     n_heads = int(layer.num_heads)
     removed = _chosen(layer, n_heads, heads, keep, by, target)
