@@ -9,12 +9,15 @@ from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTr
 from .errors import (
     AmbiguousTarget,
     IncompatibleShape,
+    CoupledChannels,
     InputLayerEdit,
+    InternalError,
     InvalidEdit,
     LayerNotFound,
     NameClash,
     SurgeryError,
     UnbuiltModel,
+    UnprunableLayer,
     UnsupportedLayer,
     UnsupportedModel,
 )
@@ -33,7 +36,7 @@ from ._graph import LayerInfo, describe
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousTarget", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
+    "AmbiguousTarget", "CoupledChannels", "InternalError", "UnprunableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
     "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
     "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
