@@ -216,10 +216,35 @@ class _EditedBackboneLoader:
         return _edited_backbone_class().from_config(config, custom_objects)
 
 
-# Registered before a .keras file or a preset of an edited backbone is loaded in a new process.
-# keras_hub.models.Backbone.from_preset() checks the class itself, so it finds the real class only
-# when keras-hub was imported before kerasnb (or a keras-hub model was edited in this process).
+class _RegisterAfterKerasHub:
+    """An import hook that registers the real EditedBackbone as soon as keras-hub has been imported:
+    keras_hub.models.Backbone.from_preset() checks that the registered class is a Backbone before it
+    loads anything, so the stand-in above is not enough for it. Importing keras-hub here instead would
+    make ``import kerasnb`` slow for everyone."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras_hub":
+            return None
+        sys.meta_path.remove(self)  # once, and not for the look-up below
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _edited_backbone_class()
+
+        spec.loader.exec_module = exec_module  # this module's own loader object only
+        return spec
+
+
+# Registered before a .keras file or a preset of an edited backbone is loaded in a new process,
+# whichever of kerasnb and keras-hub is imported first.
 if "keras_hub" in sys.modules:
     _edited_backbone_class()
 else:
     keras.saving.register_keras_serializable(package="kerasnb", name="EditedBackbone")(_EditedBackboneLoader)
+    sys.meta_path.insert(0, _RegisterAfterKerasHub())

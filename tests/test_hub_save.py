@@ -184,6 +184,27 @@ class TestAnEditedBackboneStaysABackbone:
         assert (self.greedy_lm(again, preprocessor).generate(prompts, max_length=8)
                 == self.greedy_lm(edited, preprocessor).generate(prompts, max_length=8))
 
+    def test_a_new_process_loads_the_preset_whichever_package_it_imports_first(self, edited, tmp_path):
+        """kerasnb imported before keras-hub: Backbone.from_preset still finds the edited backbone's class."""
+        import os
+        import subprocess
+        import sys
+
+        x = {key: value[:, :6] for key, value in TOKENS.items()}
+        edited.save_to_preset(tmp_path / "preset")
+        np.save(tmp_path / "expected.npy", numbers(edited(x))[0])
+        np.savez(tmp_path / "x.npz", **x)
+        code = (
+            "import kerasnb, keras_hub, numpy as np\n"
+            f"m = keras_hub.models.Backbone.from_preset({str(tmp_path / 'preset')!r})\n"
+            f"x = dict(np.load({str(tmp_path / 'x.npz')!r}))\n"
+            f"print(type(m).__name__, float(np.abs(np.asarray(m(x)) - np.load({str(tmp_path / 'expected.npy')!r})).max()))"
+        )
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split()[-2:] == ["EditedBackbone", "0.0"]
+
     def test_edited_again_it_stays_the_family_s_backbone(self, edited):
         again = kerasnb.delete(edited, "transformer_layer_0").model
         assert isinstance(again, kh.Backbone) and again.num_layers == 0
