@@ -99,11 +99,6 @@ def _compare_outputs(before, after, atol, what, relative=False):
     return worst
 
 
-# Variables keras-hub derives from others when it builds or loads a layer: moving them alone would
-# make a state no real model has (DINOV2's position embeddings resized to the image, recomputed on load).
-DERIVED = ("interpolated_position_embeddings",)
-
-
 def _perturb(model, seed=0):
     """Move every float weight by seeded noise (variances stay positive)."""
     import numpy as np
@@ -111,7 +106,7 @@ def _perturb(model, seed=0):
     rng = np.random.default_rng(seed)
     for v in _unique(model.weights):
         value = _np(v)
-        if value.dtype.kind != "f" or v.path.rsplit("/", 1)[-1] in DERIVED:
+        if value.dtype.kind != "f":
             continue
         noise = rng.normal(size=value.shape).astype(value.dtype)
         if "variance" in v.path:
@@ -119,6 +114,22 @@ def _perturb(model, seed=0):
         else:
             value = value + 0.05 * noise
         v.assign(value)
+    _rederive(model)
+
+
+def _rederive(model):
+    """Recompute what keras-hub derives from other variables, as its own loading would.
+
+    DINOV2's embedding keeps its position embeddings resized to the image in a variable of its
+    own; on save it writes that one back over the position embeddings when the two disagree, and
+    on load it resizes them again. Moved apart by the noise, they would make a state no real
+    model has, and the saved file would differ from the model.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if hasattr(layer, "interpolated_position_embeddings") and hasattr(layer, "_interpolate_position_embeddings"):
+            layer.interpolated_position_embeddings.assign(layer._interpolate_position_embeddings(
+                layer.position_embeddings, patch_size=layer.patch_size, source_shape=layer.position_embedding_shape,
+                target_shape=layer.image_shape, antialias=layer.antialias_in_interpolation))
 
 
 def _unique(variables):
@@ -753,7 +764,8 @@ def _cell(entry):
 
 
 def markdown(records, seconds=None):
-    columns = list(OPERATIONS)
+    """The table of outcomes: a row per family, a column per operation, then the counts."""
+    columns = [c for c in OPERATIONS if any(c in r["ops"] for r in records.values())]
     lines = ["| family | build | " + " | ".join(OPERATIONS[c] for c in columns) + " | s |",
              "|---" * (len(columns) + 3) + "|"]
     for family in sorted(records):
@@ -770,7 +782,11 @@ def markdown(records, seconds=None):
     for op in ["build", *columns]:
         c = counts.get(op, {})
         summary.append(f"| {op} | " + " | ".join(str(c.get(s, 0)) for s in ("pass", "refused", "n/a", "fail")) + " |")
-    head = [f"{len(records)} families" + (f", {seconds:.0f} s wall clock" if seconds else "")]
+    backends = sorted({r.get("backend", "?") for r in records.values()})
+    head = [f"{len(records)} families on {', '.join(backends)}" + (f", {seconds:.0f} s wall clock" if seconds else ""),
+            "", "pass: done and checked; refused: a kerasnb.SurgeryError (its message); n/a: the family has no "
+            "such part; FAIL: a raw exception, or a result that differs from what its report says. "
+            "Columns 'keras-hub: ...' run on the unedited original, to tell keras-hub's limits from kerasnb's."]
     return "\n".join(head + [""] + lines + summary) + "\n"
 
 
@@ -785,10 +801,17 @@ def main(argv=None):
     parser.add_argument("--baselines", action="store_true",
                         help="always run keras-hub's own baselines on the original (save/load, fit), not only "
                              "where kerasnb's result did not pass")
+    parser.add_argument("--table-from", help="only render --markdown from a --json file written before")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child or (args.families and not (args.all or args.markdown or args.json)):
         _child_main(args.families, args.baselines)
+        return
+    if args.table_from:
+        with open(args.table_from) as f:
+            records = json.load(f)
+        with open(args.markdown, "w") as f:
+            f.write(markdown(records))
         return
     families = all_families() if args.all or not args.families else args.families
     started = time.time()
