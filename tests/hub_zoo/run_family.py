@@ -141,33 +141,28 @@ def _unique(variables):
     return out
 
 
-def _float_values(model):
-    """{fingerprint: [paths]} of every distinct float variable."""
+def _fingerprints(variables):
+    """{(shape, dtype, hash of the value): [paths]} of the distinct float variables among ``variables``.
+
+    The noise makes every float value unique, so a value found in a new model is the original's
+    variable carried, whatever it is called there (names are regenerated on a rebuild).
+    """
     import hashlib
 
     out = {}
-    for v in _unique(model.weights):
+    for v in _unique(variables):
         value = _np(v)
-        if value.dtype.kind != "f":
-            continue
-        key = (value.shape, str(value.dtype), hashlib.sha1(value.tobytes()).hexdigest())
-        out.setdefault(key, []).append(v.path)
+        if value.dtype.kind == "f":
+            key = (value.shape, str(value.dtype), hashlib.sha1(value.tobytes()).hexdigest())
+            out.setdefault(key, []).append(v.path)
     return out
 
 
 def _check_carried(original, new, leave_out=()):
     """Every float variable of the original (but those of ``leave_out`` layers) is in ``new`` once."""
     skip = {id(v) for layer in leave_out for v in layer.weights}
-    kept_original = [v for v in _unique(original.weights) if id(v) not in skip]
-    before = {}
-    import hashlib
-
-    for v in kept_original:
-        value = _np(v)
-        if value.dtype.kind == "f":
-            key = (value.shape, str(value.dtype), hashlib.sha1(value.tobytes()).hexdigest())
-            before.setdefault(key, []).append(v.path)
-    after = _float_values(new)
+    before = _fingerprints([v for v in original.weights if id(v) not in skip])
+    after = _fingerprints(new.weights)
     missing = [p for key, paths in before.items() if key not in after for p in paths]
     doubled = [paths[0] for key, paths in before.items() if key in after and len(after[key]) > len(paths)]
     if missing:
