@@ -402,7 +402,7 @@ def run_family(family, baselines=False):
 
     import families as F
     import kerasnb
-    from kerasnb.errors import SurgeryError
+    from kerasnb.errors import InternalError, SurgeryError
 
     started = time.time()
     record = {"family": family, "class": family + "Backbone", "backend": keras.backend.backend(),
@@ -418,6 +418,8 @@ def run_family(family, baselines=False):
             entry = {"status": "n/a", "detail": str(e)}
         except Failure as e:
             entry = {"status": "fail", "detail": str(e)}
+        except InternalError as e:  # kerasnb met something it does not handle: a bug, not a refusal
+            entry = {"status": "fail", "detail": f"{type(e).__name__}: {str(e)[:400]}"}
         except SurgeryError as e:
             entry = {"status": "refused", "detail": f"{type(e).__name__}: {e}"}
         except Exception as e:  # a raw exception is a failure, with where it came from
