@@ -54,8 +54,8 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
             f"Received: match={match!r}"
         )
     alpha = alpha if alpha is not None else rank
-    changes = {"lora_rank": rank, "lora_alpha": alpha}
-    edits = [Transform(path, _with_lora(rank, alpha), changes) for path, _, owner in found if owner is None]
+    edits = [Transform(path, _with_lora(rank, alpha), _lora_settings(layer, rank, alpha))
+             for path, layer, owner in found if owner is None]
     inside: dict = {}  # a block (a layer of the graph) -> its sub-layers that get LoRA
     for path, layer, owner in found:
         if owner is not None:
@@ -88,7 +88,7 @@ def merge_lora(model) -> SurgeryResult:
     for path in paths:
         layer = _layer_at(model, path)
         if lora_rank(layer):
-            edits.append(Transform(path, _merged, {"lora_rank": None, "lora_alpha": None}))
+            edits.append(Transform(path, _merged, _lora_settings(layer, None, None)))
         else:  # a block whose sub-layers have LoRA: made again from its config, which has none
             edits.append(Transform(path, _merged_inside))
     result = apply(model, edits)
@@ -109,9 +109,21 @@ def lora_rank(layer) -> int:
 # ----------------------------------------------------------------------------- weight rules
 
 
+def _lora_settings(layer, rank, alpha) -> dict:
+    """The config keys that turn LoRA on (or off, with None) where the layer takes them: Dense,
+    EinsumDense and Embedding name them in their constructors; a convolution lists them in its
+    config only once LoRA is on, so LoRA is enabled on it by its rule and merged through its config."""
+    import inspect
+
+    accepted = set(inspect.signature(type(layer).__init__).parameters) | set(_graph.config_of(layer))
+    return {key: value for key, value in (("lora_rank", rank), ("lora_alpha", alpha)) if key in accepted}
+
+
 def _with_lora(rank, alpha):
     def rule(old, new):
         """Keep every trained variable (paired by structure); the LoRA factors start from Keras's own initialisers."""
+        if not getattr(new, "lora_enabled", False):  # a layer whose config cannot say LoRA (a convolution)
+            new.enable_lora(rank, lora_alpha=alpha)
         return Outcome("copied", f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""),
                        weights.carried_values(old, new), faithful=True)  # one factor is zero: the layer computes what it did
     return rule

@@ -55,14 +55,15 @@ def carry(old, new) -> Outcome:
 
 
 def mirror_lora(old, new) -> None:
-    """LoRA that was enabled on a block's sub-layers is not in the block's config: enable it again."""
+    """LoRA that is not in a layer's config (a block's sub-layers; a convolution, whose constructor
+    takes no ``lora_rank``): enable it again on the made-again twin."""
     olds = _graph.sublayers(old)
-    if len(olds) < 2 or not any(getattr(s, "lora_enabled", False) for s in olds[1:]):
+    if not any(getattr(s, "lora_enabled", False) for s in olds):
         return
     news = _graph.sublayers(new)
     if len(news) != len(olds) or not new.built:
         return
-    for o, n in zip(olds[1:], news[1:]):
+    for o, n in zip(olds, news):
         if getattr(o, "lora_enabled", False) and not getattr(n, "lora_enabled", False) and n.built:
             n.enable_lora(o.lora_rank, lora_alpha=getattr(o, "lora_alpha", None))
 

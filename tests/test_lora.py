@@ -220,3 +220,27 @@ def test_lora_on_a_layer_that_has_it_already_is_refused():
     lora = kerasnb.enable_lora(model(), "ffn_up", rank=2).model
     with pytest.raises(kerasnb.InvalidEdit, match="'ffn_up' already has LoRA enabled.*merge_lora"):
         kerasnb.enable_lora(lora, "ffn_*", rank=4)
+
+
+def test_lora_on_convolutions_enables_survives_a_later_edit_and_merges():
+    """Keras's Conv layers take no lora_rank in their constructor: LoRA goes on by the rule, and stays on."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(5, 3, name="c2")(L.Conv2D(4, 3, name="c1")(inputs))
+    model = keras.Model(inputs, L.Dense(2, name="d")(L.Flatten()(x)))
+    before = snapshot(model)
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    lora = kerasnb.enable_lora(model, "c*", rank=2)
+    assert kerasnb.lora.lora_layers(lora.model) == {"c1": 2, "c2": 2}
+    assert lora.report.status("c1") == "kept" and lora.report.row("c1").reason == "LoRA rank 2"
+    np.testing.assert_array_equal(to_numpy(lora.model(images)), to_numpy(model(images)))
+    for variable in lora.model.weights:  # trained factors: the merge must fold something
+        if "lora_kernel_b" in variable.path:
+            variable.assign(np.random.default_rng(1).random(variable.shape).astype("float32"))
+    trained = to_numpy(lora.model(images))
+    later = kerasnb.replace(lora.model, "d", L.Dense(2, name="d2"))
+    assert kerasnb.lora.lora_layers(later.model) == {"c1": 2, "c2": 2} and later.report.status("c2") == "kept"
+    merged = kerasnb.merge_lora(lora.model)
+    assert kerasnb.lora.lora_layers(merged.model) == {} and merged.model.count_params() == model.count_params()
+    np.testing.assert_allclose(to_numpy(merged.model(images)), trained, rtol=1e-5, atol=1e-5)
+    assert_unchanged(model, before)
