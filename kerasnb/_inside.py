@@ -182,6 +182,14 @@ def as_block_edit(found: _targets.Inside, edit):
     raise InvalidEdit(f"{type(edit).__name__} cannot reach {kind}. Received: {edit!r}")
 
 
+def changed_variables(rule, new_block) -> set:
+    """Ids of the variables of the sub-layers ``rule`` swapped in or out of ``new_block`` (none when it
+    is no :class:`InsideRule`): a rebuild checks the rest of the block against the old one."""
+    if not isinstance(rule, InsideRule) or id(new_block) not in rule.made:
+        return set()
+    return {id(v) for sub in rule.made[id(new_block)] for v in sub.weights}
+
+
 def _on_block(rule: InsideRule) -> Transform:
     return Transform(rule.found.block.path, rule)
 

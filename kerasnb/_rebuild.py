@@ -568,7 +568,7 @@ class _GraphRebuild:
         if override is not None and not changes:
             new_op = override[1]()
             _graph.drop_all_calls(new_op)  # a call from an earlier, abandoned attempt
-            _inside.remade(op, new_op, None)
+            _inside.remade(op, new_op, plan.rules.get(id(op)))  # a change inside it goes in on this route too
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
             state.untouched[id(op)] = self.model
             if id(op) in plan.rules:  # a weight rule on a layer made as it was (LoRA inside a block)
@@ -1045,10 +1045,13 @@ def _lost_in_config(state: Pass) -> list:
         if not _same_variables(old, new):
             lost.append(old)
     # A layer a weight rule maps, made from its config unchanged: its variables apart from LoRA
-    # factors (which the rule adds or folds) must come out the same, or another route makes it.
-    for old, new, _ in state.ruled:
-        if id(old) in state.untouched and state.same_input_shapes.get(id(old), False) and \
-                not _same_variables(old, new, weights.is_lora_factor):
+    # factors (which the rule adds or folds) and a sub-layer changed inside it (whose variables the
+    # change makes anew) must come out the same, or another route makes it.
+    for old, new, rule in state.ruled:
+        if id(old) not in state.untouched or not state.same_input_shapes.get(id(old), False):
+            continue
+        changed = _inside.changed_variables(rule, new)
+        if not _same_variables(old, new, lambda v: weights.is_lora_factor(v) or id(v) in changed):
             lost.append(old)
     return lost
 

@@ -187,6 +187,54 @@ class TestPlainBlock:
         assert (built.attention.num_heads, built.norm.epsilon, type(built.drop)) == (3, 0.5, L.Identity)
 
 
+class HiddenWidthBlock(keras.layers.Layer):
+    """Its config leaves out ``width`` and no attribute keeps it (as keras-hub's MiT block does with
+    ``sr_ratio``): made from its config it would have other variables, so a rebuild makes it from
+    the arguments Keras recorded, and a change inside must go in on that route too."""
+
+    def __init__(self, width=8, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = L.MultiHeadAttention(4, 3, name="attention")
+        self.up = L.Dense(width, activation="relu", name="up")
+        self.down = L.Dense(8, name="down")
+
+    def build(self, shape):
+        self.attention.build(shape, shape)
+        self.up.build(shape)
+        self.down.build(shape[:-1] + (self.up.units,))
+
+    def call(self, x):
+        x = x + self.attention(x, x)
+        return x + self.down(self.up(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("width", None)  # Keras's own record of the arguments would have it
+        return config
+
+
+def hidden_width_model():
+    keras.utils.set_random_seed(2)
+    tokens = keras.Input((5, 8))
+    return keras.Model(tokens, L.Dense(2, name="head")(HiddenWidthBlock(width=16, name="block")(tokens)))
+
+
+def test_prune_heads_inside_a_block_made_from_its_recorded_arguments():
+    model = hidden_width_model()
+    perturb(model)
+    x, before = rand(2, 5, 8, seed=4), snapshot(model)
+    result = kerasnb.prune_heads(model, "block/attention", heads=[0, 2])
+    block = result.model.get_layer("block")
+    assert block.attention.num_heads == 2 and block.up.kernel.shape == (8, 16)
+    assert any("from the arguments Keras recorded" in n for n in result.notes)
+    expected = hidden_width_model()
+    expected.set_weights(model.get_weights())
+    zero_heads(expected.get_layer("block").attention, [0, 2])
+    assert_close(outputs(result.model, x), outputs(expected, x))
+    assert result.report.status("block") == "pruned" and result.report.status("head") == "kept_input_changed"
+    assert_unchanged(model, before)
+
+
 # ----------------------------------------------------------------------------- keras-hub blocks
 
 
