@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import keras
+import numpy as np
 
 from . import _graph
 
@@ -212,7 +213,8 @@ def _shapes_as_tuples(config):
     JSON gives them back as lists, and Keras builds each layer of a loaded graph from them. keras-hub
     layers read a list as several inputs' shapes (RWKV7's blocks take its first item) or add tuples to
     it (DeepLabV3's pyramid pooling): a keras-hub backbone never meets this, as it loads through its
-    constructor, but an edited one loads as a graph. A list of shapes stays a list of tuples."""
+    constructor, but an edited one loads as a graph. A list of shapes stays a list of tuples.
+    Tensors in layer configs (not in the graph's calls, which Keras reads itself) become arrays."""
     def shape(value):
         if isinstance(value, list) and all(v is None or isinstance(v, int) for v in value):
             return tuple(value)
@@ -224,7 +226,11 @@ def _shapes_as_tuples(config):
 
     def walk(value):
         if isinstance(value, dict):
-            out = {k: walk(v) for k, v in value.items()}
+            if value.get("class_name") == "__tensor__" and isinstance(value.get("config"), dict):
+                # A constructor argument a layer replaced by a variable in build() (D-FINE's decoder
+                # puts upsampling_factor's variable where its config reads the number): its value.
+                return np.asarray(value["config"]["value"], dtype=value["config"].get("dtype"))
+            out = {k: v if k == "inbound_nodes" else walk(v) for k, v in value.items()}
             build = out.get("build_config")
             if isinstance(build, dict):
                 out["build_config"] = {k: shape(v) if k in ("input_shape", "shapes_dict") else v

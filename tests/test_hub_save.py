@@ -187,6 +187,32 @@ class TestEditedBackbonesSave:
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(carried.kernel), np.arange(10).reshape(2, 5))
         assert carried.kernel is not backbone.unused_stem.kernel
 
+    def test_a_layer_whose_config_gives_the_variable_it_made_from_an_argument_loads(self, tmp_path):
+        """D-FINE's decoder makes a variable from upsampling_factor in build() and stores it where its
+        config reads the number: the saved config holds a tensor, which loads as its value."""
+
+        @keras.saving.register_keras_serializable(package="kerasnb_tests")
+        class Scale(keras.layers.Layer):
+            def __init__(self, factor, **kwargs):
+                super().__init__(**kwargs)
+                self.factor = factor
+
+            def build(self, input_shape):
+                self.factor = self.add_weight(shape=(1,), initializer=keras.initializers.Constant(self.factor),
+                                              trainable=False)
+
+            def call(self, x):
+                return x * self.factor
+
+            def get_config(self):
+                return {**super().get_config(), "factor": self.factor}
+
+        inputs = keras.Input((4,), name="features")
+        backbone = kh.Backbone(inputs=inputs, outputs=Scale(0.5, name="scale")(keras.layers.Dense(3)(inputs)))
+        edited = kerasnb.apply(backbone, []).model
+        loaded = saved_and_loaded(edited, tmp_path)
+        assert_same_outputs(backbone, loaded, np.ones((2, 4), "float32"))
+
 
 class TestAnEditedBackboneStaysABackbone:
     @pytest.fixture(scope="class")
