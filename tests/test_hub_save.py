@@ -190,6 +190,8 @@ class TestEditedBackbonesSave:
     def test_a_layer_whose_config_gives_the_variable_it_made_from_an_argument_loads(self, tmp_path):
         """D-FINE's decoder makes a variable from upsampling_factor in build() and stores it where its
         config reads the number: the saved config holds a tensor, which loads as its value."""
+        if keras.backend.backend() == "jax":
+            pytest.skip("Keras on JAX cannot serialize a variable in a layer's config, so such a graph does not save")
 
         @keras.saving.register_keras_serializable(package="kerasnb_tests")
         class Scale(keras.layers.Layer):
