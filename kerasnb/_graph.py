@@ -600,3 +600,31 @@ def model_from_graph_config(cls, config, custom_objects=None):
     from keras.src.models.functional import functional_from_config
 
     return functional_from_config(cls, config, custom_objects=custom_objects)
+
+
+def build_lazy_sublayers(model) -> None:
+    """Build the sub-layers that ``model``'s layers create in ``__init__`` but build only in ``call``.
+
+    A layer with no ``build()`` of its own and a ``compute_output_shape`` (DebertaV3's
+    RelativeEmbedding and its LayerNormalization) is built by its build_config without them, and a
+    symbolic call does not run ``call``; loading a graph that holds one then finds no variables for
+    the sub-layer's saved weights. One eager call on zeros of the call's input shapes builds them."""
+    for view in walk(model):
+        layer = view.operation
+        if is_graph_model(layer):
+            build_lazy_sublayers(layer)
+            continue
+        if not isinstance(layer, keras.layers.Layer):
+            continue
+        if all(sub.built for sub in sublayers(layer)):
+            continue
+        zeros = {}
+        for tensor in keras.tree.flatten((view.args, view.kwargs)):
+            if isinstance(tensor, keras.KerasTensor):
+                shape = tuple(1 if d is None else d for d in tensor.shape)
+                zeros[id(tensor)] = keras.ops.zeros(shape, dtype=tensor.dtype)
+        args, kwargs = view.fill_in(zeros)
+        try:
+            layer(*args, **kwargs)
+        except Exception:  # leave it as Keras builds it: loading then says which layer is not built
+            pass

@@ -193,6 +193,44 @@ def carry_into_task(rebuilt, task, backbone_name: str) -> None:
             setattr(target, CARRIED_ATTRIBUTE, list(carried))
 
 
+def carry_into_backbone(rebuilt, backbone) -> None:
+    """An EditedBackbone made over the rebuilt graph keeps the copies that graph carries."""
+    carried = getattr(rebuilt, CARRIED_ATTRIBUTE, None)
+    if carried and backbone is not rebuilt:
+        setattr(backbone, CARRIED_ATTRIBUTE, list(carried))
+
+
+def check_wrapped(rebuilt, final) -> None:
+    """Raise :class:`InternalError` unless ``final`` (the task or backbone made around the checked
+    ``rebuilt`` graph) holds as many variables, of the same shapes, as ``rebuilt``: the whole-model
+    check ran on ``rebuilt``, and this keeps it true of what the user gets."""
+    if final is rebuilt:
+        return
+    def shapes(model):
+        return sorted((tuple(v.shape), str(v.dtype)) for v in _unique(model.weights))
+    before, after = shapes(rebuilt), shapes(final)
+    if before != after:
+        _fail(f"the {type(final).__name__} made around the edited graph has {len(after)} variables "
+              f"({sum(_size(s) for s, _ in after):,} values) where the graph has {len(before)} "
+              f"({sum(_size(s) for s, _ in before):,})")
+
+
+def _unique(variables) -> list:
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _size(shape) -> int:
+    size = 1
+    for d in shape:
+        size *= int(d)
+    return size
+
+
 def _called_variables(state) -> set:
     """Ids of the variables of every layer called in the graph (nested graphs too)."""
     return {id(v) for layer in state.source_layers if not _graph.is_graph_model(layer)

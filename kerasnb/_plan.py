@@ -251,7 +251,9 @@ def plan_edit(model, edit, plan: Plan) -> None:
                 "and one input cannot stand in for all of them. Replace it with a block that gives as many outputs. "
                 f"Received: target={edit.target!r}"
             )
-        node_plan.action = DeleteCall(edit, _input_to_keep(view, res.layer, edit))
+        keep = _input_to_keep(view, res.layer, edit)
+        _refuse_other_kind(view, res.layer, keep, edit)
+        node_plan.action = DeleteCall(edit, keep)
         if len(view.input_tensors) > 1:
             kept = view.input_tensors[node_plan.action.keep]
             plan.notes_from_edits.append(
@@ -467,6 +469,28 @@ def _input_to_keep(view, layer, edit) -> int:
         f"Cannot delete {layer.name!r} ({type(layer).__name__}): it takes {len(tensors)} inputs and {why}, so it "
         f"is not clear which one to pass on. Say which with keep_input=: {_input_choices(view)}; or replace it "
         f"with a layer that merges them. Received: target={edit.target!r}"
+    )
+
+
+def _kind(dtype) -> str:
+    name = str(dtype)
+    return "bool" if name == "bool" else "float" if "float" in name else "int" if "int" in name else name
+
+
+def _refuse_other_kind(view, layer, keep: int, edit) -> None:
+    """A Delete that would hand the layer's consumers integers where it gave them floats (or the
+    reverse) is refused: what they compute from it is not what they computed. Moonshine's rotary
+    embedding turns int32 positions into float32 frequencies, and its declared output shape is the
+    positions' shape, so the rebuilt graph looks fine and fails only when called."""
+    kept, out = view.input_tensors[keep], view.outputs[0]
+    if _kind(kept.dtype) == _kind(out.dtype):
+        return
+    raise InvalidEdit(
+        f"Cannot delete {layer.name!r} ({type(layer).__name__}): it turns {kept.dtype} {tuple(kept.shape)} from "
+        f"{_graph.producer(kept)[0].name!r} into {out.dtype} {tuple(out.shape)}, and passing its input on would hand "
+        f"the layers that read its output {kept.dtype} values where they read {out.dtype} ones (positions where they "
+        f"read, say, rotary frequencies made from them). Replace it with a layer that gives {out.dtype} instead. "
+        f"Received: target={edit.target!r}"
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import keras
+import numpy as np
 
 from . import _graph
 
@@ -195,13 +196,51 @@ def _edited_backbone_class():
 
         @classmethod
         def from_config(cls, config, custom_objects=None):
-            config = dict(config)
+            config = _shapes_as_tuples(dict(config))
             if isinstance(config.get("dtype"), dict):
                 config["dtype"] = keras.dtype_policies.get(config["dtype"])
-            return _graph.model_from_graph_config(cls, config, custom_objects)
+            model = _graph.model_from_graph_config(cls, config, custom_objects)
+            _graph.build_lazy_sublayers(model)  # before Keras loads the saved weights into them
+            return model
 
     _EDITED = EditedBackbone
     return _EDITED
+
+
+def _shapes_as_tuples(config):
+    """``config`` with the input shapes of its layers' ``build_config`` as tuples again.
+
+    JSON gives them back as lists, and Keras builds each layer of a loaded graph from them. keras-hub
+    layers read a list as several inputs' shapes (RWKV7's blocks take its first item) or add tuples to
+    it (DeepLabV3's pyramid pooling): a keras-hub backbone never meets this, as it loads through its
+    constructor, but an edited one loads as a graph. A list of shapes stays a list of tuples.
+    Tensors in layer configs (not in the graph's calls, which Keras reads itself) become arrays."""
+    def shape(value):
+        if isinstance(value, list) and all(v is None or isinstance(v, int) for v in value):
+            return tuple(value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(shape(v) for v in value)
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items()}
+        return value
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__tensor__" and isinstance(value.get("config"), dict):
+                # A constructor argument a layer replaced by a variable in build() (D-FINE's decoder
+                # puts upsampling_factor's variable where its config reads the number): its value.
+                return np.asarray(value["config"]["value"], dtype=value["config"].get("dtype"))
+            out = {k: v if k == "inbound_nodes" else walk(v) for k, v in value.items()}
+            build = out.get("build_config")
+            if isinstance(build, dict):
+                out["build_config"] = {k: shape(v) if k in ("input_shape", "shapes_dict") else v
+                                       for k, v in build.items()}
+            return out
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(config)
 
 
 class _EditedBackboneLoader:

@@ -158,9 +158,13 @@ def _apply(model, edits) -> SurgeryResult:
         rebuilt = current
         current, task_notes = _tasks.rewrap(model, current)
         _invariants.carry_into_task(rebuilt, current, model.backbone.name)
+        _invariants.check_wrapped(rebuilt, current)
         notes += task_notes
     elif _tasks.is_backbone(model) and _graph.is_graph_model(current):  # and a backbone a backbone
+        rebuilt = current
         current, backbone_notes = _tasks.as_backbone(model, current)
+        _invariants.carry_into_backbone(rebuilt, current)
+        _invariants.check_wrapped(rebuilt, current)
         notes += backbone_notes
         notes += _recompile(model, current)
     else:

@@ -62,6 +62,19 @@ class TestDelete:
         kerasnb.delete(model, "drop")
         assert_unchanged(model, before)
 
+    def test_delete_that_would_pass_on_integers_where_floats_were_read_is_refused(self):
+        """Like Moonshine's rotary embedding: int positions in, floats of the same declared shape out.
+        Passing the positions on would give the consumer other values; the plan says so."""
+
+        class Frequencies(L.Layer):
+            def call(self, positions):
+                return keras.ops.sin(keras.ops.cast(positions, "float32"))
+
+        positions = keras.Input((4,), dtype="int32", name="positions")
+        model = keras.Model(positions, L.Dense(2, name="head")(Frequencies(name="frequencies")(positions)))
+        with pytest.raises(kerasnb.errors.InvalidEdit, match=r"'frequencies'.*int32.*float32"):
+            kerasnb.delete(model, "frequencies")
+
 
 class TestConfigure:
     def test_units_change_reinitialises_and_explains(self, make):

@@ -89,6 +89,18 @@ def gemma(request):
         intermediate_dim=16, head_dim=4, dtype=request.param))
 
 
+@pytest.fixture(scope="module")
+def rwkv7():
+    return built(lambda: kh.RWKV7Backbone(vocabulary_size=10, hidden_size=16, num_layers=2, head_size=4,
+                                          intermediate_dim=32, gate_lora=8, mv_lora=8, aaa_lora=8, decay_lora=8))
+
+
+@pytest.fixture(scope="module")
+def deberta():
+    return built(lambda: kh.DebertaV3Backbone(vocabulary_size=10, num_layers=2, num_heads=2, hidden_dim=8,
+                                              intermediate_dim=16, max_sequence_length=6, bucket_size=4))
+
+
 class TestEditedBackbonesSave:
     def test_llama_whose_blocks_are_made_from_their_arguments(self, llama, tmp_path):
         """LlamaTransformerDecoder.get_config() raises: its blocks are made from their arguments, and
@@ -139,6 +151,69 @@ class TestEditedBackbonesSave:
                 assert each.dtype_policy.name == dtype
                 assert policies(each) == policies(model, leave_out=gone)
             assert_same_outputs(edited, loaded, TOKENS)
+
+    def test_rwkv7_whose_blocks_build_from_a_shape_tuple_loads_from_a_file(self, rwkv7, tmp_path):
+        """The blocks' saved input shape comes back from JSON as a list, which RWKV7's build reads
+        as a list of several shapes: the edited backbone loads them as tuples again."""
+        result = kerasnb.replace(rwkv7, "output_norm", keras.layers.LayerNormalization(epsilon=1e-5, name="new_norm"))
+        tokens = {"token_ids": np.tile(np.arange(1, 9, dtype="int32"), (2, 2)),
+                  "padding_mask": np.ones((2, 16), "int32")}
+        loaded = saved_and_loaded(result.model, tmp_path)
+        assert isinstance(loaded, kh.Backbone)
+        assert_same_outputs(result.model, loaded, tokens)
+
+    def test_deberta_whose_relative_embedding_builds_its_norm_only_when_called(self, deberta, tmp_path):
+        """RelativeEmbedding has no build(): its LayerNormalization is built by a call, which a
+        symbolic call of a loaded graph does not make. The dropped-block result loads all the same."""
+        result = kerasnb.delete(deberta, "disentangled_attention_encoder_layer_0")
+        tokens = {"token_ids": TOKENS["token_ids"], "padding_mask": TOKENS["padding_mask"]}
+        loaded = saved_and_loaded(result.model, tmp_path)
+        assert loaded.count_params() == result.model.count_params()
+        assert_same_outputs(result.model, loaded, tokens)
+
+    def test_a_backbone_keeps_the_layers_it_tracks_but_never_calls(self, tmp_path):
+        """BASNet tracks its encoder's unused stem, D-FINE a denoising embedding: the edited
+        backbone (an EditedBackbone) carries their copies, values included."""
+        inputs = keras.Input((4,), name="features")
+        backbone = kh.Backbone(inputs=inputs, outputs=keras.layers.Dense(3, name="head")(inputs))
+        backbone.unused_stem = keras.layers.Dense(5, name="unused_stem")
+        backbone.unused_stem.build((None, 2))
+        backbone.unused_stem.kernel.assign(np.arange(10, dtype="float32").reshape(2, 5))
+        result = kerasnb.apply(backbone, [])
+        edited = result.model
+        assert isinstance(edited, kh.Backbone) and edited is not backbone
+        assert edited.count_params() == backbone.count_params() == 4 * 3 + 3 + 2 * 5 + 5
+        (carried,) = edited.uncalled_layers
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(carried.kernel), np.arange(10).reshape(2, 5))
+        assert carried.kernel is not backbone.unused_stem.kernel
+
+    def test_a_layer_whose_config_gives_the_variable_it_made_from_an_argument_loads(self, tmp_path):
+        """D-FINE's decoder makes a variable from upsampling_factor in build() and stores it where its
+        config reads the number: the saved config holds a tensor, which loads as its value."""
+        if keras.backend.backend() == "jax":
+            pytest.skip("Keras on JAX cannot serialize a variable in a layer's config, so such a graph does not save")
+
+        @keras.saving.register_keras_serializable(package="kerasnb_tests")
+        class Scale(keras.layers.Layer):
+            def __init__(self, factor, **kwargs):
+                super().__init__(**kwargs)
+                self.factor = factor
+
+            def build(self, input_shape):
+                self.factor = self.add_weight(shape=(1,), initializer=keras.initializers.Constant(self.factor),
+                                              trainable=False)
+
+            def call(self, x):
+                return x * self.factor
+
+            def get_config(self):
+                return {**super().get_config(), "factor": self.factor}
+
+        inputs = keras.Input((4,), name="features")
+        backbone = kh.Backbone(inputs=inputs, outputs=Scale(0.5, name="scale")(keras.layers.Dense(3)(inputs)))
+        edited = kerasnb.apply(backbone, []).model
+        loaded = saved_and_loaded(edited, tmp_path)
+        assert_same_outputs(backbone, loaded, np.ones((2, 4), "float32"))
 
 
 class TestAnEditedBackboneStaysABackbone:
