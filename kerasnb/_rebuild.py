@@ -1170,7 +1170,7 @@ def _faithful_twins(layers, state: Pass, overrides: dict, refusals=None) -> dict
             text, marker = str(refusals[id(old)]), " Received: "
             cut = text.rfind(marker) if marker in text else len(text)
             raise type(refusals[id(old)])(
-                f"{text[:cut]} Neither the arguments it was made with nor its model {owner.name!r}'s own config "
+                f"{text[:cut]} Neither the arguments it was made with nor the config of its model {owner.name!r} "
                 f"make it again as it was.{text[cut:]}"
             ) from None
         raise UnsupportedLayer(

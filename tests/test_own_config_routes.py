@@ -123,5 +123,5 @@ def test_layer_made_from_its_arguments_saves_and_loads():
 def test_no_route_is_refused_naming_the_layer():
     inputs = keras.Input((4,), name="x")
     plain = keras.Model(inputs, NoConfig(3, keras.activations.tanh, name="no_config")(inputs), name="plain")
-    with pytest.raises(UnsupportedLayer, match="no_config.*Neither the arguments it was made with nor its model"):
+    with pytest.raises(UnsupportedLayer, match="no_config.*Neither the arguments it was made with nor the config of its model"):
         kerasnb.apply(plain, [])
