@@ -583,7 +583,7 @@ class _GraphRebuild:
         if override is not None and not changes:
             new_op = override[1]()
             _graph.drop_all_calls(new_op)  # a call from an earlier, abandoned attempt
-            _inside.remade(op, new_op, None)
+            _inside.remade(op, new_op, plan.rules.get(id(op)))  # a block changed inside (a deleted sub-block)
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
             state.untouched[id(op)] = self.model
             if id(op) in plan.rules:  # a weight rule on a layer made as it was (LoRA inside a block)
