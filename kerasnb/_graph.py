@@ -349,6 +349,12 @@ def drop_all_calls(layer) -> None:
     del layer._outbound_nodes[:]
 
 
+def rename(layer, name: str) -> None:
+    """Give a layer kerasnb just made, not built yet, the name of the layer it stands for (its
+    constructor takes no name); its variables take their paths from it when it is built."""
+    layer.name = name
+
+
 def constructor_arguments(layer):
     """The arguments ``layer`` was made with, as Keras recorded them when they were all plain data
     (its default get_config() is built from them); None when Keras did not record them."""

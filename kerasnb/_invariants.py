@@ -82,7 +82,8 @@ def shared_sublayer(rebuild, op):
     new_op = news[index]
     from ._rebuild import Record  # here: _rebuild imports this module
 
-    state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
+    # Its owner's flag, where an edit sets one (freezing the owner freezes this same layer).
+    state.sources[id(new_op)] = (op, plan.trainable.get(id(op), plan.trainable.get(id(owner))))
     state.record(new_op, Record(path, "copied"))
     state.shared_sublayers.append((owner, new_owner, new_op))
     return new_op

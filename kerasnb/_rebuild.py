@@ -21,10 +21,9 @@ from typing import Any
 
 import keras
 
-from . import _graph, _inside, _invariants, _targets, weights
+from . import _graph, _inside, _invariants, weights
 from ._plan import Block, DeleteCall, Plan, ReplaceSpan
-from .errors import (IncompatibleShape, InvalidEdit, LayerNotFound, NameClash, SurgeryError, UnsupportedLayer,
-                     first_line)
+from .errors import IncompatibleShape, InvalidEdit, NameClash, SurgeryError, UnsupportedLayer, first_line
 
 
 @dataclass
@@ -95,9 +94,15 @@ def progress(callback):
 def run_pass(model, plan: Plan) -> tuple:
     """Rebuild ``model`` with ``plan`` applied: ``(new model, Pass)``; the Pass has the records."""
     overrides: dict = {}
+    slow = False  # some layer creates variables outside build(): no deferral
     while True:
         state = Pass(model, overrides)
         try:
+            if slow:  # as before: no check of lost arguments (a layer whose own config fails still retries)
+                new_model = _GraphRebuild(model, plan, state, "").run()
+                _invariants.carry_uncalled(model, new_model, state)
+                _transfer_weights(state)
+                break
             with _graph.deferred_variables():
                 new_model = _GraphRebuild(model, plan, state, "").run()
                 _invariants.carry_uncalled(model, new_model, state)
@@ -108,19 +113,16 @@ def run_pass(model, plan: Plan) -> tuple:
         except _ConfigLost as retry:
             # The deferral dropped every variable of this attempt; try again with those layers
             # made another way (each layer takes each route once at most, so this ends).
-            overrides = _faithful_twins(retry.layers, state, overrides)
+            overrides = _faithful_twins(retry.layers, state, overrides, retry.refusals)
             continue
         except (ValueError, TypeError) as error:
-            if isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
+            if slow or isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
                 raise
-            # Some layer creates variables outside build(); rebuild the slow way.
-            state = Pass(model, overrides)
-            new_model = _GraphRebuild(model, plan, state, "").run()
-            _invariants.carry_uncalled(model, new_model, state)
-            _transfer_weights(state)
+            slow = True  # rebuild the slow way
+            continue
         break
     if overrides:
-        routes = {"arguments": [], "model": []}
+        routes = {"arguments": [], "model": [], "unsavable": []}
         for key, (route, _) in overrides.items():
             routes[route].append(repr(state.old_paths.get(key, "?")))
         if routes["arguments"]:
@@ -135,6 +137,13 @@ def run_pass(model, plan: Plan) -> tuple:
                 "again from their model's own config, faithfully. A .keras file of the edited model stores that "
                 "incomplete config, so it would not load back as it is now; keep the weights with save_weights() "
                 "and rebuild the architecture in code instead."
+            )
+        if routes["unsavable"]:
+            state.notes.append(
+                f"{', '.join(routes['unsavable'])}: their own get_config() or from_config() cannot make them again, so "
+                "kerasnb made them again from their model's own config, faithfully. The edited model CANNOT be saved "
+                "to a .keras file (Keras saves it layer by layer, from each layer's config; save() raises "
+                "UnsupportedLayer): keep its weights with save_weights() and rebuild the architecture in code instead."
             )
     _apply_trainable(model, new_model, state)
     state.notes[:0] = plan.notes()
@@ -346,7 +355,10 @@ class _GraphRebuild:
             # input already admits (None where the call has a size) stays as it was.
             now = given[_graph.input_layers(self.model).index(old_layer)]
             if len(now) != len(shape) or any(o is not None and o != n for o, n in zip(shape, now)):
-                shape = tuple(now)
+                # A rank one off with a trailing 1 is Keras's own adjustment at the call (SD3 feeds its
+                # diffuser timesteps of shape (batch,) for an input of (batch, 1)): the input stays.
+                if not _rank_adjusted(shape, now):
+                    shape = tuple(now)
         shape = self.plan.input_shapes.get(id(old_layer), shape)
         new_t = keras.Input(batch_shape=shape, dtype=old_t.dtype, sparse=getattr(old_t, "sparse", False),
                             name=old_layer.name)
@@ -580,12 +592,15 @@ class _GraphRebuild:
             return new_op
         try:
             config = _graph.config_of(op, f"Layer {path!r}")
-        except UnsupportedLayer:
+        except UnsupportedLayer as refusal:
             # Its get_config() raises (as some published layers' do): an untouched layer can still
-            # be made again from the arguments it keeps, where every one of them is found.
-            new_op = None if changes else _from_arguments(op)
-            if new_op is None:
+            # be made again from the arguments it keeps, where every one of them is found, or from
+            # its model's own config (see _faithful_twins).
+            if changes:
                 raise
+            new_op = _from_arguments(op)
+            if new_op is None:
+                raise self._another_route(op, refusal) from None
             config = None
         if config is not None:
             config.update(changes)
@@ -600,12 +615,12 @@ class _GraphRebuild:
                     f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {first_line(error)} "
                     f"Received: changes={changes!r}"
                 ) from None
-            raise UnsupportedLayer(
+            raise self._another_route(op, UnsupportedLayer(
                 f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
                 f"({first_line(error)}). Custom layers need get_config() and registration with "
                 f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
                 f"blocks edits anywhere in it. Received: layer={op.name!r}"
-            ) from None
+            )) from None
         state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
         rule = plan.rules.get(id(op))
         _inside.remade(op, new_op, rule)  # a block changed inside, now or by an earlier edit
@@ -628,6 +643,26 @@ class _GraphRebuild:
         state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
         state.copies.append((op, new_op))
         return new_op
+
+    def _another_route(self, op, refusal):
+        """The retry that makes ``op``, whose own config cannot make it, another way (the arguments it
+        was made with, then its model's own config: :func:`_faithful_twins`); ``refusal`` is raised if
+        no route makes it faithfully."""
+        self.state.untouched[id(op)] = self.model
+        return _ConfigLost([op], {id(op): refusal})
+
+
+def _rank_adjusted(own, given) -> bool:
+    """A graph model input of shape ``own`` takes ``given`` by squeezing or adding a last axis of 1
+    (as Keras's Functional does when called), so its own shape stays."""
+    own, given = tuple(own), tuple(given)
+    if len(given) == len(own) + 1 and given[-1] == 1:
+        given = given[:-1]
+    elif len(given) == len(own) - 1 and own[-1] == 1:
+        own = own[:-1]
+    else:
+        return False
+    return all(o is None or o == n for o, n in zip(own, given))
 
 
 def _as_sequential(functional, state: Pass):
@@ -909,21 +944,40 @@ def _from_arguments(op):
     names = _graph.init_arguments(cls)
     arguments = {name: getattr(op, name) for name in names if hasattr(op, name)}
     if len(arguments) == len(names) and all(_carried_safely(value) for value in arguments.values()):
-        arguments.update(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
+        own = dict(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
     else:  # an argument missing, or one that would share a layer, variable or array with the user's model
         arguments = _graph.constructor_arguments(op)
         if arguments is None:
             return None
         # The policy by name: plain data, so Keras records these arguments of the new layer too,
         # and the next edit of the new model finds them again.
-        arguments.update(name=op.name, dtype=op.dtype_policy.name)
+        own = dict(name=op.name, dtype=op.dtype_policy.name)
+    # A constructor that takes no name or dtype (Flux's MLPEmbedder takes its width only): the name
+    # is given after, and a layer that would compute in another dtype is not made.
+    taken = _takes_arguments(cls)
+    arguments.update({key: value for key, value in own.items() if taken is None or key in taken})
     arguments = _without_variables(arguments)
     try:
         layer = _deferring(lambda: cls(**arguments))
     except Exception:
         return None
+    if layer.name != op.name:
+        _graph.rename(layer, op.name)
+    if layer.dtype_policy.name != op.dtype_policy.name:
+        return None
     _carry_config(layer, arguments)
     return layer
+
+
+def _takes_arguments(cls):
+    """The names ``cls(...)`` takes, or None when it takes any keyword (``**kwargs``)."""
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
 
 
 class _MadeFrom:
@@ -1030,9 +1084,10 @@ class _ConfigLost(Exception):
     """Untouched layers came out of their own configs with other variables (a config that does
     not round-trip); raised inside the deferral so the attempt's variables are dropped."""
 
-    def __init__(self, layers):
+    def __init__(self, layers, refusals=None):
         super().__init__(", ".join(layer.name for layer in layers))
         self.layers = layers
+        self.refusals = refusals or {}  # id(old layer) -> the refusal for a layer its config cannot make
 
 
 def _lost_in_config(state: Pass) -> list:
@@ -1056,22 +1111,25 @@ def _lost_in_config(state: Pass) -> list:
     return lost
 
 
-def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
-    """``overrides`` with, for each layer whose own config does not round-trip, the next way to
+def _faithful_twins(layers, state: Pass, overrides: dict, refusals=None) -> dict:
+    """``overrides`` with, for each layer whose own config does not make it again, the next way to
     make it: ``{id(old layer): (route, a function making the new layer)}``.
 
     Some published layers leave a constructor argument out of their get_config() (keras-hub's MiT
-    encoder block drops ``sr_ratio``), although the model that holds them reloads faithfully from
-    its own arguments. Such a layer is made again, in this order, from:
+    encoder block drops ``sr_ratio``, Qwen3's block ``head_dim``), or their get_config() or
+    from_config() raises (Swin's patch embedding, Flux's MLP embedder), although the model that
+    holds them reloads faithfully from its own arguments. Such a layer is made again, in this
+    order, from:
 
     1. the arguments it was made with (:func:`_from_arguments`);
     2. its model's own serialisation: the model holding it is made again from its config once,
-       and the layer is taken from it, cut loose from that throwaway graph.
+       and the layer at the same place in it is taken, cut loose from that throwaway graph.
 
     The next attempt checks that the layer then has the old layer's variables; a layer that no
-    route makes faithfully is refused, since rebuilding it would silently change what it computes.
+    route makes faithfully is refused (``refusals`` holds the refusal of a layer whose config
+    cannot make it at all), since rebuilding it would silently change what it computes.
     """
-    overrides = dict(overrides)
+    overrides, refusals = dict(overrides), refusals or {}
     fresh_models: dict = {}
     for old in layers:
         route = overrides.get(id(old), (None, None))[0]
@@ -1079,32 +1137,85 @@ def _faithful_twins(layers, state: Pass, overrides: dict) -> dict:
             # A fresh layer at every attempt: an abandoned attempt leaves its variables unmade.
             overrides[id(old)] = ("arguments", lambda old=old: _from_arguments(old))
             continue
+        owner = state.untouched[id(old)]
         if route in (None, "arguments"):
-            owner = state.untouched[id(old)]
             if id(owner) not in fresh_models:
                 try:
                     with _graph.outside_deferral():
                         fresh_models[id(owner)] = _graph.remade_from_own_config(owner)
                 except Exception:
                     fresh_models[id(owner)] = None
-            twin = None
-            if fresh_models[id(owner)] is not None:
+            recipe = old.get_config if isinstance(old.get_config, _TakenFromModel) else None
+            if recipe is not None:  # taken from a model's config by an earlier edit: from that model again
                 try:
-                    twin = _targets.layer_named(fresh_models[id(owner)], old.name)
-                except LayerNotFound:
-                    pass
-            if twin is not None and type(twin) is type(old) and _same_variables(old, twin):
+                    with _graph.outside_deferral():
+                        twin = recipe.take()
+                except Exception:
+                    twin = None
+            else:
+                twin = _twin_in(fresh_models[id(owner)], owner, old)
+            if twin is not None and _same_variables(old, twin):
                 _graph.drop_all_calls(twin)  # cut loose from the throwaway model's graph
-                overrides[id(old)] = ("model", lambda twin=twin: twin)
+                if id(old) in refusals or recipe is not None:
+                    # Its class cannot give a config that makes it: save() says so, and the next edit
+                    # takes it from the same model's config again.
+                    path = state.old_paths.get(id(old), old.name)
+                    twin.get_config = recipe or _TakenFromModel(owner, old, path)
+                    overrides[id(old)] = ("unsavable", lambda twin=twin: twin)
+                else:
+                    overrides[id(old)] = ("model", lambda twin=twin: twin)
                 continue
         path = state.old_paths.get(id(old), old.name)
+        if id(old) in refusals:
+            text, marker = str(refusals[id(old)]), " Received: "
+            cut = text.rfind(marker) if marker in text else len(text)
+            raise type(refusals[id(old)])(
+                f"{text[:cut]} Neither the arguments it was made with nor the config of its model {owner.name!r} "
+                f"make it again as it was.{text[cut:]}"
+            ) from None
         raise UnsupportedLayer(
             f"{type(old).__name__} {path!r} cannot be rebuilt faithfully: made again from its get_config() it "
             "has other variables (its config leaves out a constructor argument), and neither the arguments "
-            f"Keras recorded nor its model {state.untouched[id(old)].name!r} make it again as it was. What would "
+            f"Keras recorded nor its model {owner.name!r} make it again as it was. What would "
             f"work: a get_config() that returns every constructor argument. Received: layer={path!r}"
         )
     return overrides
+
+
+class _TakenFromModel:
+    """The get_config() of a layer taken from its model made again from the model's own config, for a
+    layer whose class cannot give a config that makes it: it raises a clear UnsupportedLayer (so
+    saving the edited model says why it cannot), and keeps how to take such a layer again (``take``)."""
+
+    def __init__(self, owner, old, path: str):
+        self.owner_class, self.owner_config = type(owner), owner.get_config()
+        self.index = next(i for i, layer in enumerate(_graph.layers_in_order(owner)) if layer is old)
+        self.message = (
+            f"Layer {path!r} ({type(old).__name__}) has no config that makes it again: its class's get_config() "
+            f"or from_config() fails, so kerasnb made it from its model's own config ({self.owner_class.__name__}). "
+            "Keras saves a model layer by layer from each layer's config, so this model cannot be saved to a "
+            "'.keras' file. What would work: model.save_weights(...), and load_weights(...) into the model built "
+            f"again in code. Received: layer={path!r}"
+        )
+
+    def take(self):
+        fresh = self.owner_class.from_config(self.owner_config)
+        return _graph.layers_in_order(fresh)[self.index]
+
+    def __call__(self):
+        raise UnsupportedLayer(self.message)
+
+
+def _twin_in(fresh, owner, old):
+    """The layer of ``fresh`` (``owner`` made again from its config) at ``old``'s place in ``owner``'s
+    graph, paired by structure (auto-generated names differ between the two), or None."""
+    if fresh is None:
+        return None
+    olds, news = _graph.layers_in_order(owner), _graph.layers_in_order(fresh)
+    if len(olds) != len(news) or [type(a) for a in olds] != [type(b) for b in news]:
+        return None
+    index = next((i for i, layer in enumerate(olds) if layer is old), None)
+    return None if index is None else news[index]
 
 
 def _same_variables(old, new, leave_out=None) -> bool:
