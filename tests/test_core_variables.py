@@ -106,6 +106,13 @@ MODELS = {
 }
 
 
+# Keras before 3.15 lists no variable of a layer a functional model tracks but never calls (its
+# count_params leaves them out too), so there is nothing to carry; asked of Keras, not its version.
+lists_uncalled = pytest.mark.skipif(
+    "stem/kernel" not in {v.path for v in uncalled_model().weights},
+    reason="this Keras does not list the variables of layers a functional model tracks but never calls")
+
+
 @pytest.fixture(scope="module")
 def built():
     return {name: (perturbed(make()), data()) for name, (make, data) in MODELS.items()}
@@ -157,6 +164,7 @@ def test_tied_output_keeps_the_embedding_it_reuses(built):
     assert result.report.status("emb") == "kept" and result.report.status("logits") == "kept_input_changed"
 
 
+@lists_uncalled
 def test_uncalled_layers_are_carried_with_their_values(built):
     model, x = built["uncalled"]
     result = kerasnb.replace(model, "head", L.Dense(5, name="head5"))
@@ -199,6 +207,7 @@ def test_check_catches_an_untied_variable(built, monkeypatch):
         kerasnb.apply(model, [])
 
 
+@lists_uncalled
 def test_check_catches_a_dropped_variable(built, monkeypatch):
     model, _ = built["uncalled"]
     monkeypatch.setattr(_invariants, "carry_uncalled", lambda model, new_model, state: None)
@@ -206,6 +215,7 @@ def test_check_catches_a_dropped_variable(built, monkeypatch):
         kerasnb.apply(model, [])
 
 
+@lists_uncalled
 def test_check_catches_a_variable_shared_with_the_original(built, monkeypatch):
     model, _ = built["uncalled"]
     monkeypatch.setattr(_invariants, "_copy", lambda layer: layer)
@@ -219,6 +229,8 @@ def test_check_catches_a_variable_shared_with_the_original(built, monkeypatch):
 
 
 def test_sam3_keeps_the_box_head_tied_to_its_decoder():
+    if keras.backend.backend() == "torch":
+        pytest.importorskip("torchvision", reason="keras-hub's SAM3 calls torchvision's roi_align on PyTorch")
     hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (.ci/run installs it)")
     from keras_hub.src.models.sam3 import (sam3_detr_decoder, sam3_detr_encoder, sam3_geometry_encoder,
                                            sam3_mask_decoder, sam3_text_encoder, sam3_vision_encoder)
@@ -251,6 +263,7 @@ def test_sam3_keeps_the_box_head_tied_to_its_decoder():
         np.testing.assert_array_equal(to_numpy(b), to_numpy(a))
 
 
+@lists_uncalled
 def test_a_task_keeps_what_its_backbone_tracks_but_never_calls():
     hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (.ci/run installs it)")
     backbone = hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,

@@ -48,6 +48,14 @@ KERASNB_REFUSES = {
     "SwinTransformer": {"save_load": "UnsupportedLayer"},  # patch embedding: get_config() raises
 }
 
+# family -> {operation: what it fails with}: kerasnb bugs found by the zoo and not fixed yet, held
+# here as they are (the test fails when they change, so a fix removes the entry), never hidden.
+KNOWN_FAILURES = {
+    # The result keeps box_head tied to the decoder (one object at two places); Keras's .keras
+    # loader then misses the variables of the decoder's copy of it.
+    "SAM3PromptableConcept": {"save_load": "A total of 3 objects could not be loaded"},
+}
+
 
 def _baseline_of(op):
     return {"save_load": "hub_save", "fit": "hub_fit"}.get(op)
@@ -81,6 +89,11 @@ def test_family(family, zoo_results):
     problems = []
     for op in DEMANDED:
         entry = ops.get(op, {"status": "missing", "detail": ""})
+        if op in KNOWN_FAILURES.get(family, {}):
+            if KNOWN_FAILURES[family][op] not in entry["detail"]:
+                problems.append(f"{op}: listed in KNOWN_FAILURES ({KNOWN_FAILURES[family][op]!r}) but now "
+                                f"{entry['status']}: {entry['detail']}")
+            continue
         if op in refusals:
             if entry["status"] == "pass":
                 problems.append(f"{op}: listed in KERASNB_REFUSES but it passes now: remove the entry")
