@@ -373,10 +373,11 @@ def is_input_layer(layer) -> bool:
 
 
 def count_params(layer) -> int:
-    return int(sum(int(_prod(v.shape)) for v in getattr(layer, "weights", ())))
+    return int(sum(int(size_of(v.shape)) for v in getattr(layer, "weights", ())))
 
 
-def _prod(shape) -> int:
+def size_of(shape) -> int:
+    """How many values a variable of ``shape`` holds."""
     out = 1
     for d in shape:
         out *= int(d)

@@ -212,8 +212,8 @@ def check_wrapped(rebuilt, final) -> None:
     before, after = shapes(rebuilt), shapes(final)
     if before != after:
         _fail(f"the {type(final).__name__} made around the edited graph has {len(after)} variables "
-              f"({sum(_size(s) for s, _ in after):,} values) where the graph has {len(before)} "
-              f"({sum(_size(s) for s, _ in before):,})")
+              f"({sum(_graph.size_of(s) for s, _ in after):,} values) where the graph has {len(before)} "
+              f"({sum(_graph.size_of(s) for s, _ in before):,})")
 
 
 def _unique(variables) -> list:
@@ -223,13 +223,6 @@ def _unique(variables) -> list:
             seen.add(id(v))
             out.append(v)
     return out
-
-
-def _size(shape) -> int:
-    size = 1
-    for d in shape:
-        size *= int(d)
-    return size
 
 
 def _called_variables(state) -> set:
