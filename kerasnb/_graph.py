@@ -434,7 +434,29 @@ def layer_aliases(model, prefix: str = "", first: dict | None = None) -> dict:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One row of :func:`describe`: what the editor's table shows for a layer."""
+    """One row of ``kerasnb.describe``: what the editor's table shows for a layer.
+
+    Attributes:
+        path: ``"name"``, or ``"outer/inner"`` inside a nested model: the form targets take.
+        name: The layer's own name.
+        type: Its class name, e.g. ``"Dense"``.
+        output_shape: Its output shape as text, e.g. ``"(None, 4)"`` (``""`` when unknown).
+        params: Its number of parameters.
+        trainable: Whether it trains.
+        parent: The path of the nested model holding it, ``""`` at top level.
+        depth: Its nesting level, 0 at top level.
+        calls: How many times its graph calls it (more than 1: a shared layer, whose calls
+            are targeted as ``("name", call_index)``).
+        is_input: True for an InputLayer.
+        is_container: True for a nested model; its layers follow as rows of their own.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+        >>> info = kerasnb.describe(model)[1]
+        >>> info.path, info.type, info.output_shape, info.params, info.calls
+        ('out', 'Dense', '(None, 2)', 18, 1)
+    """
 
     path: str  # "name", or "outer/inner" inside a nested model
     name: str
@@ -450,7 +472,32 @@ class LayerInfo:
 
 
 def describe(model, prefix: str = "", depth: int = 0) -> list[LayerInfo]:
-    """Every layer in graph order, nested models' layers right after their container."""
+    """One ``LayerInfo`` per layer, in graph order; a nested model's layers follow right after it.
+
+    What the editor's table lists: each layer's path (the form every target takes), type,
+    output shape, parameters, trainable flag and number of calls. The model is only read.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too).
+        prefix: Put before every path; used when describing a nested model (``"outer/"``).
+            Leave it empty.
+        depth: The nesting level of ``model``'s own layers; leave it 0.
+
+    Returns:
+        list: ``LayerInfo`` rows.
+
+    Raises:
+        UnsupportedModel: the model has no graph (subclassed; ``UnbuiltModel`` when never
+            built).
+
+    Examples:
+        >>> inner_in = keras.Input((4,), name="inner_x")
+        >>> inner = keras.Model(inner_in, keras.layers.Dense(4, name="dense")(inner_in), name="inner")
+        >>> inputs = keras.Input((4,), name="x")
+        >>> model = keras.Model(inputs, inner(inputs))
+        >>> [(info.path, info.depth) for info in kerasnb.describe(model)]
+        [('x', 0), ('inner', 0), ('inner/inner_x', 1), ('inner/dense', 1)]
+    """
     views = walk(model)
     calls: dict[int, int] = {}
     for view in views:

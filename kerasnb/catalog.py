@@ -264,15 +264,47 @@ _REGISTRY: dict[str, Entry] = {}
 def register_replacement(label: str, *, params: dict | None = None, insertable: bool = True,
                          check: Callable | None = None, note: Callable | None = None,
                          output: Callable | None = None, kind: str = "replace", limits: dict | None = None):
-    """Decorator adding ``fn(layer, input_shape, **params)`` to the editor's dropdowns as ``label``.
+    """A decorator that adds ``fn(layer, input_shape, **params)`` to the editor's Type dropdowns as ``label``.
 
-    ``params`` maps each parameter name to its default (see the module's notes); ``limits`` maps
-    a parameter name to the :class:`Range` of its valid values; ``check(layer, input_shape)``
-    returns why the type cannot stand somewhere ("" when it can); ``output(input_shape)`` gives
-    the output shape so a big block is not built to be checked; ``note(input_shape, **params)``
-    is a remark the editor shows with the result. A bad call raises :class:`InvalidRegistration`.
+    ``fn`` returns the replacement for ``layer`` (whose input has shape ``input_shape``):
+    anything ``kerasnb.replace`` accepts (a Layer, a list of layers, a ``keras.Model``, a
+    callable ``tensor -> tensor``). It is called with the values the editor's widgets give.
+    Registering a label again replaces the earlier entry (handy while iterating in a notebook);
+    ``kerasnb.catalog.unregister(label)`` removes it.
 
-    Registering a label again replaces the earlier entry (handy while iterating in a notebook).
+    Args:
+        label: The text shown in the dropdown, e.g. ``"Dropout 0.5"``; not ``"Keep"``.
+        params: ``{name: default}`` for each parameter the editor shows as a widget. A default
+            is a value (its type picks the widget), a tuple of choices (the first is the
+            default), ``catalog.Choices(options, from_layer=fn)`` (the default read from the
+            replaced layer, e.g. its activation), or a function ``layer -> value``.
+        insertable: Whether "insert after" offers the type too (default True).
+        check: ``check(layer, input_shape) -> str``: why the type cannot stand there, ``""``
+            when it can; the editor then does not offer it for that row.
+        note: ``note(input_shape, **params) -> str``: a remark the editor shows with the result.
+        output: ``output(input_shape) -> shape``: the output shape, so a big block need not be
+            built to be checked.
+        kind: ``"replace"`` (default) or ``"remove"`` (the row's layer goes, its input passes on).
+        limits: ``{name: catalog.Range(...)}``: the valid values of a number parameter, e.g.
+            ``{"rate": Range(0, 1, high_open=True)}``; a value outside is refused before
+            anything is built.
+
+    Returns:
+        callable: the decorator; it returns ``fn`` unchanged.
+
+    Raises:
+        InvalidRegistration: an empty or reserved label, parameter names that are not
+            identifiers, empty choices, limits for unknown parameters or not given as
+            ``Range``, an unknown ``kind``, or something not callable where a function is due.
+
+    Examples:
+        >>> @kerasnb.register_replacement("Noise", params={"stddev": 0.1})
+        ... def noise(layer, input_shape, stddev):
+        ...     return keras.layers.GaussianNoise(stddev)
+        >>> entry = kerasnb.catalog.get("Noise")
+        >>> entry.defaults(), type(entry.make(None, (None, 8))).__name__
+        ({'stddev': 0.1}, 'GaussianNoise')
+        >>> kerasnb.catalog.unregister("Noise")
     """
     if not isinstance(label, str) or not label.strip():
         raise InvalidRegistration(f"A replacement needs a non-empty text label, e.g. 'Dropout 0.5'. "

@@ -33,10 +33,44 @@ _RESERVED = frozenset({"keras", "layers", "model", "block", "float", "__debug__"
 
 
 def code(model, *, function_name: str | None = None) -> str:
-    """Source that defines the model's layers and calls ``keras.Model(inputs, outputs)``.
+    """Python source that rebuilds ``model``'s architecture with the Keras functional API.
 
-    Executing it leaves the rebuilt model in a variable ``model``. Nested models become
-    functions ``build_<name>()`` called where the nested model is used.
+    One line per layer call, each layer's arguments named only where they differ from its
+    defaults, so it reads like code written by hand. Nested models become functions
+    ``build_<name>()`` called where they are used. Executing the source leaves the rebuilt model
+    (fresh weights) in a variable ``model``; the weights are not part of it: load them with
+    ``model.set_weights(...)`` or from a ``.keras`` file. Every text the model provides (names,
+    config values) reaches the source only as a literal, so it is safe to run for any model.
+
+    Args:
+        model: A built functional or Sequential model; it is only read.
+        function_name: The name of the function that builds the model; default
+            ``"build_model"``.
+
+    Returns:
+        str: the source, starting with ``import keras``.
+
+    Raises:
+        SurgeryError: ``function_name`` is not a Python identifier or is a name the source uses.
+        UnsupportedLayer: a config holds a value that has no literal form.
+
+    Examples:
+        >>> from kerasnb.codegen import code
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden), name="tiny")
+        >>> print(code(model))
+        import keras
+        from keras import layers
+        <BLANKLINE>
+        def build_model():
+            x = keras.Input(shape=(8,), name='x')
+            hidden = layers.Dense(units=4, activation='relu', name='hidden')(x)
+            out = layers.Dense(units=2, name='out')(hidden)
+            return keras.Model(x, out, name='tiny')
+        <BLANKLINE>
+        model = build_model()
+        <BLANKLINE>
     """
     name = "build_model" if function_name is None else function_name
     if not _is_plain_name(name) or name in _RESERVED:

@@ -41,18 +41,45 @@ def remember(result, original) -> None:
 def compare(result, x, original=None, original_x=None):
     """A pandas DataFrame comparing each layer's output in ``result.model`` and in the original.
 
-    ``x``: the new model's input (an array, or a list / dict as the model takes). The original
-    gets ``original_x`` when given (its input may differ, e.g. after :func:`kerasnb.change_input`:
-    the 3-channel replicate of a grey image), else ``x``. ``original``: the model the result was
-    made from; needed for results of the core's own functions (``kerasnb.apply``, ``replace``...),
-    which do not keep it.
+    Both models run on the input in inference mode (``training=False``); one row per layer
+    present in both (a report row neither ``new`` nor ``removed``), layers of nested models
+    included. A layer reported ``kept`` promises the same output bit for bit; one that differs
+    is flagged in ``broken_promise`` and a ``BrokenPromiseWarning`` is issued.
+    ``result.compare(x)`` calls this.
 
     Columns: ``layer`` (path in the new model), ``source`` (path in the original), ``type``,
     ``status`` (from the report), ``output_shape`` (in the new model), ``max_abs_diff`` (largest
     absolute difference over the layer's outputs, every call of a shared layer; NaN when the
     shapes differ), ``max_rel_diff`` (that, divided by the largest magnitude of the original
-    output), ``broken_promise`` (a ``kept`` layer whose output is not bit-identical, or whose
-    shape changed). Inference mode (``training=False``).
+    output) and ``broken_promise``.
+
+    Args:
+        result: A ``SurgeryResult`` from any kerasnb operation.
+        x: The new model's input: an array, or a list / dict as the model takes.
+        original: The model the result was made from, when the result does not know it
+            (``result.original`` is used otherwise).
+        original_x: The original's input when it differs from ``x`` (e.g. after
+            ``kerasnb.change_input``: the 3-channel copy of a grey image); default ``x``.
+
+    Returns:
+        pandas.DataFrame: one row per layer, the columns above.
+
+    Raises:
+        InvalidEdit: the original is not known, or ``x`` has a different number of arrays than
+            the model has inputs.
+
+    Examples:
+        >>> from kerasnb.compare import compare
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden")
+        >>> frame = compare(result, np.ones((2, 8), "float32"))
+        >>> print(frame[["layer", "status", "max_abs_diff"]].to_string(index=False))
+              layer             status  max_abs_diff
+                x         no_weights           0.0
+             hidden               kept           0.0
+                out kept_input_changed           0.0
     """
     import pandas as pd
 
@@ -108,6 +135,25 @@ def layer_outputs(model, x) -> dict:
     Every call of a layer gives its outputs, in call order; a nested model called once is run on
     the values its call received, and its layers appear as ``"outer/inner"``. The model is not
     changed (the probe is a new functional model over the model's own graph, run eagerly).
+
+    Args:
+        model: A built functional or Sequential model.
+        x: Its input: an array, or a list / dict as the model takes.
+
+    Returns:
+        dict: ``{path: [numpy array per output of each call]}``.
+
+    Raises:
+        InvalidEdit: ``x`` has a different number of arrays than the model has inputs.
+
+    Examples:
+        >>> from kerasnb.compare import layer_outputs
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> outputs = layer_outputs(model, np.ones((3, 8), "float32"))
+        >>> {path: [a.shape for a in arrays] for path, arrays in outputs.items()}
+        {'x': [(3, 8)], 'hidden': [(3, 4)], 'out': [(3, 2)]}
     """
     flat = [np.asarray(keras.ops.convert_to_numpy(v)) for v in keras.tree.flatten(x)]
     inputs = _graph.input_tensors(model)

@@ -58,12 +58,57 @@ __all__ = ["CRITERIA", "importance", "group_scores"]
 
 @surgery_errors_only
 def importance(model, target, by="l1", data=None, *, loss=None) -> np.ndarray:
-    """Per-channel scores of the channel group of ``target`` (higher = more important), as numpy.
+    """One score per output channel of ``target``'s channel group (higher = more important), as numpy.
 
-    ``by``: ``"l1"``, ``"l2"``, ``"bn_scale"``, ``"apoz"`` (needs ``data=``), ``"taylor"`` (needs
-    ``data=``) or a callable ``fn(layer)`` returning one score per output channel; see the module
-    docstring. ``loss``: for ``"taylor"``, a ``loss(y_true, y_pred)`` to use instead of the
-    model's compiled loss. The model is not changed.
+    These are the scores ``kerasnb.prune`` and ``kerasnb.prune_global`` keep the strongest
+    channels by. Channels tied through Add and the like form one group; its scores are summed
+    over the group's producers. The model is run (for ``"apoz"`` and ``"taylor"``) by replaying
+    its graph in inference mode, which adds no call to its layers.
+
+    Args:
+        model: A built functional or Sequential model; it is not changed.
+        target: The layer whose output channels are scored: ``"name"`` (or the layer object) or
+            ``"outer/inner"`` inside a nested model.
+        by: The criterion:
+
+            - ``"l1"`` (default) / ``"l2"``: the norm of each channel's kernel slice;
+            - ``"bn_scale"``: ``|gamma|`` of the BatchNormalization right after each producer
+              (network slimming); refused when a producer has none;
+            - ``"apoz"``: ``1 - APoZ``, APoZ being the average percentage of zeros of the
+              channel after its ReLU-like activation over ``data``; refused when none follows;
+            - ``"taylor"``: ``|mean over positions of gradient * activation|``, averaged over
+              the examples of ``data`` (first-order Taylor estimate of removing the channel).
+              The gradient is of the model's compiled loss when ``data`` has labels and the
+              model one output and a loss, else of ``0.5 * sum(outputs ** 2)``;
+            - a callable ``fn(layer) -> one score per output channel of that layer``.
+        data: Examples, needed by ``"apoz"`` and ``"taylor"``: an array of inputs, a tuple
+            ``(x, y)`` of whole arrays, or an iterable of batches (arrays or ``(x, y)`` /
+            ``(x, y, sample_weight)`` tuples: a list, a generator, a ``tf.data.Dataset``, a
+            ``keras.utils.PyDataset``). Gradients need TensorFlow, JAX or PyTorch.
+        loss: For ``"taylor"``, a ``loss(y_true, y_pred)`` to use instead of the compiled loss.
+
+    Returns:
+        numpy.ndarray: float64 scores, one per channel of the group.
+
+    Raises:
+        LayerNotFound: ``target`` names no layer.
+        UnprunableLayer: the target's channels cannot be pruned (they reach the model output or
+            a layer that cannot be sliced), so they have no group to score.
+        InvalidEdit: an unknown ``by``; ``"apoz"`` / ``"taylor"`` without ``data``; a criterion
+            that cannot score this group; a callable giving the wrong number of scores.
+        IncompatibleShape: a batch of ``data`` does not fit the model's input.
+        UnsupportedModel: gradients are not available on this backend.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> kerasnb.importance(model, "hidden").shape
+        (4,)
+        >>> x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+        >>> scores = kerasnb.importance(model, "hidden", by="apoz", data=x)
+        >>> bool(((0 <= scores) & (scores <= 1)).all())
+        True
     """
     with _graph.memo():
         analysis = _channels.analyse(model)

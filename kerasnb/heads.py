@@ -33,19 +33,54 @@ _PER_HEAD = {"query": (1, 0), "key": (1, 0), "value": (1, 0), "gate": (1, 0), "a
 
 
 def prune_heads(model, target, heads=None, *, keep=None, by="l1") -> SurgeryResult:
-    """Remove the attention heads ``heads`` of the MultiHeadAttention ``target``.
+    """Remove attention heads of the MultiHeadAttention ``target``; the kept heads compute what they did.
 
-    - ``heads``: indices of the heads to remove, e.g. ``[0, 3]`` (``-1`` is the last);
-    - or ``keep``: how many heads to keep, a fraction in (0, 1] (``0.5``, rounded, at least one)
-      or a count (``2``), the weakest by ``by`` removed: ``"l1"`` (default) or ``"l2"``, the norm of
-      each head's slice of the output projection (the part of the output it writes), or a callable
-      ``layer -> one score per head`` (higher is kept).
+    The layer is rebuilt with fewer ``num_heads``: the query, key and value projections (and the
+    gate, with ``use_gate=True``) lose the removed heads' slices of their kernels and biases, the
+    output projection its rows for them. The output keeps its shape: the new model computes what
+    the original would with the removed heads' output-projection slices set to zero. The layers
+    after it keep their weights and are reported ``kept_input_changed`` (fine-tune).
 
-    ``target`` is the layer's name, the layer, ``"inner/mha"`` inside a nested model, or
-    ``"transformer_layer_0/self_attention_layer"`` inside a block (a keras-hub transformer block is
-    made again with that attention changed, its other weights kept); a layer called several times
-    is changed once, for all its calls. Returns a
-    :class:`kerasnb.SurgeryResult`; ``model`` is not changed.
+    The target is one of:
+
+    - ``"name"`` (or the layer object): a MultiHeadAttention of the model; a layer called several
+      times is changed once, for all its calls;
+    - ``"outer/inner"``: one inside a nested model;
+    - ``"block/attention"``: one held inside a layer of the graph, e.g.
+      ``"transformer_layer_0/self_attention_layer"`` of a keras-hub backbone (the block is made
+      again with that attention changed, its other weights kept).
+
+    Args:
+        model: A built functional or Sequential model; it is not changed.
+        target: The MultiHeadAttention, in one of the forms above.
+        heads: Indices of the heads to remove, e.g. ``[0, 3]`` (``-1`` is the last). Give this
+            or ``keep``.
+        keep: How many heads to keep: a fraction in (0, 1] (rounded, at least one head) or a
+            count (``2``); the weakest by ``by`` are removed.
+        by: How ``keep`` ranks the heads: ``"l1"`` (default) or ``"l2"``, the norm of each head's
+            slice of the output projection, or a callable ``layer -> one score per head`` (the
+            highest scores are kept).
+
+    Returns:
+        SurgeryResult: ``.model`` with the smaller layer, ``.report`` (the layer ``pruned``, its
+        reason naming the heads and kernel shapes), ``.edits`` and ``.notes``.
+
+    Raises:
+        LayerNotFound: ``target`` names no layer.
+        InvalidEdit: the target is no built MultiHeadAttention; neither or both of ``heads`` /
+            ``keep`` are given; an index or ``keep`` is out of range; none or all heads would go.
+        UnsupportedLayer: the layer holds variables other than its projections' kernels and
+            biases (LoRA factors: merge them first; quantized kernels).
+
+    Examples:
+        >>> inputs = keras.Input((4, 8), name="x")
+        >>> mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2, name="mha")
+        >>> model = keras.Model(inputs, mha(inputs, inputs))
+        >>> result = kerasnb.prune_heads(model, "mha", heads=[0, 3])
+        >>> result.report.status("mha"), result.model.get_layer("mha").num_heads
+        ('pruned', 2)
+        >>> result.model.output.shape == model.output.shape
+        True
     """
     inside = _targets.inside(model, target)  # "block/attention": held inside a keras-hub block
     found = inside or _targets.resolve(model, target, what="prune_heads")

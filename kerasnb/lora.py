@@ -35,11 +35,50 @@ _KINDS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
 
 @surgery_errors_only
 def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, train_others: bool = False) -> SurgeryResult:
-    """A new model with LoRA of ``rank`` on every matching layer; see the module docstring.
+    """A new model with Keras's LoRA of ``rank`` on every layer ``match`` selects.
 
-    ``match``: a glob (``"*attention*query*"``) or regex (``re.compile(...)``) on layer paths
-    (``"outer/inner"``), a layer class or tuple of classes, or a predicate ``layer -> bool``.
-    ``alpha`` defaults to ``rank`` (Keras's default): the factors' product is scaled by alpha/rank.
+    Every matching Dense, EinsumDense, Embedding and convolution layer (at any depth, sub-layers
+    of keras-hub blocks too) gets Keras's own LoRA: its trained kernel is kept and frozen, and two
+    small factors are added, one of them zero, so the new model computes what the original did
+    (the layer's status is ``kept``, its reason ``LoRA rank 8``). Afterwards only the LoRA factors
+    train, unless ``train_others=True``. A block made again for it (a keras-hub decoder layer)
+    comes back with new auto-generated sub-layer names; its variables are carried by structure,
+    never by name. ``kerasnb.merge_lora`` folds the factors back into the kernels.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed and never gets LoRA itself.
+        match: Which layers get LoRA: a glob on layer paths or on their last segment
+            (``"*attention*query*"``, ``"dense"``, ``"block/inner"``), a compiled regex searched in
+            the paths (``re.compile("query|value")``), a layer class or tuple of classes
+            (``keras.layers.Dense``), or a predicate ``layer -> bool``.
+        rank: The rank of the factors, a whole number of at least 1.
+        alpha: The scale: the factors' product is multiplied by ``alpha / rank``. None (the
+            default) means ``alpha = rank``, as in Keras.
+        train_others: False (the default) freezes every variable but the LoRA factors; True
+            leaves the other layers trainable as they were.
+
+    Returns:
+        SurgeryResult: ``.model`` with LoRA on the matching layers, ``.report`` (those layers
+        ``kept``, with the rank in their reason), ``.edits`` and ``.notes`` (how many layers got
+        LoRA and what trains).
+
+    Raises:
+        LayerNotFound: no layer LoRA can go on matches; the message lists the layers that can.
+        InvalidEdit: ``rank`` or ``alpha`` is not a positive number, ``match`` is of no form
+            above, or a matching layer already has LoRA (merge it first).
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.enable_lora(model, "hidden", rank=2)
+        >>> result.report.status("hidden"), result.report.row("hidden").reason
+        ('kept', 'LoRA rank 2')
+        >>> kerasnb.lora.lora_layers(result.model)
+        {'hidden': 2}
+        >>> [w.path for w in result.model.trainable_weights]
+        ['hidden/lora_kernel_a', 'hidden/lora_kernel_b']
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise InvalidEdit(f"rank is a whole number of at least 1, e.g. rank=8. Received: rank={rank!r}")
@@ -76,7 +115,36 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
 
 @surgery_errors_only
 def merge_lora(model) -> SurgeryResult:
-    """A new model without LoRA: each LoRA layer's factors folded into its kernel."""
+    """A new model without LoRA: each LoRA layer's factors folded into its kernel.
+
+    Every layer with LoRA enabled (sub-layers of blocks too) is made again without it, its
+    kernel the one it computed with (the kernel plus the scaled product of the factors), so the
+    new model's outputs equal the LoRA model's to float tolerance. Each such layer is reported
+    ``folded`` with a reason. The trainable flags are the layers' own again.
+
+    Args:
+        model: A model with LoRA on some layers, e.g. the ``.model`` of ``kerasnb.enable_lora``;
+            it is not changed.
+
+    Returns:
+        SurgeryResult: ``.model`` without LoRA, ``.report`` (the merged layers ``folded``),
+        ``.edits`` and ``.notes``.
+
+    Raises:
+        InvalidEdit: no layer of ``model`` has LoRA enabled.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> with_lora = kerasnb.enable_lora(model, "hidden", rank=2).model
+        >>> merged = kerasnb.merge_lora(with_lora)
+        >>> merged.report.status("hidden"), kerasnb.lora.lora_layers(merged.model)
+        ('folded', {})
+        >>> x = np.ones((1, 8), "float32")
+        >>> bool(np.allclose(merged.model(x), with_lora(x), atol=1e-6))
+        True
+    """
     paths = [path for path, layer in _graph.walk_layers(model) if not _graph.is_graph_model(layer)
              and (lora_rank(layer) or any(lora_rank(sub) for sub in _graph.sublayers(layer)[1:]))]
     if not paths:
@@ -98,7 +166,22 @@ def merge_lora(model) -> SurgeryResult:
 
 @surgery_errors_only
 def lora_layers(model) -> dict:
-    """``{path: rank}`` of the layers with LoRA enabled, sub-layers of blocks included."""
+    """``{path: rank}`` of the layers with LoRA enabled, sub-layers of blocks included.
+
+    Args:
+        model: Any built model; it is only read.
+
+    Returns:
+        dict: ``{"outer/inner": rank}``, empty when no layer has LoRA.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+        >>> kerasnb.lora.lora_layers(model)
+        {}
+        >>> kerasnb.lora.lora_layers(kerasnb.enable_lora(model, "out", rank=4).model)
+        {'out': 4}
+    """
     return {path: lora_rank(layer) for path, layer, _ in _deep_layers(model) if lora_rank(layer)}
 
 

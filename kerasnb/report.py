@@ -11,7 +11,29 @@ from dataclasses import dataclass, fields
 
 
 class Status(str, enum.Enum):
-    """A layer's weight status. A str: compares, hashes, prints and sorts as its value ('kept')."""
+    """A layer's weight status in a ``WeightReport``: what happened to its trained weights.
+
+    A ``str``: it compares, hashes, prints and sorts as its value, so ``status == "kept"`` works.
+    ``kerasnb.STATUSES`` lists them in this order:
+
+    - ``kept``: weights copied; computes exactly what it did before (bit for bit on CPU);
+    - ``kept_input_changed``: weights copied, but something upstream changed: fine-tune;
+    - ``pruned``: weights kept but sliced to the remaining channels (or heads);
+    - ``adapted``: weights carried over through a rule (e.g. a kernel summed for a new input);
+    - ``folded``: another layer's weights folded in (a BatchNormalization, LoRA factors);
+    - ``reinitialized``: its old weights no longer fit; freshly initialised;
+    - ``new``: added by the edit;
+    - ``removed``: in the original, not in the new model;
+    - ``no_weights``: has no weights.
+
+    Examples:
+        >>> kerasnb.Status("kept") is kerasnb.Status.KEPT
+        True
+        >>> kerasnb.Status.KEPT == "kept", str(kerasnb.Status.KEPT_INPUT_CHANGED)
+        (True, 'kept_input_changed')
+        >>> [str(status) for status in kerasnb.STATUSES][:3]
+        ['kept', 'kept_input_changed', 'pruned']
+    """
 
     KEPT = "kept"
     KEPT_INPUT_CHANGED = "kept_input_changed"
@@ -75,7 +97,26 @@ STATUS_MEANINGS = {
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One row of the report: a layer of the new model, or a removed one."""
+    """One row of a ``WeightReport``: a layer of the new model, or a removed one.
+
+    Attributes:
+        layer: Its path in the new model (``"outer/inner"`` inside a nested model); for a
+            removed layer, its path in the original.
+        type: Its class name, e.g. ``"Dense"``.
+        status: Its ``Status`` (``kept``, ``new``, ...).
+        reason: Why, in words, when the status needs one (e.g. ``"kernel (4, 2) -> (8, 2)"``).
+        params: Its number of parameters.
+        trainable: Whether it trains.
+        source: The original layer whose weights (or place) it carries, or ``""`` for a new one.
+        is_container: True for a nested model; its layers have rows of their own.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+        >>> row = kerasnb.configure(model, "out", units=3).report.row("out")
+        >>> row.status, row.reason, row.params, row.source
+        ('reinitialized', 'kernel (8, 2) -> (8, 3)...', 27, 'out')
+    """
 
     layer: str  # name in the new model ("outer/inner" inside a nested model); removed: old name
     type: str
@@ -88,7 +129,26 @@ class LayerRow:
 
 
 class WeightReport:
-    """Rows in graph order of the new model, then the removed layers."""
+    """The weight report of a ``SurgeryResult``: which layers kept their trained weights, and why not.
+
+    One ``LayerRow`` per layer of the new model in graph order, then one per removed layer. It
+    iterates over its rows, ``len()`` counts them, and ``report["name"]`` is ``report.row("name")``.
+    In a notebook it shows as a coloured table; ``repr()`` is a plain-text table.
+
+    Args:
+        rows: The ``LayerRow`` objects (kerasnb builds reports; users read them).
+        aliases: ``{other path: path of its row}`` for a layer reachable under several paths.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+        >>> report.summary()
+        '2 layers kept weights (46 params), 1 of them with changed input, 1 new'
+        >>> report["out"].status, len(report)
+        ('kept_input_changed', 4)
+    """
 
     def __init__(self, rows, aliases=None):
         self.rows = tuple(rows)
@@ -106,6 +166,26 @@ class WeightReport:
         return self.row(name)
 
     def row(self, name: str) -> LayerRow:
+        """The ``LayerRow`` of the layer ``name``.
+
+        Args:
+            name: A layer's path in the new model (``"outer/inner"`` inside a nested model), or
+                a removed layer's path in the original.
+
+        Returns:
+            LayerRow: its type, status, reason, parameters, trainable flag and source.
+
+        Raises:
+            LayerNotFound: no row has that name; the message suggests close names.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+            >>> report.row("drop").status, report.row("drop").reason
+            ('new', "added by insert at 'hidden'")
+        """
         try:
             return self._by_name[self.aliases.get(name, name)]
         except KeyError:
@@ -117,16 +197,65 @@ class WeightReport:
             ) from None
 
     def status(self, name: str) -> str:
+        """The status of the layer ``name`` (a ``Status``, which compares equal to its text).
+
+        Args:
+            name: A layer's path in the new model, or a removed layer's path in the original.
+
+        Returns:
+            Status: e.g. ``'kept'``.
+
+        Raises:
+            LayerNotFound: no row has that name; the message suggests close names.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+            >>> report.status("hidden"), report.status("out")
+            ('kept', 'kept_input_changed')
+            >>> report.status("hiden")
+            Traceback (most recent call last):
+            ...
+            kerasnb.errors.LayerNotFound: The report has no layer named 'hiden'. Did you mean 'hidden'? Received: name='hiden'
+        """
         return self.row(name).status
 
     def with_status(self, status: str) -> list[str]:
-        """Names of the layers that have ``status``."""
+        """The names of the layers that have ``status``, in report order.
+
+        Args:
+            status: A ``Status`` or its text, e.g. ``"kept"``.
+
+        Returns:
+            list: the layers' paths.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+            >>> report.with_status("kept"), report.with_status("new")
+            (['hidden'], ['drop'])
+        """
         return [row.layer for row in self.rows if row.status == status]
 
     def counts(self) -> dict:
         """``{status: (number of layers, number of parameters)}`` for every status present.
 
         Nested models are not counted themselves: their layers are, so no parameter counts twice.
+
+        Returns:
+            dict: ``{Status: (layers, parameters)}``.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+            >>> report.counts()
+            {'no_weights': (1, 0), 'kept': (1, 36), 'new': (1, 0), 'kept_input_changed': (1, 10)}
         """
         out: dict = {}
         for row in self.rows:
@@ -137,7 +266,19 @@ class WeightReport:
         return out
 
     def summary(self) -> str:
-        """One line, e.g. '14 layers kept weights (3.2M params), 1 reinitialized (2,080 params)'."""
+        """The report in one line, e.g. '14 layers kept weights (3.2M params), 1 reinitialized (2,080 params)'.
+
+        Returns:
+            str: layers and parameters per status (``kept`` and ``kept_input_changed`` together).
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+            >>> report.summary()
+            '2 layers kept weights (46 params), 1 of them with changed input, 1 new'
+        """
         counts = self.counts()
         parts = []
         kept_n = sum(counts.get(s, (0, 0))[0] for s in (KEPT, KEPT_INPUT_CHANGED))
@@ -154,6 +295,25 @@ class WeightReport:
         return ", ".join(parts) if parts else "no layers"
 
     def to_frame(self):
+        """The rows as a pandas DataFrame, one column per ``LayerRow`` field (pandas is imported here).
+
+        Returns:
+            pandas.DataFrame: columns layer, type, status, reason, params, trainable, source,
+            is_container.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> report = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden").report
+            >>> frame = report.to_frame()
+            >>> print(frame[["layer", "status", "params"]].to_string(index=False))
+             layer             status  params
+                 x         no_weights       0
+            hidden               kept      36
+              drop                new       0
+               out kept_input_changed      10
+        """
         import pandas as pd
 
         return pd.DataFrame([_row_dict(row) for row in self.rows], columns=[f.name for f in fields(LayerRow)])

@@ -24,7 +24,33 @@ from .report import WeightReport, build
 
 @dataclass(frozen=True)
 class SurgeryResult:
-    """What an operation returns: the new model, the weight report and the edits applied."""
+    """What every kerasnb operation returns: the new model, its weight report, the edits and notes.
+
+    The model passed to the operation is never changed; ``result.model`` is a new one whose
+    layers hold their own variables.
+
+    Attributes:
+        model: The new Keras model (a keras-hub task or backbone stays one, with the same class).
+        report: The ``WeightReport``: one row per layer of the new model, then the removed ones,
+            each with a status (``kept``, ``kept_input_changed``, ``pruned``, ``adapted``,
+            ``folded``, ``reinitialized``, ``new``, ``removed``, ``no_weights``) and a reason.
+        edits: The edits applied, in order (``kerasnb.Replace``, ``Insert``, ...).
+        notes: Remarks in words about what changed beyond the report (renamed outputs, a
+            recompiled model, how many layers got LoRA ...), a tuple of strings.
+        original: The model the operation was given (``compare`` runs it beside the new one).
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.delete(model, "hidden")
+        >>> result.model is not model, result.original is model
+        (True, True)
+        >>> result.report.status("hidden"), result.report.status("out")
+        ('removed', 'reinitialized')
+        >>> result.edits
+        (Delete(target='hidden', keep_input=None),)
+    """
 
     model: Any
     report: WeightReport
@@ -44,9 +70,30 @@ class SurgeryResult:
         """Run the original and the new model on ``x``: a pandas DataFrame, one row per layer in both.
 
         Columns: layer, source, type, status, output_shape, max_abs_diff, max_rel_diff and
-        broken_promise (a ``kept`` layer whose output differs; also warned about). ``original``:
-        the model this result was made from, when the result does not know it; ``original_x``:
-        the original's input when it differs from ``x``. See :func:`kerasnb.compare.compare`.
+        broken_promise (a ``kept`` layer whose output differs; also warned about with a
+        ``kerasnb.compare.BrokenPromiseWarning``). Inference mode. See ``kerasnb.compare.compare``.
+
+        Args:
+            x: The new model's input: an array, or a list / dict as the model takes.
+            original: The model this result was made from, when the result does not know it
+                (default: ``self.original``).
+            original_x: The original's input when it differs from ``x`` (e.g. after
+                ``kerasnb.change_input``); default ``x``.
+
+        Returns:
+            pandas.DataFrame: one row per layer present in both models.
+
+        Raises:
+            InvalidEdit: the original is not known, or ``x`` does not match the model's inputs.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> result = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden")
+            >>> frame = result.compare(np.ones((2, 8), "float32"))
+            >>> list(frame["layer"]), bool(frame["broken_promise"].any())
+            (['x', 'hidden', 'out'], False)
         """
         from .compare import compare
 
@@ -61,7 +108,48 @@ def replace(model, target, replacement) -> SurgeryResult:
 
 @surgery_errors_only
 def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
-    """Add ``layer`` right after or right before ``target``."""
+    """Add ``layer`` right after or right before one layer of ``model``.
+
+    The target (the value of ``after=`` or ``before=``, exactly one of them) is one of:
+
+    - ``"name"`` (or the layer object itself): a layer of the model;
+    - ``"outer/inner"``: a layer inside a nested model;
+    - ``("name", call_index)``: one call of a layer the graph calls several times.
+
+    Layers after the insertion keep their weights where they still fit (``kept_input_changed``:
+    fine-tune) and are re-initialised where they do not (``reinitialized``, with the shapes).
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed.
+        layer: What to add: a Layer, a list of layers applied in order, a ``keras.Model`` used
+            as a block, or a callable ``tensor -> tensor`` that builds a subgraph.
+        after: The target whose output flows into ``layer``; its consumers then read ``layer``'s
+            output.
+        before: The target whose input passes through ``layer`` first (not an InputLayer).
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report`` (the added layer ``new``), ``.edits``, ``.notes``.
+
+    Raises:
+        InvalidEdit: neither or both of ``after`` / ``before`` are given.
+        LayerNotFound: the target names no layer; the message suggests close names.
+        AmbiguousTarget: the target is a layer called several times, named without a call index.
+        InputLayerEdit: ``before=`` an InputLayer.
+        IncompatibleShape: a layer after the insertion cannot take its new input and has no
+            weights to re-initialise (e.g. an ``Add`` of two different shapes).
+        NameClash: ``layer``'s name is taken by another layer of the model.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.insert(model, keras.layers.Dropout(0.5, name="drop"), after="hidden")
+        >>> [result.report.status(name) for name in ("hidden", "drop", "out")]
+        ['kept', 'new', 'kept_input_changed']
+        >>> [layer.name for layer in result.model.layers]
+        ['x', 'hidden', 'drop', 'out']
+    """
     return apply(model, [Insert(layer, after=after, before=before)])
 
 
@@ -69,8 +157,44 @@ def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
 def delete(model, target, *, keep_input=None) -> SurgeryResult:
     """Remove ``target`` (or a list of targets, in one rebuild); its input flows on to its consumers.
 
-    ``delete(model, ["transformer_layer_3", "transformer_layer_4"])`` drops two blocks of an LLM.
-    See :class:`kerasnb.Delete` for which input a block with several inputs passes on.
+    The target is one of:
+
+    - ``"name"`` (or the layer object itself): a layer of the model;
+    - ``"outer/inner"``: a layer inside a nested model;
+    - ``("name", call_index)``: one call of a layer the graph calls several times;
+    - a list of any of these, removed in one rebuild, e.g. two blocks of an LLM:
+      ``delete(model, ["transformer_layer_3", "transformer_layer_4"])``.
+
+    A layer called with several inputs (a transformer block takes the hidden states and a mask)
+    passes on the one whose shape and dtype equal its output's: the residual stream.
+    Consumers whose weights no longer fit the input they now receive are re-initialised.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed.
+        target: What to remove, in one of the forms above.
+        keep_input: Which input a layer with several inputs passes on, where no single one has
+            its output's shape: the producing layer's name, the keyword it was passed by, or its
+            position among the call's input tensors.
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report`` (the target ``removed``), ``.edits``, ``.notes``.
+
+    Raises:
+        LayerNotFound: a target names no layer; the message suggests close names.
+        AmbiguousTarget: a layer called several times, named without a call index.
+        InputLayerEdit: a target is an InputLayer.
+        InvalidEdit: the layer has several inputs and none (or ``keep_input``) says which one
+            passes on.
+        IncompatibleShape: a consumer without weights cannot take the input it now receives.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(8, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.delete(model, "hidden")
+        >>> result.report.status("hidden"), result.report.status("out")
+        ('removed', 'kept_input_changed')
     """
     if isinstance(target, list):
         return apply(model, [Delete(t, keep_input) for t in target])
@@ -91,10 +215,43 @@ def set_trainable(model, targets, trainable: bool = False) -> SurgeryResult:
 
 @surgery_errors_only
 def apply(model, edits) -> SurgeryResult:
-    """Apply several edits in as few rebuilds as possible; the report compares with ``model``.
+    """Apply several edits in one go, in as few rebuilds as possible; the report compares with ``model``.
 
     Edits are resolved in order. Consecutive edits whose targets all exist in the current graph
-    share one rebuild; an edit that names a layer made by an earlier edit starts a new one.
+    share one rebuild; an edit that names a layer made by an earlier edit starts a new one (so a
+    ``(name, call_index)`` counts the calls of the graph as the earlier edits left it). Every
+    other operation of kerasnb is a thin wrapper over this.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed.
+        edits: One edit or a list of them: ``kerasnb.Replace``, ``Insert``, ``Delete``,
+            ``Configure``, ``SetTrainable``, ``Prune``, ``ChangeInput``, ``Transform``,
+            ``Truncate``.
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report`` (every layer against ``model``), ``.edits``,
+        ``.notes``.
+
+    Raises:
+        InvalidEdit: ``edits`` holds something that is not an edit, or an edit that cannot be
+            carried out on this graph.
+        UnsupportedModel: the model has no graph (a subclassed model; ``UnbuiltModel`` when it
+            was never built).
+        SurgeryError: any subclass the single edits raise (``LayerNotFound``,
+            ``AmbiguousTarget``, ``IncompatibleShape``, ``NameClash``, ``UnsupportedLayer``, ...);
+            nothing is half-applied.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.apply(model, [
+        ...     kerasnb.Insert(keras.layers.Dropout(0.5, name="drop"), after="hidden"),
+        ...     kerasnb.Configure("out", {"activation": "softmax"}),
+        ... ])
+        >>> [(row.layer, str(row.status)) for row in result.report]
+        [('x', 'no_weights'), ('hidden', 'kept'), ('drop', 'new'), ('out', 'kept_input_changed')]
     """
     if isinstance(edits, _EDIT_TYPES):
         edits = (edits,)

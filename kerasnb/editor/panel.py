@@ -1290,21 +1290,46 @@ class Editor:
 
 
 def show_editor(model, probe=None, data=None) -> Editor:
-    """Open the editor panel on ``model`` and return the :class:`Editor` (keep it in a variable).
+    """Open the editor panel on ``model`` and return the ``Editor`` (keep it in a variable).
 
-    ``probe``: a small batch the model takes (an array, or a list with one per input). Then the
-    report section also shows, for every layer, how far its output on the probe moved in the
-    edited model (``result.compare``); a probe that does not fit the model is refused with a
-    :class:`kerasnb.SurgeryError`.
+    The panel lists every layer with its weight status; picking a type for a row, inserting,
+    deleting, freezing, pruning, LoRA and the whole-model steps each rebuild the model, with
+    undo and redo. ``editor.model`` is always the current result and ``editor.report`` its
+    weight report; the model passed in is never changed. In a notebook the panel is displayed
+    and kept alive, one per model: running this again on the same model closes the earlier
+    panel. In a plain Python script nothing is shown, and the returned editor works from code.
 
-    ``data``: examples to measure channels on when pruning (what :func:`kerasnb.importance` takes:
-    an array of inputs, a tuple ``(x, y)``, or an iterable of batches such as a tf.data.Dataset).
-    With it, the prune criteria "apoz" and "taylor" are offered too; without it, only those that
-    read the weights ("l1", "l2", "bn_scale").
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too).
+        probe: A small batch the model takes (an array, or a list with one per input). Then the
+            report section also shows, for every layer, how far its output on the probe moved
+            in the edited model (``result.compare``).
+        data: Examples to measure channels on when pruning (what ``kerasnb.importance``
+            takes: an array of inputs, a tuple ``(x, y)``, or an iterable of batches). With it
+            the prune criteria ``"apoz"`` and ``"taylor"`` are offered too; without it only
+            those that read the weights (``"l1"``, ``"l2"``, ``"bn_scale"``).
 
-    In a notebook the panel is displayed and kept alive, one per model: running this again on the
-    same model closes the earlier panel. In a plain Python script nothing is printed; the returned
-    editor works from code (``editor.select(...)``, ``editor.choose(...)``, ``editor.model``).
+    Returns:
+        Editor: the panel (``editor.widget``) and its state (``.model``, ``.report``,
+        ``.edits``, ``.notes``), with a method for each control.
+
+    Raises:
+        UnsupportedModel: the model has no graph (``UnbuiltModel`` when it was never built).
+        SurgeryError: ``probe`` does not fit the model.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> editor = kerasnb.show_editor(model)
+        >>> editor.select("hidden")
+        >>> editor.delete()
+        >>> editor.report.status("hidden"), editor.model is not model
+        ('removed', True)
+        >>> editor.undo()
+        >>> editor.report.status("hidden")
+        'kept'
+        >>> editor.close()
     """
     editor = Editor(model, probe=probe, data=data)  # first: a model (or probe) the editor refuses leaves the earlier panel open
     earlier = _SHOWN.pop(id(model), None)
