@@ -8,15 +8,23 @@ passed in is never changed. The editor panel (``show_editor``) is imported only 
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import (
     AmbiguousTarget,
-    IncompatibleShape,
+    BudgetNotReachable,
+    Conflict,
     CoupledChannels,
+    DoesNotFit,
+    IncompatibleShape,
     InputLayerEdit,
     InternalError,
     InvalidEdit,
+    InvalidParameter,
+    InvalidRegistration,
     LayerNotFound,
     NameClash,
+    SaveFailed,
     SurgeryError,
     UnbuiltModel,
+    UnknownShape,
+    UnknownType,
     UnprunableLayer,
     UnsupportedLayer,
     UnsupportedModel,
@@ -36,13 +44,14 @@ from ._graph import LayerInfo, describe
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousTarget", "CoupledChannels", "InternalError", "UnprunableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
+    "AmbiguousTarget", "BudgetNotReachable", "Conflict", "CoupledChannels", "DoesNotFit", "InternalError",
+    "InvalidParameter", "InvalidRegistration", "SaveFailed", "UnknownShape", "UnknownType", "UnprunableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
     "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
     "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
-    "truncate", "transforms", "enable_lora", "merge_lora", "count_flops", "prune_heads", "importance", "prune_global",
+    "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
     "prune_global_plan",
 ]
 
@@ -67,7 +76,7 @@ _LAZY = {
     "swap_activation": ("transforms", "swap_activation"),
     "truncate": ("transforms", "truncate"),
     "transforms": ("transforms", None),
-    "count_flops": ("flops", "count_flops"),
+    "count_macs": ("flops", "count_macs"),
     "flops": ("flops", None),
     "prune_heads": ("heads", "prune_heads"),
     "importance": ("criteria", "importance"),

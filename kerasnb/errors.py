@@ -60,6 +60,49 @@ class InternalError(SurgeryError):
     """A bug of kerasnb caught before it returned a model that silently differs (never the user's input)."""
 
 
+class Conflict(SurgeryError):
+    """Two edits of one batch touch the same call; the second starts a new rebuild."""
+
+
+class BudgetNotReachable(InvalidEdit):
+    """The budget of :func:`kerasnb.prune_global` asks for less than pruning can reach (every group at its minimum)."""
+
+
+class UnknownShape(SurgeryError):
+    """A size that a layer's MACs depend on is unknown (None) and no ``input_shape`` fixes it."""
+
+
+class DoesNotFit(IncompatibleShape):
+    """A replacement cannot take the shape it would receive, or gives one that cannot flow on.
+
+    ``reason`` is the short form (what a dropdown's tooltip shows); the message adds what was
+    received and what would work.
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class UnknownType(SurgeryError, KeyError):
+    """No replacement type of :mod:`kerasnb.catalog` has that label; the message lists the labels there are."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidParameter(InvalidEdit):
+    """A parameter of a replacement type is unknown, of the wrong kind or out of its range."""
+
+
+class InvalidRegistration(SurgeryError):
+    """A replacement type cannot be registered as asked (no label, a reserved one, bad params...)."""
+
+
+class SaveFailed(SurgeryError):
+    """The edited model could not be written where asked (wrong extension, missing folder, ...)."""
+
+
 def surgery_errors_only(function):
     """Decorate a public function so that whatever escapes it is a :class:`SurgeryError`.
 
