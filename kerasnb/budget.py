@@ -88,31 +88,63 @@ def prune_global(model, keep=None, *, params=None, macs=None, by=None, data=None
                  per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> SurgeryResult:
     """Prune the weakest channels of the whole model, ranked across groups, to one budget, in one rebuild.
 
-    Give one budget:
+    Every prunable channel group (``kerasnb.channel_groups``) is scored by ``by``, each group's
+    scores divided by their mean so that groups of different sizes compare; channels are taken
+    weakest first across all groups until the budget is met; the choice becomes one
+    ``kerasnb.Prune`` edit per group, applied in one rebuild. Give one budget: ``keep``,
+    ``params`` or ``macs`` (or only ``per_layer``). ``kerasnb.prune_global_plan`` says what
+    this would do without building anything.
 
-    - ``keep``: the fraction of the channels kept, in (0, 1], counted over the groups ranked
-      together (every prunable group that is neither ignored nor in ``per_layer``): ``0.5`` keeps
-      half of those channels and removes the others, wherever they are weakest (a few more stay
-      when ``round_to`` or a grouped convolution rounds a layer's count);
-    - ``params``: the model's parameter count after pruning is at most this; a float in (0, 1]
-      is the fraction of the current count kept (``params=0.5``: at most half);
-    - ``macs``: the multiply-accumulates of one sample after pruning (:func:`kerasnb.flops.total_macs`)
-      are at most this; a float in (0, 1] is the fraction of the current MACs kept.
+    Args:
+        model: A built functional or Sequential model; it is not changed.
+        keep: The fraction of the channels kept, in (0, 1], counted over the groups ranked
+            together (every prunable group neither ignored nor in ``per_layer``): ``0.5`` keeps
+            half of them, removing the others wherever they are weakest (a few more stay where
+            ``round_to`` or a grouped convolution rounds a layer's count).
+        params: The parameter count after pruning is at most this: a count, or a float in
+            (0, 1], the fraction of the current count kept (``params=0.5``: at most half).
+        macs: The multiply-accumulates of one sample after pruning (``kerasnb.count_macs``)
+            are at most this: a count, or a float in (0, 1], the fraction of the current MACs.
+        by: The criterion (see ``kerasnb.importance``): ``"l1"`` unless ``scores`` are given;
+            ``"apoz"`` and ``"taylor"`` need ``data``. Groups it cannot score (no
+            BatchNormalization for ``"bn_scale"``) are left as they are, and a note says so.
+        data: Examples for ``by="apoz"`` / ``"taylor"`` (what ``kerasnb.importance`` takes).
+        round_to: Keep every pruned group's channel count a multiple of this (e.g. 8; rounded
+            up, the search then takes more channels elsewhere).
+        ignore: Layers whose output channels are never pruned (a producer, or a
+            BatchNormalization / depthwise layer of its group; their inputs may still be
+            sliced): a name or path, or a list of them.
+        per_layer: ``{layer: fraction of its channels kept}``: those groups keep exactly that
+            fraction (their strongest), outside the global ranking. May be the only budget.
+        min_keep: The fewest channels any group keeps (default 1).
+        scores: The ``scores`` of an earlier ``GlobalPlan`` of the same model, to skip scoring.
+        loss: For ``by="taylor"``, a ``loss(y_true, y_pred)`` instead of the compiled loss.
+        input_shape: The shape of one sample (no batch axis), for a ``macs`` budget on a model
+            built with unknown sizes.
 
-    ``by``: the criterion (see :func:`kerasnb.importance`), ``"l1"`` unless ``scores`` are given;
-    ``"apoz"`` and ``"taylor"`` need ``data=``. ``round_to=8`` keeps every pruned group's channel
-    count a multiple of 8 (rounded up: the search then takes more channels elsewhere to meet the
-    budget). ``ignore``: layer names
-    whose output channels are never pruned (a producer, or a BatchNormalization / depthwise layer
-    of its group; their inputs may still be sliced). ``per_layer={name: keep}``: those groups
-    keep exactly that fraction of their channels (their strongest), outside the global ranking.
-    ``min_keep``: channels kept in every group at least. ``scores``: the ``scores`` of an earlier
-    :class:`GlobalPlan` of the same model, to skip scoring. ``input_shape``: the shape of one sample,
-    for a ``macs`` budget on a model built with unknown sizes.
+    Returns:
+        SurgeryResult: ``.model``, ``.report`` (the sliced layers ``pruned``), ``.edits`` (one
+        ``Prune`` per group) and ``.notes``, the first giving params and MACs before -> after.
 
-    Returns a :class:`kerasnb.SurgeryResult` whose notes give params and MACs before -> after;
-    ``model`` is not changed. A budget below what pruning can reach raises
-    :class:`BudgetNotReachable` saying the smallest reachable.
+    Raises:
+        BudgetNotReachable: the budget asks for less than pruning can reach (every group at
+            ``min_keep``); the message gives the smallest reachable.
+        InvalidEdit: no budget or several; a budget, ``per_layer`` fraction, ``round_to`` or
+            ``min_keep`` out of range; a layer both ignored and in ``per_layer``; ``by`` can
+            score no group.
+        LayerNotFound: ``ignore`` or ``per_layer`` names no layer.
+        UnknownShape: a ``macs`` budget on a model whose sizes are unknown and no
+            ``input_shape``.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.prune_global(model, keep=0.5)
+        >>> result.model.get_layer("hidden").units, result.report.status("hidden")
+        (3, 'pruned')
+        >>> kerasnb.prune_global(model, macs=0.5).model.count_params() < model.count_params()
+        True
     """
     with _graph.memo():
         plan = prune_global_plan(model, keep, params=params, macs=macs, by=by, data=data, round_to=round_to,
@@ -136,8 +168,64 @@ def prune_global(model, keep=None, *, params=None, macs=None, by=None, data=None
 @surgery_errors_only
 def prune_global_plan(model, keep=None, *, params=None, macs=None, by=None, data=None, round_to=None, ignore=(),
                       per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> GlobalPlan:
-    """What :func:`prune_global` with the same arguments would remove, and the params and MACs after,
-    without building a model (a :class:`GlobalPlan`; ``plan.summary()`` is one line)."""
+    """What ``kerasnb.prune_global`` with the same arguments would remove, without building a model.
+
+    Cheap enough to follow a slider, especially when given the ``scores`` of an earlier plan.
+    The counts it gives are those the built model has.
+
+    Args:
+        model: A built functional or Sequential model; it is not changed.
+        keep: The fraction of the channels kept, in (0, 1], counted over the groups ranked
+            together (every prunable group neither ignored nor in ``per_layer``): ``0.5`` keeps
+            half of them, removing the others wherever they are weakest (a few more stay where
+            ``round_to`` or a grouped convolution rounds a layer's count).
+        params: The parameter count after pruning is at most this: a count, or a float in
+            (0, 1], the fraction of the current count kept (``params=0.5``: at most half).
+        macs: The multiply-accumulates of one sample after pruning (``kerasnb.count_macs``)
+            are at most this: a count, or a float in (0, 1], the fraction of the current MACs.
+        by: The criterion (see ``kerasnb.importance``): ``"l1"`` unless ``scores`` are given;
+            ``"apoz"`` and ``"taylor"`` need ``data``. Groups it cannot score (no
+            BatchNormalization for ``"bn_scale"``) are left as they are, and a note says so.
+        data: Examples for ``by="apoz"`` / ``"taylor"`` (what ``kerasnb.importance`` takes).
+        round_to: Keep every pruned group's channel count a multiple of this (e.g. 8; rounded
+            up, the search then takes more channels elsewhere).
+        ignore: Layers whose output channels are never pruned (a producer, or a
+            BatchNormalization / depthwise layer of its group; their inputs may still be
+            sliced): a name or path, or a list of them.
+        per_layer: ``{layer: fraction of its channels kept}``: those groups keep exactly that
+            fraction (their strongest), outside the global ranking. May be the only budget.
+        min_keep: The fewest channels any group keeps (default 1).
+        scores: The ``scores`` of an earlier ``GlobalPlan`` of the same model, to skip scoring.
+        loss: For ``by="taylor"``, a ``loss(y_true, y_pred)`` instead of the compiled loss.
+        input_shape: The shape of one sample (no batch axis), for a ``macs`` budget on a model
+            built with unknown sizes.
+
+    Returns:
+        GlobalPlan: ``removed`` (``{producer: channel indices}``, one entry per pruned group),
+        ``params_before`` / ``params_after``, ``macs_before`` / ``macs_after`` (per sample),
+        ``channels_before`` / ``channels_after``, ``scores`` (for the next plan), ``edits`` (what
+        ``kerasnb.apply`` takes) and ``summary()`` (one line).
+
+    Raises:
+        BudgetNotReachable: the budget asks for less than pruning can reach (every group at
+            ``min_keep``); the message gives the smallest reachable.
+        InvalidEdit: no budget or several; a budget, ``per_layer`` fraction, ``round_to`` or
+            ``min_keep`` out of range; a layer both ignored and in ``per_layer``; ``by`` can
+            score no group.
+        LayerNotFound: ``ignore`` or ``per_layer`` names no layer.
+        UnknownShape: a ``macs`` budget on a model whose sizes are unknown and no
+            ``input_shape``.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> plan = kerasnb.prune_global_plan(model, params=0.6)
+        >>> plan.summary()
+        'params 68 -> 35 (51.5%), MACs 60 -> 30 (50.0%), channels 6 -> 3 in 1 group(s) pruned'
+        >>> kerasnb.apply(model, plan.edits).model.count_params() == plan.params_after
+        True
+    """
     from .flops import layer_cost
 
     with _graph.memo():

@@ -128,12 +128,41 @@ def total_macs(model, input_shape=None) -> int:
 
 @surgery_errors_only
 def count_macs(model, input_shape=None):
-    """A pandas DataFrame of MACs per layer: columns layer, type, macs, params, counted.
+    """Multiply-accumulates (MACs) per layer for one sample, as a pandas DataFrame.
 
-    One row per layer (nested models' layers by path, ``"backbone/conv3"``); the sum is in
-    ``frame.attrs["total"]`` (no total row, so the columns sum as they are). ``counted`` is False
-    for a layer with weights that kerasnb has no formula for (it shows 0). See the module's
-    docstring for what is counted.
+    Counted: the matrix products and convolutions of Dense, EinsumDense, the convolutions
+    (depthwise, separable, transposed), MultiHeadAttention, Attention and the recurrent layers,
+    for a batch of one (the convention of published figures); bias adds, activations,
+    normalisation, pooling, merges and look-ups count 0. A shared layer sums its calls; a nested
+    model's layers are counted for every call of it. The model is not changed.
+
+    Args:
+        model: A built functional or Sequential model.
+        input_shape: The shape of one sample (no batch axis), e.g. ``(224, 224, 3)``, when the
+            model was built with unknown sizes (``None``); the shapes are then worked out layer
+            by layer without calling the model.
+
+    Returns:
+        pandas.DataFrame: one row per layer (nested ones by path, ``"backbone/conv3"``),
+        columns ``layer``, ``type``, ``macs``, ``params``, ``counted`` (False for a layer with
+        weights kerasnb has no formula for: it shows 0); the total is in
+        ``frame.attrs["total"]``.
+
+    Raises:
+        UnknownShape: a size a formula needs is unknown and ``input_shape`` does not fix it.
+        IncompatibleShape: ``input_shape`` does not fit the model.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> frame = kerasnb.count_macs(model)
+        >>> print(frame.to_string(index=False))
+         layer  type  macs  params  counted
+        hidden Dense    48      54     True
+           out Dense    12      14     True
+        >>> frame.attrs["total"]
+        60
     """
     import pandas as pd
 

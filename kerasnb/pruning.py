@@ -41,11 +41,31 @@ __all__ = ["ChannelGroup", "CoupledChannels", "UnprunableLayer", "channel_groups
 
 @surgery_errors_only
 def channel_groups(model) -> list:
-    """Every group of tied channels, in graph order: a :class:`ChannelGroup` per group.
+    """Every group of tied channels, in graph order: what ``prune`` and ``prune_global`` can remove.
 
-    A group holds one producer, or several whose outputs are joined by Add / Subtract / Multiply
-    / Average / Maximum / Minimum (a *coupled* group). ``group.reason`` says why a group cannot be
-    pruned (``""`` when it can).
+    A group holds one producer (a Dense, a convolution ... making output channels), or several
+    whose outputs are joined by Add / Subtract / Multiply / Average / Maximum / Minimum (a
+    *coupled* group, pruned together), with the layers that read its channels.
+
+    Args:
+        model: A built functional or Sequential model; it is only read.
+
+    Returns:
+        list: ``ChannelGroup`` objects with ``producers``, ``channels`` (their number),
+        ``consumers``, ``channelwise`` (BatchNormalization, depthwise ... layers that follow the
+        channels one by one), ``prunable`` and ``reason`` (why not, ``""`` when prunable).
+
+    Raises:
+        UnsupportedModel: the model has no graph (``UnbuiltModel`` when it was never built).
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> [(group.producers, group.channels, group.prunable) for group in kerasnb.channel_groups(model)]
+        [(('hidden',), 6, True), (('out',), 2, False)]
+        >>> kerasnb.channel_groups(model)[1].reason
+        "its channels reach the model output at 'out', whose shape pruning would change"
     """
     return list(_channels.analyse(model).groups().values())
 
@@ -82,26 +102,63 @@ def prune(model, target, channels=None, *, keep=None, by="l1", coupled=True, dat
           allow_output_change=False) -> SurgeryResult:
     """Remove output channels (units, filters) of ``target`` and slice every layer that reads them.
 
-    - ``channels``: indices of the channels to remove, e.g. ``[3, 7, 12]`` (``-1`` is the last);
-    - or ``keep``: how many to keep, a fraction in (0, 1] (``0.5``) or a count (``48``), chosen by
-      ``by``: ``"l1"`` or ``"l2"``, the norm of each channel's outgoing kernel slice, summed over
-      the coupled producers (the strongest are kept); or any criterion of :func:`kerasnb.importance`
-      (``"bn_scale"``, ``"apoz"`` and ``"taylor"`` with ``data=``, or a callable).
+    Channels coupled by Add / Multiply / a shared layer are pruned in every producer of the
+    group. The pruned layers and the layers reading their channels keep the surviving slices of
+    their weights and are reported ``pruned`` (with the shapes); layers further on keep their
+    weights (fine-tune). LayerNormalization over the pruned axis is sliced too, but computes its
+    statistics over fewer channels afterwards, and its reason says so. Removing every channel of
+    a producer works for a branch that reaches nothing but a Concatenate input: the branch drops
+    out (its layers are ``removed``). A DepthwiseConv, or a grouped convolution with one input
+    channel per group, makes no channels of its own: naming it prunes the channels it reads
+    where they are made.
 
-    ``target`` is a layer name (or layer), ``"backbone/conv3"`` for one inside a nested model, or a
-    list of them with ``keep`` to prune several groups in one rebuild. Channels coupled by Add /
-    Multiply / a shared layer are pruned in every producer of the group; with ``coupled=False``
-    such a target is refused instead. Channels that reach a model output are refused unless
-    ``allow_output_change=True``: then that output narrows, and ``result.notes`` says so.
-    Removing every channel of a producer works for a branch that reaches nothing but a
-    Concatenate input: the branch drops out (its layers are ``removed`` in the report); with
-    ``allow_output_change=True`` that Concatenate may be a model output, which narrows.
-    A DepthwiseConv, or a grouped convolution with one input channel per group (ConvNeXt's
-    ``Conv2D(groups=channels)``), makes no channels of its own: it loses whole groups with the
-    channels it reads, and naming it as ``target`` prunes those channels where they are made.
-    Returns a :class:`kerasnb.SurgeryResult`; ``model`` is not changed. Its ``edits`` are one
-    :class:`kerasnb.Prune` per pruned group, naming the channels removed, so that
-    ``kerasnb.apply(model, result.edits)`` gives the same model again.
+    The target is one of:
+
+    - ``"name"`` (or the layer object itself): a layer of the model;
+    - ``"outer/inner"``: a layer inside a nested model, e.g. ``"backbone/conv3"``;
+    - a list of these, with ``keep``, to prune several groups in one rebuild.
+
+    Args:
+        model: A built functional or Sequential model; it is not changed.
+        target: The layer whose output channels go, in one of the forms above.
+        channels: Indices of the channels to remove, e.g. ``[3, 7, 12]`` (``-1`` is the last).
+            Give this or ``keep``.
+        keep: How many channels to keep: a fraction in (0, 1] (``0.5``) or a count (``48``); the
+            strongest by ``by`` are kept.
+        by: How ``keep`` ranks the channels: ``"l1"`` (default) or ``"l2"``, the norm of each
+            channel's kernel slice summed over the coupled producers; ``"bn_scale"``;
+            ``"apoz"`` or ``"taylor"`` (with ``data``); or a callable (see
+            ``kerasnb.importance``).
+        coupled: True (default) prunes a coupled group in all its producers; False refuses such
+            a target instead.
+        data: Examples for ``by="apoz"`` / ``"taylor"`` (what ``kerasnb.importance`` takes).
+        allow_output_change: False (default) refuses channels that reach a model output; True
+            lets that output narrow (``result.notes`` says so).
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report`` (the sliced layers ``pruned``), ``.notes`` and
+        ``.edits``: one ``kerasnb.Prune`` per group naming the channels removed, so
+        ``kerasnb.apply(model, result.edits)`` gives the same model again.
+
+    Raises:
+        LayerNotFound: the target names no layer.
+        InvalidEdit: neither or both of ``channels`` / ``keep`` are given; an index or ``keep``
+            out of range; every channel would go where that is not allowed; an unknown ``by``.
+        UnprunableLayer: the channels reach a layer that cannot be sliced safely, or a model
+            output without ``allow_output_change=True``.
+        CoupledChannels: the target is coupled to other producers and ``coupled=False``.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.prune(model, "hidden", keep=0.5)
+        >>> result.report.status("hidden"), result.model.get_layer("hidden").units
+        ('pruned', 3)
+        >>> result.report.row("out").reason
+        'kernel (6, 2) -> (3, 2)'
+        >>> kerasnb.prune(model, "hidden", channels=[0, 5]).model.get_layer("hidden").units
+        4
     """
     with _graph.memo():  # the channel analysis and graph walks are shared with apply()
         by = criteria.scorer(model, by, data) if keep is not None else by
