@@ -91,7 +91,9 @@ def __getattr__(name):
     import importlib
 
     if name not in _LAZY:
-        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}")
+        renamed = {"count_flops": "count_macs"}.get(name)  # the old name, for one release of messages
+        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}"
+                             + (f"; it is called {renamed!r} now" if renamed else ""))
     module_name, attribute = _LAZY[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
     value = module if attribute is None else getattr(module, attribute)
