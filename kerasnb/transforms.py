@@ -147,13 +147,10 @@ def _targets_of(model, path) -> list:
 
 
 def _finish(model, result: SurgeryResult, notes=()) -> SurgeryResult:
-    """The result with our notes first; the original remembered for ``result.compare``."""
-    from . import compare
-
+    """The result with our notes first (``result.original`` is ``model``: apply keeps it for ``compare``)."""
     extra = tuple(n for n in notes if n not in result.notes)
     if extra:
         result = _dc_replace(result, notes=extra + tuple(result.notes))
-    compare.remember(result, model)
     return result
 
 
