@@ -15,7 +15,6 @@ was decided, and what was left alone and why). The model passed in is never chan
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import math
 import re
@@ -39,98 +38,21 @@ L = keras.layers
 # ----------------------------------------------------------------------------- matching layers
 
 
-def _matcher(match):
-    """``(predicate(path, layer) -> bool, how to say it)`` for a class, glob, regex or predicate."""
-    if isinstance(match, type) or (isinstance(match, tuple) and match and all(isinstance(m, type) for m in match)):
-        classes = match if isinstance(match, tuple) else (match,)
-        bad = [c for c in classes if not issubclass(c, keras.Operation)]
-        if bad:
-            raise InvalidEdit(f"A class to match is a Keras layer class, e.g. keras.layers.Conv2D. "
-                              f"Received: match={match!r}")
-        return (lambda path, layer: isinstance(layer, classes)), "class"
-    if isinstance(match, str):
-        if not match:
-            raise InvalidEdit("A glob to match is a non-empty string, e.g. 'conv*' or 'backbone/*'. Received: match=''")
-        return (lambda path, layer: fnmatch.fnmatchcase(path, match)
-                or fnmatch.fnmatchcase(layer.name, match)), "pattern"
-    if isinstance(match, re.Pattern):
-        return (lambda path, layer: bool(match.fullmatch(path) or match.fullmatch(layer.name))), "pattern"
-    if callable(match):
-        try:
-            params = [p for p in inspect.signature(match).parameters.values()
-                      if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        except (TypeError, ValueError):
-            params = [None]
-        two = len(params) >= 2
-
-        def predicate(path, layer):
-            try:
-                return bool(match(path, layer) if two else match(layer))
-            except SurgeryError:
-                raise
-            except Exception as error:
-                raise InvalidEdit(
-                    f"The match predicate {getattr(match, '__name__', match)!r} raised {type(error).__name__}: "
-                    f"{error} on layer {path!r} ({type(layer).__name__}). A predicate takes a layer (or path, layer) "
-                    f"and returns True or False. Received: match={match!r}"
-                ) from None
-
-        return predicate, "predicate"
-    raise InvalidEdit(
-        "match is a layer class (keras.layers.Conv2D) or a tuple of classes, a glob on the layer's path or name "
-        "('conv*', 'backbone/*'), a compiled regex (re.compile(r'block\\d+_conv')), or a predicate "
-        f"layer -> bool. Received: match={match!r} of type {type(match).__name__}"
-    )
-
-
-def _describe(match) -> str:
-    """How a match reads in a message: 'a Conv2D', "'conv*'", a predicate's name."""
-    if isinstance(match, type):
-        return f"a {match.__name__}"
-    if isinstance(match, tuple) and match and all(isinstance(m, type) for m in match):
-        return "a " + " or ".join(m.__name__ for m in match)
-    if isinstance(match, re.Pattern):
-        return f"re.compile({match.pattern!r})"
-    if isinstance(match, str):
-        return repr(match)
-    return f"the predicate {getattr(match, '__name__', match)!r}"
-
-
 def _candidates(model):
     """(path, layer) of every layer at any depth, inputs left out; tied layers once."""
     return [(p, l) for p, l in _graph.walk_layers(model) if not _graph.is_input_layer(l)]
 
 
-def _matching(model, match, *, containers: bool, what: str, extra=None) -> list:
-    """Every (path, layer) that ``match`` selects; a match of nothing says what would have matched."""
-    predicate, kind = _matcher(match)
+def _matching(model, match, *, containers: bool, extra=None, condition: str = "") -> list:
+    """Every (path, layer) that ``match`` selects (:func:`kerasnb._targets.matcher`); a nested model
+    that matches covers its own layers. A match of nothing says what would have matched."""
+    candidates = [(p, l) for p, l in _candidates(model) if (containers or not _graph.is_graph_model(l))
+                  and (extra is None or extra(p, l))]
     found = []
-    for path, layer in _candidates(model):
-        if any(path.startswith(p + "/") for p, _ in found):
-            continue  # inside a nested model that is itself matched: the container's edit covers it
-        if _graph.is_graph_model(layer) and not containers:
-            continue
-        if predicate(path, layer) and (extra is None or extra(path, layer)):
+    for path, layer in _targets.select(model, match, candidates, condition=condition):
+        if not any(path.startswith(p + "/") for p, _ in found):  # the container's edit covers it
             found.append((path, layer))
-    if not found:
-        raise _nothing_matched(model, match, kind, what)
     return found
-
-
-def _nothing_matched(model, match, kind, what) -> LayerNotFound:
-    candidates = _candidates(model)
-    if kind == "pattern":
-        text = match if isinstance(match, str) else match.pattern
-        text = re.sub(r"[*?\[\]^$\\()|+]", "", text) or text  # compare the letters, not the wildcards
-        names = list(dict.fromkeys([p for p, _ in candidates] + [l.name for _, l in candidates]))
-        hint = suggest(text, names) or (" Paths look like: " + ", ".join(repr(p) for p, _ in candidates[:4]) + ".")
-    else:
-        types: dict = {}
-        for _, layer in candidates:
-            types[type(layer).__name__] = types.get(type(layer).__name__, 0) + 1
-        common = sorted(types.items(), key=lambda kv: -kv[1])[:8]
-        hint = " Its layers are: " + ", ".join(f"{name} ({n})" for name, n in common) + "."
-    return LayerNotFound(f"No layer of model {model.name!r} {what}.{hint} Received: match={match!r}")
 
 
 def _calls(model, path) -> int:
@@ -161,10 +83,10 @@ def _finish(model, result: SurgeryResult, notes=()) -> SurgeryResult:
 def replace_all(model, match, make) -> SurgeryResult:
     """Replace every layer that ``match`` selects, at any depth, in one rebuild.
 
-    ``match``: a layer class or tuple of classes; a glob tried on each layer's path
-    (``"backbone/conv*"``) and on its name (``"*_relu"``); a compiled regex (``re.compile(...)``,
-    full match on the path or the name); or a predicate ``layer -> bool`` (or ``(path, layer)
-    -> bool``). Input layers never match; a nested model that matches is replaced whole.
+    ``match``: a layer class or tuple of classes, a name or path, a glob on paths and names
+    (``"backbone/conv*"``, ``"*_relu"``), a compiled regex searched in paths, a layer object, a
+    predicate ``(path, layer) -> bool``, or a list of these (the one matcher of kerasnb, see
+    :func:`kerasnb._targets.matcher`). Input layers never match; a nested model that matches is replaced whole.
     ``make(layer)`` returns the replacement for one layer (a layer, a list of layers, a model or
     a callable, as for :func:`kerasnb.replace`); a layer or list given instead of a function is
     used for every match. A layer called more than once gets one replacement per call.
@@ -179,7 +101,7 @@ def replace_all(model, match, make) -> SurgeryResult:
             f"replacement for every match. Received: make={make!r} of type {type(make).__name__}"
         )
     edits = []
-    for path, layer in _matching(model, match, containers=True, what=f"matches {_describe(match)}"):
+    for path, layer in _matching(model, match, containers=True):
         for target in _targets_of(model, path):
             replacement = make if constant else make(layer)
             if replacement is None:
@@ -200,7 +122,7 @@ def configure_all(model, match, **changes) -> SurgeryResult:
     if not changes:
         raise InvalidEdit("configure_all needs config changes, e.g. configure_all(model, keras.layers.Dropout, "
                           "rate=0.2). Received: no changes")
-    found = _matching(model, match, containers=False, what=f"matches {_describe(match)}")
+    found = _matching(model, match, containers=False)
     return _finish(model, apply(model, [Configure(path, dict(changes)) for path, _ in found]))
 
 
@@ -331,8 +253,7 @@ def split_activations(model, match=None) -> SurgeryResult:
             raise LayerNotFound(f"No layer of model {model.name!r} has a fused activation to split (a Dense / Conv "
                                 f"layer with activation= other than 'linear'). Received: match=None")
     else:
-        found = _matching(model, match, containers=False, extra=fused,
-                          what=f"matches {_describe(match)} and has a fused activation")
+        found = _matching(model, match, containers=False, extra=fused, condition=" and has a fused activation")
     edits = []
     for path, layer in found:
         value = layer.get_config()["activation"]

@@ -357,9 +357,11 @@ class TestReplaceAll:
         assert same_weights(again.model, result.model)
 
     @pytest.mark.parametrize("match", ["drop_*", "*/inner_drop", re.compile(r"(block/)?\w+_drop|drop_\d"),
-                                       lambda layer: isinstance(layer, L.Dropout),
-                                       lambda path, layer: "drop" in path, (L.Dropout, L.GaussianNoise)],
-                             ids=["glob on name", "glob on path", "regex", "predicate", "path predicate", "classes"])
+                                       lambda path, layer: isinstance(layer, L.Dropout),
+                                       lambda path, layer: "drop" in path, (L.Dropout, L.GaussianNoise),
+                                       ["drop_1", "drop_2", "block/inner_drop"], ["drop_1", "drop_2", "inner_drop"]],
+                             ids=["glob on name", "glob on path", "regex", "predicate", "path predicate", "classes",
+                                  "paths", "names"])
     def test_ways_to_match(self, match):
         """Globs, regexes, predicates and class tuples select layers by path or name."""
         result = kerasnb.replace_all(with_dropouts(), match, L.Identity())
@@ -388,7 +390,10 @@ class TestReplaceAll:
         (int, L.Identity(), ["Keras layer class"]),
         (L.Dropout, "identity", ["make is a function", "Received: make='identity'"]),
         (L.Dropout, lambda layer: None, ["returned None"]),
-    ], ids=["number", "empty", "not a layer class", "make", "make returns None"])
+        (lambda layer: True, L.Identity(), ["takes two arguments, (path, layer)", "Received: match=<function"]),
+        ("dropp", L.Identity(), ["No layer named 'dropp'", "Did you mean 'drop_2' or 'drop_1'"]),
+    ], ids=["number", "empty", "not a layer class", "make", "make returns None", "one-argument predicate",
+            "unknown name"])
     def test_bad_arguments(self, match, make, words):
         """Bad arguments are refused with what was received and what would work."""
         with pytest.raises(kerasnb.SurgeryError) as info:

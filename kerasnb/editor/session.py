@@ -1388,7 +1388,7 @@ class Session:
 
     def _layer(self, path: str):
         """The layer at ``path`` in the current model, or None."""
-        return next((layer for p, layer in _graph.walk_layers(self.model) if p == path), None)
+        return _targets.layer_at(self.model, path)
 
     def _put_transform(self, old, op: str, params: dict):
         """Put the whole-model step ``op`` in the place of ``old`` (or at the end), worked out on the
@@ -1767,7 +1767,7 @@ def _lora():
 def _op_lora(session, model, params, keep):
     scope, rank, which = params["scope"], params["rank"], params["projections"]
     if scope:
-        layer = next((l for p, l in _graph.walk_layers(model) if p == scope), None)
+        layer = _targets.layer_at(model, scope)
         if layer is None:
             raise LayerNotFound(f"{scope!r} is not in the model any more, so LoRA cannot go on it. Received: "
                                 f"LoRA rank {rank} on {scope!r}")
