@@ -68,12 +68,12 @@ _LAZY = {
     "prune": ("pruning", "prune"),
     "channel_groups": ("pruning", "channel_groups"),
     "pruning": ("pruning", None),
-    "change_input": ("transforms", "change_input"),
+    "change_input": ("input_change", "change_input"),
     "configure_all": ("transforms", "configure_all"),
-    "fold_batchnorm": ("transforms", "fold_batchnorm"),
+    "fold_batchnorm": ("batchnorm", "fold_batchnorm"),
     "replace_all": ("transforms", "replace_all"),
-    "split_activations": ("transforms", "split_activations"),
-    "swap_activation": ("transforms", "swap_activation"),
+    "split_activations": ("activations", "split_activations"),
+    "swap_activation": ("activations", "swap_activation"),
     "truncate": ("transforms", "truncate"),
     "transforms": ("transforms", None),
     "count_macs": ("flops", "count_macs"),
@@ -91,7 +91,9 @@ def __getattr__(name):
     import importlib
 
     if name not in _LAZY:
-        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}")
+        renamed = {"count_flops": "count_macs"}.get(name)  # the old name, for one release of messages
+        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}"
+                             + (f"; it is called {renamed!r} now" if renamed else ""))
     module_name, attribute = _LAZY[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
     value = module if attribute is None else getattr(module, attribute)

@@ -113,7 +113,8 @@ def prune_global(model, keep=None, *, params=None, macs=None, by=None, data=None
             up, the search then takes more channels elsewhere).
         ignore: Layers whose output channels are never pruned (a producer, or a
             BatchNormalization / depthwise layer of its group; their inputs may still be
-            sliced): a name or path, or a list of them.
+            sliced), chosen as every ``match=`` of kerasnb: names or paths, globs, classes, a
+            compiled regex, a predicate ``(path, layer) -> bool``, or a list of these.
         per_layer: ``{layer: fraction of its channels kept}``: those groups keep exactly that
             fraction (their strongest), outside the global ranking. May be the only budget.
         min_keep: The fewest channels any group keeps (default 1).
@@ -191,7 +192,8 @@ def prune_global_plan(model, keep=None, *, params=None, macs=None, by=None, data
             up, the search then takes more channels elsewhere).
         ignore: Layers whose output channels are never pruned (a producer, or a
             BatchNormalization / depthwise layer of its group; their inputs may still be
-            sliced): a name or path, or a list of them.
+            sliced), chosen as every ``match=`` of kerasnb: names or paths, globs, classes, a
+            compiled regex, a predicate ``(path, layer) -> bool``, or a list of these.
         per_layer: ``{layer: fraction of its channels kept}``: those groups keep exactly that
             fraction (their strongest), outside the global ranking. May be the only budget.
         min_keep: The fewest channels any group keeps (default 1).
@@ -386,11 +388,12 @@ def _group_root(model, analysis, name, what):
 
 
 def _ignored(model, analysis, ignore) -> set:
-    if isinstance(ignore, str) or not hasattr(ignore, "__iter__"):
-        ignore = [ignore]
+    """The group roots of the layers ``ignore`` selects (kerasnb's one matcher: names, globs, classes, ...)."""
+    candidates = [(p, l) for p, l in _graph.walk_layers(model) if not _graph.is_input_layer(l)]
     roots = set()
-    for name in ignore:
-        root = _group_root(model, analysis, name, "ignore in prune_global")
+    for path, _ in _targets.select(model, ignore, candidates, argument="ignore",
+                                      required=ignore not in ((), [])):
+        root = _group_root(model, analysis, path, "ignore in prune_global")
         if root is not None:
             roots.add(root)
     return roots

@@ -188,7 +188,7 @@ class SetTrainable:
     """
 
     targets: Any
-    trainable: bool = False
+    trainable: bool  # required: no silent freeze
 
     def __post_init__(self):
         # bool("False") is True: only a real bool says what the user meant.

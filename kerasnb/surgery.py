@@ -102,8 +102,51 @@ class SurgeryResult:
 
 @surgery_errors_only
 def replace(model, target, replacement) -> SurgeryResult:
-    """Put ``replacement`` (layer, list of layers, model or callable) in place of ``target``."""
-    return apply(model, [Replace(target, replacement)])
+    """Put ``replacement`` in place of ``target``; the target's input flows into it.
+
+    The target is one of:
+
+    - ``"name"`` (or the layer object itself): a layer of the model;
+    - ``"outer/inner"``: a layer inside a nested model;
+    - ``("name", call_index)``: one call of a layer the graph calls several times;
+    - ``("first", "last")``: a linear chain of layers, replaced as one;
+    - a list of any of these, replaced in one rebuild: each gets its own new layer(s) made from
+      ``replacement`` (from a layer's config: the first keeps its name, the others get unique
+      ones), and a callable is called at each target with that target's inputs.
+
+    Layers after it keep their weights where they still fit (``kept_input_changed``: fine-tune)
+    and are re-initialised where they do not. For a replacement that depends on the layer it
+    replaces, see ``kerasnb.replace_all``, whose ``make`` takes the old layer.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed.
+        target: What is replaced, in one of the forms above.
+        replacement: A Layer, a list of layers applied in order, a ``keras.Model`` used as a
+            block, or a callable ``tensor -> tensor`` that builds a subgraph.
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report`` (the target ``removed``, the replacement
+        ``new``), ``.edits``, ``.notes``.
+
+    Raises:
+        LayerNotFound: a target names no layer; the message suggests close names.
+        AmbiguousTarget: a layer called several times, named without a call index.
+        InputLayerEdit: a target is an InputLayer.
+        InvalidEdit: an empty list, a target named twice, or a replacement of no form above.
+        IncompatibleShape: the replacement cannot take the target's input, or a layer after it
+            without weights cannot take what it gives.
+        NameClash: the replacement brings a name another layer has.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.replace(model, "hidden", keras.layers.Dense(4, activation="relu", name="relu4"))
+        >>> [(row.layer, str(row.status)) for row in result.report]
+        [('x', 'no_weights'), ('relu4', 'new'), ('out', 'kept_input_changed'), ('hidden', 'removed')]
+    """
+    return apply(model, [Replace(t, replacement) for t in _target_list(target, "replace")])
 
 
 @surgery_errors_only
@@ -185,7 +228,7 @@ def delete(model, target, *, keep_input=None) -> SurgeryResult:
         AmbiguousTarget: a layer called several times, named without a call index.
         InputLayerEdit: a target is an InputLayer.
         InvalidEdit: the layer has several inputs and none (or ``keep_input``) says which one
-            passes on.
+            passes on; an empty list, or a target named twice.
         IncompatibleShape: a consumer without weights cannot take the input it now receives.
 
     Examples:
@@ -196,21 +239,116 @@ def delete(model, target, *, keep_input=None) -> SurgeryResult:
         >>> result.report.status("hidden"), result.report.status("out")
         ('removed', 'kept_input_changed')
     """
-    if isinstance(target, list):
-        return apply(model, [Delete(t, keep_input) for t in target])
-    return apply(model, [Delete(target, keep_input)])
+    return apply(model, [Delete(t, keep_input) for t in _target_list(target, "delete")])
 
 
 @surgery_errors_only
 def configure(model, target, **changes) -> SurgeryResult:
-    """Rebuild ``target`` from its config with ``changes``; its weights are kept if they still fit."""
-    return apply(model, [Configure(target, changes)])
+    """Rebuild ``target`` from its config with ``changes``; its weights are kept where they still fit.
+
+    The target is one of:
+
+    - ``"name"`` (or the layer object itself): a layer of the model;
+    - ``"outer/inner"``: a layer inside a nested model;
+    - ``("name", call_index)``: one call of a layer the graph calls several times;
+    - a list of any of these, each reconfigured alike, in one rebuild.
+
+    A change that keeps the weights' shapes (an activation, a dropout rate) keeps them: the
+    layer reports ``kept_input_changed``, or ``no_weights`` with the change as reason. A change
+    of shape (``units=``, ``filters=``) re-initialises it (``reinitialized``, with the shapes),
+    and the layers after it where their weights no longer fit. ``name=`` renames the layer.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed.
+        target: What is reconfigured, in one of the forms above.
+        **changes: Config options and their new values, e.g. ``units=128``,
+            ``activation="gelu"``, ``name="head"``.
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report``, ``.edits`` (one ``kerasnb.Configure`` per
+        target), ``.notes``.
+
+    Raises:
+        LayerNotFound: a target names no layer; the message suggests close names.
+        InputLayerEdit: a target is an InputLayer.
+        InvalidEdit: an empty list, a target named twice, or a change the layer's config does
+            not take.
+        NameClash: ``name=`` is taken by another layer; the message proposes a free one.
+        UnsupportedLayer: the layer cannot be made again from its config.
+        IncompatibleShape: a layer after it without weights cannot take its new output.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.configure(model, "hidden", activation="relu")
+        >>> result.report.status("hidden"), result.report.status("out")
+        ('kept_input_changed', 'kept_input_changed')
+        >>> result = kerasnb.configure(model, ["hidden", "out"], use_bias=True, units=3)
+        >>> result.report.row("out").reason
+        'kernel (4, 2) -> (3, 3)...'
+    """
+    return apply(model, [Configure(t, dict(changes)) for t in _target_list(target, "configure")])
 
 
 @surgery_errors_only
-def set_trainable(model, targets, trainable: bool = False) -> SurgeryResult:
-    """Freeze (``False``) or unfreeze the target layers."""
+def set_trainable(model, targets, trainable: bool) -> SurgeryResult:
+    """Freeze (``trainable=False``) or unfreeze (``True``) the target layers; every weight is kept.
+
+    The targets are one or a list of:
+
+    - ``"name"`` (or the layer object itself): a layer of the model;
+    - ``"outer/inner"``: a layer inside a nested model (a nested model's name sets all of its
+      layers).
+
+    The layers compute what they did (``kept``); only their ``trainable`` flag (the report's
+    ``trainable`` column) changes.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too); it is
+            not changed.
+        targets: One target or a list of them, in the forms above.
+        trainable: False freezes, True unfreezes; required, and a real bool.
+
+    Returns:
+        SurgeryResult: ``.model``, ``.report``, ``.edits``, ``.notes``.
+
+    Raises:
+        LayerNotFound: a target names no layer; the message suggests close names.
+        InvalidEdit: ``trainable`` is not a bool.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> result = kerasnb.set_trainable(model, ["hidden"], False)
+        >>> result.report.status("hidden"), result.report.row("hidden").trainable
+        ('kept', False)
+        >>> [w.path for w in result.model.trainable_weights]
+        ['out/kernel', 'out/bias']
+    """
     return apply(model, [SetTrainable(targets, trainable)])
+
+
+def _target_list(target, verb: str) -> list:
+    """The targets of a verb that takes one target or a list of them (a list is several targets; a
+    tuple stays one target: ``(name, call_index)`` or a ``(first, last)`` span)."""
+    if not isinstance(target, list):
+        return [target]
+    if not target:
+        raise InvalidEdit(f"{verb}() was given an empty list of targets: it would change nothing. Give a layer name "
+                          f"or a list of them, e.g. {verb}(model, ['dense_1', 'dense_2'], ...). Received: target=[]")
+    seen = []
+    for t in target:
+        if isinstance(t, list):
+            raise InvalidEdit(f"A list of targets holds targets (a name, a layer, (name, call_index), 'outer/inner'), "
+                              f"not lists: {verb}(model, ['dense_1', 'dense_2'], ...). Received: target={target!r}")
+        if any(t is u or (not hasattr(t, "weights") and t == u) for u in seen):
+            raise InvalidEdit(f"{t!r} is named twice in the targets of {verb}(); each layer once. "
+                              f"Received: target={target!r}")
+        seen.append(t)
+    return list(target)
 
 
 @surgery_errors_only
