@@ -17,10 +17,11 @@ import pytest
 
 import kerasnb
 
-# Public methods users call, besides everything in kerasnb.__all__.
+# Public methods users call, besides everything in kerasnb.__all__ (every public method of the Editor).
 METHODS = {
     "SurgeryResult": ("compare",),
     "WeightReport": ("row", "status", "with_status", "counts", "summary", "to_frame"),
+    "Editor": None,
 }
 # Public functions of modules documented in the reference, not in kerasnb.__all__.
 MODULE_FUNCTIONS = ("codegen.code", "compare.compare", "compare.layer_outputs", "lora.lora_layers")
@@ -40,8 +41,11 @@ def _public() -> dict:
             continue  # catalog / transforms (modules), STATUSES (a tuple)
         found[f"kerasnb.{name}"] = obj
     for cls_name, methods in METHODS.items():
+        cls = getattr(kerasnb, cls_name)
+        if methods is None:
+            methods = [n for n, v in vars(cls).items() if not n.startswith("_") and inspect.isfunction(v)]
         for method in methods:
-            found[f"kerasnb.{cls_name}.{method}"] = getattr(getattr(kerasnb, cls_name), method)
+            found[f"kerasnb.{cls_name}.{method}"] = getattr(cls, method)
     for dotted in MODULE_FUNCTIONS:
         module, function = dotted.rsplit(".", 1)
         found[f"kerasnb.{dotted}"] = getattr(importlib.import_module(f"kerasnb.{module}"), function)
@@ -100,6 +104,21 @@ def _examples(name):
     return finder.find(PUBLIC[name], name, globs={})
 
 
+EDITOR_SETUP_MARK = "The examples of the methods start from this model and editor::"
+
+
+def _editor_setup() -> str:
+    """The code the Editor's docstring says its methods' examples start from (so it is what runs)."""
+    lines = inspect.getdoc(kerasnb.Editor).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == EDITOR_SETUP_MARK) + 2
+    block = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block).strip()
+
+
 @pytest.mark.parametrize("name", sorted(n for n in PUBLIC if ">>>" in (inspect.getdoc(PUBLIC[n]) or "")))
 def test_example_runs(name):
     if name in SKIP_EXAMPLE:
@@ -108,10 +127,17 @@ def test_example_runs(name):
     for test in _examples(name):
         keras.utils.set_random_seed(0)
         test.globs = {"keras": keras, "np": np, "kerasnb": kerasnb}
+        if name.startswith("kerasnb.Editor."):
+            exec(_editor_setup(), test.globs)  # noqa: S102 -- the docstring's own setup, run as written
         output: list[str] = []
-        runner.run(test, out=output.append)
+        try:
+            runner.run(test, out=output.append)
+        finally:
+            for value in test.globs.values():  # close every panel the example opened
+                if isinstance(value, kerasnb.Editor):
+                    value.close()
+            test.globs.clear()
         assert not runner.failures, f"{name}'s example fails:\n" + "".join(output)
-        test.globs.clear()
 
 
 def test_the_argument_check_reads_google_sections():
