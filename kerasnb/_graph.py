@@ -304,6 +304,19 @@ def serialize_as(cls, registered_name: str) -> None:
     object_registration.GLOBAL_CUSTOM_NAMES[cls] = registered_name
 
 
+def set_flag(layer, value: bool) -> None:
+    """Keras's own trainable setter on ``layer`` (which sets its sub-layers' flags too), called even
+    when the flag already says ``value`` (see :func:`force_trainable`)."""
+    keras.layers.Layer.trainable.fset(layer, bool(value))
+
+
+def copy_flags(olds, news) -> None:
+    """Each layer of ``news`` flagged as its partner in ``olds`` (parents first, as :func:`sublayers`
+    lists them: setting a parent's flag sets its children's)."""
+    for old, new in zip(olds, news):
+        set_flag(new, old.trainable)
+
+
 def force_trainable(layer, value: bool) -> None:
     """Set the flag of ``layer`` and of every sub-layer it tracks, whatever they say now.
 
@@ -311,19 +324,17 @@ def force_trainable(layer, value: bool) -> None:
     attribute tracking skips an assignment of the same object), so a layer made with
     ``trainable=False`` whose sub-layers were created later, in build(), kept them trainable.
     """
-    setter = keras.layers.Layer.trainable.fset
     for sub in sublayers(layer):
-        setter(sub, bool(value))
+        set_flag(sub, value)
 
 
 def set_own_trainable(layer, value: bool) -> None:
     """Set the flag of ``layer`` alone: every sub-layer keeps the flag it has (Keras's setter would
     set them all)."""
-    setter = keras.layers.Layer.trainable.fset
     inner = [(sub, sub.trainable) for sub in sublayers(layer)[1:]]
-    setter(layer, bool(value))
+    set_flag(layer, value)
     for sub, flag in inner:  # parents first, as sublayers() lists them
-        setter(sub, flag)
+        set_flag(sub, flag)
 
 
 def fresh_copy(operation):
@@ -635,3 +646,26 @@ def build_lazy_sublayers(model) -> None:
             layer(*args, **kwargs)
         except Exception:  # leave it as Keras builds it: loading then says which layer is not built
             pass
+
+
+def keras_op_name(op):
+    """The class name of ``op`` when it is a raw ``keras.ops`` operation (``silu(x)``, ``x * 0.5``),
+    not a layer; else None."""
+    if isinstance(op, keras.layers.Layer) or not type(op).__module__.startswith("keras.src.ops"):
+        return None
+    return type(op).__name__
+
+
+def defined_in_keras(kind, module: str) -> bool:
+    """Whether the class ``kind`` is Keras's own, from its module ``module`` (``"applications.convnext"``)."""
+    return kind.__module__ == "keras.src." + module
+
+
+def family_attributes(model, plain_model) -> dict:
+    """The attributes ``model``'s own class set on it, beyond what every keras.Model has (those of
+    ``plain_model``, a keras.Model): the public ones, and keras-hub's ``_token_embedding``, which
+    backs the public ``token_embedding`` its tasks read."""
+    keras_own = vars(plain_model)
+    return {key: value for key, value in vars(model).items()
+            if not (key.startswith("__") or (key.startswith("_") and key != "_token_embedding")
+                    or key in keras_own)}
