@@ -28,6 +28,7 @@ from . import _graph, _targets
 from .edits import ChangeInput, Configure, Delete, Insert, Replace, Transform, Truncate
 from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, SurgeryError, UnsupportedLayer, UnsupportedModel, suggest
 from .surgery import SurgeryResult, apply
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations",
@@ -525,7 +526,7 @@ def _fold_rule(bn, bn_path):
         reason = (f"{bn_path!r} folded in: {kernel_name} {tuple(kernel.shape)} scaled per output channel by "
                   f"gamma / sqrt(moving_variance + {bn.epsilon:g}); bias {tuple(bias.shape)}{added} = "
                   "(bias - moving_mean) * that scale + beta")
-        return Outcome("folded", reason, values)
+        return Outcome(Status.FOLDED, reason, values)
 
     rule.__name__ = f"fold_{bn.name}"
     return rule
@@ -826,7 +827,7 @@ def _adapt_rule(reader: _Reader, values: dict, reason: str, new_c: int):
         missing = [v.path for v in new.weights if id(v) not in covered]
         if missing:
             raise AssertionError(f"{reader.path}: no value for {missing}")
-        return Outcome("adapted", reason, pairs)
+        return Outcome(Status.ADAPTED, reason, pairs)
 
     rule.__name__ = f"adapt_{reader.layer.name}"
     return rule
@@ -835,7 +836,7 @@ def _adapt_rule(reader: _Reader, values: dict, reason: str, new_c: int):
 def _reinit_rule(reader: _Reader, reason: str, new_c: int):
     def rule(old, new):
         _check_built_for(reader, new, new_c)
-        return Outcome("reinit", reason)
+        return Outcome(Status.REINITIALIZED, reason)
 
     rule.__name__ = f"reinit_{reader.layer.name}"
     return rule
@@ -891,8 +892,8 @@ def _resize_rule(path, old_input, new_input, interpolate, given):
             pairs.append((nv, keras.ops.cast(value, nv.dtype)))
             words.append(f"{name} {was} -> {now}: {how}")
         if not words:
-            return Outcome("copied", "", pairs)
-        return Outcome("adapted", "; ".join(words), pairs)
+            return Outcome(Status.KEPT, "", pairs)
+        return Outcome(Status.ADAPTED, "; ".join(words), pairs)
 
     rule.__name__ = f"resize_{path.replace('/', '_')}"
     return rule
