@@ -152,6 +152,54 @@ def _walk(model) -> list[NodeView]:
     return views
 
 
+@dataclass(frozen=True)
+class GraphIndex:
+    """The calls of one graph and how its tensors connect them (read it, do not change it).
+
+    ``order`` is :func:`walk` (parents first); ``producer`` maps ``id(tensor)`` to the call that made
+    it; ``consumers`` maps ``id(tensor)`` to the calls that take it, once per time they take it (a
+    call adding a tensor to itself is listed twice), in ``order``; ``outputs`` holds the ids of the
+    graph's output tensors.
+    """
+
+    order: tuple
+    producer: dict
+    consumers: dict
+    outputs: frozenset
+
+    def takers(self, view) -> list:
+        """The calls that take any output of ``view``, each once, in graph order."""
+        found = {id(taker.node) for tensor in view.outputs for taker in self.consumers.get(id(tensor), ())}
+        return [v for v in self.order if id(v.node) in found]
+
+    def downstream(self, view) -> list:
+        """The calls that read ``view``'s outputs, directly or further on, each once."""
+        found, stack = {}, list(view.outputs)
+        while stack:
+            for taker in self.consumers.get(id(stack.pop()), ()):
+                if id(taker.node) not in found:
+                    found[id(taker.node)] = taker
+                    stack.extend(taker.outputs)
+        return list(found.values())
+
+
+def graph_index(model) -> GraphIndex:
+    """The :class:`GraphIndex` of ``model``'s graph: the one place the graph's producer and consumer
+    maps are made (once per model while :func:`memo` is active)."""
+    return remembered("index", model, _index)
+
+
+def _index(model) -> GraphIndex:
+    views = tuple(walk(model))
+    producer, consumers = {}, {}
+    for view in views:
+        for tensor in view.outputs:
+            producer[id(tensor)] = view
+        for tensor in view.input_tensors:
+            consumers.setdefault(id(tensor), []).append(view)
+    return GraphIndex(views, producer, consumers, frozenset(id(t) for t in output_tensors(model)))
+
+
 def replay_order(model) -> list[NodeView]:
     """The calls of :func:`walk` in an order that rebuilds each layer's calls in Keras's order.
 
@@ -162,18 +210,18 @@ def replay_order(model) -> list[NodeView]:
     """
     import heapq
 
-    views = walk(model)
+    index = graph_index(model)
+    views = list(index.order)
     position = {id(v.node): i for i, v in enumerate(views)}
-    producer_of = {id(t): id(v.node) for v in views for t in v.outputs}
     waits_for: dict[int, set] = {id(v.node): set() for v in views}
     by_op: dict[int, list] = {}
     for view in views:
         by_op.setdefault(id(view.operation), []).append(view)
     for view in views:
         for tensor in view.node.input_tensors:
-            parent = producer_of.get(id(tensor))
+            parent = index.producer.get(id(tensor))
             if parent is not None:
-                waits_for[id(view.node)].add(parent)
+                waits_for[id(view.node)].add(id(parent.node))
     for calls in by_op.values():
         calls = sorted(calls, key=lambda v: v.call_index)
         for earlier, later in zip(calls, calls[1:]):

@@ -584,15 +584,7 @@ def _check_config_keys(layer, edit, scope) -> None:
 
 def _span_nodes(scope, first, last, edit) -> list:
     """The calls from ``first`` to ``last`` along single-input links, checked to be a closed chain."""
-    by_output = {}
-    for view in _graph.walk(scope):
-        for t in view.outputs:
-            by_output[id(t)] = view
-    consumers: dict[int, int] = {}
-    for view in _graph.walk(scope):
-        for t in view.input_tensors:
-            consumers[id(t)] = consumers.get(id(t), 0) + 1
-    out_ids = {id(t) for t in _graph.output_tensors(scope)}
+    index = _graph.graph_index(scope)
     chain = [last]
     while chain[-1].node is not first.node:
         cur = chain[-1]
@@ -601,7 +593,7 @@ def _span_nodes(scope, first, last, edit) -> list:
                 f"{cur.name!r} in span {edit.target!r} has {len(cur.input_tensors)} inputs; a span must be a linear "
                 f"chain from {first.name!r} to {last.name!r}. Received: target={edit.target!r}"
             )
-        parent = by_output.get(id(cur.input_tensors[0]))
+        parent = index.producer.get(id(cur.input_tensors[0]))
         if parent is None:
             raise InvalidEdit(
                 f"{first.name!r} does not lead to {last.name!r} along a linear chain, so ({first.name!r}, {last.name!r}) "
@@ -611,7 +603,7 @@ def _span_nodes(scope, first, last, edit) -> list:
     chain.reverse()
     for view in chain[:-1]:
         for t in view.outputs:
-            if consumers.get(id(t), 0) > 1 or id(t) in out_ids:
+            if len(index.consumers.get(id(t), ())) > 1 or id(t) in index.outputs:
                 raise InvalidEdit(
                     f"The output of {view.name!r}, inside span {edit.target!r}, is also used outside the span, so "
                     f"the span cannot be replaced as one piece. Received: target={edit.target!r}"

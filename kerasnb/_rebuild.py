@@ -320,8 +320,8 @@ class _GraphRebuild:
         outputs = self.plan.outputs
         if outputs is None:
             return None, set()
-        views = _graph.walk(self.model)
-        producer = {id(t): v for v in views for t in v.outputs}
+        index = _graph.graph_index(self.model)
+        views, producer = index.order, index.producer
         wanted, inner_only = [], set()
         for out in outputs:
             if isinstance(out, tuple):  # ("inner", target): the nested model's call is needed
