@@ -21,6 +21,7 @@ import keras
 from . import _graph, _targets, weights
 from .edits import Configure, Delete, Replace, Transform
 from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, first_line
+from .report import Status
 
 _CHANGES = "_kerasnb_inside"  # on a remade block: ((child index path, layer class, layer config), ...)
 
@@ -30,7 +31,7 @@ class InsideRule:
 
     changes_computation = True  # the block computes something else: its consumers see changed inputs
 
-    def __init__(self, found: _targets.Inside, edit, make, values, kind: str, reason: str):
+    def __init__(self, found: _targets.Inside, edit, make, values, kind: Status, reason: str):
         self.found, self.edit = found, edit
         self.make = make  # old sub-layer -> the new one (unbuilt)
         self.values = values  # (old sub-layer, new sub-layer) -> [(variable, value)]
@@ -104,7 +105,7 @@ def as_block_edit(found: _targets.Inside, edit):
             from ._rebuild import _from_config
             return _from_config(type(piece), dict(config))
 
-        rule = InsideRule(found, edit, make, None, "adapted", "")
+        rule = InsideRule(found, edit, make, None, Status.ADAPTED, "")
 
         def values(old, new):
             brought = ("its own weights" if piece.weights else "new weights, freshly initialised" if new.weights
@@ -127,7 +128,7 @@ def as_block_edit(found: _targets.Inside, edit):
         params = _graph.count_params(sub)
         reason = (f"{found.relative!r} ({type(sub).__name__}) deleted inside: its input passes on"
                   + (f" ({params:,} params removed)" if params else "") + "; every other weight kept")
-        return _on_block(InsideRule(found, edit, make, lambda old, new: [], "adapted", reason))
+        return _on_block(InsideRule(found, edit, make, lambda old, new: [], Status.ADAPTED, reason))
     if isinstance(edit, (Configure, Transform)):
         changes = dict(edit.changes)
         config = _graph.config_of(sub, f"Layer {where!r}")
@@ -148,7 +149,7 @@ def as_block_edit(found: _targets.Inside, edit):
                                   f"Received: {edit!r}") from None
 
         if isinstance(edit, Transform):
-            rule = InsideRule(found, edit, make, None, "adapted", "")
+            rule = InsideRule(found, edit, make, None, Status.ADAPTED, "")
 
             def values(old, new):
                 outcome = edit.rule(old, new)
@@ -160,13 +161,13 @@ def as_block_edit(found: _targets.Inside, edit):
 
         def values(old, new):
             outcome = weights.carry(old, new)
-            if outcome.kind == "reinit":  # see check below: never reached after it
+            if outcome.kind == Status.REINITIALIZED:  # see check below: never reached after it
                 raise AssertionError(outcome.reason)
             return outcome.values
 
         def check(old, new):
-            outcome = weights.carry(old, new) if new.built else weights.Outcome("copied")
-            if outcome.kind == "reinit":
+            outcome = weights.carry(old, new) if new.built else weights.Outcome(Status.KEPT)
+            if outcome.kind == Status.REINITIALIZED:
                 raise InvalidEdit(
                     f"Configuring {kind} with {changes!r} changes its weights ({outcome.reason}). The layers that "
                     f"read it are called inside {found.block.path!r}'s own call(), which kerasnb cannot see to "
@@ -176,7 +177,7 @@ def as_block_edit(found: _targets.Inside, edit):
 
         from ._rebuild import _describe_changes
         words = _describe_changes(sub, changes) or "config changed"
-        rule = InsideRule(found, edit, make, values, "copied", f"inside {found.relative!r}: {words}")
+        rule = InsideRule(found, edit, make, values, Status.KEPT, f"inside {found.relative!r}: {words}")
         rule.check = check
         return _on_block(rule)
     raise InvalidEdit(f"{type(edit).__name__} cannot reach {kind}. Received: {edit!r}")
@@ -407,7 +408,7 @@ def _carried_around(old_block, new_block, old_sub, new_sub, found) -> list:
 def _own_weights(piece, new, edit) -> list:
     """A replacement brought in with weights keeps them, when they fit where it is put."""
     outcome = weights.carry(piece, new)
-    if outcome.kind == "reinit":
+    if outcome.kind == Status.REINITIALIZED:
         raise IncompatibleShape(
             f"The replacement {piece.name!r} brings weights that do not fit where it is put ({outcome.reason}). "
             f"What would work: a layer without weights yet (it is built for its place), or one whose weights "

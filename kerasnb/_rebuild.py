@@ -24,6 +24,7 @@ import keras
 from . import _graph, _inside, _invariants, weights
 from ._plan import Block, DeleteCall, Plan, ReplaceSpan
 from .errors import IncompatibleShape, InvalidEdit, NameClash, SurgeryError, UnsupportedLayer, first_line
+from .report import Status
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Record:
     """What one pass did to one layer of the new model."""
 
     prev_path: str | None
-    weights: str  # "copied" | "reinit" | "new" | "none"
+    status: Status | None  # what its weight rule did (None until a Transform's rule has run)
     reason: str = ""
     faithful: bool = True  # computes the same as prev_path did, on the same inputs
     config_changed: str = ""
@@ -171,7 +172,7 @@ def _flags_inside(container, state: Pass, inherited) -> None:
         value = explicit if explicit is not None else inherited
         if _graph.is_graph_model(layer):
             if value is not None:
-                keras.layers.Layer.trainable.fset(layer, bool(value))
+                _graph.set_flag(layer, value)
             elif layer.trainable != old.trainable:
                 layer.trainable = old.trainable
             _flags_inside(layer, state, value)
@@ -186,9 +187,7 @@ def _copy_flags(old, new) -> None:
     olds, news = _graph.sublayers(old), _graph.sublayers(new)
     if len(olds) != len(news):  # a config change made other sub-layers: the layer's own flag only
         olds, news = olds[:1], news[:1]
-    setter = keras.layers.Layer.trainable.fset  # not `n.trainable = ...`: see _graph.force_trainable
-    for o, n in zip(olds, news):
-        setter(n, o.trainable)
+    _graph.copy_flags(olds, news)  # not `n.trainable = ...`: see _graph.force_trainable
     # Flags set on single variables (a LoRA model where only the factors train) come along too.
     old_vars, new_vars = list(old.weights), list(new.weights)
     if len(old_vars) == len(new_vars):
@@ -321,8 +320,8 @@ class _GraphRebuild:
         outputs = self.plan.outputs
         if outputs is None:
             return None, set()
-        views = _graph.walk(self.model)
-        producer = {id(t): v for v in views for t in v.outputs}
+        index = _graph.graph_index(self.model)
+        views, producer = index.order, index.producer
         wanted, inner_only = [], set()
         for out in outputs:
             if isinstance(out, tuple):  # ("inner", target): the nested model's call is needed
@@ -488,12 +487,12 @@ class _GraphRebuild:
             for new_id, layer in sub.layers.items():
                 state.layers[new_id] = layer
                 has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
-                state.records[new_id] = Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
+                state.records[new_id] = Record(None, Status.NEW, f"{made_by}; brings its own weights from {piece.name!r}"
                                                 if has_weights else made_by)
             state.copies.extend(sub.copies)
             state.sources.update(sub.sources)
             state.sources[id(copy)] = (piece, None)
-            state.record(copy, Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
+            state.record(copy, Record(None, Status.NEW, f"{made_by}; brings its own weights from model {piece.name!r}"))
             return _call_new(copy, args, block, kwargs)
         if isinstance(piece, keras.layers.Layer):
             config = _graph.config_of(piece, f"The replacement {piece.name!r}")
@@ -509,9 +508,9 @@ class _GraphRebuild:
             out = _call_new(layer, args, block, kwargs)
             if piece.weights:
                 state.pretrained.append((piece, layer, block.edit))
-                state.record(layer, Record(None, "new", f"{made_by}; brings its own weights"))
+                state.record(layer, Record(None, Status.NEW, f"{made_by}; brings its own weights"))
             else:
-                state.record(layer, Record(None, "new", made_by))
+                state.record(layer, Record(None, Status.NEW, made_by))
             return out
         if callable(piece):
             calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
@@ -561,7 +560,7 @@ class _GraphRebuild:
             inner = tuple(k for k in state.records if k not in before)
             # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "none", inner=inner))
+            state.record(new_op, Record(state.old_paths.get(id(op), path), Status.NO_WEIGHTS, inner=inner))
             return new_op
         if not isinstance(op, keras.layers.Layer):
             # A raw keras.ops call in the graph: stateless, so a copy from its config is exact. Never
@@ -570,7 +569,7 @@ class _GraphRebuild:
                 new_op = type(op).from_config(op.get_config())
             except Exception:
                 new_op = _graph.fresh_copy(op)
-            state.record(new_op, Record(path, "none"))
+            state.record(new_op, Record(path, Status.NO_WEIGHTS))
             return new_op
         shared = _invariants.shared_sublayer(self, op)
         if shared is not None:  # a sub-layer of another layer here: one object, as in the original
@@ -584,10 +583,10 @@ class _GraphRebuild:
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
             state.untouched[id(op)] = self.model
             if id(op) in plan.rules:  # a weight rule on a layer made as it was (LoRA inside a block)
-                state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False))
+                state.record(new_op, Record(state.old_paths.get(id(op), path), None, faithful=False))
                 state.ruled.append((op, new_op, plan.rules[id(op)]))
                 return new_op
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "copied"))
+            state.record(new_op, Record(state.old_paths.get(id(op), path), Status.KEPT))
             state.copies.append((op, new_op))
             return new_op
         try:
@@ -627,20 +626,20 @@ class _GraphRebuild:
         if rule is not None:  # a Transform's own weight rule (adapting an input kernel, folding a BatchNorm)
             if not changes:  # made as it was: checked like an untouched layer (see _lost_in_config)
                 state.untouched[id(op)] = self.model
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False,
+            state.record(new_op, Record(state.old_paths.get(id(op), path), None, faithful=False,
                                         config_changed=_describe_changes(op, changes)))
             state.ruled.append((op, new_op, rule))
             return new_op
         kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
         if kept is not None:
             # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
+            state.record(new_op, Record(state.old_paths.get(id(op), path), Status.PRUNED, faithful=False))
             state.slices.append((op, new_op, kept))
             return new_op
         if not changes:
             state.untouched[id(op)] = self.model
         described = _describe_changes(op, changes)
-        state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
+        state.record(new_op, Record(state.old_paths.get(id(op), path), Status.KEPT, config_changed=described))
         state.copies.append((op, new_op))
         return new_op
 
@@ -1231,10 +1230,10 @@ def _transfer_weights(state: Pass) -> None:
         outcome = weights.carry(old, new)
         _invariants.given_every_variable(old, new, outcome)
         outcome.assign()
-        if outcome.kind == "reinit":
-            rec.weights, rec.reason, rec.faithful = "reinit", outcome.reason, False
-        elif outcome.kind == "none":
-            rec.weights = "none"
+        if outcome.kind == Status.REINITIALIZED:
+            rec.status, rec.reason, rec.faithful = outcome.kind, outcome.reason, False
+        elif outcome.kind == Status.NO_WEIGHTS:
+            rec.status = outcome.kind
         elif outcome.reason:  # cast to another float dtype
             rec.config_changed = "; ".join(s for s in (rec.config_changed, outcome.reason) if s)
     for old, new, (k_in, k_out) in state.slices:
@@ -1254,16 +1253,16 @@ def _transfer_weights(state: Pass) -> None:
             raise InvalidEdit(f"The weight rule {getattr(rule, '__name__', rule)!r} for {old.name!r} gives values of "
                               f"the wrong shape: {wrong} (variable, its shape, the value's). Received: {outcome!r}")
         outcome.assign()
-        rec.weights, rec.reason = outcome.kind, outcome.reason
-        if outcome.kind == "copied" and outcome.reason and not outcome.faithful:
+        rec.status, rec.reason = outcome.kind, outcome.reason
+        if outcome.kind == Status.KEPT and outcome.reason and not outcome.faithful:
             rec.config_changed = outcome.reason  # weights copied, computing something else: the words say what
-        if outcome.faithful and outcome.kind == "copied":  # the same computation: kept, with a note
+        if outcome.faithful and outcome.kind == Status.KEPT:  # the same computation: kept, with a note
             rec.faithful, rec.config_changed, rec.note, rec.reason = True, "", outcome.reason, ""
     for piece, new, edit in state.pretrained:
         rec = state.records[id(new)]
         outcome = weights.carry(piece, new)
         outcome.assign()
-        if outcome.kind == "reinit":
+        if outcome.kind == Status.REINITIALIZED:
             rec.reason = f"{rec.reason.split(';')[0]}; its own weights did not fit ({outcome.reason}), so it starts fresh"
         elif outcome.reason:
             rec.reason = f"{rec.reason}; {outcome.reason}"

@@ -22,6 +22,7 @@ from . import _graph, _targets
 from .edits import Transform
 from .errors import InvalidEdit, UnsupportedLayer
 from .surgery import SurgeryResult, apply
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["head_scores", "prune_heads"]
@@ -208,7 +209,7 @@ def _heads_rule(kept, removed, n_heads):
                     shapes.append(f"{name} {tuple(ov.shape)} -> {tuple(nv.shape)}")
         biases = "; biases sliced alike" if getattr(old_subs["query"], "bias", None) is not None else ""
         reason = f"heads {removed} of {n_heads} removed, {len(kept)} kept: kernels " + ", ".join(shapes) + biases
-        return Outcome("pruned", reason, values)
+        return Outcome(Status.PRUNED, reason, values)
 
     rule.__name__ = "prune_heads"
     return rule
