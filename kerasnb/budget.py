@@ -102,8 +102,8 @@ def prune_global(model, keep=None, *, params=None, macs=None, by=None, data=None
     ``by``: the criterion (see :func:`kerasnb.importance`), ``"l1"`` unless ``scores`` are given;
     ``"apoz"`` and ``"taylor"`` need ``data=``. ``round_to=8`` keeps every pruned group's channel
     count a multiple of 8 (rounded up: the search then takes more channels elsewhere to meet the
-    budget). ``ignore``: layer names
-    whose output channels are never pruned (a producer, or a BatchNormalization / depthwise layer
+    budget). ``ignore``: the layers (names, globs, classes, a predicate ``(path, layer)``, a list:
+    any ``match`` of :func:`kerasnb.replace_all`) whose output channels are never pruned (a producer, or a BatchNormalization / depthwise layer
     of its group; their inputs may still be sliced). ``per_layer={name: keep}``: those groups
     keep exactly that fraction of their channels (their strongest), outside the global ranking.
     ``min_keep``: channels kept in every group at least. ``scores``: the ``scores`` of an earlier
@@ -298,11 +298,12 @@ def _group_root(model, analysis, name, what):
 
 
 def _ignored(model, analysis, ignore) -> set:
-    if isinstance(ignore, str) or not hasattr(ignore, "__iter__"):
-        ignore = [ignore]
+    """The group roots of the layers ``ignore`` selects (kerasnb's one matcher: names, globs, classes, ...)."""
+    candidates = [(p, l) for p, l in _graph.walk_layers(model) if not _graph.is_input_layer(l)]
     roots = set()
-    for name in ignore:
-        root = _group_root(model, analysis, name, "ignore in prune_global")
+    for path, _ in _targets.select(model, ignore, candidates, argument="ignore",
+                                      required=ignore not in ((), [])):
+        root = _group_root(model, analysis, path, "ignore in prune_global")
         if root is not None:
             roots.add(root)
     return roots
