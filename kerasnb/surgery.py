@@ -60,8 +60,8 @@ def replace(model, target, replacement) -> SurgeryResult:
     ``target`` may be a list of targets, replaced in one rebuild, as :func:`delete` takes: each
     gets its own new layer(s) made from ``replacement`` (a layer's config; the first keeps its
     name, the others get unique ones), and a callable is called at each target with that
-    target's inputs. For a replacement that depends on the layer it replaces, see
-    :func:`kerasnb.replace_all`, whose ``make`` takes the old layer.
+    target's inputs. For a replacement that depends on the layer it replaces, use
+    :func:`kerasnb.replace_all` with the same list as ``match``: its ``make(layer)`` takes the old layer.
     """
     return apply(model, [Replace(t, replacement) for t in _target_list(target, "replace")])
 
