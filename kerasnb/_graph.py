@@ -246,32 +246,6 @@ def replay_order(model) -> list[NodeView]:
     return ordered
 
 
-@dataclass(frozen=True)
-class GraphIndex:
-    """Who makes and who reads each tensor of one graph (its own calls; nested models have their own)."""
-
-    calls: list  # NodeViews of :func:`walk`, parents before children
-    producer: dict  # id(tensor) -> the NodeView that outputs it (graph inputs have none)
-    consumers: dict  # id(tensor) -> [NodeViews that take it, positionally or by keyword], in walk order
-    inputs: list  # the graph's input tensors
-    outputs: list  # the graph's output tensors
-
-
-def graph_index(model) -> GraphIndex:
-    """The producer and consumers of every tensor of ``model``'s graph, built once per :func:`memo`."""
-    return remembered("graph_index", model, _graph_index)
-
-
-def _graph_index(model) -> GraphIndex:
-    calls = walk(model)
-    producer = {id(t): v for v in calls for t in v.outputs}
-    consumers: dict = {}
-    for view in calls:
-        for tensor in view.node.input_tensors:
-            consumers.setdefault(id(tensor), []).append(view)
-    return GraphIndex(calls, producer, consumers, input_tensors(model), output_tensors(model))
-
-
 def input_tensors(model) -> list:
     return list(functional(model).inputs)
 

@@ -64,9 +64,9 @@ class InsideRule:
         """Run the block's own call() on the new input symbolically: a block that declares its output
         shape (compute_output_shape) is otherwise called without running it, so a layer that does not
         fit inside would only fail when the model runs."""
-        from ._rebuild import _deferring
+        from . import _remake  # here: _remake imports this module
 
-        spec = _deferring(lambda: keras.Operation.compute_output_spec(block, *args, **kwargs))
+        spec = _remake.deferring(lambda: keras.Operation.compute_output_spec(block, *args, **kwargs))
         got = [tuple(t.shape) for t in keras.tree.flatten(spec)]
         wanted = [tuple(t.shape) for t in old_outputs]
         if got != wanted:
@@ -102,8 +102,8 @@ def as_block_edit(found: _targets.Inside, edit):
         config = _graph.config_of(piece, f"The replacement {piece.name!r}")
 
         def make(old):
-            from ._rebuild import _from_config
-            return _from_config(type(piece), dict(config))
+            from . import _remake  # here: _remake imports this module
+            return _remake.from_config(type(piece), dict(config))
 
         rule = InsideRule(found, edit, make, None, Status.ADAPTED, "")
 
@@ -141,9 +141,9 @@ def as_block_edit(found: _targets.Inside, edit):
                               f"Received: {edit!r}")
 
         def make(old):
-            from ._rebuild import _remake
+            from . import _remake  # here: _remake imports this module
             try:
-                return _remake(old, {**_graph.config_of(old), **changes}, changes)
+                return _remake.remake(old, {**_graph.config_of(old), **changes}, changes)
             except Exception as error:
                 raise InvalidEdit(f"{kind} cannot be made again with {changes!r}: {first_line(error)} "
                                   f"Received: {edit!r}") from None
@@ -175,8 +175,8 @@ def as_block_edit(found: _targets.Inside, edit):
                     f"{found.block.path!r} itself (its own config sets the sizes of what it holds), "
                     f"prune_heads for attention heads, or replace {found.block.path!r} whole. Received: {edit!r}")
 
-        from ._rebuild import _describe_changes
-        words = _describe_changes(sub, changes) or "config changed"
+        from . import _remake  # here: _remake imports this module
+        words = _remake.describe_changes(sub, changes) or "config changed"
         rule = InsideRule(found, edit, make, values, Status.KEPT, f"inside {found.relative!r}: {words}")
         rule.check = check
         return _on_block(rule)
@@ -215,9 +215,9 @@ def remade(old_block, new_block, rule) -> None:
     for index, cls, config in earlier:
         if index in done:
             continue
-        from ._rebuild import _from_config
+        from . import _remake  # here: _remake imports this module
         with _scope_of(_at(new_block, index[:-1])):
-            new_sub = _from_config(cls, dict(config))
+            new_sub = _remake.from_config(cls, dict(config))
             _build_like(new_sub, _at(old_block, index), None)
         _swap(new_block, index, new_sub)
         _remember(new_block, index, new_sub)
@@ -379,9 +379,9 @@ def _build_like(new, old, edit) -> None:
                 "is empty), so kerasnb cannot make its block again around a changed layer. What would work: an "
                 f"edit of the block as a whole. Received: {edit!r}")
         return
-    from ._rebuild import _deferring
+    from . import _remake  # here: _remake imports this module
     try:
-        _deferring(lambda: new.build_from_config(config))
+        _remake.deferring(lambda: new.build_from_config(config))
     except Exception as error:
         raise IncompatibleShape(
             f"{type(new).__name__} {new.name!r} cannot be built for the input {old.name!r} was built for "

@@ -23,6 +23,7 @@ import keras
 
 from . import _graph, weights
 from .errors import InternalError, InvalidEdit, UnsupportedLayer
+from ._pass import Record
 from .report import Status
 
 CARRIED_ATTRIBUTE = "uncalled_layers"  # where a new model keeps the copies of layers it never calls
@@ -81,7 +82,6 @@ def shared_sublayer(rebuild, op):
             f"kept as one layer. Received: layer={path!r}"
         )
     new_op = news[index]
-    from ._rebuild import Record  # here: _rebuild imports this module
 
     # Its owner's flag, where an edit sets one (freezing the owner freezes this same layer).
     state.sources[id(new_op)] = (op, plan.trainable.get(id(op), plan.trainable.get(id(owner))))

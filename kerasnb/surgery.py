@@ -116,7 +116,8 @@ def replace(model, target, replacement) -> SurgeryResult:
 
     Layers after it keep their weights where they still fit (``kept_input_changed``: fine-tune)
     and are re-initialised where they do not. For a replacement that depends on the layer it
-    replaces, see ``kerasnb.replace_all``, whose ``make`` takes the old layer.
+    replaces, use ``kerasnb.replace_all`` with the same list as ``match``: its ``make(layer)``
+    takes the old layer.
 
     Args:
         model: A built functional or Sequential model (a keras-hub backbone or task too); it is
