@@ -87,15 +87,24 @@ def _applied(model):
 
 
 def activations_in(model) -> dict:
-    """``{name: how many places}`` of the activations ``model`` applies that :func:`swap_activation`
-    can swap, most used first: Activation and ReLU layers, and fused ``activation=`` other than
-    ``"linear"`` (a Dense without an activation applies none).
+    """``{name: how many places}`` of the activations ``model`` applies, most used first.
 
-    >>> import keras
-    >>> x = keras.Input((4,))
-    >>> y = keras.layers.ReLU()(keras.layers.Dense(3, activation="relu")(x))
-    >>> activations_in(keras.Model(x, keras.layers.Dense(2, activation="tanh")(y)))
-    {'relu': 2, 'tanh': 1}
+    What ``kerasnb.swap_activation`` can swap: Activation and ReLU layers, and fused
+    ``activation=`` other than ``"linear"`` (a Dense without an activation applies none), at
+    any depth. The model is only read.
+
+    Args:
+        model: A built functional or Sequential model.
+
+    Returns:
+        dict: ``{activation name: number of layers applying it}``.
+
+    Examples:
+        >>> from kerasnb.activations import activations_in
+        >>> inputs = keras.Input((4,), name="x")
+        >>> hidden = keras.layers.ReLU(name="relu")(keras.layers.Dense(3, activation="relu", name="dense")(inputs))
+        >>> activations_in(keras.Model(inputs, keras.layers.Dense(2, activation="tanh", name="out")(hidden)))
+        {'relu': 2, 'tanh': 1}
     """
     counts: dict = {}
     for _, layer, fn in _applied(model):

@@ -24,7 +24,8 @@ METHODS = {
     "Editor": None,
 }
 # Public functions of modules documented in the reference, not in kerasnb.__all__.
-MODULE_FUNCTIONS = ("codegen.code", "compare.compare", "compare.layer_outputs", "lora.lora_layers")
+MODULE_FUNCTIONS = ("activations.activations_in", "codegen.code", "compare.compare", "compare.layer_outputs",
+                    "lora.lora_layers")
 
 # name -> why its example is not run (yet); the lead removes an entry once what it waits for lands.
 SKIP_EXAMPLE: dict[str, str] = {}
