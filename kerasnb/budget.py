@@ -35,14 +35,36 @@ __all__ = ["GlobalPlan", "BudgetNotReachable", "prune_global", "prune_global_pla
 
 @dataclass(frozen=True)
 class GlobalPlan:
-    """What :func:`prune_global` would do, worked out without building a model.
+    """What ``kerasnb.prune_global`` would do, worked out without building a model.
 
-    ``removed``: ``{producer name: channel indices removed}``, one entry per pruned group (named by
-    its first producer). ``params_*`` count every variable of the model, ``macs_*`` the
-    multiply-accumulates of one sample (:mod:`kerasnb.flops`), ``channels_*`` the output channels of
-    the groups that take part (neither ignored nor unprunable). ``scores``: the raw scores per
-    group (``{producers: array}``), to pass to another plan of the same model so that it skips
-    scoring.
+    ``kerasnb.prune_global_plan`` returns it; ``plan.edits`` applied with ``kerasnb.apply`` give
+    the model ``prune_global`` would, and ``plan.summary()`` says it in one line.
+
+    Attributes:
+        removed: ``{producer name: channel indices removed}``, one entry per pruned group (named
+            by its first producer).
+        params_before: The model's parameters (every variable) now.
+        params_after: Its parameters after pruning.
+        macs_before: The multiply-accumulates of one sample now (``kerasnb.count_macs``).
+        macs_after: Those after pruning.
+        channels_before: The output channels of the groups that take part (neither ignored nor
+            unprunable) now.
+        channels_after: Those after pruning.
+        by: The criterion, in words.
+        target: The budget, in words (``"keep=0.5"``).
+        scores: The raw scores per group (``{producers: array}``): pass them to another plan of
+            the same model (``scores=plan.scores``) to skip scoring.
+        unscored: The producers of groups the criterion could not score (left as they are).
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> plan = kerasnb.prune_global_plan(model, keep=0.5)
+        >>> plan.removed.keys(), plan.channels_after, plan.target
+        (dict_keys(['hidden']), 3, 'keep=0.5')
+        >>> [type(edit).__name__ for edit in plan.edits]
+        ['Prune']
     """
 
     removed: dict
@@ -62,7 +84,18 @@ class GlobalPlan:
         return tuple(Prune(name, channels=tuple(int(i) for i in idx)) for name, idx in self.removed.items())
 
     def summary(self) -> str:
-        """One line: params and MACs before -> after."""
+        """The plan in one line: params, MACs and channels before -> after.
+
+        Returns:
+            str: e.g. ``'params 68 -> 35 (51.5%), MACs 60 -> 30 (50.0%), channels 6 -> 3 in 1 group(s) pruned'``.
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> hidden = keras.layers.Dense(6, name="hidden")(inputs)
+            >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+            >>> kerasnb.prune_global_plan(model, keep=0.5).summary()
+            'params 68 -> 35 (51.5%), MACs 60 -> 30 (50.0%), channels 6 -> 3 in 1 group(s) pruned'
+        """
         return (f"params {_short(self.params_before)} -> {_short(self.params_after)} "
                 f"({_pct(self.params_after, self.params_before)}), MACs {_short(self.macs_before)} -> "
                 f"{_short(self.macs_after)} ({_pct(self.macs_after, self.macs_before)}), channels "
