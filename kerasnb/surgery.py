@@ -137,7 +137,8 @@ def replace(model, target, replacement) -> SurgeryResult:
         InvalidEdit: an empty list, a target named twice, or a replacement of no form above.
         IncompatibleShape: the replacement cannot take the target's input, or a layer after it
             without weights cannot take what it gives.
-        NameClash: the replacement brings a name another layer has.
+        NameClash: a callable replacement makes layers whose names the model already has
+            (a Layer or list given directly is renamed to a unique name instead).
 
     Examples:
         >>> inputs = keras.Input((8,), name="x")
@@ -162,6 +163,8 @@ def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
 
     Layers after the insertion keep their weights where they still fit (``kept_input_changed``:
     fine-tune) and are re-initialised where they do not (``reinitialized``, with the shapes).
+    The added layer keeps its name unless the model has a layer of that name: then it gets a
+    unique one (``"hidden_1"``).
 
     Args:
         model: A built functional or Sequential model (a keras-hub backbone or task too); it is
@@ -182,7 +185,6 @@ def insert(model, layer, *, after=None, before=None) -> SurgeryResult:
         InputLayerEdit: ``before=`` an InputLayer.
         IncompatibleShape: a layer after the insertion cannot take its new input and has no
             weights to re-initialise (e.g. an ``Add`` of two different shapes).
-        NameClash: ``layer``'s name is taken by another layer of the model.
 
     Examples:
         >>> inputs = keras.Input((8,), name="x")
