@@ -120,8 +120,9 @@ class IncompatibleShape(SurgeryError):
 class NameClash(SurgeryError):
     """An edit would give two layers of one model the same name.
 
-    Raised by ``configure(..., name=...)`` and by replacements whose layers bring names the
-    model already has; the message proposes a free name.
+    Raised by ``configure(..., name=...)`` (the message proposes a free name) and by callable
+    replacements whose own layers bring names the model already has. A layer given directly
+    to ``insert`` or ``replace`` is renamed instead (``"hidden_1"``).
 
     Examples:
         >>> inputs = keras.Input((8,), name="x")
