@@ -104,9 +104,11 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
             f"Received: target={given!r}"
         )
     if not isinstance(target, str) or not target:
+        several = (" A list of targets is taken by replace, delete, configure, set_trainable, prune and truncate; "
+                   "here give one." if isinstance(given, list) else "")
         raise InvalidEdit(
-            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last). "
-            f"Received: target={given!r} of type {type(given).__name__}"
+            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last)."
+            f"{several} Received: target={given!r} of type {type(given).__name__}"
         )
     *outer, name = target.split("/")
     scopes = [model]

@@ -11,6 +11,7 @@ from .edits import Delete, Transform
 from .errors import surgery_errors_only, InvalidEdit
 from .surgery import SurgeryResult, apply
 from .transforms import KERNEL_LAYERS, _finish, _frames, _give, _host
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["fold_batchnorm"]
@@ -134,7 +135,7 @@ def _fold_rule(bn, bn_path):
         reason = (f"{bn_path!r} folded in: {kernel_name} {tuple(kernel.shape)} scaled per output channel by "
                   f"gamma / sqrt(moving_variance + {bn.epsilon:g}); bias {tuple(bias.shape)}{added} = "
                   "(bias - moving_mean) * that scale + beta")
-        return Outcome("folded", reason, values)
+        return Outcome(Status.FOLDED, reason, values)
 
     rule.__name__ = f"fold_{bn.name}"
     return rule

@@ -21,6 +21,7 @@ from .edits import ChangeInput, Delete, Transform
 from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, UnsupportedLayer, UnsupportedModel, suggest
 from .surgery import SurgeryResult, apply
 from .transforms import KERNEL_LAYERS, _finish, _Frame, _frames, _give, _host, _np
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["change_input"]
@@ -483,7 +484,7 @@ def _adapt_rule(reader: _Reader, values: dict, reason: str, new_c: int):
         missing = [v.path for v in new.weights if id(v) not in covered]
         if missing:
             raise AssertionError(f"{reader.path}: no value for {missing}")
-        return Outcome("adapted", reason, pairs)
+        return Outcome(Status.ADAPTED, reason, pairs)
 
     rule.__name__ = f"adapt_{reader.layer.name}"
     return rule
@@ -492,7 +493,7 @@ def _adapt_rule(reader: _Reader, values: dict, reason: str, new_c: int):
 def _reinit_rule(reader: _Reader, reason: str, new_c: int):
     def rule(old, new):
         _check_built_for(reader, new, new_c)
-        return Outcome("reinit", reason)
+        return Outcome(Status.REINITIALIZED, reason)
 
     rule.__name__ = f"reinit_{reader.layer.name}"
     return rule
@@ -548,8 +549,8 @@ def _resize_rule(path, old_input, new_input, interpolate, given):
             pairs.append((nv, keras.ops.cast(value, nv.dtype)))
             words.append(f"{name} {was} -> {now}: {how}")
         if not words:
-            return Outcome("copied", "", pairs)
-        return Outcome("adapted", "; ".join(words), pairs)
+            return Outcome(Status.KEPT, "", pairs)
+        return Outcome(Status.ADAPTED, "; ".join(words), pairs)
 
     rule.__name__ = f"resize_{path.replace('/', '_')}"
     return rule

@@ -23,6 +23,7 @@ from . import _graph, _targets, weights
 from .edits import Transform
 from .errors import surgery_errors_only, InvalidEdit
 from .surgery import SurgeryResult, apply
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["enable_lora", "merge_lora", "lora_layers"]
@@ -125,7 +126,7 @@ def _with_lora(rank, alpha):
         """Keep every trained variable (paired by structure); the LoRA factors start from Keras's own initialisers."""
         if not getattr(new, "lora_enabled", False):  # a layer whose config cannot say LoRA (a convolution)
             new.enable_lora(rank, lora_alpha=alpha)
-        return Outcome("copied", f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""),
+        return Outcome(Status.KEPT, f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""),
                        weights.carried_values(old, new), faithful=True)  # one factor is zero: the layer computes what it did
     return rule
 
@@ -136,7 +137,7 @@ def _with_lora_inside(paths, positions, rank, alpha):
         twins = weights.paired_sublayers(old, new)
         for i in positions:
             twins[i][1].enable_lora(rank, lora_alpha=alpha)
-        return Outcome("copied", f"LoRA rank {rank} on {len(paths)} layer(s) inside: "
+        return Outcome(Status.KEPT, f"LoRA rank {rank} on {len(paths)} layer(s) inside: "
                                  + ", ".join(p.split("/", 1)[-1] for p in paths),
                        weights.carried_values(old, new), faithful=True)
     return rule
@@ -158,13 +159,13 @@ def _merged_kernels(layer) -> dict:
 def _merged_inside(old, new) -> Outcome:
     """The block made again without LoRA; each LoRA sub-layer's merged kernel goes into its twin's kernel."""
     merged = _merged_kernels(old)
-    return Outcome("folded", f"LoRA merged into {len(merged)} kernel(s) inside",
+    return Outcome(Status.FOLDED, f"LoRA merged into {len(merged)} kernel(s) inside",
                    weights.carried_values(old, new, merged))
 
 
 def _merged(old, new) -> Outcome:
     """The layer made again without LoRA, its kernel the merged one."""
-    return Outcome("folded", f"LoRA rank {lora_rank(old)} merged into its kernel",
+    return Outcome(Status.FOLDED, f"LoRA rank {lora_rank(old)} merged into its kernel",
                    weights.carried_values(old, new, _merged_kernels(old)))
 
 
@@ -179,11 +180,10 @@ def _train_only_lora(model) -> None:
 
 def _train_as_flagged(model) -> None:
     """Every variable trains as its layer's flag says again (the statistics Keras keeps stay frozen)."""
-    setter = keras.layers.Layer.trainable.fset
     for _, layer in _graph.walk_layers(model):
         if isinstance(layer, keras.layers.Layer) and not _graph.is_graph_model(layer):
             for sub in _graph.sublayers(layer):
-                setter(sub, sub.trainable)
+                _graph.set_flag(sub, sub.trainable)
 
 
 # ----------------------------------------------------------------------------- matching

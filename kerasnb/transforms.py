@@ -72,13 +72,10 @@ def _targets_of(model, path) -> list:
 
 
 def _finish(model, result: SurgeryResult, notes=()) -> SurgeryResult:
-    """The result with our notes first; the original remembered for ``result.compare``."""
-    from . import compare
-
+    """The result with our notes first (``result.original`` is ``model``: apply keeps it for ``compare``)."""
     extra = tuple(n for n in notes if n not in result.notes)
     if extra:
         result = _dc_replace(result, notes=extra + tuple(result.notes))
-    compare.remember(result, model)
     return result
 
 
@@ -150,11 +147,11 @@ class _Frame:
 
     def __post_init__(self):
         index = _graph.graph_index(self.scope)
-        self.views = index.calls
+        self.views = list(index.order)
         self.by_output = index.producer  # id(tensor) -> the call that makes it
         self.consumers = index.consumers  # id(tensor) -> the calls that read it
-        self.outputs = [id(t) for t in index.outputs]
-        self.inputs = index.inputs
+        self.outputs = [id(t) for t in _graph.output_tensors(self.scope)]  # in order: a nested output maps to its call's
+        self.inputs = _graph.input_tensors(self.scope)
 
     def path(self, op) -> str:
         return self.prefix + op.name

@@ -75,8 +75,8 @@ from ..report import KEPT, KEPT_INPUT_CHANGED, NEW, REMOVED, LayerRow, WeightRep
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
 PRUNE_CRITERIA = ("l1", "l2", "bn_scale")  # what the panel ranks channels by (kerasnb.importance)
 DATA_CRITERIA = ("apoz", "taylor")  # ... and these too when the editor was given data= to measure channels on
-# The budgets of "Prune model...": kerasnb.prune_global's ratio= (fraction of channels removed),
-# params= and flops= (a fraction of the current count kept, at most).
+# The budgets of "Prune model...": a ratio of channels removed (kerasnb.prune_global's keep= is the
+# part kept), params and flops (kerasnb.prune_global's params= and macs=: a fraction of the current count kept).
 GLOBAL_BUDGETS = ("ratio", "params", "flops")
 GLOBAL_ROUND_TO = (None, 8)
 INPUT_STAYS = "input layers stay; insert after them instead"
@@ -925,7 +925,10 @@ class Session:
         by = params["by"]
         held = self._global_scores.get(by)
         scores = held[1] if held is not None and held[0] is model else None
-        plan = budget.prune_global_plan(model, **{params["budget"]: params["target"]}, by=None if scores else by,
+        # The panel's budgets in the core's words: a ratio of channels removed is keep= (the part kept).
+        kind, target = params["budget"], params["target"]
+        goal = {"keep": 1 - target} if kind == "ratio" else {"macs" if kind == "flops" else kind: target}
+        plan = budget.prune_global_plan(model, **goal, by=None if scores else by,
                                         data=None if scores else self.data, round_to=params["round_to"],
                                         scores=scores)
         if scores is None:
