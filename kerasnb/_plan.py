@@ -18,11 +18,7 @@ import numpy as np
 
 from . import _channels, _graph, _inside, _slicing, _targets
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
-from .errors import InputLayerEdit, InvalidEdit, NameClash, SurgeryError
-
-
-class Conflict(SurgeryError):
-    """Two edits of one batch touch the same call; the second starts a new rebuild."""
+from .errors import Conflict, InputLayerEdit, InvalidEdit, NameClash, SurgeryError
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,9 @@ import keras
 
 from . import _graph, _targets, errors
 from .catalog import Entry, get
+from .errors import DoesNotFit
 
 __all__ = ["DoesNotFit", "Site", "dry_run", "fits", "fits_after", "locate", "output_shape_of", "shape_reason"]
-
-
-class DoesNotFit(errors.IncompatibleShape):
-    """A replacement cannot take the shape it would receive, or gives one that cannot flow on.
-
-    ``reason`` is the short form (what a dropdown's tooltip shows); the message adds what was
-    received and what would work.
-    """
-
-    def __init__(self, message: str, reason: str = ""):
-        super().__init__(message)
-        self.reason = reason or message
 
 
 @dataclass(frozen=True)

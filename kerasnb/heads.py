@@ -60,11 +60,7 @@ def prune_heads(model, target, heads=None, *, keep=None, by="l1") -> SurgeryResu
     note = (f"{path!r}: {len(removed)} of {n_heads} attention heads removed ({removed}); num_heads {n_heads} -> "
             f"{len(kept)}. Its output shape is unchanged, so the layers after it keep their weights but see a "
             "changed input (fine-tune).")
-    from . import compare
-
-    result = dataclasses.replace(result, notes=(note,) + tuple(result.notes))
-    compare.remember(result, model)
-    return result
+    return dataclasses.replace(result, notes=(note,) + tuple(result.notes))
 
 
 def head_scores(layer, by="l1") -> np.ndarray:
