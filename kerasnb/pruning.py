@@ -207,14 +207,20 @@ def register_channel_rule(layer_class, rule) -> None:
       axis; its output keeps the channels) gives only ``"in"`` cuts, and ``count_key`` if its
       config holds the channel count.
 
-    ``rule`` may also be a function ``layer -> ChannelRule | None`` (None: this layer cannot be
-    sliced), or None to forget the class's rule. The rule holds for exactly ``layer_class``, not
-    its subclasses, and replaces any rule the class had (built-in ones included). The layer is
-    made again from its config with the changed count, and must then have the variables the rule
-    names, of the sliced shapes. Raises :class:`kerasnb.errors.InvalidEdit` for a class that is not
-    a Keras layer or a rule that is none of these.
+    The rule holds for exactly ``layer_class``, not its subclasses, and replaces any rule the
+    class had (built-in ones included). The layer is made again from its config with the
+    changed count, and must then have the variables the rule names, of the sliced shapes.
 
-    Example: a layer scaling each channel of its input by a weight of its own::
+    Args:
+        layer_class: A Keras layer class (not an instance).
+        rule: A ``ChannelRule``; or a function ``layer -> ChannelRule | None`` (None: this
+            layer cannot be sliced); or None to forget the class's rule.
+
+    Raises:
+        InvalidEdit: ``layer_class`` is not a Keras layer class, or ``rule`` is none of these.
+
+    Examples:
+        A layer scaling each channel of its input by a weight of its own:
 
         >>> import keras, kerasnb
         >>> from kerasnb.pruning import ChannelRule, Cut, register_channel_rule
