@@ -7,7 +7,7 @@ sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasn
 beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
 freeze, prune, cut, LoRA, change input) and the whole-model actions.
 
-Every control calls a plain method of the editor (``select``, ``choose``, ``insert_after``, ...),
+Every control calls a plain method of the editor (``select``, ``replace``, ``insert``, ``truncate``, ... the core's verbs),
 which calls the session and redraws; an error is shown in the panel and leaves the model and the
 history as they were. Setting a widget's ``.value``, a table trait (``table.selected``,
 ``table.action``) or calling ``.click()`` from Python does exactly what the same gesture does in
@@ -80,8 +80,8 @@ try:  # the graph picture; the panel works without it (a table only)
     from .layout import status_map
 except ImportError:  # pragma: no cover -- only while the graph view is missing
     GraphView = None
-from .session import (CHANNEL_MODES, LORA_PROJECTIONS, LORA_RANK, SWAP_TO, Session, call_of, change_text, edits_of,
-                      path_of)
+from .answers import LORA_PROJECTIONS, SWAP_TO
+from .session import CHANGE_INPUT_MODES, LORA_RANK, Session, call_of, change_text, edits_of, path_of
 
 
 class SaveFailed(SurgeryError):
@@ -175,7 +175,7 @@ class Editor:
         self.input_button.add_class("kn-change-input")
         self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
         self.input_shape.add_class("kn-input-shape")
-        self.channels_picker = w.Dropdown(options=CHANNEL_MODES, value="sum", description="channels",
+        self.channels_picker = w.Dropdown(options=CHANGE_INPUT_MODES, value="sum", description="mode",
                                           layout=w.Layout(width="200px"))
         self.channels_picker.add_class("kn-channels")
         self.input_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
@@ -273,7 +273,7 @@ class Editor:
         # "Prune model...": kerasnb.prune_global to a budget, with params and MACs before -> after
         # worked out without building as the slider moves (shown once opened).
         self.global_budget = w.Dropdown(options=[(text, kind) for kind, text in _GLOBAL_BUDGET_TEXT.items()],
-                                        value="flops", description="budget", layout=w.Layout(width="auto"))
+                                        value="macs", description="budget", layout=w.Layout(width="auto"))
         self.global_budget.add_class("kn-global-prune-budget")
         self.global_target = w.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="keep at most",
                                            readout_format=".0%", continuous_update=True,
@@ -344,8 +344,8 @@ class Editor:
         for control in (self.global_target, self.global_by, self.global_round):
             control.observe(_Weak(self, "_on_global_change"), "value")
         self.global_apply.on_click(_Weak(self, "_click", "_global_prune_from_widgets"))
-        self.like_button.on_click(_Weak(self, "_click", "_apply_to_all_selected"))
-        self.cut_button.on_click(_Weak(self, "_click", "_cut_selected"))
+        self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
+        self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
         self.input_apply.on_click(_Weak(self, "_click", "_change_input_from_widgets"))
         self.swap_button.on_click(_Weak(self, "_click", "_open_swap"))
@@ -464,22 +464,23 @@ class Editor:
         self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._show_selection),
                                           ("the graph", self._select_in_graph)]))
 
-    def choose(self, label: str, **params) -> None:
+    def replace(self, label: str, **params) -> None:
         """Give the selected row the type ``label`` (from the catalog) and rebuild.
 
         Refused before anything is built, with a :class:`kerasnb.SurgeryError` that names what was
         received and what would work: an unknown type (the known ones are listed), an unknown or
         out-of-range parameter (its valid range), a type that does not fit there (the types that do).
         """
-        self._edit(lambda: self.session.choose(self.selected, label, params or None), follow=True)
+        self._edit(lambda: self.session.replace(self.selected, label, params or None), follow=True)
 
     def set_params(self, **params) -> None:
         """Change the parameters of the selected row's type and rebuild."""
 
         self._edit(lambda: self.session.set_params(self.selected, params), follow=True)
 
-    def insert_after(self, label: str, **params) -> None:
-        self._edit(lambda: self.session.insert_after(self.selected, label, params or None), follow=True)
+    def insert(self, label: str, **params) -> None:
+        """Insert a layer of type ``label`` after the selected row and rebuild."""
+        self._edit(lambda: self.session.insert(self.selected, label, params or None), follow=True)
 
     def delete(self, key=None) -> None:
         if key is not None and key != self.selected:
@@ -496,28 +497,32 @@ class Editor:
         self._prune_open = path_of(self.selected)
         self._edit(lambda: self.session.prune(self.selected, keep, by), follow=True)
 
-    def prune_global(self, budget: str = "flops", target: float = 0.5, by: str = "l1", round_to=None) -> None:
+    def prune_global(self, keep=None, *, params=None, macs=None, by: str = "l1", round_to=None) -> None:
         """Prune the whole model to one budget as one step (what "Prune model..." and Apply do).
 
-        ``budget``: ``"ratio"`` (``target``: the fraction of channels removed), ``"params"`` or
-        ``"flops"`` (``target``: the fraction of the current parameters / MACs kept, at most).
+        One budget, as :func:`kerasnb.prune_global`: ``keep`` (the fraction of the channels kept),
+        ``params`` or ``macs`` (the fraction of the current parameters / MACs kept, at most).
         ``by``: as for :meth:`prune`; ``round_to``: None or 8 (channel counts a multiple of it).
         A budget pruning cannot reach is refused in the message line and nothing changes.
         """
-        self._edit(lambda: self.session.prune_global(budget, target, by, round_to))
+        self._edit(lambda: self.session.prune_global(keep, params=params, macs=macs, by=by, round_to=round_to))
 
     def set_trainable(self, trainable: bool) -> None:
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
 
-    def change_input(self, shape, channels: str | None = None, input: str | None = None) -> None:
+    def change_input(self, shape, mode: str | None = None, input: str | None = None) -> None:
         """Give the model's input a new shape (a tuple, or text such as ``"8, 8, 1"``); what the
-        "Change input..." controls do. ``channels``: "sum", "repeat" or "reinit" (see
+        "Change input..." controls do. ``mode``: "sum", "repeat" or "reinit" (see
         :func:`kerasnb.change_input`); ``input``: which input, for a model with several."""
-        self._edit(lambda: self.session.change_input(shape, channels, input), follow=True)
+        self._edit(lambda: self.session.change_input(shape, mode, input), follow=True)
 
-    def apply_to_all(self) -> None:
+    def replace_all(self) -> None:
         """Give the selected row's type to every other layer of its class: "Apply to all N ... like this"."""
-        self._edit(lambda: self.session.apply_to_all(self.selected) and self.selected, follow=True)
+        self._edit(lambda: self.session.replace_all(self.selected) and self.selected, follow=True)
+
+    def configure(self, **changes) -> None:
+        """Rebuild the selected layer from its config with ``changes`` (:func:`kerasnb.configure`)."""
+        self._edit(lambda: self.session.configure(self.selected, **changes), follow=True)
 
     def swap_activation(self, old: str, new: str) -> None:
         """Use activation ``new`` wherever the model applies ``old`` (every weight is kept)."""
@@ -527,11 +532,15 @@ class Editor:
         """Fold each BatchNormalization into the Conv / Dense layer before it."""
         self._edit(self.session.fold_batchnorm)
 
-    def cut(self, key=None) -> None:
-        """Cut the model at the selected row (or ``key``): its output becomes the model's output."""
+    def split_activations(self) -> None:
+        """Each fused activation (``Dense(activation=...)``) becomes an Activation layer after it."""
+        self._edit(self.session.split_activations)
+
+    def truncate(self, key=None) -> None:
+        """Truncate the model at the selected row (or ``key``): its output becomes the model's output."""
         if key is not None and key != self.selected:
             self.select(key)
-        self._edit(lambda: self.session.cut(self.selected) or self.selected, follow=True)
+        self._edit(lambda: self.session.truncate(self.selected) or self.selected, follow=True)
 
     def enable_lora(self, rank: int = LORA_RANK) -> None:
         """LoRA of ``rank`` on the selected row: its layer (Dense, EinsumDense, Embedding, convolution)
@@ -559,7 +568,7 @@ class Editor:
     def compare(self, x=None):
         """The edited model and the original run on ``x`` (the probe batch by default): a
         :class:`kerasnb.editor.session.Comparison` (``.frame``, a pandas DataFrame, and ``.note``)."""
-        return self._attempt(lambda: self.session.compare(x))
+        return self._attempt(lambda: self.session.answers.compare(x))
 
     def undo(self) -> None:
         self._edit(self.session.undo, verb="Undo")
@@ -835,7 +844,7 @@ class Editor:
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
-            actions = self.session.row_actions(key)
+            actions = self.session.answers.row_actions(key)
             self.table.inline = _inline(actions)
             self.insert_picker.options = actions.insertable
             self.insert_button.disabled = not actions.can_insert
@@ -906,7 +915,7 @@ class Editor:
 
     def _sync_model_actions(self) -> None:
         """The whole-model row: what "Swap activation..." can swap, and whether there is BatchNorm to fold."""
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         with self._quietly():
             self._draw_model_actions(answer)
 
@@ -972,7 +981,7 @@ class Editor:
             self.prune_info.value = _prune_text(info)
         else:
             self.prune_slider.value = 1.0
-            macs = self.session.macs()
+            macs = self.session.answers.macs()
             self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>"
                                      + (f"; MACs per sample: <b>{macs:,}</b>" if macs else "")
                                      + "; move the slider to keep fewer channels</span>")
@@ -1003,7 +1012,7 @@ class Editor:
             self.report_view.value = self.report._repr_html_()
             if self.session.probe is not None:
                 try:
-                    comparison = self.session.compare()
+                    comparison = self.session.answers.compare()
                 except SurgeryError as error:  # the models cannot run on it: an answer, shown in its place
                     self.compare_view.value = table.compare_html(None, _plain(error))
                 else:
@@ -1106,7 +1115,7 @@ class Editor:
             if key is not None and self.session.key(key) != self.selected:
                 self.select(key)
             if kind == "replace":
-                self.choose(action["type"])
+                self.replace(action["type"])
             elif kind == "params":
                 self.set_params(**(action.get("params") or {}))
             else:
@@ -1132,7 +1141,7 @@ class Editor:
     def _open_prune(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select a Dense or convolution layer to prune.")
-        info = self.session.prune_info(self.selected)
+        info = self.session.answers.prune_info(self.selected)
         if not info.can_prune:
             raise SurgeryError(info.reason)
         self._prune_open = path_of(self.selected)
@@ -1143,16 +1152,16 @@ class Editor:
     def _delete_selected(self) -> None:
         self.delete(self.selected)
 
-    def _apply_to_all_selected(self) -> None:
-        self.apply_to_all()
+    def _replace_all_selected(self) -> None:
+        self.replace_all()
 
-    def _cut_selected(self) -> None:
-        self.cut()
+    def _truncate_selected(self) -> None:
+        self.truncate()
 
     def _open_change_input(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select the model's input row to change its input.")
-        actions = self.session.row_actions(self.selected)
+        actions = self.session.answers.row_actions(self.selected)
         if not actions.can_change_input:
             raise SurgeryError(actions.input_reason)
         self._input_open = path_of(self.selected)
@@ -1167,7 +1176,7 @@ class Editor:
         self.change_input(self.input_shape.value, self.channels_picker.value, input=self._input_open)
 
     def _open_swap(self) -> None:
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         if not answer.can_swap:
             raise SurgeryError(answer.swap_reason)
         with self._quietly():
@@ -1184,7 +1193,7 @@ class Editor:
         self.enable_lora(self.lora_rank.value)
 
     def _open_lora(self) -> None:
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         if not answer.can_lora:
             raise SurgeryError(answer.lora_reason)
         self.lora_box.layout.display = None
@@ -1217,7 +1226,7 @@ class Editor:
         self._preview_global()
 
     def _on_global_budget(self, change) -> None:
-        """A budget's slider: the fraction of channels removed (ratio), or of params / MACs kept."""
+        """A budget's slider: the fraction of the channels kept, or of the params / MACs kept at most."""
         if self._syncing:
             return
         with self._quietly():
@@ -1226,9 +1235,9 @@ class Editor:
             self._guard(self._preview_global)
 
     def _set_target_range(self, budget: str) -> None:
-        if budget == "ratio":
-            self.global_target.description = "remove"
-            self.global_target.min, self.global_target.max = 0.0, 0.95
+        if budget == "keep":
+            self.global_target.description = "keep"
+            self.global_target.min, self.global_target.max = 0.05, 0.95
         else:
             self.global_target.description = "keep at most"
             self.global_target.max, self.global_target.min = 1.0, 0.05
@@ -1241,8 +1250,8 @@ class Editor:
     def _preview_global(self) -> None:
         """The info line: params and MACs before -> after for the slider's budget, without building."""
         try:
-            plan = self.session.global_prune_plan(self.global_budget.value, self.global_target.value,
-                                                  self.global_by.value, self.global_round.value)
+            plan = self.session.answers.global_prune_plan(**{self.global_budget.value: self.global_target.value},
+                                                          by=self.global_by.value, round_to=self.global_round.value)
         except SurgeryError as error:  # an unreachable budget, a criterion that cannot score: said in place
             self.global_info.value = (f"<span class='kn-global-prune-refused' style='font-size:12px;color:#c62828'>"
                                       f"{html.escape(_plain(error))}</span>")
@@ -1264,13 +1273,13 @@ class Editor:
             self._preview_global()
 
     def _global_prune_from_widgets(self) -> None:
-        self.prune_global(self.global_budget.value, self.global_target.value, self.global_by.value,
-                          self.global_round.value)
+        self.prune_global(**{self.global_budget.value: self.global_target.value}, by=self.global_by.value,
+                          round_to=self.global_round.value)
 
     def _insert_from_widgets(self) -> None:
         if not self.insert_picker.value:
             raise SurgeryError("Pick a type to insert first.")
-        self.insert_after(self.insert_picker.value)
+        self.insert(self.insert_picker.value)
 
     # ------------------------------------------------------------------ display
 
@@ -1304,7 +1313,7 @@ def show_editor(model, probe=None, data=None) -> Editor:
 
     In a notebook the panel is displayed and kept alive, one per model: running this again on the
     same model closes the earlier panel. In a plain Python script nothing is printed; the returned
-    editor works from code (``editor.select(...)``, ``editor.choose(...)``, ``editor.model``).
+    editor works from code (``editor.select(...)``, ``editor.replace(...)``, ``editor.model``).
     """
     editor = Editor(model, probe=probe, data=data)  # first: a model (or probe) the editor refuses leaves the earlier panel open
     earlier = _SHOWN.pop(id(model), None)
@@ -1385,7 +1394,7 @@ def _execution_count():
         return None
 
 
-_GLOBAL_BUDGET_TEXT = {"flops": "MACs (FLOPs)", "params": "parameters", "ratio": "ratio of channels"}
+_GLOBAL_BUDGET_TEXT = {"macs": "MACs", "params": "parameters", "keep": "channels"}
 
 
 def _change(before, after) -> str:
