@@ -323,7 +323,7 @@ class TestSharedLayers:
         assert shared.default_key() == ("shared", 0)
 
     def test_each_call_is_checked_and_replaced_on_its_own(self, shared):
-        assert shared.site(("shared", 1)).merges == ("cat",)
+        assert shared.answers.site(("shared", 1)).merges == ("cat",)
         shared.replace(("shared", 1), "Dropout")
         assert shared.edits[0].target == ("shared", 1)
         one, zero = shared.answers.row_actions(("shared", 1)), shared.answers.row_actions(("shared", 0))
@@ -333,7 +333,7 @@ class TestSharedLayers:
 
     def test_a_call_renumbered_by_the_core_is_found_in_the_current_model(self, shared):
         shared.replace(("shared", 0), "Dropout")  # the other call is now call 0 of the rebuilt layer
-        site = shared.site(("shared", 1))
+        site = shared.answers.site(("shared", 1))
         assert site.layer is shared.model.get_layer("shared")
         assert site.merges == ("cat",) and site.input_shape == (None, 4)
         name = shared.insert(("shared", 1), "LayerNormalization")
@@ -380,7 +380,7 @@ class TestShapesAsTheLayerSeesThemNow:
     def test_a_replaced_row_sees_an_upstream_width_change(self, session, rebuilds):
         session.replace("dense_1", "Dropout")
         session.replace("dense", "Dense", {"units": 2})  # dense_1's place now receives (None, 2), not (None, 64)
-        assert session.site("dense_1").input_shape == (None, 2)
+        assert session.answers.site("dense_1").input_shape == (None, 2)
         offered, refused = session.answers.options("dense_1")
         assert "Conv1D block" not in offered and "2 steps" in refused["Conv1D block"]
         before, rebuilt = state(session), len(rebuilds)

@@ -18,9 +18,9 @@ import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
 from .. import _graph, lora
-from ..edits import Delete
+from ..edits import Delete, Replace, Transform, Truncate
 from ..errors import InvalidEdit, LayerNotFound, first_line, suggest
-from .session import _entry_or_none, _key_in, key_text, path_of
+from .steps import _entry_or_none, _key_in, _under, key_text, path_of
 
 INPUT_STAYS = "input layers stay; insert after them instead"
 SWAP_TO = ("relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "elu", "selu", "softplus", "leaky_relu", "linear")
@@ -191,13 +191,13 @@ class Answers:
     def options(self, key) -> tuple[list, dict]:
         """``(labels offered, {label: reason not offered})`` for ``key`` (a row or one call of it)."""
         key = self.session.key(key)
-        step = self.session.step_for(key)
+        step = self.step_for(key)
         own = (step.label, step.params) if step is not None else None  # its own type: with its own values
         if step is not None and step.kind == "insert":
             # An inserted row can become another insertable type, or be removed again.
-            offered, refused = insertable(self.session._base_site(step), own)
+            offered, refused = insertable(self.base_site(step), own)
             return [catalog.REMOVE] + offered, refused
-        place = self.session._base_place(step) if step is not None else self.session._place(key)
+        place = self.base_place(step) if step is not None else self.place(key)
         site = fitting.locate(*place)
         offered, refused = [], {}
         for entry in catalog.entries():
@@ -211,7 +211,7 @@ class Answers:
 
     def insert_options(self, key) -> tuple[list, dict]:
         """Types that can be inserted after ``key`` as it stands in the current model."""
-        return insertable(self.session.site(key))
+        return insertable(self.site(key))
 
     def row_actions(self, key) -> RowActions:
         """What the panel shows for ``key``: the types offered and refused, the parameters, and
@@ -226,15 +226,15 @@ class Answers:
         info = self.session.rows().get(path)
         was = info or self.session.original_rows.get(path)
         trainable = bool(was.trainable) if was is not None else True
-        gone = self.session._gone_reason(key)
+        gone = self.gone_reason(key)
         if gone:  # inside a nested model that a step replaced: nothing to act on here
-            n = self.session._count()
+            n = self.count_params()
             return RowActions(key, catalog.KEEP, (catalog.KEEP,), {}, (), False, gone, (), gone, False, gone,
                               trainable, False, gone, PruneInfo(None, gone, n, n),
                               like=LikeInfo("", was.type if was is not None else "", 0, gone),
                               input_reason=gone, cut_reason=gone, lora=LoraInfo((), "", 0, {}, gone, gone))
-        step = self.session.step_for(key)
-        own = self.session._own_step(key)
+        step = self.step_for(key)
+        own = self.own_step(key)
         offered, refused = self.options(key)
         label = step.label if step is not None else catalog.KEEP
         shown = tuple(offered) if label in offered else (label,) + tuple(offered)
@@ -265,18 +265,18 @@ class Answers:
             prune=self.prune_info(key), like=self.like_info(key),
             input_shape=self.input_shape(path) if is_input and "/" not in path else None,
             input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
-            delete_label="Drop block" if info is not None and is_block(self.session._layer(path)) else "Delete",
+            delete_label="Drop block" if info is not None and is_block(self.layer(path)) else "Delete",
             lora=self.lora_info(key),
         )
 
     def prune_info(self, key) -> PruneInfo:
         """Whether the layer of ``key`` is pruned (and the parameter counts), or why it cannot be."""
         key = self.session.key(key)
-        step = self.session.prune_step(path_of(key))
+        step = self.prune_step(path_of(key))
         if step is not None:
-            before, after, macs_before, macs_after = step.counts or (self.session._count(), self.session._count(), None, None)
+            before, after, macs_before, macs_after = step.counts or (self.count_params(), self.count_params(), None, None)
             return PruneInfo(step.params["keep"], "", before, after, macs_before, macs_after, step.params["by"])
-        now = self.session._count()
+        now = self.count_params()
         return PruneInfo(None, self.prune_reason(key), now, now)
 
     def prune_preview(self, key, keep: float, by: str = "l1") -> PruneInfo:
@@ -285,7 +285,7 @@ class Answers:
         model the steps before the layer's prune step make (the current model when it has none)."""
         keep, by, path = self.session._check_prune(key, keep, by)
         steps = list(self.session.steps)
-        old = self.session.prune_step(path)
+        old = self.prune_step(path)
         if old is None:
             reason = self.prune_reason(key if isinstance(key, tuple) else path)
             if reason:
@@ -295,9 +295,9 @@ class Answers:
         model = built.model if built is not None else self.session.original
         before = _graph.count_params(model)
         if keep >= 1.0:
-            macs = self.session._macs(model)
+            macs = self.macs_of(model)
             return PruneInfo(None, "", before, before, macs, macs, by)
-        _, params_after, macs_before, macs_after = self.session._prune_plan(model, path, keep, by)
+        _, params_after, macs_before, macs_after = actions.prune_plan(model, path, keep, by, self.session.data, self.layer_costs(model))
         return PruneInfo(keep, "", before, params_after, macs_before, macs_after, by)
 
     def input_shape(self, name: str) -> tuple:
@@ -322,11 +322,11 @@ class Answers:
         (:meth:`apply_to_all`), and those it does not fit are left alone and named.
         """
         key = self.session.key(key)
-        own = self.session._own_step(key)
+        own = self.own_step(key)
         if own is None or own.replaced is None:
             return LikeInfo("", "", 0, "choose a type for this row first; then it can go to every layer like it")
         cls = own.replaced
-        others = len(self.session._like_candidates(cls, path_of(key))[0])
+        others = len(self.like_candidates(cls, path_of(key))[0])
         reason = "" if others else f"there is no other {cls.__name__} layer in the model"
         return LikeInfo(own.label, cls.__name__, others, reason)
 
@@ -336,19 +336,19 @@ class Answers:
         it cannot be turned on or off there."""
         key = self.session.key(key)
         path = path_of(key)
-        if path not in self.session.rows() and path not in self.session.original_rows and self.session._own_step(key) is None:
+        if path not in self.session.rows() and path not in self.session.original_rows and self.own_step(key) is None:
             from ..errors import suggest
 
             raise LayerNotFound(f"No row {path!r} in the model.{suggest(str(path), self.session.rows())} Received: key={key!r}")
-        gone = self.session._gone_reason(key)
+        gone = self.gone_reason(key)
         if gone:
             return LoraInfo((), "", 0, {}, gone, gone)
-        own = self.session._lora_step(path)
+        own = self.lora_step(path)
         rank = own.params["rank"] if own is not None else 0
         info = self.session.rows().get(path)
-        layer = self.session._layer(path) if info is not None else None
+        layer = self.layer(path) if info is not None else None
         on = lora.lora_in(path, layer) if layer is not None else {}
-        giver = own or self.session._lora_giver(path)
+        giver = own or self.lora_giver(path)
         off_reason = "" if own is not None else (
             f"its LoRA comes from the step \u201c{giver.describe()}\u201d; take that back instead (undo, or turn LoRA "
             "off where it was turned on)" if giver is not None and on else "LoRA is not on here")
@@ -376,7 +376,7 @@ class Answers:
         key = self.session.key(key)
         path = path_of(key)
         info = self.session.rows().get(path)
-        if info is None or self.session._own_step(key) is not None:
+        if info is None or self.own_step(key) is not None:
             return f"{key_text(key)} was replaced or deleted; cut at what stands there now"
         if info.is_input:
             return "an input row computes nothing; cut after a layer"
@@ -405,7 +405,7 @@ class Answers:
                          for _, layer in _graph.walk_layers(self.session.model))
         fold_reason = "" if batchnorms else "the model has no BatchNormalization layer"
         counts = {which: len(lora.attention_projections(self.session.model, which)) for which in LORA_PROJECTIONS}
-        own = self.session._lora_step("")
+        own = self.lora_step("")
         on = lora.lora_layers(self.session.model)
         lora_reason = "" if own is not None or any(counts.values()) else (
             "the model has no attention layer with query and value projections (keras-hub blocks and Keras's "
@@ -516,7 +516,170 @@ class Answers:
     def macs(self):
         """The current model's multiply-accumulates per sample (:func:`kerasnb.flops.total_macs`), or
         None when its sizes are unknown."""
-        return self.session._macs(self.session.model)
+        return self.macs_of(self.session.model)
+
+    # ------------------------------------------------------------------ where a key stands
+
+    def step_for(self, key):
+        """The choice or insert step whose target or added layers include ``key``, or None."""
+        if key is None:
+            return None
+        path = path_of(key)
+        for step in self.session.steps:
+            if step.kind in ("trainable", "prune", "transform"):  # a transform's layers are rows of their own
+                continue
+            if step.target == key and step.kind == "choice":
+                return step
+            if _under(path, step.names):
+                return step
+        return None
+
+    def prune_step(self, path: str):
+        """The step pruning the layer at ``path``, or None."""
+        return next((s for s in self.session.steps if s.kind == "prune" and s.target == path), None)
+
+    def site(self, key) -> fitting.Site:
+        """Where ``key`` stands, with the shapes it really sees in the current edited model.
+
+        A layer (or call) of the current model is looked up there (a shared layer's calls are
+        numbered as the current model numbers them). One that a step replaced or deleted is
+        looked up where it would stand if only that step were taken back: in the model all the
+        other steps make, so an upstream change of width is seen.
+        """
+        return fitting.locate(*self.place(key))
+
+    def place(self, key) -> tuple:
+        """``(model, target)``: the model :meth:`site` looks ``key`` up in, and ``key`` as it names it there."""
+        key = self.session.key(key)
+        gone = self.gone_reason(key)
+        if gone:
+            raise InvalidEdit(f"{gone}. Received: key={key!r}")
+        own = self.own_step(key)
+        if own is not None:
+            return self.base_place(own)
+        return self.session.model, _key_in(self.session.steps, key)
+
+    def lora_step(self, scope: str):
+        """The LoRA step of the row ``scope`` ("" for the whole-model one), or None."""
+        return next((s for s in self.session.steps if s.kind == "transform" and s.label == "enable_lora" and s.target == scope), None)
+
+    def lora_giver(self, path: str):
+        """The last LoRA step whose edits reach the layer at ``path`` (or a layer inside it), or None."""
+        found = None
+        for step in self.session.steps:
+            if step.kind == "transform" and step.label == "enable_lora" and any(
+                    isinstance(getattr(e, "target", None), str) and _under(e.target, (path,)) for e in step.edits):
+                found = step
+        return found
+
+    def layer(self, path: str):
+        """The layer at ``path`` in the current model, or None."""
+        return next((layer for p, layer in _graph.walk_layers(self.session.model) if p == path), None)
+
+    def own_step(self, key):
+        """The choice step that replaced or deleted exactly ``key``, or None."""
+        step = self.step_for(key)
+        return step if step is not None and step.kind == "choice" and step.target == key else None
+
+    def gone_reason(self, key) -> str:
+        """Why ``key`` has nothing to act on (a step replaced the nested model holding it), or ""."""
+        path = path_of(key)
+        holder = next((s for s in self.session.steps if s.kind == "choice" and not isinstance(s.target, tuple)
+                       and path.startswith(s.target + "/")), None)
+        if holder is None and (path in self.session.rows() or self.own_step(key) is not None
+                               or path not in self.session.original_rows):
+            return ""
+        if holder is not None:
+            return (f"{path!r} is not in the edited model: {holder.describe()} took it away; choose Keep on that "
+                    "row to bring it back")
+        taker = self.taken_by(path)
+        if taker is not None:
+            return (f"{path!r} is not in the edited model: {taker.describe()} took it away; undo that step (or "
+                    "Reset) to bring it back")
+        return f"{path!r} is not in the edited model: an edit took it away"
+
+    def taken_by(self, path: str):
+        """The whole-model step that removed the layer at ``path`` (or the nested model holding it), or None."""
+        transforms = [s for s in self.session.steps if s.kind == "transform"]
+        for step in transforms:
+            for edit in step.edits:
+                target = getattr(edit, "target", None)
+                if isinstance(edit, (Delete, Replace, Transform)) and isinstance(target, (str, tuple)) \
+                        and _under(path, (path_of(target),)):
+                    return step
+        return next((s for s in reversed(transforms) if any(isinstance(e, Truncate) for e in s.edits)),
+                    transforms[-1] if transforms else None)
+
+    def base_site(self, step) -> fitting.Site:
+        """Where ``step``'s target stands in the model that every other step makes.
+
+        The steps that build on what ``step`` added (inserts after its new layers, their freezes)
+        go with it. If those other steps cannot be rebuilt without it, the steps made before it
+        are used, and failing that the original model.
+        """
+        return fitting.locate(*self.base_place(step))
+
+    def base_place(self, step) -> tuple:
+        """``(model, target)`` that :meth:`_base_site` looks ``step``'s target up in."""
+        steps = list(self.session.steps)
+        index = next(i for i, s in enumerate(steps) if s is step)
+        others, added = [], set(step.names)
+        for s in steps[:index] + steps[index + 1:]:
+            if _under(path_of(s.target), added):
+                added |= set(s.names)
+                continue
+            others.append(s)
+        # A whole-model step after it was worked out on the model with it: the steps made before
+        # it are the model it stands in.
+        later_transform = any(s.kind == "transform" for s in steps[index + 1:])
+        for base in ((steps[:index],) if later_transform else (others, steps[:index])):
+            try:
+                result = self.session._build(tuple(base))
+                place = (result.model if result is not None else self.session.original, _key_in(base, step.target))
+                fitting.locate(*place)  # it must stand there
+                return place
+            except Exception:  # noqa: BLE001 -- any refusal: try a smaller base (the rebuild's own error is not ours)
+                continue
+        return self.session.original, step.target
+
+    def like_candidates(self, cls, exclude: str) -> tuple[list, dict]:
+        """``(paths, {path: why not})``: the other layers of class ``cls`` in the current model, and
+        those of them a whole-model step cannot replace alone (called more than once)."""
+        found, shared = [], {}
+        rows = self.session.rows()
+        for path, layer in _graph.walk_layers(self.session.model):
+            if path == exclude or type(layer) is not cls or _graph.is_input_layer(layer):
+                continue
+            if any(path.startswith(p + "/") for p in found):
+                continue  # inside a nested model that is itself one of them
+            info = rows.get(path)
+            if info is not None and info.calls > 1:
+                shared[path] = f"called {info.calls} times; choose a type for each call on its row"
+                continue
+            found.append(path)
+        return found, shared
+
+    def count_params(self) -> int:
+        return _graph.count_params(self.session.model)
+
+    def layer_costs(self, model):
+        """:func:`kerasnb.flops.layer_cost` of ``model`` (kept for the current one), None when its
+        sizes are unknown."""
+        held, costs = self.session._costs
+        if held is not model:
+            from ..errors import SurgeryError
+            from ..flops import layer_cost
+
+            try:
+                costs = layer_cost(model)
+            except SurgeryError:
+                costs = None
+            self.session._costs = (model, costs)
+        return costs
+
+    def macs_of(self, model):
+        costs = self.layer_costs(model)
+        return None if costs is None else int(sum(c.macs for c in costs.values()))
 
 
 # ----------------------------------------------------------------------------- helpers

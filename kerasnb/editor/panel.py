@@ -1215,7 +1215,7 @@ class Editor:
         """Another criterion: a pruned layer is pruned again by it (the same fraction kept)."""
         if self._syncing or self.selected is None:
             return
-        step = self.session.prune_step(path_of(self.selected))
+        step = self.session.answers.prune_step(path_of(self.selected))
         if step is not None:
             self._guard(lambda: self.prune(step.params["keep"], change["new"]))
 

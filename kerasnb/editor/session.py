@@ -25,12 +25,8 @@ handed to ``session.on_predict(report, step)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
-import re
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -38,9 +34,12 @@ import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
 from .. import _foretell, _graph, lora
-from ..edits import Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
-from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit, LayerNotFound, first_line, suggest
+from ..edits import SetTrainable
+from ..errors import IncompatibleShape, InvalidEdit, LayerNotFound, first_line, suggest
 from ..report import WeightReport
+from . import steps as stepping
+from .steps import (Step, _entry_or_none, _key_in, _under, _without, answers_module, call_of, change_text,  # noqa: F401
+                    edits_of, key_text, ordered, parse_shape, path_of)
 
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
 PRUNE_CRITERIA = ("l1", "l2", "bn_scale")  # what the panel ranks channels by (kerasnb.importance)
@@ -50,80 +49,6 @@ GLOBAL_ROUND_TO = (None, 8)
 CHANGE_INPUT_MODES = actions.CHANGE_INPUT_MODES
 LORA_RANK = 8  # the rank the LoRA controls start from (kerasnb.enable_lora's default)
 
-
-@dataclass(frozen=True)
-class Step:
-    """One action in the panel and the core edit that carries it out."""
-
-    kind: str  # "choice" (replace / remove), "insert", "trainable", "prune" or "transform"
-    target: Any  # the layer's path ("outer/inner" inside a nested model), or (path, call_index); "" for the whole model
-    edit: Any  # one core edit; for a transform, the tuple of edits it returned
-    label: str = ""  # catalog label for choices and inserts; the action's name for a transform
-    params: dict = field(default_factory=dict)  # a transform: its settings, enough to work it out again
-    names: tuple = ()  # names of the layers this step adds, so their rows lead back to it
-    trainable: bool | None = None
-    # prune: (params before, params after, MACs before, MACs after) the step; "prune_global" the same
-    counts: tuple = field(default=(), compare=False)
-    input_shape: Any = field(default=None, compare=False)  # what the new layers were made for
-    text: str = field(default="", compare=False)  # a transform, in words
-    notes: tuple = field(default=(), compare=False)  # a transform: what it decided, and what it left alone
-    # a transform, or a prune by a criterion that is not a kernel norm (its channels are named):
-    # the steps it was worked out after
-    base: tuple = field(default=(), compare=False, repr=False)
-    replaced: Any = field(default=None, compare=False, repr=False)  # a choice: the class of the layer it replaced
-    block: bool = field(default=False, compare=False, repr=False)  # a delete of a transformer block ("drop block")
-
-    @property
-    def edits(self) -> tuple:
-        """The core edits this step stands for (a transform stands for several)."""
-        return tuple(self.edit) if self.kind == "transform" else (self.edit,)
-
-    @property
-    def action(self) -> str:
-        """The name of the :mod:`kerasnb.actions` record this step is one of."""
-        if self.kind == "transform":
-            return self.label
-        if self.kind == "choice":
-            return "delete" if isinstance(self.edit, Delete) else "replace"
-        return {"insert": "insert", "trainable": "set_trainable", "prune": "prune"}[self.kind]
-
-    def short(self) -> str:
-        """What the table's edit column shows for this step (its action's label)."""
-        return actions.get(self.action).label(self)
-
-    def what(self) -> str:
-        """The chosen type with its parameters, e.g. ``Dropout(rate=0.2)``."""
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.label}({args})" if args else self.label
-
-    def describe(self) -> str:
-        if self.kind == "transform":
-            return self.text
-        what, target = self.what(), key_text(self.target)
-        if self.kind == "choice":
-            if isinstance(self.edit, Delete):
-                return f"{'drop block' if self.block else 'delete'} {target}"
-            return f"replace {target} with {what}"
-        if self.kind == "insert":
-            return f"insert {what} after {target}"
-        if self.kind == "prune":
-            return f"prune {target} keeping {self.params['keep']:.0%} of its channels (by {self.params['by']})"
-        return f"{'unfreeze' if self.trainable else 'freeze'} {target}"
-
-
-def path_of(key) -> str:
-    """The layer path of a key (``"shared"`` for ``("shared", 1)``)."""
-    return key[0] if isinstance(key, tuple) else key
-
-
-def call_of(key):
-    """The call index of a key, or None for a whole layer."""
-    return key[1] if isinstance(key, tuple) else None
-
-
-def key_text(key) -> str:
-    """``'dense_1'``, or ``'shared' (call 1)`` for one call of a shared layer."""
-    return f"{path_of(key)!r} (call {call_of(key)})" if isinstance(key, tuple) else repr(key)
 
 
 class Session:
@@ -234,44 +159,9 @@ class Session:
         return next((k for k in keys if path_of(k) in rows and not rows[path_of(k)].is_input),
                     keys[0] if keys else None)
 
-    def step_for(self, key):
-        """The choice or insert step whose target or added layers include ``key``, or None."""
-        if key is None:
-            return None
-        path = path_of(key)
-        for step in self.steps:
-            if step.kind in ("trainable", "prune", "transform"):  # a transform's layers are rows of their own
-                continue
-            if step.target == key and step.kind == "choice":
-                return step
-            if _under(path, step.names):
-                return step
-        return None
 
-    def prune_step(self, path: str):
-        """The step pruning the layer at ``path``, or None."""
-        return next((s for s in self.steps if s.kind == "prune" and s.target == path), None)
 
-    def site(self, key) -> fitting.Site:
-        """Where ``key`` stands, with the shapes it really sees in the current edited model.
 
-        A layer (or call) of the current model is looked up there (a shared layer's calls are
-        numbered as the current model numbers them). One that a step replaced or deleted is
-        looked up where it would stand if only that step were taken back: in the model all the
-        other steps make, so an upstream change of width is seen.
-        """
-        return fitting.locate(*self._place(key))
-
-    def _place(self, key) -> tuple:
-        """``(model, target)``: the model :meth:`site` looks ``key`` up in, and ``key`` as it names it there."""
-        key = self.key(key)
-        gone = self._gone_reason(key)
-        if gone:
-            raise InvalidEdit(f"{gone}. Received: key={key!r}")
-        own = self._own_step(key)
-        if own is not None:
-            return self._base_place(own)
-        return self.model, _key_in(self.steps, key)
 
     # ------------------------------------------------------------------ verbs: one per action of kerasnb.actions
 
@@ -286,11 +176,11 @@ class Session:
             raise InvalidEdit(f"No layer is selected, so {label!r} has nothing to replace. Select a row first. "
                               f"Received: key=None, label={label!r}")
         key = self.key(key)
-        gone = self._gone_reason(key)
+        gone = self.answers.gone_reason(key)
         if gone and entry.kind != "keep":
             raise InvalidEdit(f"{gone}. Received: key={key!r}, label={label!r}")
         path = path_of(key)
-        step = self.step_for(key)
+        step = self.answers.step_for(key)
         steps = list(self.steps)
         if step is not None and step.kind == "insert":
             if entry.kind == "keep":
@@ -298,7 +188,7 @@ class Session:
             if entry.kind == "remove":
                 self._commit(_without(steps, step))
                 return None
-            new = self._insert_step(step.target, entry, params, reuse=step)
+            new = stepping.insert_step(self, step.target, entry, params, reuse=step)
             steps[steps.index(step)] = new
             self._commit(steps)
             return new.names[0] if new.names else None
@@ -311,7 +201,7 @@ class Session:
             if step is not None:
                 self._commit(_without(steps, step))
             return target
-        new = self._choice_step(target, entry, params, reuse=step)
+        new = stepping.choice_step(self, target, entry, params, reuse=step)
         if step is not None:
             steps[steps.index(step)] = new
         else:
@@ -321,7 +211,7 @@ class Session:
 
     def set_params(self, key, params: dict):
         """Change some parameters of the type ``key`` has (the others stay); returns like :meth:`replace`."""
-        step = self.step_for(self.key(key)) if key is not None else None
+        step = self.answers.step_for(self.key(key)) if key is not None else None
         if step is None or not step.label:
             raise InvalidEdit(f"{key_text(key) if key is not None else 'No row'} has no type with parameters "
                               f"chosen; choose a type first. Received: params={params!r}")
@@ -340,14 +230,14 @@ class Session:
             raise InvalidEdit(f"No layer is selected, so there is nothing to insert {label!r} after. Select a row "
                               f"first. Received: key=None, label={label!r}")
         key = self.key(key)
-        gone = self._gone_reason(key)
+        gone = self.answers.gone_reason(key)
         if gone:
             raise InvalidEdit(f"{gone}. Received: key={key!r}, label={label!r}")
-        if self._own_step(key) is not None:
+        if self.answers.own_step(key) is not None:
             raise InvalidEdit(f"{key_text(key)} was replaced or deleted; insert after what stands there now. "
                               f"Received: key={key!r}")
         self._refuse_call_after_transform(key, "given a layer after it")
-        step = self._insert_step(key, entry, params)
+        step = stepping.insert_step(self, key, entry, params)
         self._commit(list(self.steps) + [step])
         return step.names[0] if step.names else ""
 
@@ -415,7 +305,7 @@ class Session:
         """
         keep, by, path = self._check_prune(key, keep, by)
         steps = list(self.steps)
-        old = self.prune_step(path)
+        old = self.answers.prune_step(path)
         if keep >= 1.0:
             if old is not None:
                 self._commit(_without(steps, old))
@@ -428,7 +318,7 @@ class Session:
             steps.append(None)
         else:
             index = steps.index(old)
-        steps[index] = self._prune_step_on(tuple(steps[:index]), path, keep, by)
+        steps[index] = stepping.prune_step_on(self, tuple(steps[:index]), path, keep, by)
         self._commit(steps)
         return path
 
@@ -453,43 +343,9 @@ class Session:
             raise InvalidEdit(f"No layer {path!r} to prune. Received: key={key!r}")
         return float(keep), by, path
 
-    def _prune_step_on(self, base: tuple, path: str, keep: float, by: str) -> Step:
-        """The step pruning ``path`` to ``keep`` by ``by``, after the steps ``base``; its counts are
-        the parameters of the models before and after it (built) and the MACs from the plan."""
-        before = self._build(base)  # usually the current or the previous state: kept
-        model = before.model if before is not None else self.original
-        channels, _, macs_before, macs_after = self._prune_plan(model, path, keep, by)
-        if by in ("l1", "l2"):  # the core ranks by kernel norms itself: the step holds on any model
-            edit = Prune(path, keep=keep, by=by)
-        else:
-            edit = Prune(path, channels=channels)
-        step = Step("prune", path, edit, "Prune", {"keep": keep, "by": by}, base=base)
-        after = self._build(base + (step,))
-        counts = (_graph.count_params(model), _graph.count_params(after.model), macs_before, macs_after)
-        return dataclasses.replace(step, counts=counts)
 
-    def _prune_plan(self, model, path: str, keep: float, by: str) -> tuple:
-        """``(channels removed, params after, MACs before, MACs after)``: :func:`kerasnb.actions.prune_plan`."""
-        return actions.prune_plan(model, path, keep, by, self.data, self._layer_costs(model))
 
-    def _layer_costs(self, model):
-        """:func:`kerasnb.flops.layer_cost` of ``model`` (kept for the current one), None when its
-        sizes are unknown."""
-        held, costs = self._costs
-        if held is not model:
-            from ..errors import SurgeryError
-            from ..flops import layer_cost
 
-            try:
-                costs = layer_cost(model)
-            except SurgeryError:
-                costs = None
-            self._costs = (model, costs)
-        return costs
-
-    def _macs(self, model):
-        costs = self._layer_costs(model)
-        return None if costs is None else int(sum(c.macs for c in costs.values()))
 
     def prune_global(self, keep=None, *, params=None, macs=None, by: str = "l1", round_to=None) -> tuple:
         """Prune the whole model to one budget (:func:`kerasnb.prune_global`) as one step, after the
@@ -564,12 +420,12 @@ class Session:
         if key is None:
             raise InvalidEdit("No layer is selected. Select a row whose type you chose. Received: key=None")
         key = self.key(key)
-        own = self._own_step(key)
+        own = self.answers.own_step(key)
         if own is None or own.replaced is None:
             raise InvalidEdit(f"{key_text(key)} has no type chosen; choose one first, then give it to every layer "
                               f"like it. Received: key={key!r}")
         entry, cls = catalog.get(own.label), own.replaced
-        found, shared = self._like_candidates(cls, path_of(key))
+        found, shared = self.answers.like_candidates(cls, path_of(key))
         if not found and not shared:
             raise LayerNotFound(f"There is no other {cls.__name__} layer in the model to give {own.what()} to. "
                                 f"Received: key={key!r}")
@@ -628,7 +484,7 @@ class Session:
         if not info.can_enable:
             raise InvalidEdit(f"LoRA cannot go on {key_text(key)}: {info.reason}. Received: key={key!r}, rank={rank!r}")
         path = path_of(key)
-        old = self._lora_step(path)
+        old = self.answers.lora_step(path)
         if old is not None and old.params["rank"] == rank:
             raise InvalidEdit(f"LoRA rank {rank} is on {key_text(key)} already; nothing would change. Received: "
                               f"key={key!r}, rank={rank!r}")
@@ -644,7 +500,7 @@ class Session:
         info = self.answers.lora_info(key)
         if not info.can_disable:
             raise InvalidEdit(f"LoRA cannot be turned off on {key_text(key)}: {info.off_reason}. Received: key={key!r}")
-        self._commit(_without(list(self.steps), self._lora_step(path_of(key))))
+        self._commit(_without(list(self.steps), self.answers.lora_step(path_of(key))))
         return path_of(key)
 
     def enable_lora_attention(self, rank: int = LORA_RANK, projections: str = "query, value") -> None:
@@ -655,7 +511,7 @@ class Session:
         if projections not in lora.PROJECTIONS:
             raise InvalidEdit(f"projections is one of {', '.join(map(repr, lora.PROJECTIONS))}. "
                               f"Received: projections={projections!r}")
-        old = self._lora_step("")
+        old = self.answers.lora_step("")
         if old is not None and old.params == {"scope": "", "rank": rank, "projections": projections}:
             raise InvalidEdit(f"LoRA rank {rank} is on the attention projections ({projections}) already; nothing "
                               f"would change. Received: rank={rank!r}, projections={projections!r}")
@@ -663,7 +519,7 @@ class Session:
 
     def disable_lora_attention(self) -> None:
         """Take back the \u201cLoRA on attention\u201d step."""
-        old = self._lora_step("")
+        old = self.answers.lora_step("")
         if old is None:
             raise InvalidEdit("There is no \u201cLoRA on attention\u201d step to take back. Received: "
                               "disable_lora_attention()")
@@ -728,222 +584,39 @@ class Session:
 
     # ------------------------------------------------------------------ internals
 
-    def _lora_step(self, scope: str):
-        """The LoRA step of the row ``scope`` ("" for the whole-model one), or None."""
-        return next((s for s in self.steps if s.kind == "transform" and s.label == "enable_lora" and s.target == scope), None)
 
-    def _lora_giver(self, path: str):
-        """The last LoRA step whose edits reach the layer at ``path`` (or a layer inside it), or None."""
-        found = None
-        for step in self.steps:
-            if step.kind == "transform" and step.label == "enable_lora" and any(
-                    isinstance(getattr(e, "target", None), str) and _under(e.target, (path,)) for e in step.edits):
-                found = step
-        return found
 
-    def _layer(self, path: str):
-        """The layer at ``path`` in the current model, or None."""
-        return next((layer for p, layer in _graph.walk_layers(self.model) if p == path), None)
 
     def _put_transform(self, old, op: str, params: dict):
         """Put the whole-model step ``op`` in the place of ``old`` (or at the end), worked out on the
         model the steps before it make; the steps after it are worked out again. Returns the step."""
         steps = list(self.steps)
         index = steps.index(old) if old is not None else len(steps)
-        step = self._make_transform(op, params, tuple(steps[:index]))
+        step = stepping.transform_step(self, op, params, tuple(steps[:index]))
         self._commit(steps[:index] + [step] + steps[index + 1:])
         return step
 
-    def _own_step(self, key):
-        """The choice step that replaced or deleted exactly ``key``, or None."""
-        step = self.step_for(key)
-        return step if step is not None and step.kind == "choice" and step.target == key else None
 
-    def _gone_reason(self, key) -> str:
-        """Why ``key`` has nothing to act on (a step replaced the nested model holding it), or ""."""
-        path = path_of(key)
-        holder = next((s for s in self.steps if s.kind == "choice" and not isinstance(s.target, tuple)
-                       and path.startswith(s.target + "/")), None)
-        if holder is None and (path in self.rows() or self._own_step(key) is not None
-                               or path not in self.original_rows):
-            return ""
-        if holder is not None:
-            return (f"{path!r} is not in the edited model: {holder.describe()} took it away; choose Keep on that "
-                    "row to bring it back")
-        taker = self._taken_by(path)
-        if taker is not None:
-            return (f"{path!r} is not in the edited model: {taker.describe()} took it away; undo that step (or "
-                    "Reset) to bring it back")
-        return f"{path!r} is not in the edited model: an edit took it away"
 
-    def _taken_by(self, path: str):
-        """The whole-model step that removed the layer at ``path`` (or the nested model holding it), or None."""
-        transforms = [s for s in self.steps if s.kind == "transform"]
-        for step in transforms:
-            for edit in step.edits:
-                target = getattr(edit, "target", None)
-                if isinstance(edit, (Delete, Replace, Transform)) and isinstance(target, (str, tuple)) \
-                        and _under(path, (path_of(target),)):
-                    return step
-        return next((s for s in reversed(transforms) if any(isinstance(e, Truncate) for e in s.edits)),
-                    transforms[-1] if transforms else None)
 
-    def _base_site(self, step) -> fitting.Site:
-        """Where ``step``'s target stands in the model that every other step makes.
 
-        The steps that build on what ``step`` added (inserts after its new layers, their freezes)
-        go with it. If those other steps cannot be rebuilt without it, the steps made before it
-        are used, and failing that the original model.
-        """
-        return fitting.locate(*self._base_place(step))
 
-    def _base_place(self, step) -> tuple:
-        """``(model, target)`` that :meth:`_base_site` looks ``step``'s target up in."""
-        steps = list(self.steps)
-        index = next(i for i, s in enumerate(steps) if s is step)
-        others, added = [], set(step.names)
-        for s in steps[:index] + steps[index + 1:]:
-            if _under(path_of(s.target), added):
-                added |= set(s.names)
-                continue
-            others.append(s)
-        # A whole-model step after it was worked out on the model with it: the steps made before
-        # it are the model it stands in.
-        later_transform = any(s.kind == "transform" for s in steps[index + 1:])
-        for base in ((steps[:index],) if later_transform else (others, steps[:index])):
-            try:
-                result = self._build(tuple(base))
-                place = (result.model if result is not None else self.original, _key_in(base, step.target))
-                fitting.locate(*place)  # it must stand there
-                return place
-            except Exception:  # noqa: BLE001 -- any refusal: try a smaller base (the rebuild's own error is not ours)
-                continue
-        return self.original, step.target
 
-    def _count(self) -> int:
-        return _graph.count_params(self.model)
 
-    def _choice_step(self, target, entry, params, reuse=None) -> Step:
-        """The step giving ``target`` the type ``entry``; refused before anything is built when the
-        parameters are bad or the type's dry run says it does not fit there."""
-        place = self._base_place(reuse) if reuse is not None else self._place(target)
-        site = fitting.locate(*place)
-        if site.is_input:
-            raise InputLayerEdit(f"{key_text(target)} is an input layer: it stays. Insert after it instead. "
-                                 f"Received: label={entry.label!r}")
-        values = self._params(entry, site.layer, params, reuse)
-        ok, reason = answers_module().fits(entry, place, site, **values)
-        if not ok:
-            offered, _ = self.answers.options(target)
-            raise IncompatibleShape(
-                f"{_what(entry, values)} does not fit {key_text(target)}: {reason}. "
-                f"Types that fit there: {', '.join(offered)}. Received: label={entry.label!r}, params={values!r}"
-            )
-        if entry.kind == "remove":
-            return Step("choice", target, Delete(target), entry.label, {}, input_shape=site.input_shape,
-                        replaced=type(site.layer), block=answers_module().is_block(site.layer))
-        replacement = entry.make(site.layer, site.input_shape, **values)
-        names = self._name(replacement, target, entry.label, keep=reuse.names if reuse else ())
-        return Step("choice", target, Replace(target, replacement), entry.label, values, names,
-                    input_shape=site.input_shape, replaced=type(site.layer))
 
-    def _insert_step(self, target, entry, params, reuse=None) -> Step:
-        """The step inserting ``entry`` after ``target``, checked like a choice before building."""
-        if not entry.insertable or entry.kind != "replace":
-            raise InvalidEdit(f"{entry.label!r} cannot be inserted; insertable types: "
-                              f"{answers_module().insertable_labels()}. Received: label={entry.label!r}")
-        site = self._base_site(reuse) if reuse is not None else self.site(target)
-        values = self._params(entry, site.layer, params, reuse, replacing=False)
-        ok, reason = fitting.fits_after(entry, site, **values)
-        if not ok:
-            offered, _ = answers_module().insertable(site)
-            raise IncompatibleShape(
-                f"{_what(entry, values)} cannot go after {key_text(target)}: {reason}. "
-                f"Types that can: {', '.join(offered) or 'none'}. Received: label={entry.label!r}, params={values!r}"
-            )
-        layer = entry.make(site.layer, site.output_shape, **values)
-        names = self._name(layer, target, entry.label, keep=reuse.names if reuse else ())
-        return Step("insert", target, Insert(layer, after=target), entry.label, values, names,
-                    input_shape=site.output_shape)
 
-    @staticmethod
-    def _params(entry, layer, params, reuse, replacing: bool = True) -> dict:
-        """Checked values: the user's, else the earlier ones for the same type, else the defaults."""
-        if params is None and reuse is not None and reuse.label == entry.label:
-            return dict(reuse.params)  # same type again: keep what the user had set
-        return entry.check_params(params or {}, layer, replacing=replacing)
 
-    def _name(self, replacement, target, label: str, keep=(), also=()) -> tuple:
-        """Name the new layers after the row they stand in, so the table can lead back to the step.
-        ``also``: more names already taken (those given earlier in the same action)."""
-        parts = replacement if isinstance(replacement, (list, tuple)) else [replacement]
-        taken = set(self.rows()) | set(self.original_rows) | set(also)
-        for step in self.steps:
-            taken |= set(step.names)
-        taken -= set(keep)
-        import keras
 
-        call = f"_call{call_of(target)}" if isinstance(target, tuple) else ""
-        base = path_of(target).split("/")[-1] + call + "_" + _slug(label)
-        # New layers live in the same (nested) model as the target: rows are keyed by full path.
-        prefix = path_of(target).rpartition("/")[0]
-        prefix = prefix + "/" if prefix else ""
-        names = []
-        for i, part in enumerate(parts):
-            if not isinstance(part, keras.layers.Layer):
-                continue
-            if not isinstance(part, keras.Model):
-                wanted = base if len(parts) == 1 else f"{base}_{i + 1}"
-                name, n = wanted, 1
-                while prefix + name in taken:
-                    n += 1
-                    name = f"{wanted}_{n}"
-                part.name = name
-            taken.add(prefix + part.name)
-            names.append(prefix + part.name)
-        return tuple(names)
-
-    def _like_candidates(self, cls, exclude: str) -> tuple[list, dict]:
-        """``(paths, {path: why not})``: the other layers of class ``cls`` in the current model, and
-        those of them a whole-model step cannot replace alone (called more than once)."""
-        found, shared = [], {}
-        rows = self.rows()
-        for path, layer in _graph.walk_layers(self.model):
-            if path == exclude or type(layer) is not cls or _graph.is_input_layer(layer):
-                continue
-            if any(path.startswith(p + "/") for p in found):
-                continue  # inside a nested model that is itself one of them
-            info = rows.get(path)
-            if info is not None and info.calls > 1:
-                shared[path] = f"called {info.calls} times; choose a type for each call on its row"
-                continue
-            found.append(path)
-        return found, shared
-
-    def _make_transform(self, op: str, params: dict, base: tuple, keep: tuple = ()) -> Step:
-        """The step of whole-model action ``op`` with ``params``, worked out on the model ``base`` makes.
-        ``keep``: names of the step it redoes, free to be given again."""
-        before = self._build(base)
-        model = before.model if before is not None else self.original
-        result, text = actions.get(op).plan(model, params, _PlanContext(self, keep))
-        if not result.edits:
-            raise InvalidEdit(f"{text}: nothing would change. Received: {op} on model {model.name!r}")
-        had = {p for p, _ in _graph.walk_layers(model)}
-        names = tuple(p for p, _ in _graph.walk_layers(result.model) if p not in had)
-        target = path_of(params["at"]) if "at" in params else next(
-            (params[k] for k in ("scope", "input", "target") if k in params), "")
-        return Step("transform", target, tuple(result.edits), op, dict(params), names,
-                    text=text, notes=tuple(result.notes), base=base, counts=tuple(getattr(result, "counts", ())))
 
     def _rebase(self, steps) -> list:
         """``steps`` with each whole-model step worked out again where the steps before it changed."""
         out: list = []
         for step in steps:
             if step.kind == "transform" and tuple(out) != step.base:
-                step = self._make_transform(step.label, step.params, tuple(out), keep=step.names)
+                step = stepping.transform_step(self, step.label, step.params, tuple(out), keep=step.names)
             elif step.kind == "prune" and tuple(out) != step.base:
                 # Its channels (or at least its counts) were worked out on other steps.
-                step = self._prune_step_on(tuple(out), step.target, step.params["keep"], step.params["by"])
+                step = stepping.prune_step_on(self, tuple(out), step.target, step.params["keep"], step.params["by"])
             out.append(step)
         return out
 
@@ -1014,46 +687,6 @@ class Session:
         return result
 
 
-class _PlanContext:
-    """What a whole-model action's plan may ask of the session (see :class:`kerasnb.actions.Action`)."""
-
-    def __init__(self, session, keep=()):
-        self.session, self.keep, self.data = session, tuple(keep), session.data
-
-    def name_layers(self, replacement, path, label, also=()) -> tuple:
-        """Name the new layers after the row they stand in (the names of the step redone are free)."""
-        return self.session._name(replacement, path, label, keep=self.keep, also=also)
-
-    def global_plan(self, model, settings):
-        return self.session.global_plan(model, settings)
-
-
-def answers_module():
-    """:mod:`kerasnb.editor.answers` (it imports this module: imported when first asked)."""
-    from . import answers
-
-    return answers
-
-
-def edits_of(steps) -> tuple:
-    """The core edits of ``steps``, in the order :func:`kerasnb.apply` runs them."""
-    return tuple(edit for step in ordered(steps) for edit in step.edits)
-
-
-def ordered(steps) -> list:
-    """The steps in the order they are applied: edits of single calls of shared layers first.
-
-    A call index names a call of the original model. Once one call is replaced, the core numbers
-    the remaining calls anew, so those edits run first, while the original calls all exist, and
-    from the highest call index down (replacing call 1 leaves call 0 as it was). The rest keep
-    the user's order; a call edit never depends on them, as it targets an original layer.
-    """
-    calls = [s for s in steps if s.kind in ("choice", "insert") and isinstance(s.target, tuple)]
-    if not calls:
-        return list(steps)
-    calls.sort(key=lambda s: -s.target[1])  # stable: edits of one call keep their order
-    return calls + [s for s in steps if not (s.kind in ("choice", "insert") and isinstance(s.target, tuple))]
-
 
 def _train_only_lora(steps, model) -> None:
     """Only the LoRA factors train, as after :func:`kerasnb.enable_lora`, while the latest LoRA step
@@ -1070,108 +703,5 @@ def _train_only_lora(steps, model) -> None:
     later = {n for s in steps[last + 1:] for n in s.names}
     later |= {path_of(s.target) for s in steps[last + 1:] if s.kind == "trainable" and s.trainable}
     lora.train_only_lora(model, leave=later)
-
-
-def parse_shape(shape, like: tuple = ()) -> tuple:
-    """A shape without the batch axis from a tuple or text (``"8, 8, 1"``, ``"(None, None, 3)"``).
-
-    ``like`` is the shape it replaces (for the message). Refused with :class:`InvalidEdit`.
-    """
-    example = ", ".join("None" if d is None else str(d) for d in like) or "8, 8, 1"
-    received = shape
-    if isinstance(shape, str):
-        text = shape.strip().strip("()[]").strip()
-        parts = [p.strip() for p in text.split(",")]
-        if parts and parts[-1] == "":
-            parts = parts[:-1]
-        try:
-            shape = tuple(None if p.lower() == "none" else int(p) for p in parts)
-        except ValueError:
-            shape = None
-    if not isinstance(shape, (tuple, list)) or not shape or not all(
-            d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0) for d in shape):
-        raise InvalidEdit(f"A shape is positive whole numbers (or None) separated by commas, without the batch axis, "
-                          f"e.g. {example!r}. Received: shape={received!r}")
-    shape = tuple(None if d is None else int(d) for d in shape)
-    if like and len(shape) != len(like):
-        raise InvalidEdit(f"The input has shape {tuple(like)!r} ({len(like)} axes without the batch axis); the new "
-                          f"shape needs as many, e.g. {example!r}. Received: shape={received!r}")
-    return shape
-
-
-def _key_in(steps, key):
-    """``key`` as the model that ``steps`` make numbers it.
-
-    A call index counts the original model's calls; each earlier call that a choice in ``steps``
-    replaced or deleted is gone from that model, and the calls after it move down by one.
-    """
-    if not isinstance(key, tuple):
-        return key
-    path, call = key
-    gone = sum(1 for s in steps if s.kind == "choice" and isinstance(s.target, tuple)
-               and s.target[0] == path and s.target[1] < call)
-    return (path, call - gone)
-
-
-def change_text(old: tuple, new: tuple) -> str:
-    """What an action changed, in words, from the steps before and after it."""
-    added = [s for s in new if not any(s is o for o in old)]
-    gone = [s for s in old if not any(s is n for n in new)]
-    done = []
-    notes = []
-    for step in added:
-        was = next((g for g in gone if g.kind == step.kind and g.target == step.target), None)
-        if step.kind == "transform":
-            notes.extend(step.notes)
-            if was is not None and was.label == step.label:
-                gone.remove(was)
-                redone = was.params == step.params
-                done.append(f"{step.describe()} ({'worked out again on the changed model' if redone else 'was: ' + was.describe()})")
-            else:
-                done.append(step.describe())
-        elif was is not None and was.kind != "trainable":
-            gone.remove(was)
-            before = f"keeping {was.params['keep']:.0%}" if was.kind == "prune" else was.what()
-            done.append(f"{step.describe()} (was {before})")
-        else:
-            done.append(step.describe())
-    parts = []
-    if done:
-        parts.append("Done: " + _listing(done) + ".")
-    if gone:
-        parts.append("Took back: " + _listing([g.describe() for g in gone]) + ".")
-    if notes:
-        parts.append(" ".join(n if n.endswith(".") else n + "." for n in notes[:3]) + (" ..." if len(notes) > 3 else ""))
-    return " ".join(parts) or "No change."
-
-
-def _listing(texts) -> str:
-    return f"{len(texts)} edits" if len(texts) > 3 else "; ".join(texts)
-
-
-def _what(entry, values: dict) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in values.items())
-    return f"{entry.label!r}" + (f" with {args}" if args else "")
-
-
-def _without(steps: list, step: Step) -> list:
-    """``steps`` less ``step`` (:meth:`Session._commit` drops the freezes / prunes of what it added)."""
-    return [s for s in steps if s is not step]
-
-
-def _under(path: str, names) -> bool:
-    """True when ``path`` is one of ``names`` or inside one of them (a nested model)."""
-    return any(path == n or path.startswith(n + "/") for n in names)
-
-
-def _entry_or_none(label):
-    try:
-        return catalog.get(label)
-    except KeyError:
-        return None
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_") or "new"
 
 
