@@ -13,6 +13,7 @@ from keras import layers as L
 
 import kerasnb
 import kerasnb.actions as actions
+import kerasnb.lora as lora
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +88,19 @@ def test_prune_global_budgets_are_fractions_kept():
     for wrong in ({}, {"keep": 0.5, "params": 0.5}, {"keep": 1.0}, {"macs": 0}, {"params": True}):
         with pytest.raises(kerasnb.InvalidEdit, match="Received"):
             actions.check_global(**wrong)
+
+
+def test_lora_on_attention_from_plain_python(model):
+    """What the editor's "LoRA on attention" does, without the editor: the query and value projections."""
+    import numpy as np
+
+    projections = lora.attention_projections(model)
+    assert projections == ["attention/query", "attention/value"]
+    assert len(lora.attention_projections(model, "query, key, value, output")) == 4
+    result = kerasnb.enable_lora(model, "attention", rank=2)
+    assert lora.lora_layers(result.model) == {"attention/query": 2, "attention/value": 2}
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert np.allclose(result.model(x), model(x), atol=1e-6)  # one factor starts at zero
+    assert lora.lora_layers(model) == {}  # the original is untouched
+    with pytest.raises(kerasnb.InvalidEdit, match="which is one of"):
+        lora.attention_projections(model, "query")
