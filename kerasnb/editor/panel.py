@@ -120,6 +120,23 @@ class Editor:
         self._predicted = False  # statuses from shapes are shown for the edit under way
         self._early_problems: list = []  # parts that failed to draw before the rebuild ended
 
+        self._build_views(model)
+        self._build_row_controls()
+        self._build_row_transforms()
+        self._build_model_controls()
+        self._build_history_and_save(model)
+        self._build_details()
+        self._build_global_prune()
+        self._assemble()
+        self._connect()
+
+        self._show_problems(self._redraw(select=self.session.default_key()))
+        self.open_seconds = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ building the panel
+
+    def _build_views(self, model) -> None:
+        """A title, the summary and message lines, the legend, the search box, the table and the graph."""
         name = html.escape(model.name)
         self.title = w.HTML(f"<b>kerasnb editor</b> &mdash; model <code>{name}</code>")
         self.summary = w.HTML()
@@ -137,6 +154,8 @@ class Editor:
         self.graph = GraphView(height=420) if GraphView is not None else None
         self._graph_model = None  # the model the picture shows
 
+    def _build_row_controls(self) -> None:
+        """The controls of the selected row: layer picker, trainable, insert, delete, prune (its box opens)."""
         # Every row (each call of a shared layer) by name: a keyboard way to reach any layer.
         self.layer_picker = w.Dropdown(description="Layer", layout=w.Layout(width="auto", min_width="320px"))
         self.layer_picker.add_class("kn-layer")
@@ -165,6 +184,8 @@ class Editor:
                                 layout=w.Layout(width="auto", display="none"))
         self.prune_box.add_class("kn-prune-box")
 
+    def _build_row_transforms(self) -> None:
+        """Whole-model actions started from a row: replace_all, truncate, change the input (its box opens)."""
         # Whole-model actions on a row: give its type to every layer like it; cut the model there;
         # on an input row, a new input shape (shown once "Change input..." is clicked).
         self.like_button = w.Button(description="Apply to all like this", icon="clone", layout=w.Layout(width="auto"))
@@ -180,12 +201,14 @@ class Editor:
         self.channels_picker.add_class("kn-channels")
         self.input_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
         self.input_apply.add_class("kn-input-apply")
-        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>channels: how the first layers take a "
+        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>mode: how the first layers take a "
                                        "new number of channels (sum: exact for grey copies; repeat; reinit)</span>")
         self.input_box = w.HBox([self.input_shape, self.channels_picker, self.input_apply, self.input_info],
                                 layout=w.Layout(width="auto", display="none"))
         self.input_box.add_class("kn-input-box")
 
+    def _build_model_controls(self) -> None:
+        """Whole-model actions: swap an activation, fold BatchNorm, LoRA (on the row and on attention), merge."""
         # Whole-model actions: swap an activation everywhere (from / to shown once opened), fold BatchNorm.
         self.swap_button = w.Button(description="Swap activation\u2026", icon="exchange", layout=_grows(175))
         self.swap_button.add_class("kn-swap")
@@ -243,6 +266,8 @@ class Editor:
                                 layout=_item())
         self.model_row.add_class("kn-model-actions")
 
+    def _build_history_and_save(self, model) -> None:
+        """Undo, redo, reset, the history, and saving."""
         self.undo_button = w.Button(description="Undo", icon="undo", layout=_grows(80))
         self.redo_button = w.Button(description="Redo", icon="repeat", layout=_grows(80))
         self.reset_button = w.Button(description="Reset", icon="refresh", layout=_grows(80))
@@ -257,6 +282,8 @@ class Editor:
                                     layout=w.Layout(width="auto", min_width="125px"))
         self.save_button.add_class("kn-save")
 
+    def _build_details(self) -> None:
+        """The folded sections: the full report (and comparison), the chart, the code."""
         # The full report, the chart and the code are drawn only while their section is open.
         self.report_view = w.HTML()
         self.compare_view = w.HTML()  # with a probe batch: every layer's output, edited vs original
@@ -270,6 +297,8 @@ class Editor:
             self.details.set_title(i, title)
         self.details.add_class("kn-details")
 
+    def _build_global_prune(self) -> None:
+        """"Prune model...": the budget, its slider, criterion and rounding (its box opens)."""
         # "Prune model...": kerasnb.prune_global to a budget, with params and MACs before -> after
         # worked out without building as the slider moves (shown once opened).
         self.global_budget = w.Dropdown(options=[(text, kind) for kind, text in _GLOBAL_BUDGET_TEXT.items()],
@@ -296,6 +325,8 @@ class Editor:
         ], layout=w.Layout(width="auto", display="none"))
         self.global_prune_box.add_class("kn-global-prune")
 
+    def _assemble(self) -> None:
+        """The panel's widget tree, and its finalizer (closes every widget once the editor is closed or freed)."""
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
@@ -325,6 +356,8 @@ class Editor:
         self._finalizer = weakref.finalize(self, _close_tree, self.widget)
         self._finalizer.atexit = False
 
+    def _connect(self) -> None:
+        """Every control to its method, through weak references (the widgets never keep the editor alive)."""
         self.search.observe(_Weak(self, "_on_search"), "value")
         self.layer_picker.observe(_Weak(self, "_on_layer_picked"), "value")
         self.table.observe(_Weak(self, "_on_table_select"), ["selected", "selected_call"])
@@ -364,9 +397,6 @@ class Editor:
         self.reset_button.on_click(_Weak(self, "_click", "reset"))
         self.save_button.on_click(_Weak(self, "_click", "_save_from_widgets"))
         self.details.observe(_Weak(self, "_on_details"), "selected_index")
-
-        self._show_problems(self._redraw(select=self.session.default_key()))
-        self.open_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ results
 
