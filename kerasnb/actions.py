@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -158,14 +157,7 @@ def prune_global_plan(model, settings: dict, *, scores=None, data=None):
     from . import budget as budgets
 
     budget, target = budget_of(settings)
-    wanted = {budget: target}
-    # The core's budget keywords are being renamed (ratio= -> keep=, flops= -> macs=); said once here.
-    accepted = inspect.signature(budgets.prune_global_plan).parameters
-    if budget == "keep" and "keep" not in accepted:
-        wanted = {"ratio": 1.0 - target}
-    elif budget == "macs" and "macs" not in accepted:
-        wanted = {"flops": target}
-    return budgets.prune_global_plan(model, **wanted, by=None if scores else settings["by"],
+    return budgets.prune_global_plan(model, **{budget: target}, by=None if scores else settings["by"],
                                      data=None if scores else data, round_to=settings["round_to"], scores=scores)
 
 
@@ -199,14 +191,6 @@ def delete_refusal(model, target) -> str:
     return ""
 
 
-def _change_input(model, shape, mode, input):
-    from . import transforms
-
-    accepted = inspect.signature(transforms.change_input).parameters
-    how = {"mode": mode} if "mode" in accepted else {"channels": mode}
-    return transforms.change_input(model, shape, input=input, **how)
-
-
 # ----------------------------------------------------------------------------- plans of whole-model steps
 
 
@@ -221,7 +205,9 @@ def _key_text(key) -> str:
 
 
 def _plan_change_input(model, settings, context):
-    result = _change_input(model, settings["shape"], settings["mode"], settings["input"])
+    from . import input_change
+
+    result = input_change.change_input(model, settings["shape"], mode=settings["mode"], input=settings["input"])
     how = f" (channels: {settings['mode']})" if settings["mode"] else ""
     return result, f"change input {settings['input']!r} to {settings['shape']!r}{how}"
 
@@ -267,17 +253,17 @@ def _plan_replace_all(model, settings, context):
 
 
 def _plan_swap(model, settings, context):
-    from . import transforms
+    from . import activations
 
-    result = transforms.swap_activation(model, settings["old"], settings["new"])
+    result = activations.swap_activation(model, settings["old"], settings["new"])
     return result, f"swap activation {settings['old']!r} for {settings['new']!r} ({len(result.edits)} layer(s))"
 
 
 def _plan_fold(model, settings, context):
-    from . import transforms
+    from . import batchnorm
     from .edits import Delete
 
-    result = transforms.fold_batchnorm(model)
+    result = batchnorm.fold_batchnorm(model)
     folded = sum(isinstance(e, Delete) for e in result.edits)
     if not folded:
         why = " ".join(result.notes) or "no BatchNormalization layer could be folded"
@@ -287,9 +273,9 @@ def _plan_fold(model, settings, context):
 
 
 def _plan_split(model, settings, context):
-    from . import transforms
+    from . import activations
 
-    result = transforms.split_activations(model)
+    result = activations.split_activations(model)
     return result, f"split the fused activations of {len(result.edits)} layer(s) into Activation layers"
 
 
@@ -330,7 +316,9 @@ def _plan_lora(model, settings, context):
     if not todo:
         raise InvalidEdit(f"Every layer of {where} has LoRA already ({', '.join(sorted(map(repr, targets)))}); "
                           f"nothing would change. Received: LoRA rank {rank} on {where}")
-    layers = {p: layer for p, layer, _ in lora._deep_layers(model)}
+    from . import _targets
+
+    layers = {p: layer for p, layer, _ in _targets.deep_layers(model)}
     widest = max((max(v.shape) for t in todo for v in layers[t].weights if len(v.shape) >= 2), default=0)
     if widest and rank > widest:
         raise InvalidEdit(f"LoRA rank {rank} is larger than every dimension of the kernels it would go on (the "
@@ -424,7 +412,7 @@ register_action(
                  f"{budget_of(step.params)[1]:.0%})",
     whole_model=True, plan=_plan_prune_global, check=check_global, foretells=(S.PRUNED,), example={"keep": 0.5})
 register_action(
-    "change_input", "transforms:change_input", "give the model's input a new shape; adapt the layers that read it",
+    "change_input", "input_change:change_input", "give the model's input a new shape; adapt the layers that read it",
     lambda step: "input " + _shape_text(step.params["shape"]) + (f" ({step.params['mode']})" if step.params["mode"]
                                                                    else ""),
     whole_model=True, plan=_plan_change_input, foretells=(S.ADAPTED,), example={"shape": (8, 8, 1)})
@@ -435,14 +423,14 @@ register_action(
     whole_model=True, plan=_plan_replace_all, foretells=(S.NEW, S.REMOVED), example={"key": "dense_1"},
     needs=(("replace", {"key": "dense_1", "label": "Dense"}),))
 register_action(
-    "swap_activation", "transforms:swap_activation", "use another activation wherever the model applies one",
+    "swap_activation", "activations:swap_activation", "use another activation wherever the model applies one",
     lambda step: f"{step.params['old']} \u2192 {step.params['new']}", whole_model=True, plan=_plan_swap,
     check=_check_swap, foretells=(S.KEPT_INPUT_CHANGED,), example={"old": "relu", "new": "gelu"})
 register_action(
-    "split_activations", "transforms:split_activations", "a layer's fused activation becomes an Activation after it",
+    "split_activations", "activations:split_activations", "a layer's fused activation becomes an Activation after it",
     lambda step: "activation split", whole_model=True, plan=_plan_split, foretells=(S.NEW,), example={})
 register_action(
-    "fold_batchnorm", "transforms:fold_batchnorm", "fold each BatchNormalization into the layer before it",
+    "fold_batchnorm", "batchnorm:fold_batchnorm", "fold each BatchNormalization into the layer before it",
     lambda step: "fold BatchNorm", whole_model=True, plan=_plan_fold, foretells=(S.FOLDED, S.REMOVED), example={})
 register_action(
     "truncate", "transforms:truncate", "make a layer's output the model's output; what follows is removed",

@@ -17,7 +17,7 @@ import numpy as np
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
-from .. import _graph, lora
+from .. import _graph, activations, lora
 from ..edits import Delete, Replace, Transform, Truncate
 from ..errors import InvalidEdit, LayerNotFound, first_line, suggest
 from .steps import _entry_or_none, _key_in, _under, key_text, path_of
@@ -396,7 +396,7 @@ class Answers:
 
     def model_actions(self) -> ModelActions:
         """What the whole-model actions can do on the current model (swap from what, fold how many)."""
-        used = _activations_in(self.session.model)
+        used = activations.activations_in(self.session.model)
         swap_reason = "" if used else ("the model applies no activation that can be swapped (an Activation or "
                                        "ReLU layer, or one fused in a Dense / Conv layer)")
         import keras
@@ -697,43 +697,6 @@ def is_block(layer) -> bool:
 def _a(name: str) -> str:
     """``"a Dense"``, ``"an Add"``."""
     return f"{'an' if name[:1].upper() in 'AEIOU' else 'a'} {name}"
-
-
-def _activations_in(model) -> list:
-    """The activations ``model`` applies that :func:`kerasnb.swap_activation` can swap, most used first."""
-    import keras
-
-    L = keras.layers
-    fused = (L.Dense, L.EinsumDense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose, L.Conv2DTranspose,
-             L.Conv3DTranspose, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D)
-    counts: dict = {}
-    for _, layer in _graph.walk_layers(model):
-        name = None
-        if isinstance(layer, L.Activation):
-            name = _activation_name(layer.get_config().get("activation"))
-        elif isinstance(layer, L.ReLU):
-            config = layer.get_config()
-            if not config.get("negative_slope") and not config.get("threshold"):
-                limit = config.get("max_value")
-                name = "relu" if limit is None else "relu6" if float(limit) == 6.0 else None
-        elif isinstance(layer, fused):
-            name = _activation_name(layer.get_config().get("activation"))
-            name = None if name == "linear" else name
-        if name:
-            counts[name] = counts.get(name, 0) + 1
-    return sorted(counts, key=lambda n: -counts[n])
-
-
-def _activation_name(value):
-    if value is None:
-        return None
-    import keras
-
-    try:
-        name = keras.activations.serialize(keras.activations.get(value))
-    except Exception:  # noqa: BLE001 -- an activation Keras cannot name is not offered
-        return None
-    return name if isinstance(name, str) else None
 
 
 def check_probe(model, x) -> list:

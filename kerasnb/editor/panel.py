@@ -72,7 +72,7 @@ from contextlib import contextmanager
 import ipywidgets as w
 
 from .. import _rebuild
-from ..errors import SurgeryError, first_line
+from ..errors import SaveFailed, SurgeryError, first_line
 from . import table
 
 try:  # the graph picture; the panel works without it (a table only)
@@ -82,10 +82,6 @@ except ImportError:  # pragma: no cover -- only while the graph view is missing
     GraphView = None
 from .answers import LORA_PROJECTIONS, SWAP_TO
 from .session import CHANGE_INPUT_MODES, LORA_RANK, Session, call_of, change_text, edits_of, path_of
-
-
-class SaveFailed(SurgeryError):
-    """The edited model could not be written where asked (wrong extension, missing folder, ...)."""
 
 
 def _item():
