@@ -32,7 +32,7 @@ from .errors import InvalidEdit, LayerNotFound
 from .report import Status
 
 __all__ = ["Action", "register_action", "registry", "get", "Planned", "GLOBAL_BUDGETS", "CHANGE_INPUT_MODES",
-           "check_rank", "check_global", "prune_global_plan", "prune_plan", "delete_refusal"]
+           "check_rank", "check_prune", "check_global", "prune_global_plan", "prune_plan", "delete_refusal"]
 
 # The budgets of a whole-model prune: the fraction of the channels kept (keep=), of the parameters
 # kept at most (params=) or of the multiply-accumulates kept at most (macs=).
@@ -120,6 +120,21 @@ def check_rank(rank) -> int:
         raise InvalidEdit(f"rank is a whole number of at least 1 (the size of the LoRA factors), e.g. 8. "
                           f"Received: rank={rank!r}")
     return int(rank)
+
+
+def check_prune(keep, by, criteria, need_data=()) -> tuple:
+    """``(keep, by)`` of a layer's prune checked: ``keep`` the fraction of its channels kept
+    (0 < keep <= 1; 1 takes the pruning back), ``by`` one of ``criteria`` (``need_data``: the
+    criteria that measure channels on examples, not offered without them)."""
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) or not 0 < keep <= 1:
+        raise InvalidEdit("keep is the fraction of the layer's channels to keep: a number with 0 < keep <= 1 "
+                          f"(0.5 keeps half; 1 takes the pruning back). Received: keep={keep!r}")
+    if by not in criteria:
+        more = (f"; {by!r} measures channels on examples: open the editor with data=x to offer it"
+                if by in need_data else "")
+        raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, criteria))}{more}. "
+                          f"Received: by={by!r}")
+    return float(keep), by
 
 
 def check_global(keep=None, params=None, macs=None, by="l1", round_to=None, criteria=None) -> dict:

@@ -19,7 +19,7 @@ import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__get
 import kerasnb.fitting as fitting
 from .. import _graph, activations, lora
 from ..edits import Delete, Replace, Transform, Truncate
-from ..errors import InvalidEdit, LayerNotFound, first_line, suggest
+from ..errors import IncompatibleShape, InvalidEdit, LayerNotFound, first_line, suggest
 from .steps import _entry_or_none, _key_in, _under, key_text, path_of
 
 INPUT_STAYS = "input layers stay; insert after them instead"
@@ -283,7 +283,7 @@ class Answers:
         """What :meth:`prune` with these values would give, worked out without building a model:
         the parameters and multiply-accumulates per sample (MACs) before and after, counted on the
         model the steps before the layer's prune step make (the current model when it has none)."""
-        keep, by, path = self.session._check_prune(key, keep, by)
+        keep, by, path = self.session.check_prune(key, keep, by)
         steps = list(self.session.steps)
         old = self.prune_step(path)
         if old is None:
@@ -314,6 +314,36 @@ class Answers:
         if "/" in path:
             return "this is the input of a nested model; change the input of the whole model instead"
         return ""
+
+    def like_settings(self, key) -> dict:
+        """The settings of a replace_all step from ``key``: the type chosen for it, given to every
+        other layer of the class it had that the type fits; the others named with why not."""
+        if key is None:
+            raise InvalidEdit("No layer is selected. Select a row whose type you chose. Received: key=None")
+        key = self.session.key(key)
+        own = self.own_step(key)
+        if own is None or own.replaced is None:
+            raise InvalidEdit(f"{key_text(key)} has no type chosen; choose one first, then give it to every layer "
+                              f"like it. Received: key={key!r}")
+        entry, cls = catalog.get(own.label), own.replaced
+        found, shared = self.like_candidates(cls, path_of(key))
+        if not found and not shared:
+            raise LayerNotFound(f"There is no other {cls.__name__} layer in the model to give {own.what()} to. "
+                                f"Received: key={key!r}")
+        model = self.session.model
+        fit, left = [], dict(shared)
+        for path in found:
+            ok, reason = fits(entry, (model, path), fitting.locate(model, path), **own.params)
+            if ok:
+                fit.append(path)
+            else:
+                left[path] = reason
+        if not fit:
+            raise IncompatibleShape(
+                f"{own.what()} fits none of the other {cls.__name__} layers: "
+                + "; ".join(f"{p!r}: {r}" for p, r in left.items()) + f". Received: key={key!r}")
+        return {"like": key, "type": cls.__name__, "label": own.label, "values": dict(own.params),
+                "paths": tuple(fit), "left": left}
 
     def like_info(self, key) -> LikeInfo:
         """Whether the type chosen for ``key`` can be given to every other layer of the class it had.

@@ -25,17 +25,13 @@ handed to ``session.on_predict(report, step)``.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
-import kerasnb.fitting as fitting
 from .. import _foretell, _graph, lora
 from ..edits import SetTrainable
-from ..errors import IncompatibleShape, InvalidEdit, LayerNotFound, first_line, suggest
+from ..errors import InvalidEdit, LayerNotFound, first_line, suggest
 from ..report import WeightReport
 from . import steps as stepping
 from .steps import (Step, _entry_or_none, _key_in, _under, _without, answers_module, call_of, change_text,  # noqa: F401
@@ -303,7 +299,7 @@ class Session:
         criterion its edit names the channels chosen on the model the steps before it make, and
         they are chosen again when those steps change.
         """
-        keep, by, path = self._check_prune(key, keep, by)
+        keep, by, path = self.check_prune(key, keep, by)
         steps = list(self.steps)
         old = self.answers.prune_step(path)
         if keep >= 1.0:
@@ -322,30 +318,16 @@ class Session:
         self._commit(steps)
         return path
 
-    def _check_prune(self, key, keep, by) -> tuple:
+    def check_prune(self, key, keep, by) -> tuple:
         """``(keep, by, path)`` checked, or :class:`InvalidEdit` saying what would work."""
-        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) or not 0 < keep <= 1:
-            raise InvalidEdit(
-                "keep is the fraction of the layer's channels to keep: a number with 0 < keep <= 1 "
-                f"(0.5 keeps half; 1 takes the pruning back). Received: keep={keep!r}"
-            )
-        offered = self.criteria()
-        if by not in offered:
-            more = ("" if self.data is not None or by not in DATA_CRITERIA else
-                    f"; {by!r} measures channels on examples: open the editor with data=x to offer it")
-            raise InvalidEdit(f"by is how channels are ranked: one of {', '.join(map(repr, offered))}{more}. "
-                              f"Received: by={by!r}")
+        keep, by = actions.check_prune(keep, by, self.criteria(), DATA_CRITERIA if self.data is None else ())
         if key is None:
             raise InvalidEdit("No layer is selected, so there is nothing to prune. Select a Dense or convolution "
                               "layer first. Received: key=None")
         path = path_of(key)
         if path not in self.rows() and path not in self.original_rows:
             raise InvalidEdit(f"No layer {path!r} to prune. Received: key={key!r}")
-        return float(keep), by, path
-
-
-
-
+        return keep, by, path
 
     def prune_global(self, keep=None, *, params=None, macs=None, by: str = "l1", round_to=None) -> tuple:
         """Prune the whole model to one budget (:func:`kerasnb.prune_global`) as one step, after the
@@ -417,34 +399,9 @@ class Session:
         current model that it fits; the others are left alone and named in the step's notes.
         Returns the paths it was given to.
         """
-        if key is None:
-            raise InvalidEdit("No layer is selected. Select a row whose type you chose. Received: key=None")
-        key = self.key(key)
-        own = self.answers.own_step(key)
-        if own is None or own.replaced is None:
-            raise InvalidEdit(f"{key_text(key)} has no type chosen; choose one first, then give it to every layer "
-                              f"like it. Received: key={key!r}")
-        entry, cls = catalog.get(own.label), own.replaced
-        found, shared = self.answers.like_candidates(cls, path_of(key))
-        if not found and not shared:
-            raise LayerNotFound(f"There is no other {cls.__name__} layer in the model to give {own.what()} to. "
-                                f"Received: key={key!r}")
-        fit, left = [], dict(shared)
-        for path in found:
-            site = fitting.locate(self.model, path)
-            ok, reason = answers_module().fits(entry, (self.model, path), site, **own.params)
-            if ok:
-                fit.append(path)
-            else:
-                left[path] = reason
-        if not fit:
-            raise IncompatibleShape(
-                f"{own.what()} fits none of the other {cls.__name__} layers: "
-                + "; ".join(f"{p!r}: {r}" for p, r in left.items()) + f". Received: key={key!r}")
-        params = {"like": key, "type": cls.__name__, "label": own.label, "values": dict(own.params),
-                  "paths": tuple(fit), "left": left}
+        params = self.answers.like_settings(key)
         self._put_transform(None, "replace_all", params)
-        return tuple(fit)
+        return params["paths"]
 
     def swap_activation(self, old: str, new: str) -> None:
         """Use activation ``new`` wherever the model applies ``old``: :func:`kerasnb.swap_activation`."""
