@@ -10,7 +10,11 @@ whole-model step, how it becomes edits and notes (``plan``). A new capability re
 through the editor, so nothing can be registered in one place and missed in another.
 
 This is the one internal facade the editor uses besides kerasnb's public API: widget-free, and it
-never imports :mod:`kerasnb.editor`.
+never imports :mod:`kerasnb.editor`. Besides the records, it names what the editor reads of a
+model (:func:`describe`, :func:`walk_layers`, ...), the statuses foretold before a rebuild
+(:func:`foretell`), a rebuild's progress (:func:`progress`), and the planner's answers
+(:func:`prune_plan`, :func:`delete_refusal`, :func:`single_call`), so the editor never reaches into
+kerasnb's private modules itself.
 
     >>> import kerasnb.actions as actions
     >>> actions.get("fold_batchnorm").whole_model
@@ -28,11 +32,18 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ._foretell import foretell, foretell_same_shapes, unchanged_report
+from ._graph import (count_params, describe, functional, input_layers, input_tensors, is_graph_model, is_input_layer,
+                     layer_aliases, output_tensors, sublayers, walk_layers)
+from ._rebuild import progress
 from .errors import InvalidEdit, LayerNotFound
 from .report import Status
 
 __all__ = ["Action", "register_action", "registry", "get", "Planned", "GLOBAL_BUDGETS", "CHANGE_INPUT_MODES",
-           "check_rank", "check_prune", "check_global", "prune_global_plan", "prune_plan", "delete_refusal"]
+           "check_rank", "check_prune", "check_global", "prune_global_plan", "prune_plan", "delete_refusal",
+           "single_call", "foretell", "foretell_same_shapes", "unchanged_report", "progress", "count_params", "describe",
+           "functional", "input_layers", "input_tensors", "is_graph_model", "is_input_layer", "layer_aliases",
+           "output_tensors", "sublayers", "walk_layers"]
 
 # The budgets of a whole-model prune: the fraction of the channels kept (keep=), of the parameters
 # kept at most (params=) or of the multiply-accumulates kept at most (macs=).
@@ -190,6 +201,14 @@ def prune_plan(model, path: str, keep: float, by: str, data=None, costs=None) ->
     channels = tuple(int(i) for idx in removed.values() for i in idx)
     macs_before = None if costs is None else int(sum(c.macs for c in costs.values()))
     return channels, params_after, macs_before, macs_after
+
+
+def single_call(model, target):
+    """The one call ``target`` names in ``model`` (its ``outputs`` tensors), or the resolver's
+    :class:`kerasnb.SurgeryError` saying why there is not exactly one."""
+    from . import _targets
+
+    return _targets.resolve(model, target).single_call()
 
 
 def delete_refusal(model, target) -> str:

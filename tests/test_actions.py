@@ -104,3 +104,17 @@ def test_lora_on_attention_from_plain_python(model):
     assert lora.lora_layers(model) == {}  # the original is untouched
     with pytest.raises(kerasnb.InvalidEdit, match="which is one of"):
         lora.attention_projections(model, "query")
+
+
+def test_the_editor_reaches_the_core_through_public_names_and_the_facade():
+    """The session, its answers and steps, the panel and the table import no private core module
+    (``kerasnb._plan``, ``_slicing``, ``_graph`` ...): what they need is named in kerasnb.actions."""
+    import pathlib
+    import re
+
+    editor = pathlib.Path(kerasnb.__file__).parent / "editor"
+    private = re.compile(r"from \.\.(\s+import\s+_\w|_\w)|kerasnb\._\w+|import kerasnb\._")
+    for name in ("session.py", "answers.py", "steps.py", "panel.py", "table.py"):
+        lines = [line for line in (editor / name).read_text().splitlines()
+                 if private.search(line.split("#")[0]) and not line.lstrip().startswith(('"', "`"))]
+        assert lines == [], (name, lines)

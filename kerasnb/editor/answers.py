@@ -17,7 +17,7 @@ import numpy as np
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
-from .. import _graph, activations, lora
+from .. import activations, lora
 from ..edits import Delete, Replace, Transform, Truncate
 from ..errors import IncompatibleShape, InvalidEdit, LayerNotFound, first_line, suggest
 from .steps import _entry_or_none, _key_in, _under, key_text, path_of
@@ -293,7 +293,7 @@ class Answers:
         base = tuple(steps[:steps.index(old)]) if old is not None else tuple(steps)
         built = self.session._build(base)
         model = built.model if built is not None else self.session.original
-        before = _graph.count_params(model)
+        before = actions.count_params(model)
         if keep >= 1.0:
             macs = self.macs_of(model)
             return PruneInfo(None, "", before, before, macs, macs, by)
@@ -302,10 +302,10 @@ class Answers:
 
     def input_shape(self, name: str) -> tuple:
         """The shape (without the batch axis) of the current model's input layer ``name``."""
-        for layer in _graph.input_layers(self.session.model):
+        for layer in actions.input_layers(self.session.model):
             if layer.name == name:
                 return tuple(layer.batch_shape)[1:]
-        names = [l.name for l in _graph.input_layers(self.session.model)]
+        names = [l.name for l in actions.input_layers(self.session.model)]
         raise LayerNotFound(f"The model has no input named {name!r}; its inputs: {names}. Received: input={name!r}")
 
     def _input_reason(self, path: str, is_input: bool) -> str:
@@ -413,13 +413,11 @@ class Answers:
         if path.count("/") > 1:
             return "the model can be cut inside a nested model one level deep, not deeper"
         if "/" not in path:
-            from .. import _targets
-
             try:
-                call = _targets.resolve(self.session.model, _key_in(self.session.steps, key)).single_call()
+                call = actions.single_call(self.session.model, _key_in(self.session.steps, key))
             except Exception as error:  # noqa: BLE001 -- the resolver's refusal, said as the reason
                 return first_line(error, 200)
-            outputs = [id(t) for t in _graph.output_tensors(self.session.model)]
+            outputs = [id(t) for t in actions.output_tensors(self.session.model)]
             if len(outputs) == 1 and [id(t) for t in call.outputs] == outputs:
                 return "its output is the model's output already"
         return ""
@@ -432,7 +430,7 @@ class Answers:
         import keras
 
         batchnorms = sum(isinstance(layer, keras.layers.BatchNormalization)
-                         for _, layer in _graph.walk_layers(self.session.model))
+                         for _, layer in actions.walk_layers(self.session.model))
         fold_reason = "" if batchnorms else "the model has no BatchNormalization layer"
         counts = {which: len(lora.attention_projections(self.session.model, which)) for which in LORA_PROJECTIONS}
         own = self.lora_step("")
@@ -467,7 +465,7 @@ class Answers:
         if self.session.result is None:
             return Comparison(None, f"No edit yet: the model is the original, so its outputs on the {n} probe "
                                     "example(s) are the same.")
-        new_shapes = [tuple(t.shape)[1:] for t in _graph.input_tensors(self.session.model)]
+        new_shapes = [tuple(t.shape)[1:] for t in actions.input_tensors(self.session.model)]
         given = [a.shape[1:] for a in x]
         feed, original_x, how = x, None, f"Both models ran on the {n} probe example(s)"
         if not all(_fits_shape(g, s) for g, s in zip(given, new_shapes)):
@@ -604,7 +602,7 @@ class Answers:
 
     def layer(self, path: str):
         """The layer at ``path`` in the current model, or None."""
-        return next((layer for p, layer in _graph.walk_layers(self.session.model) if p == path), None)
+        return next((layer for p, layer in actions.walk_layers(self.session.model) if p == path), None)
 
     def own_step(self, key):
         """The choice step that replaced or deleted exactly ``key``, or None."""
@@ -677,8 +675,8 @@ class Answers:
         those of them a whole-model step cannot replace alone (called more than once)."""
         found, shared = [], {}
         rows = self.session.rows()
-        for path, layer in _graph.walk_layers(self.session.model):
-            if path == exclude or type(layer) is not cls or _graph.is_input_layer(layer):
+        for path, layer in actions.walk_layers(self.session.model):
+            if path == exclude or type(layer) is not cls or actions.is_input_layer(layer):
                 continue
             if any(path.startswith(p + "/") for p in found):
                 continue  # inside a nested model that is itself one of them
@@ -690,7 +688,7 @@ class Answers:
         return found, shared
 
     def count_params(self) -> int:
-        return _graph.count_params(self.session.model)
+        return actions.count_params(self.session.model)
 
     def layer_costs(self, model):
         """:func:`kerasnb.flops.layer_cost` of ``model`` (kept for the current one), None when its
@@ -719,9 +717,9 @@ def is_block(layer) -> bool:
     """A transformer block: a layer (not a nested model) with an attention layer inside."""
     import keras
 
-    if not isinstance(layer, keras.layers.Layer) or _graph.is_graph_model(layer):
+    if not isinstance(layer, keras.layers.Layer) or actions.is_graph_model(layer):
         return False
-    return any("attention" in type(sub).__name__.lower() for sub in _graph.sublayers(layer)[1:])
+    return any("attention" in type(sub).__name__.lower() for sub in actions.sublayers(layer)[1:])
 
 
 def _a(name: str) -> str:
@@ -739,7 +737,7 @@ def check_probe(model, x) -> list:
     except Exception as error:  # noqa: BLE001 -- anything that is not arrays: said in the message
         raise InvalidEdit(f"The probe batch is an array (or a list of arrays, one per input). Received: "
                           f"{type(x).__name__} ({first_line(error, 200)})") from None
-    wanted = [tuple(t.shape)[1:] for t in _graph.input_tensors(model)]
+    wanted = [tuple(t.shape)[1:] for t in actions.input_tensors(model)]
     given = [a.shape[1:] for a in arrays]
     if len(arrays) != len(wanted) or not all(a.ndim >= 1 and a.shape[0] > 0 for a in arrays) \
             or not all(_fits_shape(g, s) for g, s in zip(given, wanted)):

@@ -71,7 +71,7 @@ from contextlib import contextmanager
 
 import ipywidgets as w
 
-from .. import _rebuild
+import kerasnb.actions as facade  # the editor's one internal facade (here: a rebuild's progress)
 from ..errors import SaveFailed, SurgeryError, first_line
 from . import table
 
@@ -635,7 +635,7 @@ class Editor:
         self._early_problems = []
         error = None
         try:
-            with self._controls_disabled(), _rebuild.progress(self._progress_bar()):
+            with self._controls_disabled(), facade.progress(self._progress_bar()):
                 outcome = action()
         except BaseException as caught:  # KeyboardInterrupt too: the panel must not stay "Rebuilding"
             error, outcome = caught, None
@@ -711,7 +711,7 @@ class Editor:
                 c.disabled = disabled
 
     def _progress_bar(self):
-        """A callback for :func:`kerasnb._rebuild.progress`: once a rebuild has run for half a
+        """A callback for :func:`kerasnb.actions.progress`: once a rebuild has run for half a
         second, the table shows "layers rebuilt / total" (about 50 updates, not one per layer)."""
         started = time.perf_counter()
         shown = [-1]

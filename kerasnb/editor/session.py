@@ -19,7 +19,7 @@ A row of the table is a layer *path*. What the controls act on is a *key*: the p
 ``(path, call_index)`` for one call of a layer the original model calls more than once (a
 shared layer); replacing, deleting and inserting are per call, freezing and pruning per layer.
 What the panel asks about rows and the model is answered by ``session.answers``
-(:mod:`kerasnb.editor.answers`); statuses foretold before a rebuild by :mod:`kerasnb._foretell`,
+(:mod:`kerasnb.editor.answers`); statuses foretold before a rebuild by :func:`kerasnb.actions.foretell`,
 handed to ``session.on_predict(report, step)``.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
-from .. import _foretell, _graph, lora
+from .. import lora
 from ..edits import SetTrainable
 from ..errors import InvalidEdit, LayerNotFound, first_line, suggest
 from ..report import WeightReport
@@ -51,16 +51,16 @@ class Session:
     """What the panel edits; every method either succeeds or raises and changes nothing."""
 
     def __init__(self, model, probe=None, data=None):
-        _graph.functional(model)  # refuse unbuilt / subclassed models before drawing anything
+        actions.functional(model)  # refuse unbuilt / subclassed models before drawing anything
         self.original = model
         self.probe = None if probe is None else answers_module().check_probe(model, probe)  # a batch to compare outputs on
         # Examples to measure channels on (kerasnb.importance's data=): offers "apoz" and "taylor".
         self.data = data
         self._costs: tuple = (None, None)  # (model, kerasnb.flops.layer_cost of it) for the MACs shown
         self._global_scores: dict = {}  # criterion -> (model, scores of every group) for "Prune model..."
-        self.original_rows = {info.path: info for info in _graph.describe(model)}
+        self.original_rows = {info.path: info for info in actions.describe(model)}
         # A tied layer (a task's head reusing the backbone's embedding) is one row, as in every report.
-        self._aliases = _graph.layer_aliases(model)
+        self._aliases = actions.layer_aliases(model)
         self.history: list[tuple] = [()]
         self.cursor = 0
         self.result = None  # SurgeryResult of the current steps; None while there are none
@@ -82,7 +82,7 @@ class Session:
     def report(self) -> WeightReport:
         if self.result is not None:
             return self.result.report
-        return _foretell.unchanged_report(self.original_rows.values(), self._aliases)
+        return actions.unchanged_report(self.original_rows.values(), self._aliases)
 
     @property
     def edits(self) -> tuple:
@@ -123,7 +123,7 @@ class Session:
         if self._rows_cache is None:
             self._rows_cache = (
                 self.original_rows if self.result is None
-                else {info.path: info for info in _graph.describe(self.result.model)}
+                else {info.path: info for info in actions.describe(self.result.model)}
             )
         return self._rows_cache
 
@@ -361,7 +361,7 @@ class Session:
         has several). One step per input: changing it again redoes that step, and going back
         to the original shape takes it back. Returns the input's name.
         """
-        names = [layer.name for layer in _graph.input_layers(self.original)]
+        names = [layer.name for layer in actions.input_layers(self.original)]
         if input is None:
             if len(names) != 1:
                 raise InvalidEdit(f"The model has {len(names)} inputs; say which one to change: one of {names}. "
@@ -376,7 +376,7 @@ class Session:
                     and s.params["input"] == input), None)
         index = steps.index(old) if old is not None else len(steps)
         before = self._build(tuple(steps[:index]))
-        was = next(tuple(l.batch_shape)[1:] for l in _graph.input_layers(before.model if before else self.original)
+        was = next(tuple(l.batch_shape)[1:] for l in actions.input_layers(before.model if before else self.original)
                    if l.name == input)
         shape = parse_shape(shape, was)
         if shape == was:
@@ -506,7 +506,7 @@ class Session:
             self._commit([])
 
     def predict(self, steps) -> WeightReport | None:
-        """The report of ``steps`` foretold from shapes alone (:mod:`kerasnb._foretell`), or None
+        """The report of ``steps`` foretold from shapes alone (:func:`kerasnb.actions.foretell`), or None
         when that cannot be exact: ``steps`` are the current ones with one replace or insert given
         other parameters, or steps already built plus one replace, delete or insert of a top-level
         layer called once at the end. A whole-model step last, a shared or tied layer, waits for
@@ -522,7 +522,7 @@ class Session:
                 if (old.kind, old.target, old.names, old.label) == (new.kind, new.target, new.names, new.label) \
                         and old.kind in ("choice", "insert") \
                         and not any(s.kind == "transform" for s in steps[changed[0]:]):
-                    same = _foretell.foretell_same_shapes(self.report, old.edit, new.edit, new.input_shape, new.names)
+                    same = actions.foretell_same_shapes(self.report, old.edit, new.edit, new.input_shape, new.names)
                     if same is not None:
                         return same
         step, base = steps[-1], steps[:-1]
@@ -536,8 +536,8 @@ class Session:
                 return None
             model, report = cached.model, cached.report
         else:
-            model, report = self.original, _foretell.unchanged_report(self.original_rows.values(), self._aliases)
-        return _foretell.foretell(model, report, step.edit, step.names)
+            model, report = self.original, actions.unchanged_report(self.original_rows.values(), self._aliases)
+        return actions.foretell(model, report, step.edit, step.names)
 
     # ------------------------------------------------------------------ internals
 

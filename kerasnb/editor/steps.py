@@ -16,7 +16,6 @@ import numpy as np
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
-from .. import _graph
 from ..edits import Delete, Insert, Prune, Replace
 from ..errors import IncompatibleShape, InputLayerEdit, InvalidEdit
 
@@ -195,7 +194,7 @@ def prune_step_on(session, base: tuple, path: str, keep: float, by: str) -> Step
         edit = Prune(path, channels=channels)
     step = Step("prune", path, edit, "Prune", {"keep": keep, "by": by}, base=base)
     after = session._build(base + (step,))
-    counts = (_graph.count_params(model), _graph.count_params(after.model), macs_before, macs_after)
+    counts = (actions.count_params(model), actions.count_params(after.model), macs_before, macs_after)
     return dataclasses.replace(step, counts=counts)
 
 
@@ -207,8 +206,8 @@ def transform_step(session, op: str, params: dict, base: tuple, keep: tuple = ()
     result, text = actions.get(op).plan(model, params, _PlanContext(session, keep))
     if not result.edits:
         raise InvalidEdit(f"{text}: nothing would change. Received: {op} on model {model.name!r}")
-    had = {p for p, _ in _graph.walk_layers(model)}
-    names = tuple(p for p, _ in _graph.walk_layers(result.model) if p not in had)
+    had = {p for p, _ in actions.walk_layers(model)}
+    names = tuple(p for p, _ in actions.walk_layers(result.model) if p not in had)
     target = path_of(params["at"]) if "at" in params else next(
         (params[k] for k in ("scope", "input", "target") if k in params), "")
     return Step("transform", target, tuple(result.edits), op, dict(params), names,
