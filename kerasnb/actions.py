@@ -328,6 +328,27 @@ def _plan_configure(model, settings, context):
     return result, f"configure {settings['target']!r} ({args})"
 
 
+def _plan_prune_heads(model, settings, context):
+    from . import heads
+
+    result = heads.prune_heads(model, settings["target"], settings["heads"], keep=settings["keep"])
+    which = (f"heads {list(settings['heads'])}" if settings["heads"] is not None
+             else f"keeping {settings['keep']!r} of its heads")
+    return result, f"prune the attention heads of {settings['target']!r} ({which})"
+
+
+def _check_heads(target, heads=None, keep=None) -> dict:
+    if (heads is None) == (keep is None):
+        raise InvalidEdit("Give heads= (the indices of the heads to remove, e.g. [0]) or keep= (how many to keep: "
+                          f"a fraction or a count). Received: heads={heads!r}, keep={keep!r}")
+    if heads is not None:
+        if isinstance(heads, (int, str)) or not all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
+                                                    for h in heads):
+            raise InvalidEdit(f"heads is a list of head indices, e.g. [0, 3]. Received: heads={heads!r}")
+        heads = tuple(int(h) for h in heads)
+    return {"target": target, "heads": heads, "keep": keep}
+
+
 def _plan_lora(model, settings, context):
     from . import lora
 
@@ -474,6 +495,12 @@ register_action(
     "enable_lora", "lora:enable_lora", "LoRA on a layer, a block's attention projections, or every attention layer",
     lambda step: f"LoRA rank {step.params['rank']}", whole_model=True, plan=_plan_lora,
     foretells=(S.KEPT,), example={"key": "attention", "rank": 2})
+register_action(
+    "prune_heads", "heads:prune_heads", "remove attention heads of a MultiHeadAttention (its weights sliced)",
+    lambda step: (f"heads {list(step.params['heads'])} pruned" if step.params["heads"] is not None
+                  else f"heads pruned to {step.params['keep']!r}"),
+    whole_model=True, plan=_plan_prune_heads, check=_check_heads, foretells=(S.PRUNED,),
+    example={"key": "attention", "heads": [0]})
 register_action(
     "merge_lora", "lora:merge_lora", "fold every LoRA factor into its kernel: a model without LoRA, same outputs",
     lambda step: "LoRA merged", whole_model=True, plan=_plan_merge_lora, foretells=(S.FOLDED,), example={},

@@ -546,6 +546,11 @@ class Editor:
         """Give the selected row's type to every other layer of its class: "Apply to all N ... like this"."""
         self._edit(lambda: self.session.replace_all(self.selected) and self.selected, follow=True)
 
+    def prune_heads(self, heads=None, *, keep=None) -> None:
+        """Remove attention heads of the selected MultiHeadAttention (:func:`kerasnb.prune_heads`):
+        ``heads`` the indices removed, or ``keep`` how many kept."""
+        self._edit(lambda: self.session.prune_heads(self.selected, heads, keep=keep), follow=True)
+
     def configure(self, **changes) -> None:
         """Rebuild the selected layer from its config with ``changes`` (:func:`kerasnb.configure`)."""
         self._edit(lambda: self.session.configure(self.selected, **changes), follow=True)

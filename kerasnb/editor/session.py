@@ -255,6 +255,21 @@ class Session:
         self._put_transform(old, "configure", actions.get("configure").check(path, changes))
         return path
 
+    def prune_heads(self, key, heads=None, *, keep=None) -> str:
+        """Remove attention heads of the MultiHeadAttention at ``key`` (:func:`kerasnb.prune_heads`):
+        ``heads`` the indices removed, or ``keep`` how many kept (a fraction or a count). One step
+        per layer: pruning its heads again replaces that step. Returns the path."""
+        if key is None:
+            raise InvalidEdit("No layer is selected, so there are no heads to prune. Select a MultiHeadAttention "
+                              "row. Received: key=None")
+        path = path_of(self.key(key))
+        if path not in self.rows():
+            raise LayerNotFound(f"No layer {path!r} in the current model.{suggest(path, self.rows())} "
+                                f"Received: key={key!r}")
+        old = next((s for s in self.steps if s.label == "prune_heads" and s.target == path), None)
+        self._put_transform(old, "prune_heads", actions.get("prune_heads").check(path, heads, keep))
+        return path
+
     def transform(self, name: str, **settings):
         """Take the whole-model action ``name`` of :mod:`kerasnb.actions` with ``settings`` (checked by
         its record) as one step after the others. Returns the step."""
