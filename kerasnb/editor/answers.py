@@ -349,7 +349,7 @@ class Answers:
         """Whether the type chosen for ``key`` can be given to every other layer of the class it had.
 
         Only counts them (cheap): which of them the type fits is worked out when it is asked
-        (:meth:`apply_to_all`), and those it does not fit are left alone and named.
+        (:meth:`Session.replace_all`), and those it does not fit are left alone and named.
         """
         key = self.session.key(key)
         own = self.own_step(key)

@@ -5,10 +5,10 @@ page at a time; a click selects a row, and the selected row carries its Type dro
 parameter fields; arrow keys move the selection; nested models fold; a shared layer's calls are
 sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasnb.editor.graph`)
 beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
-freeze, prune, cut, LoRA, change input) and the whole-model actions.
+freeze, prune, truncate, LoRA, change input) and the whole-model actions.
 
-Every control calls a plain method of the editor (``select``, ``replace``, ``insert``, ``truncate``, ... the core's verbs),
-which calls the session and redraws; an error is shown in the panel and leaves the model and the
+Every control calls a plain method of the editor named as the core's verb (``select``, ``replace``,
+``insert``, ``truncate``, ...), which calls the session and redraws; an error is shown in the panel and leaves the model and the
 history as they were. Setting a widget's ``.value``, a table trait (``table.selected``,
 ``table.action``) or calling ``.click()`` from Python does exactly what the same gesture does in
 the browser.
@@ -20,7 +20,7 @@ rebuild that runs longer than half a second shows "layers rebuilt / total" in th
 
 The panel decides nothing about a row: which types are offered or refused (and why), its
 parameters, whether it can be deleted, frozen, pruned or have a layer inserted after it all come
-from :meth:`Session.row_actions`, and the controls only draw that answer.
+from :meth:`Answers.row_actions` (``session.answers``), and the controls only draw that answer.
 
 Every action shows its own outcome in the message line (a fresh message each time). An action's
 error is shown only when nothing was committed; when an edit was committed but drawing part of
@@ -182,7 +182,7 @@ class Editor:
 
     def _build_row_transforms(self) -> None:
         """Whole-model actions started from a row: replace_all, truncate, change the input (its box opens)."""
-        # Whole-model actions on a row: give its type to every layer like it; cut the model there;
+        # Whole-model actions on a row: give its type to every layer like it; truncate the model there;
         # on an input row, a new input shape (shown once "Change input..." is clicked).
         self.like_button = w.Button(description="Apply to all like this", icon="clone", layout=w.Layout(width="auto"))
         self.like_button.add_class("kn-like")
