@@ -301,8 +301,8 @@ def _ignored(model, analysis, ignore) -> set:
     """The group roots of the layers ``ignore`` selects (kerasnb's one matcher: names, globs, classes, ...)."""
     candidates = [(p, l) for p, l in _graph.walk_layers(model) if not _graph.is_input_layer(l)]
     roots = set()
-    for path, _ in _targets.select(model, ignore, candidates, argument="ignore",
-                                      required=ignore not in ((), [])):
+    nothing = isinstance(ignore, (list, tuple, set, frozenset)) and not ignore  # the default: ignore nothing
+    for path, _ in _targets.select(model, ignore, candidates, argument="ignore", required=not nothing):
         root = _group_root(model, analysis, path, "ignore in prune_global")
         if root is not None:
             roots.add(root)

@@ -110,8 +110,11 @@ def test_paths_at_any_depth(nested_model, verb, match, expected):
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda f: f.__name__.replace("selected_by_", ""))
 def test_the_same_refusals(flat_model, verb):
-    """A name that is no layer, a one-argument predicate: the same error from every verb."""
+    """A name that is no layer, a glob that matches nothing, a one-argument predicate: the same error
+    from every verb."""
     with pytest.raises(kerasnb.LayerNotFound, match=r"No layer named 'conv_z'.*Did you mean 'conv_[ab]' or 'conv_[ab]'"):
         verb(flat_model, ["conv_a", "conv_z"])
+    with pytest.raises(kerasnb.LayerNotFound, match=r"of model 'flat' matches 'zzz\*'\..*Received: \w+='zzz\*'"):
+        verb(flat_model, "zzz*")
     with pytest.raises(kerasnb.InvalidEdit, match=r"takes two arguments, \(path, layer\)"):
         verb(flat_model, lambda layer: True)
