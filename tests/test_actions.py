@@ -118,3 +118,20 @@ def test_the_editor_reaches_the_core_through_public_names_and_the_facade():
         lines = [line for line in (editor / name).read_text().splitlines()
                  if private.search(line.split("#")[0]) and not line.lstrip().startswith(('"', "`"))]
         assert lines == [], (name, lines)
+
+
+def test_a_row_s_configure_and_heads_steps_are_one_each(model):
+    from kerasnb.editor import Session
+
+    session = Session(model)
+    session.configure("dense", units=12)
+    session.configure("dense", units=10)  # the row's earlier step is replaced, not stacked
+    session.prune_heads("attention", [0])
+    assert [s.action for s in session.steps] == ["configure", "prune_heads"]
+    assert session.model.get_layer("dense").units == 10 and session.model.get_layer("attention").num_heads == 1
+    before = session.steps
+    for wrong in (lambda: session.configure(None, units=3), lambda: session.configure("nope", units=3),
+                  lambda: session.prune_heads("attention"), lambda: session.prune_heads("attention", 0)):
+        with pytest.raises(kerasnb.SurgeryError, match="Received"):
+            wrong()
+    assert session.steps == before

@@ -244,30 +244,26 @@ class Session:
     def configure(self, key, **changes) -> str:
         """Rebuild the layer at ``key`` from its config with ``changes`` (:func:`kerasnb.configure`), as
         one step; configuring it again replaces that step. Returns the path."""
-        if key is None:
-            raise InvalidEdit(f"No layer is selected, so there is nothing to configure. Received: key=None, "
-                              f"changes={changes!r}")
-        path = path_of(self.key(key))
-        if path not in self.rows():
-            raise LayerNotFound(f"No layer {path!r} in the current model to configure.{suggest(path, self.rows())} "
-                                f"Received: key={key!r}")
-        old = next((s for s in self.steps if s.label == "configure" and s.target == path), None)
-        self._put_transform(old, "configure", actions.get("configure").check(path, changes))
-        return path
+        return self._row_transform("configure", key, changes)
 
     def prune_heads(self, key, heads=None, *, keep=None) -> str:
         """Remove attention heads of the MultiHeadAttention at ``key`` (:func:`kerasnb.prune_heads`):
         ``heads`` the indices removed, or ``keep`` how many kept (a fraction or a count). One step
         per layer: pruning its heads again replaces that step. Returns the path."""
+        return self._row_transform("prune_heads", key, heads, keep)
+
+    def _row_transform(self, name: str, key, *arguments) -> str:
+        """The whole-model action ``name`` on the row of ``key`` (its record checks ``(path, *arguments)``):
+        one such step per row, taking the place of the row's earlier one. Returns the path."""
         if key is None:
-            raise InvalidEdit("No layer is selected, so there are no heads to prune. Select a MultiHeadAttention "
-                              "row. Received: key=None")
+            raise InvalidEdit(f"No layer is selected, so {name} has nothing to act on. Select a row first. "
+                              f"Received: key=None")
         path = path_of(self.key(key))
         if path not in self.rows():
             raise LayerNotFound(f"No layer {path!r} in the current model.{suggest(path, self.rows())} "
                                 f"Received: key={key!r}")
-        old = next((s for s in self.steps if s.label == "prune_heads" and s.target == path), None)
-        self._put_transform(old, "prune_heads", actions.get("prune_heads").check(path, heads, keep))
+        old = next((s for s in self.steps if s.label == name and s.target == path), None)
+        self._put_transform(old, name, actions.get(name).check(path, *arguments))
         return path
 
     def transform(self, name: str, **settings):
