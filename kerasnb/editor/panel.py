@@ -5,10 +5,10 @@ page at a time; a click selects a row, and the selected row carries its Type dro
 parameter fields; arrow keys move the selection; nested models fold; a shared layer's calls are
 sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasnb.editor.graph`)
 beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
-freeze, prune, cut, LoRA, change input) and the whole-model actions.
+freeze, prune, truncate, LoRA, change input) and the whole-model actions.
 
-Every control calls a plain method of the editor (``select``, ``choose``, ``insert_after``, ...),
-which calls the session and redraws; an error is shown in the panel and leaves the model and the
+Every control calls a plain method of the editor named as the core's verb (``select``, ``replace``,
+``insert``, ``truncate``, ...), which calls the session and redraws; an error is shown in the panel and leaves the model and the
 history as they were. Setting a widget's ``.value``, a table trait (``table.selected``,
 ``table.action``) or calling ``.click()`` from Python does exactly what the same gesture does in
 the browser.
@@ -20,7 +20,7 @@ rebuild that runs longer than half a second shows "layers rebuilt / total" in th
 
 The panel decides nothing about a row: which types are offered or refused (and why), its
 parameters, whether it can be deleted, frozen, pruned or have a layer inserted after it all come
-from :meth:`Session.row_actions`, and the controls only draw that answer.
+from :meth:`Answers.row_actions` (``session.answers``), and the controls only draw that answer.
 
 Every action shows its own outcome in the message line (a fresh message each time). An action's
 error is shown only when nothing was committed; when an edit was committed but drawing part of
@@ -71,7 +71,7 @@ from contextlib import contextmanager
 
 import ipywidgets as w
 
-from .. import _rebuild
+import kerasnb.actions as facade  # the editor's one internal facade (here: a rebuild's progress)
 from ..errors import SaveFailed, SurgeryError, first_line
 from . import table
 
@@ -80,8 +80,8 @@ try:  # the graph picture; the panel works without it (a table only)
     from .layout import status_map
 except ImportError:  # pragma: no cover -- only while the graph view is missing
     GraphView = None
-from .session import (CHANNEL_MODES, LORA_PROJECTIONS, LORA_RANK, SWAP_TO, Session, call_of, change_text, edits_of,
-                      path_of)
+from .answers import LORA_PROJECTIONS, SWAP_TO
+from .session import CHANGE_INPUT_MODES, LORA_RANK, Session, call_of, change_text, edits_of, path_of
 
 
 def _item():
@@ -99,7 +99,59 @@ _SHOWN: dict = {}  # id(model) -> the Editor that show_editor displayed for it (
 
 
 class Editor:
-    """Edit ``model`` from a panel; ``editor.model`` is always the current result."""
+    """The editor panel on a model, and its state: ``editor.model`` is always the current result.
+
+    ``kerasnb.show_editor(model)`` makes one and displays it in a notebook. Every control of the
+    panel calls a method of this class, so whatever a click does, code can do: ``select`` a row,
+    then ``replace``, ``insert``, ``delete``, ``configure``, ``set_trainable``, ``prune``,
+    ``truncate``, ``enable_lora`` ... act on it; ``prune_global``, ``change_input``,
+    ``swap_activation``, ``fold_batchnorm``, ``split_activations``, ``merge_lora`` act on the
+    whole model. Each action is one step of the history (``undo``, ``redo``, ``reset``); an
+    action that raises (a ``SurgeryError``, shown in the panel's message line too) leaves the
+    model and the history as they were. The model passed in is never changed.
+
+    The examples of the methods start from this model and editor::
+
+        inputs = keras.Input((8,), name="x")
+        hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        dropped = keras.layers.Dropout(0.1, name="drop")(hidden)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(dropped))
+        editor = kerasnb.show_editor(model)
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too).
+        probe: A small batch the model takes; the report then compares every layer's output
+            on it in the edited model and the original.
+        data: Examples to measure channels on when pruning (``"apoz"``, ``"taylor"``).
+
+    Attributes:
+        model: The edited model (the original until the first edit).
+        original: The model the editor was opened on.
+        report: The ``WeightReport`` of ``model`` against ``original``.
+        edits: The core edits that turn ``original`` into ``model``, in order:
+            ``kerasnb.apply(editor.original, editor.edits)`` makes the same model.
+        notes: The notes of the current result.
+        steps: The current steps in words.
+        selected: The selected row: a path, or ``(path, call_index)``.
+        widget: The panel's root widget.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        >>> dropped = keras.layers.Dropout(0.1, name="drop")(hidden)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(dropped))
+        >>> editor = kerasnb.show_editor(model)
+        >>> editor.select("drop")
+        >>> editor.replace("Dropout", rate=0.5)
+        >>> editor.model.get_layer(editor.report.with_status("new")[0]).rate
+        0.5
+        >>> len(editor.edits), editor.report.status("out")
+        (1, 'kept_input_changed')
+        >>> editor.undo()
+        >>> editor.edits
+        ()
+        >>> editor.close()
+    """
 
     def __init__(self, model, probe=None, data=None):
         started = time.perf_counter()
@@ -116,6 +168,23 @@ class Editor:
         self._predicted = False  # statuses from shapes are shown for the edit under way
         self._early_problems: list = []  # parts that failed to draw before the rebuild ended
 
+        self._build_views(model)
+        self._build_row_controls()
+        self._build_row_transforms()
+        self._build_model_controls()
+        self._build_history_and_save(model)
+        self._build_details()
+        self._build_global_prune()
+        self._assemble()
+        self._connect()
+
+        self._show_problems(self._redraw(select=self.session.default_key()))
+        self.open_seconds = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ building the panel
+
+    def _build_views(self, model) -> None:
+        """A title, the summary and message lines, the legend, the search box, the table and the graph."""
         name = html.escape(model.name)
         self.title = w.HTML(f"<b>kerasnb editor</b> &mdash; model <code>{name}</code>")
         self.summary = w.HTML()
@@ -133,6 +202,8 @@ class Editor:
         self.graph = GraphView(height=420) if GraphView is not None else None
         self._graph_model = None  # the model the picture shows
 
+    def _build_row_controls(self) -> None:
+        """The controls of the selected row: layer picker, trainable, insert, delete, prune (its box opens)."""
         # Every row (each call of a shared layer) by name: a keyboard way to reach any layer.
         self.layer_picker = w.Dropdown(description="Layer", layout=w.Layout(width="auto", min_width="320px"))
         self.layer_picker.add_class("kn-layer")
@@ -161,7 +232,9 @@ class Editor:
                                 layout=w.Layout(width="auto", display="none"))
         self.prune_box.add_class("kn-prune-box")
 
-        # Whole-model actions on a row: give its type to every layer like it; cut the model there;
+    def _build_row_transforms(self) -> None:
+        """Whole-model actions started from a row: replace_all, truncate, change the input (its box opens)."""
+        # Whole-model actions on a row: give its type to every layer like it; truncate the model there;
         # on an input row, a new input shape (shown once "Change input..." is clicked).
         self.like_button = w.Button(description="Apply to all like this", icon="clone", layout=w.Layout(width="auto"))
         self.like_button.add_class("kn-like")
@@ -171,17 +244,19 @@ class Editor:
         self.input_button.add_class("kn-change-input")
         self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
         self.input_shape.add_class("kn-input-shape")
-        self.channels_picker = w.Dropdown(options=CHANNEL_MODES, value="sum", description="channels",
+        self.channels_picker = w.Dropdown(options=CHANGE_INPUT_MODES, value="sum", description="mode",
                                           layout=w.Layout(width="200px"))
         self.channels_picker.add_class("kn-channels")
         self.input_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
         self.input_apply.add_class("kn-input-apply")
-        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>channels: how the first layers take a "
+        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>mode: how the first layers take a "
                                        "new number of channels (sum: exact for grey copies; repeat; reinit)</span>")
         self.input_box = w.HBox([self.input_shape, self.channels_picker, self.input_apply, self.input_info],
                                 layout=w.Layout(width="auto", display="none"))
         self.input_box.add_class("kn-input-box")
 
+    def _build_model_controls(self) -> None:
+        """Whole-model actions: swap an activation, fold BatchNorm, LoRA (on the row and on attention), merge."""
         # Whole-model actions: swap an activation everywhere (from / to shown once opened), fold BatchNorm.
         self.swap_button = w.Button(description="Swap activation\u2026", icon="exchange", layout=_grows(175))
         self.swap_button.add_class("kn-swap")
@@ -239,6 +314,8 @@ class Editor:
                                 layout=_item())
         self.model_row.add_class("kn-model-actions")
 
+    def _build_history_and_save(self, model) -> None:
+        """Undo, redo, reset, the history, and saving."""
         self.undo_button = w.Button(description="Undo", icon="undo", layout=_grows(80))
         self.redo_button = w.Button(description="Redo", icon="repeat", layout=_grows(80))
         self.reset_button = w.Button(description="Reset", icon="refresh", layout=_grows(80))
@@ -253,6 +330,8 @@ class Editor:
                                     layout=w.Layout(width="auto", min_width="125px"))
         self.save_button.add_class("kn-save")
 
+    def _build_details(self) -> None:
+        """The folded sections: the full report (and comparison), the chart, the code."""
         # The full report, the chart and the code are drawn only while their section is open.
         self.report_view = w.HTML()
         self.compare_view = w.HTML()  # with a probe batch: every layer's output, edited vs original
@@ -266,10 +345,12 @@ class Editor:
             self.details.set_title(i, title)
         self.details.add_class("kn-details")
 
+    def _build_global_prune(self) -> None:
+        """"Prune model...": the budget, its slider, criterion and rounding (its box opens)."""
         # "Prune model...": kerasnb.prune_global to a budget, with params and MACs before -> after
         # worked out without building as the slider moves (shown once opened).
         self.global_budget = w.Dropdown(options=[(text, kind) for kind, text in _GLOBAL_BUDGET_TEXT.items()],
-                                        value="flops", description="budget", layout=w.Layout(width="auto"))
+                                        value="macs", description="budget", layout=w.Layout(width="auto"))
         self.global_budget.add_class("kn-global-prune-budget")
         self.global_target = w.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="keep at most",
                                            readout_format=".0%", continuous_update=True,
@@ -292,6 +373,8 @@ class Editor:
         ], layout=w.Layout(width="auto", display="none"))
         self.global_prune_box.add_class("kn-global-prune")
 
+    def _assemble(self) -> None:
+        """The panel's widget tree, and its finalizer (closes every widget once the editor is closed or freed)."""
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
@@ -321,6 +404,8 @@ class Editor:
         self._finalizer = weakref.finalize(self, _close_tree, self.widget)
         self._finalizer.atexit = False
 
+    def _connect(self) -> None:
+        """Every control to its method, through weak references (the widgets never keep the editor alive)."""
         self.search.observe(_Weak(self, "_on_search"), "value")
         self.layer_picker.observe(_Weak(self, "_on_layer_picked"), "value")
         self.table.observe(_Weak(self, "_on_table_select"), ["selected", "selected_call"])
@@ -340,8 +425,8 @@ class Editor:
         for control in (self.global_target, self.global_by, self.global_round):
             control.observe(_Weak(self, "_on_global_change"), "value")
         self.global_apply.on_click(_Weak(self, "_click", "_global_prune_from_widgets"))
-        self.like_button.on_click(_Weak(self, "_click", "_apply_to_all_selected"))
-        self.cut_button.on_click(_Weak(self, "_click", "_cut_selected"))
+        self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
+        self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
         self.input_apply.on_click(_Weak(self, "_click", "_change_input_from_widgets"))
         self.swap_button.on_click(_Weak(self, "_click", "_open_swap"))
@@ -360,9 +445,6 @@ class Editor:
         self.reset_button.on_click(_Weak(self, "_click", "reset"))
         self.save_button.on_click(_Weak(self, "_click", "_save_from_widgets"))
         self.details.observe(_Weak(self, "_on_details"), "selected_index")
-
-        self._show_problems(self._redraw(select=self.session.default_key()))
-        self.open_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ results
 
@@ -399,22 +481,53 @@ class Editor:
         return [s.describe() for s in self.session.steps]
 
     def code(self) -> str:
-        """Python source (functional API) that rebuilds the edited model's architecture."""
+        """Python source (functional API) that rebuilds the edited model's architecture (``kerasnb.codegen.code``).
+
+        Returns:
+            str: the source; executing it leaves the model in a variable ``model``.
+
+        Examples:
+            >>> editor.delete("drop")
+            >>> print(editor.code().splitlines()[5])
+                hidden = layers.Dense(units=6, activation='relu', name='hidden')(x)
+        """
         from ..codegen import code
 
         return code(self.model)
 
     def chart(self):
-        """Matplotlib figure of parameters per layer, coloured by weight status."""
+        """A matplotlib figure of the parameters per layer, coloured by weight status.
+
+        Returns:
+            matplotlib.figure.Figure: one bar per layer.
+
+        Examples:
+            >>> figure = editor.chart()
+            >>> type(figure).__name__
+            'Figure'
+        """
         from ..plotting import params_chart
 
         return params_chart(self.report)
 
     def save(self, path: str) -> str:
-        """Save the edited model as a ``.keras`` file; returns the path.
+        """Save the edited model as a ``.keras`` file.
 
-        Refused with :class:`SaveFailed` (a SurgeryError) when the name does not end in ``.keras``,
-        the folder does not exist, or writing fails; the message says what would work.
+        Args:
+            path: The file, ending in ``.keras``.
+
+        Returns:
+            str: the path written.
+
+        Raises:
+            SaveFailed: the name does not end in ``.keras``, the folder does not exist, or
+                writing fails; the message says what would work.
+
+        Examples:
+            >>> import os, tempfile
+            >>> path = editor.save(os.path.join(tempfile.mkdtemp(), "edited.keras"))
+            >>> keras.saving.load_model(path).count_params() == model.count_params()
+            True
         """
         return self._attempt(lambda: self._save(path))
 
@@ -441,8 +554,20 @@ class Editor:
     # ------------------------------------------------------------------ actions (what the controls call)
 
     def select(self, key) -> None:
-        """Make ``key`` what the shared controls act on: a row's path, or ``(path, call_index)``
-        for one call of a shared layer (a shared layer's bare path selects its first call)."""
+        """Make ``key`` the row the row actions act on (what a click on the row does).
+
+        Args:
+            key: A row's path (``"hidden"``, ``"outer/inner"``), or ``(path, call_index)`` for
+                one call of a shared layer (a shared layer's bare path selects its first call).
+
+        Raises:
+            LayerNotFound: no row has that path, or the layer has no such call.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.selected
+            'hidden'
+        """
         self._attempt(lambda: self._select(key))
 
     def _select(self, key) -> None:
@@ -460,116 +585,462 @@ class Editor:
         self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._show_selection),
                                           ("the graph", self._select_in_graph)]))
 
-    def choose(self, label: str, **params) -> None:
-        """Give the selected row the type ``label`` (from the catalog) and rebuild.
+    def replace(self, label: str, **params) -> None:
+        """Give the selected row the type ``label`` from the catalog, and rebuild (the Type dropdown).
 
-        Refused before anything is built, with a :class:`kerasnb.SurgeryError` that names what was
-        received and what would work: an unknown type (the known ones are listed), an unknown or
-        out-of-range parameter (its valid range), a type that does not fit there (the types that do).
+        Types are those of ``kerasnb.catalog`` (``kerasnb.register_replacement`` adds more);
+        everything is checked before anything is built.
+
+        Args:
+            label: The type's label, e.g. ``"Dropout"``, ``"Dense"``, ``"Remove (identity)"``.
+            **params: Its parameters, e.g. ``rate=0.5``; the others take their defaults.
+
+        Raises:
+            UnknownType: no type has that label (the known ones are listed).
+            InvalidParameter: an unknown or out-of-range parameter (its valid range is given).
+            DoesNotFit: the type does not fit there (the types that do are named).
+
+        Examples:
+            >>> editor.select("drop")
+            >>> editor.replace("Dropout", rate=0.5)
+            >>> editor.report.status("drop")
+            'removed'
         """
-        self._edit(lambda: self.session.choose(self.selected, label, params or None), follow=True)
+        self._edit(lambda: self.session.replace(self.selected, label, params or None), follow=True)
 
     def set_params(self, **params) -> None:
-        """Change the parameters of the selected row's type and rebuild."""
+        """Change the parameters of the selected row's chosen type, and rebuild.
+
+        Args:
+            **params: The parameters to change, e.g. ``rate=0.3``.
+
+        Raises:
+            InvalidParameter: an unknown or out-of-range parameter.
+            InvalidEdit: the selected row has no type chosen.
+
+        Examples:
+            >>> editor.select("drop")
+            >>> editor.replace("Dropout", rate=0.5)
+            >>> editor.set_params(rate=0.3)
+            >>> editor.model.get_layer(editor.report.with_status("new")[0]).rate
+            0.3
+        """
 
         self._edit(lambda: self.session.set_params(self.selected, params), follow=True)
 
-    def insert_after(self, label: str, **params) -> None:
-        self._edit(lambda: self.session.insert_after(self.selected, label, params or None), follow=True)
+    def insert(self, label: str, **params) -> None:
+        """Insert a layer of type ``label`` after the selected row, and rebuild ("insert after").
+
+        Args:
+            label: A type of ``kerasnb.catalog`` that may be inserted, e.g. ``"Dropout"``.
+            **params: Its parameters; the others take their defaults.
+
+        Raises:
+            UnknownType: no type has that label.
+            InvalidParameter: an unknown or out-of-range parameter.
+            DoesNotFit: the type does not fit after that row.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.insert("Dropout", rate=0.2)
+            >>> editor.report.with_status("new")
+            ['hidden_dropout']
+        """
+        self._edit(lambda: self.session.insert(self.selected, label, params or None), follow=True)
 
     def delete(self, key=None) -> None:
+        """Delete the selected row's layer (or ``key``'s), and rebuild; its input flows on.
+
+        Args:
+            key: The row to delete, selected first; default the selected row.
+
+        Raises:
+            LayerNotFound: ``key`` names no row.
+            InputLayerEdit: the row is an input.
+            InvalidEdit: nothing is selected, or the layer cannot be deleted there.
+
+        Examples:
+            >>> editor.delete("drop")
+            >>> editor.report.status("drop")
+            'removed'
+        """
         if key is not None and key != self.selected:
             self.select(key)
         self._edit(lambda: self.session.delete(self.selected), follow=True)
 
     def prune(self, keep: float, by: str = "l1") -> None:
-        """Keep the fraction ``keep`` of the selected layer's channels (the strongest by ``by``).
+        """Keep the fraction ``keep`` of the selected layer's channels, the strongest by ``by`` (the "Prune..." slider).
 
-        What the "keep" slider does (with the criterion the "by" dropdown shows: ``"l1"``, ``"l2"``,
-        ``"bn_scale"``, and ``"apoz"`` / ``"taylor"`` when the editor has ``data=``); ``keep=1``
-        takes the pruning back. One prune step per layer.
+        One prune step per layer: pruning it again changes that step; ``keep=1`` takes it back.
+
+        Args:
+            keep: The fraction of the channels kept, in (0, 1].
+            by: ``"l1"`` (default), ``"l2"``, ``"bn_scale"``, and ``"apoz"`` / ``"taylor"``
+                when the editor was opened with ``data=`` (see ``kerasnb.importance``).
+
+        Raises:
+            UnprunableLayer: the selected layer's channels cannot be pruned (the reason says why).
+            InvalidEdit: ``keep`` out of range, or a criterion the editor cannot use.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.prune(0.5)
+            >>> editor.model.get_layer("hidden").units, editor.report.status("hidden")
+            (3, 'pruned')
         """
         self._prune_open = path_of(self.selected)
         self._edit(lambda: self.session.prune(self.selected, keep, by), follow=True)
 
-    def prune_global(self, budget: str = "flops", target: float = 0.5, by: str = "l1", round_to=None) -> None:
-        """Prune the whole model to one budget as one step (what "Prune model..." and Apply do).
+    def prune_global(self, keep=None, *, params=None, macs=None, by: str = "l1", round_to=None) -> None:
+        """Prune the whole model to one budget, as one step ("Prune model..." and Apply).
 
-        ``budget``: ``"ratio"`` (``target``: the fraction of channels removed), ``"params"`` or
-        ``"flops"`` (``target``: the fraction of the current parameters / MACs kept, at most).
-        ``by``: as for :meth:`prune`; ``round_to``: None or 8 (channel counts a multiple of it).
-        A budget pruning cannot reach is refused in the message line and nothing changes.
+        One budget, as ``kerasnb.prune_global`` takes it.
+
+        Args:
+            keep: The fraction of the prunable channels kept, in (0, 1].
+            params: The fraction of the current parameters kept, at most.
+            macs: The fraction of the current multiply-accumulates per sample kept, at most.
+            by: The criterion, as for ``prune``.
+            round_to: None, or 8: every pruned channel count a multiple of it.
+
+        Raises:
+            BudgetNotReachable: the budget asks for less than pruning can reach.
+            InvalidEdit: no budget or several, or one out of range.
+
+        Examples:
+            >>> editor.prune_global(keep=0.5)
+            >>> editor.model.get_layer("hidden").units
+            3
         """
-        self._edit(lambda: self.session.prune_global(budget, target, by, round_to))
+        self._edit(lambda: self.session.prune_global(keep, params=params, macs=macs, by=by, round_to=round_to))
 
     def set_trainable(self, trainable: bool) -> None:
+        """Freeze (False) or unfreeze (True) the selected row's layer (the "trainable" checkbox).
+
+        Args:
+            trainable: False freezes, True unfreezes.
+
+        Raises:
+            InvalidEdit: nothing is selected, or ``trainable`` is not a bool.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.set_trainable(False)
+            >>> editor.report.row("hidden").trainable
+            False
+        """
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
 
-    def change_input(self, shape, channels: str | None = None, input: str | None = None) -> None:
-        """Give the model's input a new shape (a tuple, or text such as ``"8, 8, 1"``); what the
-        "Change input..." controls do. ``channels``: "sum", "repeat" or "reinit" (see
-        :func:`kerasnb.change_input`); ``input``: which input, for a model with several."""
-        self._edit(lambda: self.session.change_input(shape, channels, input), follow=True)
+    def change_input(self, shape, mode: str | None = None, input: str | None = None) -> None:
+        """Give the model's input a new shape, as one step (the "Change input..." controls).
 
-    def apply_to_all(self) -> None:
-        """Give the selected row's type to every other layer of its class: "Apply to all N ... like this"."""
-        self._edit(lambda: self.session.apply_to_all(self.selected) and self.selected, follow=True)
+        Args:
+            shape: The new shape without the batch axis: a tuple, or text such as ``"8, 8, 1"``.
+            mode: How the first layers adapt to a new number of channels: ``"sum"``,
+                ``"repeat"`` or ``"reinit"`` (see ``kerasnb.change_input``); default chosen
+                from the channel counts.
+            input: Which input, for a model with several.
+
+        Raises:
+            InvalidEdit: a shape that is not one, or an unknown ``mode``.
+            UnsupportedLayer: a layer on the way that cannot be adapted.
+
+        Examples:
+            >>> editor.change_input((4,), mode="reinit")
+            >>> editor.model.input.shape, editor.report.status("hidden")
+            ((None, 4), 'reinitialized')
+        """
+        self._edit(lambda: self.session.change_input(shape, mode, input), follow=True)
+
+    def replace_all(self) -> None:
+        """Give the selected row's chosen type to every other layer of its class ("Apply to all N ... like this").
+
+        Raises:
+            InvalidEdit: the selected row has no type chosen.
+
+        Examples:
+            >>> editor.select("drop")
+            >>> editor.replace("Dropout", rate=0.5)
+            >>> editor.replace_all()
+            >>> editor.report.status("drop")
+            'removed'
+        """
+        self._edit(lambda: self.session.replace_all(self.selected) and self.selected, follow=True)
+
+    def prune_heads(self, heads=None, *, keep=None) -> None:
+        """Remove attention heads of the selected MultiHeadAttention, as one step (``kerasnb.prune_heads``).
+
+        One heads step per layer: pruning its heads again changes that step.
+
+        Args:
+            heads: Indices of the heads to remove, e.g. ``[0, 3]``. Give this or ``keep``.
+            keep: How many heads to keep: a fraction in (0, 1] or a count; the weakest go.
+
+        Raises:
+            InvalidEdit: the row is no MultiHeadAttention, neither or both of ``heads`` /
+                ``keep`` are given, or none or all heads would go.
+
+        Examples:
+            >>> tokens = keras.Input((4, 8), name="tokens")
+            >>> mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2, name="mha")
+            >>> attention_editor = kerasnb.show_editor(keras.Model(tokens, mha(tokens, tokens)))
+            >>> attention_editor.select("mha")
+            >>> attention_editor.prune_heads([0, 3])
+            >>> attention_editor.model.get_layer("mha").num_heads, attention_editor.report.status("mha")
+            (2, 'pruned')
+        """
+        self._edit(lambda: self.session.prune_heads(self.selected, heads, keep=keep), follow=True)
+
+    def configure(self, **changes) -> None:
+        """Rebuild the selected row's layer from its config with ``changes`` (``kerasnb.configure``).
+
+        Args:
+            **changes: Config options and their new values, e.g. ``activation="gelu"``.
+
+        Raises:
+            InvalidEdit: nothing is selected, or an option the layer's config does not take.
+            NameClash: ``name=`` is taken by another layer.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.configure(activation="gelu")
+            >>> editor.model.get_layer("hidden").activation.__name__
+            'gelu'
+        """
+        self._edit(lambda: self.session.configure(self.selected, **changes), follow=True)
 
     def swap_activation(self, old: str, new: str) -> None:
-        """Use activation ``new`` wherever the model applies ``old`` (every weight is kept)."""
+        """Use activation ``new`` wherever the model applies ``old``, as one step; every weight is kept.
+
+        Args:
+            old: The activation swapped out, e.g. ``"relu"``.
+            new: The activation used instead, e.g. ``"gelu"``.
+
+        Raises:
+            LayerNotFound: no layer applies ``old`` (the activations used are listed).
+            InvalidEdit: an activation Keras does not know, or ``old`` equal to ``new``.
+
+        Examples:
+            >>> editor.swap_activation("relu", "gelu")
+            >>> editor.model.get_layer("hidden").activation.__name__
+            'gelu'
+        """
         self._edit(lambda: self.session.swap_activation(old, new))
 
     def fold_batchnorm(self) -> None:
-        """Fold each BatchNormalization into the Conv / Dense layer before it."""
+        """Fold each BatchNormalization into the Conv / Dense layer before it, as one step.
+
+        See ``kerasnb.fold_batchnorm``; the message line says what was folded and what was left.
+
+        Raises:
+            InvalidEdit: a BatchNormalization is called with ``training=True``.
+
+        Examples:
+            >>> image = keras.Input((8, 8, 3), name="image")
+            >>> conv = keras.layers.Conv2D(4, 3, name="conv")(image)
+            >>> bn_editor = kerasnb.show_editor(keras.Model(image, keras.layers.BatchNormalization(name="bn")(conv)))
+            >>> bn_editor.fold_batchnorm()
+            >>> bn_editor.report.status("conv"), bn_editor.report.status("bn")
+            ('folded', 'removed')
+        """
         self._edit(self.session.fold_batchnorm)
 
-    def cut(self, key=None) -> None:
-        """Cut the model at the selected row (or ``key``): its output becomes the model's output."""
+    def split_activations(self) -> None:
+        """Split each fused activation into the layer and an Activation layer after it, as one step.
+
+        See ``kerasnb.split_activations``: the model computes exactly what it did.
+
+        Raises:
+            LayerNotFound: no layer has a fused activation.
+
+        Examples:
+            >>> editor.split_activations()
+            >>> editor.report.with_status("new")
+            ['hidden_relu']
+        """
+        self._edit(self.session.split_activations)
+
+    def truncate(self, key=None) -> None:
+        """Make the selected row's output (or ``key``'s) the model's output, as one step ("Cut here").
+
+        The layers after it are removed.
+
+        Args:
+            key: The row to cut at, selected first; default the selected row.
+
+        Raises:
+            LayerNotFound: ``key`` names no row.
+
+        Examples:
+            >>> editor.truncate("hidden")
+            >>> editor.model.output.shape, editor.report.status("out")
+            ((None, 6), 'removed')
+        """
         if key is not None and key != self.selected:
             self.select(key)
-        self._edit(lambda: self.session.cut(self.selected) or self.selected, follow=True)
+        self._edit(lambda: self.session.truncate(self.selected) or self.selected, follow=True)
 
     def enable_lora(self, rank: int = LORA_RANK) -> None:
-        """LoRA of ``rank`` on the selected row: its layer (Dense, EinsumDense, Embedding, convolution)
-        or, on a block, its attention query and value projections; what "LoRA (rank r)" does.
-        Only the LoRA factors train afterwards. Again with another rank changes that step."""
+        """Turn on LoRA of ``rank`` for the selected row ("LoRA (rank r)"); afterwards only the LoRA factors train.
+
+        The row's layer (a Dense, EinsumDense, Embedding or convolution) or, on a block, its
+        attention query and value projections. Again with another rank changes that step.
+
+        Args:
+            rank: The rank of the LoRA factors (default 8).
+
+        Raises:
+            InvalidEdit: the row has no layer LoRA can go on, or ``rank`` is not a whole number
+                of at least 1.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.enable_lora(rank=2)
+            >>> editor.report.row("hidden").reason
+            'LoRA rank 2'
+        """
         self._edit(lambda: self.session.enable_lora(self.selected, rank), follow=True)
 
     def disable_lora(self) -> None:
-        """Take back the selected row's LoRA step: what "LoRA off" does."""
+        """Take back the selected row's LoRA step ("LoRA off").
+
+        Raises:
+            InvalidEdit: the selected row has no LoRA step.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.enable_lora(rank=2)
+            >>> editor.disable_lora()
+            >>> editor.edits
+            ()
+        """
         self._edit(lambda: self.session.disable_lora(self.selected), follow=True)
 
     def enable_lora_attention(self, rank: int = LORA_RANK, projections: str = "query, value") -> None:
-        """LoRA of ``rank`` on every attention projection of the model (``projections``: "query, value"
-        or "query, key, value, output"); what "LoRA on attention..." and "Apply LoRA" do."""
+        """Turn on LoRA of ``rank`` on every attention projection of the model, as one step ("LoRA on attention...").
+
+        Args:
+            rank: The rank of the LoRA factors (default 8).
+            projections: Which projections: ``"query, value"`` (default) or
+                ``"query, key, value, output"``.
+
+        Raises:
+            LayerNotFound: the model has no attention layer.
+            InvalidEdit: an unknown projection, or a bad ``rank``.
+
+        Examples:
+            >>> tokens = keras.Input((4, 8), name="tokens")
+            >>> mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+            >>> attention_editor = kerasnb.show_editor(keras.Model(tokens, mha(tokens, tokens)))
+            >>> attention_editor.enable_lora_attention(rank=2)
+            >>> sorted(kerasnb.lora.lora_layers(attention_editor.model))
+            ['mha/query', 'mha/value']
+        """
         self._edit(lambda: self.session.enable_lora_attention(rank, projections))
 
     def disable_lora_attention(self) -> None:
-        """Take back the "LoRA on attention" step."""
+        """Take back the "LoRA on attention" step.
+
+        Raises:
+            InvalidEdit: there is no such step.
+
+        Examples:
+            >>> tokens = keras.Input((4, 8), name="tokens")
+            >>> mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+            >>> attention_editor = kerasnb.show_editor(keras.Model(tokens, mha(tokens, tokens)))
+            >>> attention_editor.enable_lora_attention(rank=2)
+            >>> attention_editor.disable_lora_attention()
+            >>> kerasnb.lora.lora_layers(attention_editor.model)
+            {}
+        """
         self._edit(self.session.disable_lora_attention)
 
     def merge_lora(self) -> None:
-        """Fold every LoRA factor into its kernel (the same outputs, a model without LoRA)."""
+        """Fold every LoRA factor into its kernel, as one step ("Merge LoRA"): the same outputs, no LoRA.
+
+        Raises:
+            InvalidEdit: no layer has LoRA.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.enable_lora(rank=2)
+            >>> editor.merge_lora()
+            >>> editor.report.status("hidden"), kerasnb.lora.lora_layers(editor.model)
+            ('folded', {})
+        """
         self._edit(self.session.merge_lora)
 
     def compare(self, x=None):
-        """The edited model and the original run on ``x`` (the probe batch by default): a
-        :class:`kerasnb.editor.session.Comparison` (``.frame``, a pandas DataFrame, and ``.note``)."""
-        return self._attempt(lambda: self.session.compare(x))
+        """Run the edited model and the original on ``x`` and compare every layer's output.
+
+        Args:
+            x: The input batch; default the ``probe`` the editor was opened with.
+
+        Returns:
+            Comparison: ``.frame`` (a pandas DataFrame as ``SurgeryResult.compare`` gives)
+            and ``.note``.
+
+        Raises:
+            InvalidEdit: no ``x`` and no probe, or an ``x`` the model does not take.
+
+        Examples:
+            >>> editor.delete("drop")
+            >>> comparison = editor.compare(np.ones((2, 8), "float32"))
+            >>> list(comparison.frame["layer"])
+            ['x', 'hidden', 'out']
+        """
+        return self._attempt(lambda: self.session.answers.compare(x))
 
     def undo(self) -> None:
+        """Take the last step back (the Undo button).
+
+        Raises:
+            InvalidEdit: there is nothing to undo.
+
+        Examples:
+            >>> editor.delete("drop")
+            >>> editor.undo()
+            >>> editor.edits, editor.report.status("drop")
+            ((), 'no_weights')
+        """
         self._edit(self.session.undo, verb="Undo")
 
     def redo(self) -> None:
+        """Make the step undo took back again (the Redo button).
+
+        Raises:
+            InvalidEdit: there is nothing to redo.
+
+        Examples:
+            >>> editor.delete("drop")
+            >>> editor.undo()
+            >>> editor.redo()
+            >>> editor.report.status("drop")
+            'removed'
+        """
         self._edit(self.session.redo, verb="Redo")
 
     def reset(self) -> None:
+        """Go back to the original model, as one step that undo takes back (the Reset button).
+
+
+        Examples:
+            >>> editor.delete("drop")
+            >>> editor.reset()
+            >>> editor.model is editor.original
+            True
+        """
         self._edit(self.session.reset, verb="Reset to the original model")
 
     def close(self) -> None:
         """Close every widget of the panel (it disappears from the notebook) and let it be freed.
 
         ``editor.model``, ``.edits`` and the other results still work from Python afterwards.
+
+        Examples:
+            >>> editor.close()
+            >>> editor.report.status("hidden")
+            'kept'
         """
         self._closed = True
         self._finalizer()  # closes the widget tree once; later calls do nothing
@@ -596,7 +1067,7 @@ class Editor:
         self._early_problems = []
         error = None
         try:
-            with self._controls_disabled(), _rebuild.progress(self._progress_bar()):
+            with self._controls_disabled(), facade.progress(self._progress_bar()):
                 outcome = action()
         except BaseException as caught:  # KeyboardInterrupt too: the panel must not stay "Rebuilding"
             error, outcome = caught, None
@@ -672,7 +1143,7 @@ class Editor:
                 c.disabled = disabled
 
     def _progress_bar(self):
-        """A callback for :func:`kerasnb._rebuild.progress`: once a rebuild has run for half a
+        """A callback for :func:`kerasnb.actions.progress`: once a rebuild has run for half a
         second, the table shows "layers rebuilt / total" (about 50 updates, not one per layer)."""
         started = time.perf_counter()
         shown = [-1]
@@ -831,7 +1302,7 @@ class Editor:
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
-            actions = self.session.row_actions(key)
+            actions = self.session.answers.row_actions(key)
             self.table.inline = _inline(actions)
             self.insert_picker.options = actions.insertable
             self.insert_button.disabled = not actions.can_insert
@@ -902,7 +1373,7 @@ class Editor:
 
     def _sync_model_actions(self) -> None:
         """The whole-model row: what "Swap activation..." can swap, and whether there is BatchNorm to fold."""
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         with self._quietly():
             self._draw_model_actions(answer)
 
@@ -968,7 +1439,7 @@ class Editor:
             self.prune_info.value = _prune_text(info)
         else:
             self.prune_slider.value = 1.0
-            macs = self.session.macs()
+            macs = self.session.answers.macs()
             self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>"
                                      + (f"; MACs per sample: <b>{macs:,}</b>" if macs else "")
                                      + "; move the slider to keep fewer channels</span>")
@@ -999,7 +1470,7 @@ class Editor:
             self.report_view.value = self.report._repr_html_()
             if self.session.probe is not None:
                 try:
-                    comparison = self.session.compare()
+                    comparison = self.session.answers.compare()
                 except SurgeryError as error:  # the models cannot run on it: an answer, shown in its place
                     self.compare_view.value = table.compare_html(None, _plain(error))
                 else:
@@ -1102,7 +1573,7 @@ class Editor:
             if key is not None and self.session.key(key) != self.selected:
                 self.select(key)
             if kind == "replace":
-                self.choose(action["type"])
+                self.replace(action["type"])
             elif kind == "params":
                 self.set_params(**(action.get("params") or {}))
             else:
@@ -1128,7 +1599,7 @@ class Editor:
     def _open_prune(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select a Dense or convolution layer to prune.")
-        info = self.session.prune_info(self.selected)
+        info = self.session.answers.prune_info(self.selected)
         if not info.can_prune:
             raise SurgeryError(info.reason)
         self._prune_open = path_of(self.selected)
@@ -1139,16 +1610,16 @@ class Editor:
     def _delete_selected(self) -> None:
         self.delete(self.selected)
 
-    def _apply_to_all_selected(self) -> None:
-        self.apply_to_all()
+    def _replace_all_selected(self) -> None:
+        self.replace_all()
 
-    def _cut_selected(self) -> None:
-        self.cut()
+    def _truncate_selected(self) -> None:
+        self.truncate()
 
     def _open_change_input(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select the model's input row to change its input.")
-        actions = self.session.row_actions(self.selected)
+        actions = self.session.answers.row_actions(self.selected)
         if not actions.can_change_input:
             raise SurgeryError(actions.input_reason)
         self._input_open = path_of(self.selected)
@@ -1163,7 +1634,7 @@ class Editor:
         self.change_input(self.input_shape.value, self.channels_picker.value, input=self._input_open)
 
     def _open_swap(self) -> None:
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         if not answer.can_swap:
             raise SurgeryError(answer.swap_reason)
         with self._quietly():
@@ -1180,7 +1651,7 @@ class Editor:
         self.enable_lora(self.lora_rank.value)
 
     def _open_lora(self) -> None:
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         if not answer.can_lora:
             raise SurgeryError(answer.lora_reason)
         self.lora_box.layout.display = None
@@ -1202,7 +1673,7 @@ class Editor:
         """Another criterion: a pruned layer is pruned again by it (the same fraction kept)."""
         if self._syncing or self.selected is None:
             return
-        step = self.session.prune_step(path_of(self.selected))
+        step = self.session.answers.prune_step(path_of(self.selected))
         if step is not None:
             self._guard(lambda: self.prune(step.params["keep"], change["new"]))
 
@@ -1213,7 +1684,7 @@ class Editor:
         self._preview_global()
 
     def _on_global_budget(self, change) -> None:
-        """A budget's slider: the fraction of channels removed (ratio), or of params / MACs kept."""
+        """A budget's slider: the fraction of the channels kept, or of the params / MACs kept at most."""
         if self._syncing:
             return
         with self._quietly():
@@ -1222,9 +1693,9 @@ class Editor:
             self._guard(self._preview_global)
 
     def _set_target_range(self, budget: str) -> None:
-        if budget == "ratio":
-            self.global_target.description = "remove"
-            self.global_target.min, self.global_target.max = 0.0, 0.95
+        if budget == "keep":
+            self.global_target.description = "keep"
+            self.global_target.min, self.global_target.max = 0.05, 0.95
         else:
             self.global_target.description = "keep at most"
             self.global_target.max, self.global_target.min = 1.0, 0.05
@@ -1237,8 +1708,8 @@ class Editor:
     def _preview_global(self) -> None:
         """The info line: params and MACs before -> after for the slider's budget, without building."""
         try:
-            plan = self.session.global_prune_plan(self.global_budget.value, self.global_target.value,
-                                                  self.global_by.value, self.global_round.value)
+            plan = self.session.answers.global_prune_plan(**{self.global_budget.value: self.global_target.value},
+                                                          by=self.global_by.value, round_to=self.global_round.value)
         except SurgeryError as error:  # an unreachable budget, a criterion that cannot score: said in place
             self.global_info.value = (f"<span class='kn-global-prune-refused' style='font-size:12px;color:#c62828'>"
                                       f"{html.escape(_plain(error))}</span>")
@@ -1260,13 +1731,13 @@ class Editor:
             self._preview_global()
 
     def _global_prune_from_widgets(self) -> None:
-        self.prune_global(self.global_budget.value, self.global_target.value, self.global_by.value,
-                          self.global_round.value)
+        self.prune_global(**{self.global_budget.value: self.global_target.value}, by=self.global_by.value,
+                          round_to=self.global_round.value)
 
     def _insert_from_widgets(self) -> None:
         if not self.insert_picker.value:
             raise SurgeryError("Pick a type to insert first.")
-        self.insert_after(self.insert_picker.value)
+        self.insert(self.insert_picker.value)
 
     # ------------------------------------------------------------------ display
 
@@ -1406,7 +1877,7 @@ def _execution_count():
         return None
 
 
-_GLOBAL_BUDGET_TEXT = {"flops": "MACs", "params": "parameters", "ratio": "ratio of channels"}
+_GLOBAL_BUDGET_TEXT = {"macs": "MACs", "params": "parameters", "keep": "channels"}
 
 
 def _change(before, after) -> str:
