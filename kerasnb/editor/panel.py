@@ -598,7 +598,8 @@ class Editor:
         Raises:
             UnknownType: no type has that label (the known ones are listed).
             InvalidParameter: an unknown or out-of-range parameter (its valid range is given).
-            DoesNotFit: the type does not fit there (the types that do are named).
+            IncompatibleShape: the type does not fit there (``DoesNotFit``, or the type's own
+                check, e.g. a backbone that needs images).
 
         Examples:
             >>> editor.select("drop")
@@ -638,7 +639,8 @@ class Editor:
         Raises:
             UnknownType: no type has that label.
             InvalidParameter: an unknown or out-of-range parameter.
-            DoesNotFit: the type does not fit after that row.
+            InvalidEdit: the type cannot be inserted (the insertable ones are listed).
+            IncompatibleShape: the type does not fit after that row (``DoesNotFit``).
 
         Examples:
             >>> editor.select("hidden")
@@ -679,8 +681,8 @@ class Editor:
                 when the editor was opened with ``data=`` (see ``kerasnb.importance``).
 
         Raises:
-            UnprunableLayer: the selected layer's channels cannot be pruned (the reason says why).
-            InvalidEdit: ``keep`` out of range, or a criterion the editor cannot use.
+            InvalidEdit: the selected layer's channels cannot be pruned (the reason says why),
+                ``keep`` is out of range, or the criterion is one the editor cannot use.
 
         Examples:
             >>> editor.select("hidden")
@@ -833,7 +835,8 @@ class Editor:
         See ``kerasnb.fold_batchnorm``; the message line says what was folded and what was left.
 
         Raises:
-            InvalidEdit: a BatchNormalization is called with ``training=True``.
+            InvalidEdit: no BatchNormalization can be folded (the reasons are given), or one is
+                called with ``training=True``.
 
         Examples:
             >>> image = keras.Input((8, 8, 3), name="image")
@@ -925,8 +928,8 @@ class Editor:
                 ``"query, key, value, output"``.
 
         Raises:
-            LayerNotFound: the model has no attention layer.
-            InvalidEdit: an unknown projection, or a bad ``rank``.
+            InvalidEdit: the model has no attention layer, an unknown ``projections``, or a bad
+                ``rank``.
 
         Examples:
             >>> tokens = keras.Input((4, 8), name="tokens")
@@ -994,8 +997,7 @@ class Editor:
     def undo(self) -> None:
         """Take the last step back (the Undo button).
 
-        Raises:
-            InvalidEdit: there is nothing to undo.
+        With nothing to undo, nothing changes (the message line says so).
 
         Examples:
             >>> editor.delete("drop")
@@ -1008,8 +1010,7 @@ class Editor:
     def redo(self) -> None:
         """Make the step undo took back again (the Redo button).
 
-        Raises:
-            InvalidEdit: there is nothing to redo.
+        With nothing to redo, nothing changes (the message line says so).
 
         Examples:
             >>> editor.delete("drop")
@@ -1782,7 +1783,7 @@ def show_editor(model, probe=None, data=None) -> Editor:
 
     Raises:
         UnsupportedModel: the model has no graph (``UnbuiltModel`` when it was never built).
-        SurgeryError: ``probe`` does not fit the model.
+        InvalidEdit: ``probe`` does not fit the model's inputs.
 
     Examples:
         >>> inputs = keras.Input((8,), name="x")
