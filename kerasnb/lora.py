@@ -301,9 +301,33 @@ def _matching(model, match) -> list:
 
 
 def attention_projections(model, which: str = "query, value") -> list:
-    """Paths of the projections ``which`` (a key of :data:`PROJECTIONS`) of every attention layer of
-    ``model``, at any depth, named as :func:`enable_lora` names them; ``enable_lora(model, paths)``
-    (or ``match="attention"`` for query and value) puts LoRA on them."""
+    """The paths of the projections ``which`` of every attention layer of ``model``, at any depth.
+
+    Named as ``kerasnb.enable_lora`` names them: ``enable_lora(model, paths)`` (or
+    ``match="attention"`` for query and value) puts LoRA on them. Keras's MultiHeadAttention
+    and the attention layers of keras-hub blocks are found. The model is only read.
+
+    Args:
+        model: A built functional or Sequential model (a keras-hub backbone or task too).
+        which: ``"query, value"`` (default: what the LoRA paper and keras-hub's
+            ``Backbone.enable_lora`` take) or ``"query, key, value, output"``.
+
+    Returns:
+        list: the projections' paths, e.g. ``["mha/query", "mha/value"]``.
+
+    Raises:
+        InvalidEdit: ``which`` is neither of these.
+
+    Examples:
+        >>> from kerasnb.lora import attention_projections
+        >>> tokens = keras.Input((4, 8), name="tokens")
+        >>> mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+        >>> model = keras.Model(tokens, mha(tokens, tokens))
+        >>> attention_projections(model)
+        ['mha/query', 'mha/value']
+        >>> attention_projections(model, "query, key, value, output")
+        ['mha/query', 'mha/key', 'mha/value', 'mha/attention_output']
+    """
     if which not in PROJECTIONS:
         raise InvalidEdit(f"which is one of {', '.join(map(repr, PROJECTIONS))}. Received: which={which!r}")
     return [t for path, layer in _graph.walk_layers(model) for t in _projections_in(path, layer, PROJECTIONS[which])]

@@ -25,7 +25,8 @@ METHODS = {
 }
 # Public functions of modules documented in the reference, not in kerasnb.__all__.
 MODULE_FUNCTIONS = ("activations.activations_in", "budget.GlobalPlan", "budget.GlobalPlan.summary", "codegen.code",
-                    "compare.compare", "compare.layer_outputs", "lora.lora_layers", "pruning.register_channel_rule")
+                    "compare.compare", "compare.layer_outputs", "lora.attention_projections", "lora.lora_layers",
+                    "pruning.register_channel_rule")
 
 # name -> why its example is not run (yet); the lead removes an entry once what it waits for lands.
 SKIP_EXAMPLE: dict[str, str] = {}
