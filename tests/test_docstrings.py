@@ -28,9 +28,6 @@ MODULE_FUNCTIONS = ("activations.activations_in", "budget.GlobalPlan", "budget.G
                     "compare.compare", "compare.layer_outputs", "lora.attention_projections", "lora.lora_layers",
                     "pruning.register_channel_rule")
 
-# name -> why its example is not run (yet); the lead removes an entry once what it waits for lands.
-SKIP_EXAMPLE: dict[str, str] = {}
-
 
 def _public() -> dict:
     """``{"kerasnb.name": object}`` for every public function, class and method."""
@@ -126,8 +123,6 @@ def _editor_setup() -> str:
 
 @pytest.mark.parametrize("name", sorted(n for n in PUBLIC if ">>>" in (inspect.getdoc(PUBLIC[n]) or "")))
 def test_example_runs(name):
-    if name in SKIP_EXAMPLE:
-        pytest.skip(SKIP_EXAMPLE[name])
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for test in _examples(name):
         keras.utils.set_random_seed(0)
