@@ -1,4 +1,4 @@
-"""Pruning benchmarks: 50% of every group of ResNet50, and global pruning to 50% of the FLOPs.
+"""Pruning benchmarks: 50% of every group of ResNet50, and global pruning to 50% of the MACs.
 
 In one process, median of several runs:
 
@@ -6,7 +6,7 @@ In one process, median of several runs:
    keep=0.5, by="l1") (analysis, one rebuild, slicing of every affected variable), the analysis
    alone (kerasnb.channel_groups), keras.models.clone_model, and clone_model followed by
    set_weights (what a copy with weights costs, with no pruning at all).
-2. ResNet50 and MobileNetV2 (weights=None): kerasnb.prune_global(model, flops=0.5, by="l1"),
+2. ResNet50 and MobileNetV2 (weights=None): kerasnb.prune_global(model, macs=0.5, by="l1"),
    channels ranked across all groups until the multiply-accumulates (MACs) are at most half;
    its plan alone (kerasnb.prune_global_plan: scoring and the budget search, no build); the same
    with by="taylor" on 8 random images (timed once: scoring runs the model forward and backward);
@@ -45,7 +45,7 @@ def main():
     if not args.skip_groups:
         every_group(args)
     for name in ("ResNet50", "MobileNetV2"):
-        global_flops(name, args)
+        global_macs(name, args)
 
 
 def every_group(args):
@@ -87,20 +87,11 @@ def every_group(args):
           f"({t_fwd_pruned / t_fwd:.2f}x)")
 
 
-def _keep_half():
-    """``keep=0.5`` for prune_global, or ``ratio=0.5`` (the part removed) where the core still says so."""
-    import inspect
-
-    if "keep" in inspect.signature(kerasnb.prune_global).parameters:
-        return {"keep": 0.5}
-    return {"ratio": 0.5}
-
-
 def global_keep(args):
     import statistics
 
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
-    budget = _keep_half()
+    budget = {"keep": 0.5}  # half of the prunable channels kept
     runs = {"prune_global": lambda: kerasnb.prune_global(model, **budget),
             "prune_global_plan": lambda: kerasnb.prune_global_plan(model, **budget),
             "clone+set": lambda: clone_and_set(model)}
@@ -122,22 +113,22 @@ def global_keep(args):
     print(f"  clone_model + set_weights        {base * 1000:8.0f} ms")
 
 
-def global_flops(name, args):
+def global_macs(name, args):
     from kerasnb.flops import total_macs
 
     model = getattr(keras.applications, name)(weights=None, input_shape=(args.size, args.size, 3))
     x = np.random.default_rng(0).normal(size=(8, args.size, args.size, 3)).astype("float32")
 
     def prune():
-        return kerasnb.prune_global(model, flops=0.5, by="l1")
+        return kerasnb.prune_global(model, macs=0.5, by="l1")
 
     result = prune()  # warm-up
     clone_and_set(model)
-    t_plan = median_time(lambda: kerasnb.prune_global_plan(model, flops=0.5, by="l1"), args.repeat)
+    t_plan = median_time(lambda: kerasnb.prune_global_plan(model, macs=0.5, by="l1"), args.repeat)
     t_prune = median_time(prune, args.repeat)
     t_clone_set = median_time(lambda: clone_and_set(model), args.repeat)
     start = time.perf_counter()
-    taylor = kerasnb.prune_global(model, flops=0.5, by="taylor", data=x)
+    taylor = kerasnb.prune_global(model, macs=0.5, by="taylor", data=x)
     t_taylor = time.perf_counter() - start
 
     macs_before, macs_after = total_macs(model), total_macs(result.model)
@@ -145,7 +136,7 @@ def global_flops(name, args):
     t_fwd = median_time(lambda: model.predict(x, verbose=0), args.repeat)
     t_fwd_pruned = median_time(lambda: result.model.predict(x, verbose=0), args.repeat)
     before, after = model.count_params(), result.model.count_params()
-    print(f"{name} {args.size}x{args.size}, prune_global(flops=0.5, by='l1'): {len(result.edits)} groups pruned")
+    print(f"{name} {args.size}x{args.size}, prune_global(macs=0.5, by='l1'): {len(result.edits)} groups pruned")
     print(f"  MACs per sample {macs_before / 1e6:.1f}M -> {macs_after / 1e6:.1f}M ({macs_after / macs_before:.1%}); "
           f"params {before / 1e6:.2f}M -> {after / 1e6:.2f}M ({after / before:.1%})")
     print(f"  prune_global_plan (no build)     {t_plan * 1000:8.0f} ms")

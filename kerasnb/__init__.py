@@ -8,15 +8,23 @@ passed in is never changed. The editor panel (``show_editor``) is imported only 
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
 from .errors import (
     AmbiguousTarget,
-    IncompatibleShape,
+    BudgetNotReachable,
+    Conflict,
     CoupledChannels,
+    DoesNotFit,
+    IncompatibleShape,
     InputLayerEdit,
     InternalError,
     InvalidEdit,
+    InvalidParameter,
+    InvalidRegistration,
     LayerNotFound,
     NameClash,
+    SaveFailed,
     SurgeryError,
     UnbuiltModel,
+    UnknownShape,
+    UnknownType,
     UnprunableLayer,
     UnsupportedLayer,
     UnsupportedModel,
@@ -36,13 +44,14 @@ from ._graph import LayerInfo, describe
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousTarget", "CoupledChannels", "InternalError", "UnprunableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
+    "AmbiguousTarget", "BudgetNotReachable", "Conflict", "CoupledChannels", "DoesNotFit", "InternalError",
+    "InvalidParameter", "InvalidRegistration", "SaveFailed", "UnknownShape", "UnknownType", "UnprunableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
     "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
     "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
-    "truncate", "transforms", "enable_lora", "merge_lora", "count_flops", "prune_heads", "importance", "prune_global",
+    "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
     "prune_global_plan",
 ]
 
@@ -59,15 +68,15 @@ _LAZY = {
     "prune": ("pruning", "prune"),
     "channel_groups": ("pruning", "channel_groups"),
     "pruning": ("pruning", None),
-    "change_input": ("transforms", "change_input"),
+    "change_input": ("input_change", "change_input"),
     "configure_all": ("transforms", "configure_all"),
-    "fold_batchnorm": ("transforms", "fold_batchnorm"),
+    "fold_batchnorm": ("batchnorm", "fold_batchnorm"),
     "replace_all": ("transforms", "replace_all"),
-    "split_activations": ("transforms", "split_activations"),
-    "swap_activation": ("transforms", "swap_activation"),
+    "split_activations": ("activations", "split_activations"),
+    "swap_activation": ("activations", "swap_activation"),
     "truncate": ("transforms", "truncate"),
     "transforms": ("transforms", None),
-    "count_flops": ("flops", "count_flops"),
+    "count_macs": ("flops", "count_macs"),
     "flops": ("flops", None),
     "prune_heads": ("heads", "prune_heads"),
     "importance": ("criteria", "importance"),
@@ -82,7 +91,9 @@ def __getattr__(name):
     import importlib
 
     if name not in _LAZY:
-        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}")
+        renamed = {"count_flops": "count_macs"}.get(name)  # the old name, for one release of messages
+        raise AttributeError(f"module 'kerasnb' has no attribute {name!r}"
+                             + (f"; it is called {renamed!r} now" if renamed else ""))
     module_name, attribute = _LAZY[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
     value = module if attribute is None else getattr(module, attribute)

@@ -176,7 +176,7 @@ def _prefixed(rule: Rule, prefix: str) -> dict:
 def _is_convnext_layer_scale(op) -> bool:
     """keras.applications ConvNeXt's LayerScale: ``x * gamma``, one gamma per channel of the last axis."""
     kind = type(op)
-    return kind.__name__ == "LayerScale" and kind.__module__ == "keras.src.applications.convnext"
+    return kind.__name__ == "LayerScale" and _graph.defined_in_keras(kind, "applications.convnext")
 
 
 _LAYER_SCALE = Rule({"gamma": (Cut(0, "in"),)}, count_key="projection_dim")
@@ -674,9 +674,9 @@ def _step(a: Analysis, view, op, ins, name) -> list:
 
 def _raw_elementwise(view, op) -> bool:
     """A keras.ops call on one tensor that acts on each value alone (``silu(x)``, ``x * 0.5``)."""
-    if isinstance(op, L.Layer) or not type(op).__module__.startswith("keras.src.ops"):
+    cls = _graph.keras_op_name(op)
+    if cls is None:
         return False
-    cls = type(op).__name__
     others = [arg for arg in view.args if not isinstance(arg, keras.KerasTensor)]
     if cls in _RAW_UNARY:
         return True
@@ -684,8 +684,7 @@ def _raw_elementwise(view, op) -> bool:
 
 
 def _raw_reduction(op) -> bool:
-    return (not isinstance(op, L.Layer) and type(op).__module__.startswith("keras.src.ops")
-            and type(op).__name__ in _RAW_REDUCTIONS and hasattr(op, "axis"))
+    return _graph.keras_op_name(op) in _RAW_REDUCTIONS and hasattr(op, "axis")
 
 
 def _reduce(view, op, trace, rank) -> dict:
@@ -703,8 +702,7 @@ def _reduce(view, op, trace, rank) -> dict:
 
 
 def _raw_binary(view, op) -> bool:
-    return (not isinstance(op, L.Layer) and type(op).__module__.startswith("keras.src.ops")
-            and type(op).__name__ in _RAW_BINARY and len(view.input_tensors) == 2)
+    return _graph.keras_op_name(op) in _RAW_BINARY and len(view.input_tensors) == 2
 
 
 def _produce(a, view, op, ins, name, rule: Rule) -> list:

@@ -184,6 +184,54 @@ def _walk(model) -> list[NodeView]:
     return views
 
 
+@dataclass(frozen=True)
+class GraphIndex:
+    """The calls of one graph and how its tensors connect them (read it, do not change it).
+
+    ``order`` is :func:`walk` (parents first); ``producer`` maps ``id(tensor)`` to the call that made
+    it; ``consumers`` maps ``id(tensor)`` to the calls that take it, once per time they take it (a
+    call adding a tensor to itself is listed twice), in ``order``; ``outputs`` holds the ids of the
+    graph's output tensors.
+    """
+
+    order: tuple
+    producer: dict
+    consumers: dict
+    outputs: frozenset
+
+    def takers(self, view) -> list:
+        """The calls that take any output of ``view``, each once, in graph order."""
+        found = {id(taker.node) for tensor in view.outputs for taker in self.consumers.get(id(tensor), ())}
+        return [v for v in self.order if id(v.node) in found]
+
+    def downstream(self, view) -> list:
+        """The calls that read ``view``'s outputs, directly or further on, each once."""
+        found, stack = {}, list(view.outputs)
+        while stack:
+            for taker in self.consumers.get(id(stack.pop()), ()):
+                if id(taker.node) not in found:
+                    found[id(taker.node)] = taker
+                    stack.extend(taker.outputs)
+        return list(found.values())
+
+
+def graph_index(model) -> GraphIndex:
+    """The :class:`GraphIndex` of ``model``'s graph: the one place the graph's producer and consumer
+    maps are made (once per model while :func:`memo` is active)."""
+    return remembered("index", model, _index)
+
+
+def _index(model) -> GraphIndex:
+    views = tuple(walk(model))
+    producer, consumers = {}, {}
+    for view in views:
+        for tensor in view.outputs:
+            producer[id(tensor)] = view
+        for tensor in view.input_tensors:
+            consumers.setdefault(id(tensor), []).append(view)
+    return GraphIndex(views, producer, consumers, frozenset(id(t) for t in output_tensors(model)))
+
+
 def replay_order(model) -> list[NodeView]:
     """The calls of :func:`walk` in an order that rebuilds each layer's calls in Keras's order.
 
@@ -194,18 +242,18 @@ def replay_order(model) -> list[NodeView]:
     """
     import heapq
 
-    views = walk(model)
+    index = graph_index(model)
+    views = list(index.order)
     position = {id(v.node): i for i, v in enumerate(views)}
-    producer_of = {id(t): id(v.node) for v in views for t in v.outputs}
     waits_for: dict[int, set] = {id(v.node): set() for v in views}
     by_op: dict[int, list] = {}
     for view in views:
         by_op.setdefault(id(view.operation), []).append(view)
     for view in views:
         for tensor in view.node.input_tensors:
-            parent = producer_of.get(id(tensor))
+            parent = index.producer.get(id(tensor))
             if parent is not None:
-                waits_for[id(view.node)].add(parent)
+                waits_for[id(view.node)].add(id(parent.node))
     for calls in by_op.values():
         calls = sorted(calls, key=lambda v: v.call_index)
         for earlier, later in zip(calls, calls[1:]):
@@ -336,6 +384,19 @@ def serialize_as(cls, registered_name: str) -> None:
     object_registration.GLOBAL_CUSTOM_NAMES[cls] = registered_name
 
 
+def set_flag(layer, value: bool) -> None:
+    """Keras's own trainable setter on ``layer`` (which sets its sub-layers' flags too), called even
+    when the flag already says ``value`` (see :func:`force_trainable`)."""
+    keras.layers.Layer.trainable.fset(layer, bool(value))
+
+
+def copy_flags(olds, news) -> None:
+    """Each layer of ``news`` flagged as its partner in ``olds`` (parents first, as :func:`sublayers`
+    lists them: setting a parent's flag sets its children's)."""
+    for old, new in zip(olds, news):
+        set_flag(new, old.trainable)
+
+
 def force_trainable(layer, value: bool) -> None:
     """Set the flag of ``layer`` and of every sub-layer it tracks, whatever they say now.
 
@@ -343,19 +404,17 @@ def force_trainable(layer, value: bool) -> None:
     attribute tracking skips an assignment of the same object), so a layer made with
     ``trainable=False`` whose sub-layers were created later, in build(), kept them trainable.
     """
-    setter = keras.layers.Layer.trainable.fset
     for sub in sublayers(layer):
-        setter(sub, bool(value))
+        set_flag(sub, value)
 
 
 def set_own_trainable(layer, value: bool) -> None:
     """Set the flag of ``layer`` alone: every sub-layer keeps the flag it has (Keras's setter would
     set them all)."""
-    setter = keras.layers.Layer.trainable.fset
     inner = [(sub, sub.trainable) for sub in sublayers(layer)[1:]]
-    setter(layer, bool(value))
+    set_flag(layer, value)
     for sub, flag in inner:  # parents first, as sublayers() lists them
-        setter(sub, flag)
+        set_flag(sub, flag)
 
 
 def fresh_copy(operation):
@@ -667,3 +726,26 @@ def build_lazy_sublayers(model) -> None:
             layer(*args, **kwargs)
         except Exception:  # leave it as Keras builds it: loading then says which layer is not built
             pass
+
+
+def keras_op_name(op):
+    """The class name of ``op`` when it is a raw ``keras.ops`` operation (``silu(x)``, ``x * 0.5``),
+    not a layer; else None."""
+    if isinstance(op, keras.layers.Layer) or not type(op).__module__.startswith("keras.src.ops"):
+        return None
+    return type(op).__name__
+
+
+def defined_in_keras(kind, module: str) -> bool:
+    """Whether the class ``kind`` is Keras's own, from its module ``module`` (``"applications.convnext"``)."""
+    return kind.__module__ == "keras.src." + module
+
+
+def family_attributes(model, plain_model) -> dict:
+    """The attributes ``model``'s own class set on it, beyond what every keras.Model has (those of
+    ``plain_model``, a keras.Model): the public ones, and keras-hub's ``_token_embedding``, which
+    backs the public ``token_embedding`` its tasks read."""
+    keras_own = vars(plain_model)
+    return {key: value for key, value in vars(model).items()
+            if not (key.startswith("__") or (key.startswith("_") and key != "_token_embedding")
+                    or key in keras_own)}

@@ -21,6 +21,7 @@ import keras
 from . import _graph, _targets, weights
 from .edits import Configure, Delete, Replace, Transform
 from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, first_line
+from .report import Status
 
 _CHANGES = "_kerasnb_inside"  # on a remade block: ((child index path, layer class, layer config), ...)
 
@@ -30,7 +31,7 @@ class InsideRule:
 
     changes_computation = True  # the block computes something else: its consumers see changed inputs
 
-    def __init__(self, found: _targets.Inside, edit, make, values, kind: str, reason: str):
+    def __init__(self, found: _targets.Inside, edit, make, values, kind: Status, reason: str):
         self.found, self.edit = found, edit
         self.make = make  # old sub-layer -> the new one (unbuilt)
         self.values = values  # (old sub-layer, new sub-layer) -> [(variable, value)]
@@ -63,9 +64,9 @@ class InsideRule:
         """Run the block's own call() on the new input symbolically: a block that declares its output
         shape (compute_output_shape) is otherwise called without running it, so a layer that does not
         fit inside would only fail when the model runs."""
-        from ._rebuild import _deferring
+        from . import _remake  # here: _remake imports this module
 
-        spec = _deferring(lambda: keras.Operation.compute_output_spec(block, *args, **kwargs))
+        spec = _remake.deferring(lambda: keras.Operation.compute_output_spec(block, *args, **kwargs))
         got = [tuple(t.shape) for t in keras.tree.flatten(spec)]
         wanted = [tuple(t.shape) for t in old_outputs]
         if got != wanted:
@@ -101,10 +102,10 @@ def as_block_edit(found: _targets.Inside, edit):
         config = _graph.config_of(piece, f"The replacement {piece.name!r}")
 
         def make(old):
-            from ._rebuild import _from_config
-            return _from_config(type(piece), dict(config))
+            from . import _remake  # here: _remake imports this module
+            return _remake.from_config(type(piece), dict(config))
 
-        rule = InsideRule(found, edit, make, None, "adapted", "")
+        rule = InsideRule(found, edit, make, None, Status.ADAPTED, "")
 
         def values(old, new):
             brought = ("its own weights" if piece.weights else "new weights, freshly initialised" if new.weights
@@ -127,7 +128,7 @@ def as_block_edit(found: _targets.Inside, edit):
         params = _graph.count_params(sub)
         reason = (f"{found.relative!r} ({type(sub).__name__}) deleted inside: its input passes on"
                   + (f" ({params:,} params removed)" if params else "") + "; every other weight kept")
-        return _on_block(InsideRule(found, edit, make, lambda old, new: [], "adapted", reason))
+        return _on_block(InsideRule(found, edit, make, lambda old, new: [], Status.ADAPTED, reason))
     if isinstance(edit, (Configure, Transform)):
         changes = dict(edit.changes)
         config = _graph.config_of(sub, f"Layer {where!r}")
@@ -140,15 +141,15 @@ def as_block_edit(found: _targets.Inside, edit):
                               f"Received: {edit!r}")
 
         def make(old):
-            from ._rebuild import _remake
+            from . import _remake  # here: _remake imports this module
             try:
-                return _remake(old, {**_graph.config_of(old), **changes}, changes)
+                return _remake.remake(old, {**_graph.config_of(old), **changes}, changes)
             except Exception as error:
                 raise InvalidEdit(f"{kind} cannot be made again with {changes!r}: {first_line(error)} "
                                   f"Received: {edit!r}") from None
 
         if isinstance(edit, Transform):
-            rule = InsideRule(found, edit, make, None, "adapted", "")
+            rule = InsideRule(found, edit, make, None, Status.ADAPTED, "")
 
             def values(old, new):
                 outcome = edit.rule(old, new)
@@ -160,13 +161,13 @@ def as_block_edit(found: _targets.Inside, edit):
 
         def values(old, new):
             outcome = weights.carry(old, new)
-            if outcome.kind == "reinit":  # see check below: never reached after it
+            if outcome.kind == Status.REINITIALIZED:  # see check below: never reached after it
                 raise AssertionError(outcome.reason)
             return outcome.values
 
         def check(old, new):
-            outcome = weights.carry(old, new) if new.built else weights.Outcome("copied")
-            if outcome.kind == "reinit":
+            outcome = weights.carry(old, new) if new.built else weights.Outcome(Status.KEPT)
+            if outcome.kind == Status.REINITIALIZED:
                 raise InvalidEdit(
                     f"Configuring {kind} with {changes!r} changes its weights ({outcome.reason}). The layers that "
                     f"read it are called inside {found.block.path!r}'s own call(), which kerasnb cannot see to "
@@ -174,9 +175,9 @@ def as_block_edit(found: _targets.Inside, edit):
                     f"{found.block.path!r} itself (its own config sets the sizes of what it holds), "
                     f"prune_heads for attention heads, or replace {found.block.path!r} whole. Received: {edit!r}")
 
-        from ._rebuild import _describe_changes
-        words = _describe_changes(sub, changes) or "config changed"
-        rule = InsideRule(found, edit, make, values, "copied", f"inside {found.relative!r}: {words}")
+        from . import _remake  # here: _remake imports this module
+        words = _remake.describe_changes(sub, changes) or "config changed"
+        rule = InsideRule(found, edit, make, values, Status.KEPT, f"inside {found.relative!r}: {words}")
         rule.check = check
         return _on_block(rule)
     raise InvalidEdit(f"{type(edit).__name__} cannot reach {kind}. Received: {edit!r}")
@@ -214,9 +215,9 @@ def remade(old_block, new_block, rule) -> None:
     for index, cls, config in earlier:
         if index in done:
             continue
-        from ._rebuild import _from_config
+        from . import _remake  # here: _remake imports this module
         with _scope_of(_at(new_block, index[:-1])):
-            new_sub = _from_config(cls, dict(config))
+            new_sub = _remake.from_config(cls, dict(config))
             _build_like(new_sub, _at(old_block, index), None)
         _swap(new_block, index, new_sub)
         _remember(new_block, index, new_sub)
@@ -378,9 +379,9 @@ def _build_like(new, old, edit) -> None:
                 "is empty), so kerasnb cannot make its block again around a changed layer. What would work: an "
                 f"edit of the block as a whole. Received: {edit!r}")
         return
-    from ._rebuild import _deferring
+    from . import _remake  # here: _remake imports this module
     try:
-        _deferring(lambda: new.build_from_config(config))
+        _remake.deferring(lambda: new.build_from_config(config))
     except Exception as error:
         raise IncompatibleShape(
             f"{type(new).__name__} {new.name!r} cannot be built for the input {old.name!r} was built for "
@@ -407,7 +408,7 @@ def _carried_around(old_block, new_block, old_sub, new_sub, found) -> list:
 def _own_weights(piece, new, edit) -> list:
     """A replacement brought in with weights keeps them, when they fit where it is put."""
     outcome = weights.carry(piece, new)
-    if outcome.kind == "reinit":
+    if outcome.kind == Status.REINITIALIZED:
         raise IncompatibleShape(
             f"The replacement {piece.name!r} brings weights that do not fit where it is put ({outcome.reason}). "
             f"What would work: a layer without weights yet (it is built for its place), or one whose weights "

@@ -23,6 +23,8 @@ import keras
 
 from . import _graph, weights
 from .errors import InternalError, InvalidEdit, UnsupportedLayer
+from ._pass import Record
+from .report import Status
 
 CARRIED_ATTRIBUTE = "uncalled_layers"  # where a new model keeps the copies of layers it never calls
 
@@ -80,11 +82,10 @@ def shared_sublayer(rebuild, op):
             f"kept as one layer. Received: layer={path!r}"
         )
     new_op = news[index]
-    from ._rebuild import Record  # here: _rebuild imports this module
 
     # Its owner's flag, where an edit sets one (freezing the owner freezes this same layer).
     state.sources[id(new_op)] = (op, plan.trainable.get(id(op), plan.trainable.get(id(owner))))
-    state.record(new_op, Record(path, "copied"))
+    state.record(new_op, Record(path, Status.KEPT))
     state.shared_sublayers.append((owner, new_owner, new_op))
     return new_op
 
@@ -109,11 +110,11 @@ def follow_owners(state) -> None:
     """A shared sub-layer's record follows its owner's: re-initialised or changed with it."""
     for owner, new_owner, new_op in state.shared_sublayers:
         owned, rec = state.records[id(new_owner)], state.records[id(new_op)]
-        if owned.weights == "reinit":
-            rec.weights, rec.faithful = "reinit", False
+        if owned.status == Status.REINITIALIZED:
+            rec.status, rec.faithful = owned.status, False
             rec.reason = f"re-initialised with {owner.name!r}, which holds it ({owned.reason})"
-        elif owned.weights not in ("copied", "none"):  # pruned, or a Transform's rule: its variables too
-            rec.weights, rec.faithful = owned.weights, False
+        elif owned.status not in (Status.KEPT, Status.NO_WEIGHTS):  # pruned, or a Transform's rule: its variables too
+            rec.status, rec.faithful = owned.status, False
             rec.reason = f"with {owner.name!r}, which holds it: {owned.reason}"
         elif owned.config_changed:
             rec.faithful = False
@@ -268,13 +269,12 @@ def _copy(layer):
     except Exception:
         return None
     outcome = weights.carry(layer, new)
-    if outcome.kind != "copied" or len(outcome.values) != len(new.weights):
+    if outcome.kind != Status.KEPT or len(outcome.values) != len(new.weights):
         return None
     outcome.assign()
     olds, news = _graph.sublayers(layer), _graph.sublayers(new)
     if len(olds) == len(news):
-        for o, n in zip(olds, news):
-            keras.layers.Layer.trainable.fset(n, o.trainable)
+        _graph.copy_flags(olds, news)
     return new
 
 
@@ -287,7 +287,7 @@ def _quoted(names) -> str:
 
 def given_every_variable(old, new, outcome) -> None:
     """A copy rule must give every variable of the new layer a value (none left at its initialiser)."""
-    if outcome.kind != "copied":
+    if outcome.kind != Status.KEPT:
         return
     given = {id(variable) for variable, _ in outcome.values}
     missed = [v.path for v in new.weights if id(v) not in given]
@@ -326,7 +326,7 @@ def check(model, new_model, state) -> None:
         if _graph.is_graph_model(layer):
             continue  # its layers have records of their own
         rec = state.records.get(id(layer))
-        if rec is None or rec.prev_path is None or rec.weights == "reinit":
+        if rec is None or rec.prev_path is None or rec.status == Status.REINITIALIZED:
             continue  # new, or re-initialised (its row says so)
         old = old_by_path.get(rec.prev_path)
         if old is None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _graph
+from .report import Status
+
+# What a weight rule did that the layer keeps through later rebuilds (a copy keeps the earlier status).
+_CHANGED_WEIGHTS = (Status.PRUNED, Status.ADAPTED, Status.FOLDED)
 
 
 @dataclass
@@ -18,7 +22,7 @@ class Lineage:
     """Where a layer of the current model comes from, relative to the original model."""
 
     original: str | None
-    state: str = "original"  # "original" | "reinit" | "pruned" | "adapted" | "folded" | "new"
+    status: Status = Status.KEPT  # what the weight rules did so far (kept: its weights came through)
     reason: str = ""
     faithful: bool = True
     config_changed: str = ""
@@ -31,24 +35,24 @@ def compose(new_model, state, lineage: dict) -> dict:
     for path, layer in _graph.walk_layers(new_model):
         rec = state.records.get(id(layer))
         if rec is None:  # made inside a user's callable
-            out[path] = Lineage(None, "new", "added by a callable replacement", False)
+            out[path] = Lineage(None, Status.NEW, "added by a callable replacement", False)
             continue
         prev = lineage.get(rec.prev_path) if rec.prev_path is not None else None
         if prev is None or prev.original is None:
             reason = rec.reason or (prev.reason if prev else "")
-            out[path] = Lineage(None, "new", reason, False)
+            out[path] = Lineage(None, Status.NEW, reason, False)
             continue
-        if rec.weights == "reinit":
-            state_, reason = "reinit", rec.reason
-        elif rec.weights in ("pruned", "adapted", "folded") and prev.state != "reinit":
+        if rec.status == Status.REINITIALIZED:
+            status, reason = rec.status, rec.reason
+        elif rec.status in _CHANGED_WEIGHTS and prev.status != Status.REINITIALIZED:
             # The latest rule gives the status; the reasons of earlier rebuilds stay in the words.
-            state_ = rec.weights
-            reason = rec.reason if prev.state == "original" else f"{prev.reason}; then {rec.reason}"
+            status = rec.status
+            reason = rec.reason if prev.status == Status.KEPT else f"{prev.reason}; then {rec.reason}"
         else:
-            state_, reason = prev.state, prev.reason
+            status, reason = prev.status, prev.reason
         config_changed = "; ".join(s for s in (prev.config_changed, rec.config_changed) if s)
         note = "; ".join(s for s in (prev.note, rec.note) if s)
-        out[path] = Lineage(prev.original, state_, reason, prev.faithful and rec.faithful, config_changed, note)
+        out[path] = Lineage(prev.original, status, reason, prev.faithful and rec.faithful, config_changed, note)
     return out
 
 

@@ -18,11 +18,7 @@ import numpy as np
 
 from . import _channels, _graph, _inside, _slicing, _targets
 from .edits import ChangeInput, Configure, Delete, Insert, Prune, Replace, SetTrainable, Transform, Truncate
-from .errors import InputLayerEdit, InvalidEdit, NameClash, SurgeryError
-
-
-class Conflict(SurgeryError):
-    """Two edits of one batch touch the same call; the second starts a new rebuild."""
+from .errors import Conflict, InputLayerEdit, InvalidEdit, NameClash, SurgeryError
 
 
 @dataclass(frozen=True)
@@ -161,107 +157,129 @@ class Resolved:
 
 
 def plan_edit(model, edit, plan: Plan) -> None:
-    if isinstance(edit, Prune):
-        _plan_prune(model, edit, plan)
-        return
-    if isinstance(edit, ChangeInput):
-        _plan_input(model, edit, plan)
-        return
-    if isinstance(edit, Truncate):
-        _plan_outputs(model, edit, plan)
-        return
+    """Add ``edit`` to ``plan`` (or to the plan of the nested model it reaches), or refuse it.
+
+    An edit of a layer held inside a block becomes an edit of the block (made again with it
+    changed); then the planner of the edit's type (:data:`_PLANNERS`) does the rest.
+    """
     if isinstance(edit, (Replace, Configure, Delete, Transform)):
         found = _targets.inside(model, edit.target)
-        if found is not None:  # a layer held inside a block: the block made again with it changed
+        if found is not None:
             edit = _inside.as_block_edit(found, edit)
-    if isinstance(edit, Transform):
-        res = _resolve(model, edit.target, plan, edit)
-        _refuse_if_already_edited(res)
-        if _graph.is_input_layer(res.layer) or _graph.is_graph_model(res.layer):
+    planner = next(_PLANNERS[kind] for kind in type(edit).__mro__ if kind in _PLANNERS)
+    planner(model, edit, plan)
+
+
+def _plan_transform(model, edit: Transform, plan: Plan) -> None:
+    res = _resolve_edit(model, edit, plan)
+    if _graph.is_input_layer(res.layer) or _graph.is_graph_model(res.layer):
+        raise InvalidEdit(
+            f"A Transform rebuilds one layer with a weight rule; {res.layer.name!r} is "
+            f"{'an input' if _graph.is_input_layer(res.layer) else 'a nested model'}. Received: {edit!r}"
+        )
+    if not callable(edit.rule):
+        raise InvalidEdit(f"Transform's rule is a function (old layer, new layer) -> Outcome. Received: {edit!r}")
+    if edit.changes:  # no changes: the layer is made again as it was (from its arguments if need be)
+        _check_config_keys(res.layer, Configure(edit.target, edit.changes), res.scope)
+    if id(res.layer) in res.plan.config or id(res.layer) in res.plan.rules:
+        raise Conflict(f"{res.layer.name} transformed twice")
+    res.plan.config[id(res.layer)] = dict(edit.changes)
+    res.plan.rules[id(res.layer)] = edit.rule
+    if isinstance(edit.rule, _inside.InsideRule):
+        plan.notes_from_edits.append(_inside.plan_note(edit.rule.found))
+
+
+def _plan_trainable(model, edit: SetTrainable, plan: Plan) -> None:
+    targets = edit.targets
+    if not isinstance(targets, (list, set, tuple)) or _targets.is_call_target(targets):
+        targets = [targets]
+    for target in targets:
+        res = _resolve(model, target, plan, edit)
+        _refuse_if_already_edited(res, prune_too=False)
+        if edit.trainable and res.scope is not model and not res.scope.trainable and \
+                res.plan is not plan and plan.trainable.get(id(res.scope)) is not True:
             raise InvalidEdit(
-                f"A Transform rebuilds one layer with a weight rule; {res.layer.name!r} is "
-                f"{'an input' if _graph.is_input_layer(res.layer) else 'a nested model'}. Received: {edit!r}"
+                f"{target!r} is inside {res.scope.name!r}, which is frozen, and Keras ignores the flags of "
+                f"layers inside a frozen model. Unfreeze {res.scope.name!r} first, then freeze the layers "
+                f"inside it that should stay frozen. Received: SetTrainable({target!r}, True)"
             )
-        if not callable(edit.rule):
-            raise InvalidEdit(f"Transform's rule is a function (old layer, new layer) -> Outcome. Received: {edit!r}")
-        if edit.changes:  # no changes: the layer is made again as it was (from its arguments if need be)
-            _check_config_keys(res.layer, Configure(edit.target, edit.changes), res.scope)
-        if id(res.layer) in res.plan.config or id(res.layer) in res.plan.rules:
-            raise Conflict(f"{res.layer.name} transformed twice")
-        res.plan.config[id(res.layer)] = dict(edit.changes)
-        res.plan.rules[id(res.layer)] = edit.rule
-        if isinstance(edit.rule, _inside.InsideRule):
-            plan.notes_from_edits.append(_inside.plan_note(edit.rule.found))
-        return
-    if isinstance(edit, SetTrainable):
-        targets = edit.targets
-        if not isinstance(targets, (list, set, tuple)) or _targets.is_call_target(targets):
-            targets = [targets]
-        for target in targets:
-            res = _resolve(model, target, plan, edit)
-            _refuse_if_already_edited(res, prune_too=False)
-            if edit.trainable and res.scope is not model and not res.scope.trainable and \
-                    res.plan is not plan and plan.trainable.get(id(res.scope)) is not True:
-                raise InvalidEdit(
-                    f"{target!r} is inside {res.scope.name!r}, which is frozen, and Keras ignores the flags of "
-                    f"layers inside a frozen model. Unfreeze {res.scope.name!r} first, then freeze the layers "
-                    f"inside it that should stay frozen. Received: SetTrainable({target!r}, True)"
-                )
-            res.plan.trainable[id(res.layer)] = bool(edit.trainable)
-        return
+        res.plan.trainable[id(res.layer)] = bool(edit.trainable)
+
+
+def _plan_configure(model, edit: Configure, plan: Plan) -> None:
+    res = _resolve_edit(model, edit, plan)
+    if _graph.is_graph_model(res.layer):
+        raise InvalidEdit(
+            f"{res.layer.name!r} is a nested model; configure its layers ('{res.layer.name}/<layer>') or "
+            f"freeze it with kerasnb.set_trainable. Received: Configure({edit.target!r}, {dict(edit.changes)!r})"
+        )
+    if _graph.is_input_layer(res.layer):
+        raise InputLayerEdit(_input_msg(res.layer, edit))
+    _check_config_keys(res.layer, edit, res.scope)
+    if id(res.layer) in res.plan.config:
+        raise Conflict(f"{res.layer.name} configured twice")
+    res.plan.config[id(res.layer)] = dict(edit.changes)
+
+
+def _resolve_edit(model, edit, plan: Plan) -> Resolved:
+    """The layer ``edit`` names, resolved, refused if another edit of this rebuild changes it."""
     res = _resolve(model, edit.target, plan, edit)
     _refuse_if_already_edited(res)
-    if isinstance(edit, Configure):
-        if _graph.is_graph_model(res.layer):
-            raise InvalidEdit(
-                f"{res.layer.name!r} is a nested model; configure its layers ('{res.layer.name}/<layer>') or "
-                f"freeze it with kerasnb.set_trainable. Received: Configure({edit.target!r}, {dict(edit.changes)!r})"
-            )
-        if _graph.is_input_layer(res.layer):
-            raise InputLayerEdit(_input_msg(res.layer, edit))
-        _check_config_keys(res.layer, edit, res.scope)
-        if id(res.layer) in res.plan.config:
-            raise Conflict(f"{res.layer.name} configured twice")
-        res.plan.config[id(res.layer)] = dict(edit.changes)
-        return
-    if isinstance(edit, Insert) and edit.after is not None and _graph.is_input_layer(res.layer):
-        res.plan.after_input.setdefault(id(res.layer), []).append(Block(edit.layer, edit))
-        return
+    return res
+
+
+def _the_call(res: Resolved, edit, changes_it: bool = True):
+    """``(view, node_plan)``: the one call an Insert, Delete or Replace edits, refused at an input layer
+    and (``changes_it``) when another edit already changes that call."""
     if _graph.is_input_layer(res.layer):
         raise InputLayerEdit(_input_msg(res.layer, edit))
     view = _single_call(res, edit)
     node_plan = res.plan.node(view.node)
-    if isinstance(edit, Insert):
-        if edit.before is not None:
-            if len(view.input_tensors) != 1:
-                raise InvalidEdit(
-                    f"Cannot insert before {res.layer.name!r}: it has {len(view.input_tensors)} inputs, so 'before' "
-                    f"is ambiguous. Insert after one of its inputs instead: {_input_names(view)}. Received: before={edit.before!r}"
-                )
-            node_plan.before.append(Block(edit.layer, edit))
-        else:
-            node_plan.after.append(Block(edit.layer, edit))
-        return
-    if node_plan.action is not None or id(view.node) in res.plan.skip:
+    if changes_it and (node_plan.action is not None or id(view.node) in res.plan.skip):
         raise Conflict(f"{res.layer.name} edited twice")
-    if isinstance(edit, Delete):
-        if len(view.outputs) != 1:
-            raise InvalidEdit(
-                f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it has {len(view.outputs)} outputs, "
-                "and one input cannot stand in for all of them. Replace it with a block that gives as many outputs. "
-                f"Received: target={edit.target!r}"
-            )
-        keep = _input_to_keep(view, res.layer, edit)
-        _refuse_other_kind(view, res.layer, keep, edit)
-        node_plan.action = DeleteCall(edit, keep)
-        if len(view.input_tensors) > 1:
-            kept = view.input_tensors[node_plan.action.keep]
-            plan.notes_from_edits.append(
-                f"Deleting {res.layer.name!r} passes on its input from {_graph.producer(kept)[0].name!r} "
-                f"{tuple(kept.shape)}; its other inputs ({_other_inputs(view, node_plan.action.keep)}) are no "
-                "longer read there.")
+    return view, node_plan
+
+
+def _plan_insert(model, edit: Insert, plan: Plan) -> None:
+    res = _resolve_edit(model, edit, plan)
+    if edit.after is not None and _graph.is_input_layer(res.layer):
+        res.plan.after_input.setdefault(id(res.layer), []).append(Block(edit.layer, edit))
         return
-    # Replace
+    view, node_plan = _the_call(res, edit, changes_it=False)
+    if edit.before is not None:
+        if len(view.input_tensors) != 1:
+            raise InvalidEdit(
+                f"Cannot insert before {res.layer.name!r}: it has {len(view.input_tensors)} inputs, so 'before' "
+                f"is ambiguous. Insert after one of its inputs instead: {_input_names(view)}. Received: before={edit.before!r}"
+            )
+        node_plan.before.append(Block(edit.layer, edit))
+    else:
+        node_plan.after.append(Block(edit.layer, edit))
+
+
+def _plan_delete(model, edit: Delete, plan: Plan) -> None:
+    res = _resolve_edit(model, edit, plan)
+    view, node_plan = _the_call(res, edit)
+    if len(view.outputs) != 1:
+        raise InvalidEdit(
+            f"Cannot delete {res.layer.name!r} ({type(res.layer).__name__}): it has {len(view.outputs)} outputs, "
+            "and one input cannot stand in for all of them. Replace it with a block that gives as many outputs. "
+            f"Received: target={edit.target!r}"
+        )
+    keep = _input_to_keep(view, res.layer, edit)
+    _refuse_other_kind(view, res.layer, keep, edit)
+    node_plan.action = DeleteCall(edit, keep)
+    if len(view.input_tensors) > 1:
+        kept = view.input_tensors[node_plan.action.keep]
+        plan.notes_from_edits.append(
+            f"Deleting {res.layer.name!r} passes on its input from {_graph.producer(kept)[0].name!r} "
+            f"{tuple(kept.shape)}; its other inputs ({_other_inputs(view, node_plan.action.keep)}) are no "
+            "longer read there.")
+
+
+def _plan_replace(model, edit: Replace, plan: Plan) -> None:
+    res = _resolve_edit(model, edit, plan)
+    view, node_plan = _the_call(res, edit)
     if res.span_first is not None:
         first = res.span_first
         chain = _span_nodes(res.scope, first, view, edit)
@@ -584,15 +602,7 @@ def _check_config_keys(layer, edit, scope) -> None:
 
 def _span_nodes(scope, first, last, edit) -> list:
     """The calls from ``first`` to ``last`` along single-input links, checked to be a closed chain."""
-    by_output = {}
-    for view in _graph.walk(scope):
-        for t in view.outputs:
-            by_output[id(t)] = view
-    consumers: dict[int, int] = {}
-    for view in _graph.walk(scope):
-        for t in view.input_tensors:
-            consumers[id(t)] = consumers.get(id(t), 0) + 1
-    out_ids = {id(t) for t in _graph.output_tensors(scope)}
+    index = _graph.graph_index(scope)
     chain = [last]
     while chain[-1].node is not first.node:
         cur = chain[-1]
@@ -601,7 +611,7 @@ def _span_nodes(scope, first, last, edit) -> list:
                 f"{cur.name!r} in span {edit.target!r} has {len(cur.input_tensors)} inputs; a span must be a linear "
                 f"chain from {first.name!r} to {last.name!r}. Received: target={edit.target!r}"
             )
-        parent = by_output.get(id(cur.input_tensors[0]))
+        parent = index.producer.get(id(cur.input_tensors[0]))
         if parent is None:
             raise InvalidEdit(
                 f"{first.name!r} does not lead to {last.name!r} along a linear chain, so ({first.name!r}, {last.name!r}) "
@@ -611,9 +621,23 @@ def _span_nodes(scope, first, last, edit) -> list:
     chain.reverse()
     for view in chain[:-1]:
         for t in view.outputs:
-            if consumers.get(id(t), 0) > 1 or id(t) in out_ids:
+            if len(index.consumers.get(id(t), ())) > 1 or id(t) in index.outputs:
                 raise InvalidEdit(
                     f"The output of {view.name!r}, inside span {edit.target!r}, is also used outside the span, so "
                     f"the span cannot be replaced as one piece. Received: target={edit.target!r}"
                 )
     return chain
+
+
+# The planner of each edit type (a subclass of an edit type takes its parent's).
+_PLANNERS = {
+    Replace: _plan_replace,
+    Insert: _plan_insert,
+    Delete: _plan_delete,
+    Configure: _plan_configure,
+    SetTrainable: _plan_trainable,
+    Prune: _plan_prune,
+    ChangeInput: _plan_input,
+    Transform: _plan_transform,
+    Truncate: _plan_outputs,
+}

@@ -15,65 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import inspect
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-from . import _graph, _inside, _invariants, weights
+from . import _calls, _graph, _invariants, _remake, weights
+from ._pass import Pass, Record
 from ._plan import Block, DeleteCall, Plan, ReplaceSpan
-from .errors import IncompatibleShape, InvalidEdit, NameClash, SurgeryError, UnsupportedLayer, first_line
-
-
-@dataclass
-class Record:
-    """What one pass did to one layer of the new model."""
-
-    prev_path: str | None
-    weights: str  # "copied" | "reinit" | "new" | "none"
-    reason: str = ""
-    faithful: bool = True  # computes the same as prev_path did, on the same inputs
-    config_changed: str = ""
-    note: str = ""  # words for a kept layer (e.g. "LoRA rank 8")
-    inner: tuple = ()  # for a rebuilt nested model: its layers' new ids
-
-
-class Pass:
-    """State of one rebuild of ``model`` (None for the copy of a block model a user brings in)."""
-
-    def __init__(self, model=None, overrides=None):
-        self.records: dict[int, Record] = {}  # id(new layer) -> record
-        self.layers: dict[int, Any] = {}  # id(new layer) -> new layer (keeps ids alive)
-        self.copies: list = []  # (old layer, new layer) whose weights are copied if they fit
-        self.clones: dict[int, Any] = {}  # id(old op) -> its one new op in this pass
-        # every layer of the model being edited, nested ones too: a callable must not call them
-        walked = list(_graph.walk_layers(model)) if model is not None else []
-        self.source_layers: list = [layer for _, layer in walked]
-        self.old_paths: dict[int, str] = {id(layer): path for path, layer in walked}  # one path per layer
-        self.pretrained: list = []  # (user layer, new layer, edit) brought in with their own weights
-        # id(new layer) -> (the layer its trainable flags come from, the flag an edit sets or None)
-        self.sources: dict[int, tuple] = {}
-        self.slices: list = []  # (old layer, new layer, (kept input indices, kept output indices))
-        self.ruled: list = []  # (old layer, new layer, a Transform's weight rule)
-        self.notes: list[str] = []
-        self.outputs_faithful: dict[int, bool] = {}  # id(new nested model) -> its outputs unchanged
-        # Untouched layers: id(old layer) -> the graph model holding it, and whether every call of
-        # it saw inputs of the shapes it saw before (then its variables must come out the same).
-        self.untouched: dict[int, Any] = {}
-        self.same_input_shapes: dict[int, bool] = {}
-        # id(old layer) -> (route, a function making its new layer) for layers whose own config
-        # does not round-trip (see _faithful_twins)
-        self.overrides: dict[int, Any] = overrides or {}
-        # Every variable once, with its ties (see _invariants): (old owner, new owner, new sub-layer
-        # called as a node), and id(old variable) -> new variable of layers tracked but never called.
-        self.shared_sublayers: list = []
-        self.carried: dict[int, Any] = {}
-        self.accounted: set[int] = set()  # ids of old variables a note or a removed row accounts for
-
-    def record(self, layer, rec: Record):
-        self.records[id(layer)] = rec
-        self.layers[id(layer)] = layer
+from .errors import IncompatibleShape, InvalidEdit, NameClash, SurgeryError, first_line
+from .report import Status
 
 
 _PROGRESS = contextvars.ContextVar("kerasnb_rebuild_progress", default=None)
@@ -106,14 +56,14 @@ def run_pass(model, plan: Plan) -> tuple:
             with _graph.deferred_variables():
                 new_model = _GraphRebuild(model, plan, state, "").run()
                 _invariants.carry_uncalled(model, new_model, state)
-                lost = _lost_in_config(state)
+                lost = _remake.lost_in_config(state)
                 if lost:
-                    raise _ConfigLost(lost)
+                    raise _remake.ConfigLost(lost)
                 _transfer_weights(state)
-        except _ConfigLost as retry:
+        except _remake.ConfigLost as retry:
             # The deferral dropped every variable of this attempt; try again with those layers
             # made another way (each layer takes each route once at most, so this ends).
-            overrides = _faithful_twins(retry.layers, state, overrides, retry.refusals)
+            overrides = _remake.faithful_twins(retry.layers, state, overrides, retry.refusals)
             continue
         except (ValueError, TypeError) as error:
             if slow or isinstance(error, SurgeryError) or not _graph.is_deferred_variable_error(error):
@@ -171,7 +121,7 @@ def _flags_inside(container, state: Pass, inherited) -> None:
         value = explicit if explicit is not None else inherited
         if _graph.is_graph_model(layer):
             if value is not None:
-                keras.layers.Layer.trainable.fset(layer, bool(value))
+                _graph.set_flag(layer, value)
             elif layer.trainable != old.trainable:
                 layer.trainable = old.trainable
             _flags_inside(layer, state, value)
@@ -186,9 +136,7 @@ def _copy_flags(old, new) -> None:
     olds, news = _graph.sublayers(old), _graph.sublayers(new)
     if len(olds) != len(news):  # a config change made other sub-layers: the layer's own flag only
         olds, news = olds[:1], news[:1]
-    setter = keras.layers.Layer.trainable.fset  # not `n.trainable = ...`: see _graph.force_trainable
-    for o, n in zip(olds, news):
-        setter(n, o.trainable)
+    _graph.copy_flags(olds, news)  # not `n.trainable = ...`: see _graph.force_trainable
     # Flags set on single variables (a LoRA model where only the factors train) come along too.
     old_vars, new_vars = list(old.weights), list(new.weights)
     if len(old_vars) == len(new_vars):
@@ -285,7 +233,7 @@ class _GraphRebuild:
                                   if isinstance(t, keras.KerasTensor)]
                     new_op = clones[id(op)] = self._clone(op, shapes)
                 called_here.add(id(op))
-                unchanged_op = not _computation_changes(op, plan.changes_for(op)) and not getattr(
+                unchanged_op = not _remake.computation_changes(op, plan.changes_for(op)) and not getattr(
                     plan.rules.get(id(op)), "changes_computation", False) and not (
                     _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty()
                     and not state.outputs_faithful.get(id(new_op), False))
@@ -321,8 +269,8 @@ class _GraphRebuild:
         outputs = self.plan.outputs
         if outputs is None:
             return None, set()
-        views = _graph.walk(self.model)
-        producer = {id(t): v for v in views for t in v.outputs}
+        index = _graph.graph_index(self.model)
+        views, producer = index.order, index.producer
         wanted, inner_only = [], set()
         for out in outputs:
             if isinstance(out, tuple):  # ("inner", target): the nested model's call is needed
@@ -440,7 +388,7 @@ class _GraphRebuild:
         try:
             if hasattr(rule, "trace"):  # a block changed inside: its own call() must run on this input
                 rule.trace(new_op, args, kwargs, view.outputs)
-            return _call_deferring(new_op, args, kwargs)
+            return _remake.call_deferring(new_op, args, kwargs)
         except SurgeryError:
             raise
         except Exception as error:
@@ -462,90 +410,8 @@ class _GraphRebuild:
             ) from None
 
     def call_block(self, block: Block, args, anchor, kwargs=None):
-        """Call a replacement / inserted piece with the call the replaced layer received.
-
-        The positional arguments go to the first piece; each keyword argument (a mask, ``query=``,
-        ``training=``) to the first piece that takes it. Records every layer it adds as new.
-        """
-        spec = block.spec
-        pieces = list(spec) if isinstance(spec, (list, tuple)) else [spec]
-        if not pieces:
-            raise InvalidEdit(f"An empty list is not a replacement; use kerasnb.delete to remove a layer. Received: {block.edit!r}")
-        given = _share_keywords(pieces, kwargs or {}, block, anchor, self.state)
-        x = args
-        for piece, piece_kwargs in zip(pieces, given):
-            x = self._call_piece(piece, x, block, anchor, piece_kwargs)
-            x = (x,)
-        return x[0]
-
-    def _call_piece(self, piece, args, block: Block, anchor, kwargs=None):
-        state, names = self.state, self.names
-        kwargs = kwargs or {}
-        made_by = f"added by {type(block.edit).__name__.lower()} at {anchor.name!r}"
-        if isinstance(piece, keras.Model) and _graph.is_graph_model(piece):
-            sub = Pass()
-            copy = _GraphRebuild(piece, Plan(), sub, "", name=names.unique(piece.name)).run()
-            for new_id, layer in sub.layers.items():
-                state.layers[new_id] = layer
-                has_weights = bool(layer.weights) and not _graph.is_graph_model(layer)
-                state.records[new_id] = Record(None, "new", f"{made_by}; brings its own weights from {piece.name!r}"
-                                                if has_weights else made_by)
-            state.copies.extend(sub.copies)
-            state.sources.update(sub.sources)
-            state.sources[id(copy)] = (piece, None)
-            state.record(copy, Record(None, "new", f"{made_by}; brings its own weights from model {piece.name!r}"))
-            return _call_new(copy, args, block, kwargs)
-        if isinstance(piece, keras.layers.Layer):
-            config = _graph.config_of(piece, f"The replacement {piece.name!r}")
-            config["name"] = names.unique(piece.name)
-            try:
-                layer = _from_config(type(piece), config)
-            except Exception as error:
-                raise UnsupportedLayer(
-                    f"The replacement {piece.name!r} ({type(piece).__name__}) cannot be recreated from its config: "
-                    f"{first_line(error)}. Received: {block.edit!r}"
-                ) from None
-            state.sources[id(layer)] = (piece, None)  # the flags the user gave it, sub-layers included
-            out = _call_new(layer, args, block, kwargs)
-            if piece.weights:
-                state.pretrained.append((piece, layer, block.edit))
-                state.record(layer, Record(None, "new", f"{made_by}; brings its own weights"))
-            else:
-                state.record(layer, Record(None, "new", made_by))
-            return out
-        if callable(piece):
-            calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
-            failure = None
-            try:
-                out = piece(*args, **kwargs)
-            except SurgeryError:
-                raise
-            except Exception as error:
-                failure = error
-            finally:
-                # Undo any call the callable made to the user's layers, whatever happened (an error,
-                # KeyboardInterrupt): the user's model must end up as it was.
-                reused = [layer for layer in state.source_layers if _graph.call_count(layer) > calls_before[id(layer)]]
-                for layer in reused:
-                    _graph.forget_calls(layer, calls_before[id(layer)])
-            if reused:
-                raise InvalidEdit(
-                    f"The callable {getattr(piece, '__name__', piece)!r} calls {reused[0].name!r}, a layer of the model "
-                    "being edited. That would add calls to your model and share its weights; make new layers inside "
-                    f"the callable instead (e.g. keras.layers.Dense(...)(x)). Received: {block.edit!r}"
-                )
-            if failure is not None:
-                raise IncompatibleShape(
-                    f"The callable {getattr(piece, '__name__', piece)!r} failed on input of shape "
-                    f"{_fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))}: "
-                    f"{first_line(failure)} Received: {block.edit!r}"
-                )
-            _check_callable_output(piece, out, block)
-            return out
-        raise InvalidEdit(
-            "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
-            f"Received: {piece!r} of type {type(piece).__name__}"
-        )
+        """Call a replacement / inserted block where ``anchor`` was called (see :mod:`kerasnb._calls`)."""
+        return _calls.call_block(self, block, args, anchor, kwargs)
 
     def _clone(self, op, call_shapes=None):
         """A fresh copy of an existing operation: same config (plus changes), new variables."""
@@ -561,7 +427,7 @@ class _GraphRebuild:
             inner = tuple(k for k in state.records if k not in before)
             # "Unfreeze the backbone" means every layer in it: _apply_trainable hands the flag down.
             state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "none", inner=inner))
+            state.record(new_op, Record(state.old_paths.get(id(op), path), Status.NO_WEIGHTS, inner=inner))
             return new_op
         if not isinstance(op, keras.layers.Layer):
             # A raw keras.ops call in the graph: stateless, so a copy from its config is exact. Never
@@ -570,86 +436,12 @@ class _GraphRebuild:
                 new_op = type(op).from_config(op.get_config())
             except Exception:
                 new_op = _graph.fresh_copy(op)
-            state.record(new_op, Record(path, "none"))
+            state.record(new_op, Record(path, Status.NO_WEIGHTS))
             return new_op
         shared = _invariants.shared_sublayer(self, op)
         if shared is not None:  # a sub-layer of another layer here: one object, as in the original
             return shared
-        changes = plan.changes_for(op)
-        override = state.overrides.get(id(op))
-        if override is not None and not changes:
-            new_op = override[1]()
-            _graph.drop_all_calls(new_op)  # a call from an earlier, abandoned attempt
-            _inside.remade(op, new_op, plan.rules.get(id(op)))  # a change inside it goes in on this route too
-            state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
-            state.untouched[id(op)] = self.model
-            if id(op) in plan.rules:  # a weight rule on a layer made as it was (LoRA inside a block)
-                state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False))
-                state.ruled.append((op, new_op, plan.rules[id(op)]))
-                return new_op
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "copied"))
-            state.copies.append((op, new_op))
-            return new_op
-        try:
-            config = _graph.config_of(op, f"Layer {path!r}")
-        except UnsupportedLayer as refusal:
-            # Its get_config() raises (as some published layers' do): an untouched layer can still
-            # be made again from the arguments it keeps, where every one of them is found, or from
-            # its model's own config (see _faithful_twins).
-            if changes:
-                raise
-            new_op = _from_arguments(op)
-            if new_op is None:
-                raise self._another_route(op, refusal) from None
-            config = None
-        if config is not None:
-            config.update(changes)
-            if "trainable" in config and id(op) in plan.trainable:
-                config["trainable"] = plan.trainable[id(op)]
-        try:
-            if config is not None:
-                new_op = _remake(op, config, changes)
-        except Exception as error:
-            if changes:
-                raise InvalidEdit(
-                    f"{type(op).__name__} {op.name!r} cannot be rebuilt with {changes!r}: {first_line(error)} "
-                    f"Received: changes={changes!r}"
-                ) from None
-            raise self._another_route(op, UnsupportedLayer(
-                f"Layer {op.name!r} of type {type(op).__name__} cannot be recreated from its config "
-                f"({first_line(error)}). Custom layers need get_config() and registration with "
-                f"@keras.saving.register_keras_serializable(). Every edit rebuilds the whole model, so this layer "
-                f"blocks edits anywhere in it. Received: layer={op.name!r}"
-            )) from None
-        state.sources[id(new_op)] = (op, plan.trainable.get(id(op)))
-        rule = plan.rules.get(id(op))
-        _inside.remade(op, new_op, rule)  # a block changed inside, now or by an earlier edit
-        if rule is not None:  # a Transform's own weight rule (adapting an input kernel, folding a BatchNorm)
-            if not changes:  # made as it was: checked like an untouched layer (see _lost_in_config)
-                state.untouched[id(op)] = self.model
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "rule", faithful=False,
-                                        config_changed=_describe_changes(op, changes)))
-            state.ruled.append((op, new_op, rule))
-            return new_op
-        kept = plan.prune.slices.get(id(op)) if plan.prune is not None else None
-        if kept is not None:
-            # The weight rule of pruning: the surviving slices of the old values (see _transfer_weights).
-            state.record(new_op, Record(state.old_paths.get(id(op), path), "pruned", faithful=False))
-            state.slices.append((op, new_op, kept))
-            return new_op
-        if not changes:
-            state.untouched[id(op)] = self.model
-        described = _describe_changes(op, changes)
-        state.record(new_op, Record(state.old_paths.get(id(op), path), "copied", config_changed=described))
-        state.copies.append((op, new_op))
-        return new_op
-
-    def _another_route(self, op, refusal):
-        """The retry that makes ``op``, whose own config cannot make it, another way (the arguments it
-        was made with, then its model's own config: :func:`_faithful_twins`); ``refusal`` is raised if
-        no route makes it faithfully."""
-        self.state.untouched[id(op)] = self.model
-        return _ConfigLost([op], {id(op): refusal})
+        return _remake.layer_again(op, path, plan, state, self.model)
 
 
 def _rank_adjusted(own, given) -> bool:
@@ -730,10 +522,6 @@ def _same_model_policy(old, new) -> None:
         new.dtype_policy = policy
 
 
-def _fmt_shapes(shapes) -> str:
-    return ", ".join(str(s) for s in shapes)
-
-
 class _NameBook:
     """Layer names used in one graph, to give new layers names that clash with none."""
 
@@ -751,479 +539,6 @@ class _NameBook:
         return f"{base}_{i}"
 
 
-def _computation_changes(op, changes) -> dict:
-    """The changes that make the layer compute something else (a new name or flag does not)."""
-    if not changes:
-        return {}
-    old = _graph.config_of(op)
-    return {k: v for k, v in changes.items() if k not in ("name", "trainable") and old.get(k) != v}
-
-
-def _describe_changes(op, changes) -> str:
-    effective = _computation_changes(op, changes)
-    if not effective:
-        return ""
-    old = _graph.config_of(op)
-    parts = [f"{k}: {_short(old.get(k))} -> {_short(v)}" for k, v in effective.items()]
-    return "config changed (" + ", ".join(parts) + ")"
-
-
-def _short(value) -> str:
-    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
-        value = value.get("config", {}).get("name", value)  # a dtype policy reads as its name
-    text = repr(value)
-    return text if len(text) < 40 else text[:37] + "..."
-
-
-def _share_keywords(pieces, kwargs: dict, block: Block, anchor, state: Pass) -> list[dict]:
-    """The keyword arguments each piece gets: each to the first piece whose call takes it.
-
-    A keyword tensor that no piece takes is refused (dropping a mask silently would change what
-    the model computes); a non-tensor setting no piece takes (``use_causal_mask=True``) is left
-    out and said in the result's notes. ``None`` and ``training`` need no taker.
-    """
-    given: list[dict] = [{} for _ in pieces]
-    left_out = []
-    for key, value in kwargs.items():
-        taker = next((i for i, piece in enumerate(pieces) if _takes_keyword(piece, key)), None)
-        if taker is not None:
-            given[taker][key] = value
-            continue
-        if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value)):
-            kinds = ", ".join(_piece_name(p) for p in pieces)
-            raise InvalidEdit(
-                f"{anchor.name!r} is called with the tensor {key}=..., and its replacement ({kinds}) has no call "
-                f"argument {key!r} to receive it; dropping it would change what the model computes. What would "
-                f"work: a replacement whose call() takes {key}= (or **kwargs), or a callable "
-                f"`lambda x, {key}=None, **kwargs: ...` that uses it. Received: {block.edit!r}"
-            )
-        if value is not None and key != "training":
-            left_out.append(f"{key}={_short(value)}")
-    if left_out:
-        state.notes.append(
-            f"{anchor.name!r} was called with {', '.join(left_out)}; its replacement takes no such argument, "
-            "so it was not passed on."
-        )
-    return given
-
-
-def _takes_keyword(piece, key: str) -> bool:
-    if isinstance(piece, keras.Model):
-        return key == "training"  # a model's call takes its inputs and training only
-    target = type(piece).call if isinstance(piece, keras.layers.Layer) else piece
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-    return key in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-def _piece_name(piece) -> str:
-    if isinstance(piece, keras.layers.Layer):
-        return f"{type(piece).__name__} {piece.name!r}"
-    return f"callable {getattr(piece, '__name__', type(piece).__name__)!r}"
-
-
-def _check_callable_output(piece, out, block) -> None:
-    """A callable replacement must hand back the tensor(s) it built, not None or a number."""
-    flat = keras.tree.flatten(out) if out is not None else []
-    if not flat or not all(isinstance(t, keras.KerasTensor) for t in flat):
-        raise InvalidEdit(
-            f"The callable {getattr(piece, '__name__', piece)!r} returned {_short(out)} of type {type(out).__name__}; "
-            "a callable replacement must return the Keras tensor(s) it computes from its input, e.g. "
-            "lambda x: keras.layers.Dense(8)(x). Did it forget a return statement? "
-            f"Received: {block.edit!r}"
-        )
-
-
-def _remake(op, config: dict, changes: dict):
-    """A new layer like ``op`` from ``config``, and never one that silently differs.
-
-    - Some layers' configs hold derived values their constructor refuses (keras-hub's ViT
-      patching layer lists ``num_patches``): Keras reloads such a model from the model's own
-      arguments, never from that layer's config. Those keys are left out.
-    - Some configs leave out a constructor argument, so the layer made from them would use the
-      default: caught here by comparing every argument missing from the config with the attribute
-      the old layer keeps of it (an argument kept nowhere, as keras-hub's MiT encoder does with
-      ``sr_ratio``, shows only in the variables: see :func:`_lost_in_config`).
-    Either way, an untouched layer is then made from the arguments it was made with
-    (:func:`_from_arguments`); otherwise it is refused.
-    """
-    cls = type(op)
-    failure = layer = None
-    made_from = config
-    try:
-        layer = _from_config(cls, config)
-    except Exception as error:
-        refused = _refused_keys(error) & set(config)
-        if not refused or refused & set(changes):
-            raise
-        failure = error
-        made_from = {k: v for k, v in config.items() if k not in refused}
-        try:
-            layer = _from_config(cls, made_from)
-        except Exception:
-            layer = None
-    if layer is not None and not _lost_arguments(op, layer, config):
-        if made_from is not config or isinstance(getattr(op, "get_config", None), _MadeFrom):
-            _carry_config(layer, made_from)  # its class's own config would not make it again
-        return layer
-    again = None if changes else _from_arguments(op)
-    if again is not None:
-        return again
-    if failure is not None:
-        raise failure
-    missing = ", ".join(sorted(_lost_arguments(op, layer, config)))
-    raise UnsupportedLayer(
-        f"{cls.__name__} {op.name!r} cannot be rebuilt faithfully: its get_config() leaves out {missing}, so a "
-        "layer made from it would use other values. What would work: a get_config() that returns every "
-        f"constructor argument. Received: config keys {sorted(config)}"
-    )
-
-
-def _lost_arguments(old, new, config) -> set:
-    """Constructor arguments missing from ``config`` whose kept values differ between the layers."""
-    lost = set()
-    for name in _graph.init_arguments(type(old)):
-        # Names that every layer has (weights, name, dtype...) say nothing about the argument.
-        if name in config or hasattr(keras.layers.Layer, name) or not hasattr(old, name) or not hasattr(new, name):
-            continue
-        a, b = getattr(old, name), getattr(new, name)
-        if not (_plain(a) and _plain(b)):
-            continue  # only plain values can be compared with confidence
-        if a != b:
-            lost.add(name)
-    return lost
-
-
-def _plain(value) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return False
-
-
-def _refused_keys(error) -> set:
-    """The top-level keys of Keras's "Unrecognized keyword arguments passed to X: {...}"."""
-    text = str(error)
-    marker = "Unrecognized keyword arguments passed to "
-    start = text.find(marker)
-    if start < 0:
-        return set()
-    start = text.find("{", start)
-    keys, depth, i = set(), 0, start
-    while 0 <= i < len(text):
-        char = text[i]
-        if char in "{[(":
-            depth += 1
-        elif char in "}])":
-            depth -= 1
-            if depth == 0:
-                break
-        elif char == "'" and depth == 1:
-            end = text.find("'", i + 1)
-            if end < 0:
-                break
-            if text[end + 1:end + 2] == ":":
-                keys.add(text[i + 1:end])
-            i = end
-        i += 1
-    return keys
-
-
-def _from_arguments(op):
-    """``type(op)(**arguments)`` made again from the arguments ``op`` was made with, for a layer
-    whose get_config() raises or leaves one out; None unless every argument is known, so a
-    silently defaulted argument can never slip in. The arguments come from:
-
-    1. the attributes a layer keeps of them (``self.units = units``), all of them found;
-    2. else those Keras recorded when the layer was made (when all were plain data).
-    """
-    cls = type(op)
-    names = _graph.init_arguments(cls)
-    arguments = {name: getattr(op, name) for name in names if hasattr(op, name)}
-    if len(arguments) == len(names) and all(_carried_safely(value) for value in arguments.values()):
-        own = dict(name=op.name, dtype=op.dtype_policy, trainable=op.trainable)
-    else:  # an argument missing, or one that would share a layer, variable or array with the user's model
-        arguments = _graph.constructor_arguments(op)
-        if arguments is None:
-            return None
-        # The policy by name: plain data, so Keras records these arguments of the new layer too,
-        # and the next edit of the new model finds them again.
-        own = dict(name=op.name, dtype=op.dtype_policy.name)
-    # A constructor that takes no name or dtype (Flux's MLPEmbedder takes its width only): the name
-    # is given after, and a layer that would compute in another dtype is not made.
-    taken = _takes_arguments(cls)
-    arguments.update({key: value for key, value in own.items() if taken is None or key in taken})
-    arguments = _without_variables(arguments)
-    try:
-        layer = _deferring(lambda: cls(**arguments))
-    except Exception:
-        return None
-    if layer.name != op.name:
-        _graph.rename(layer, op.name)
-    if layer.dtype_policy.name != op.dtype_policy.name:
-        return None
-    _carry_config(layer, arguments)
-    return layer
-
-
-def _takes_arguments(cls):
-    """The names ``cls(...)`` takes, or None when it takes any keyword (``**kwargs``)."""
-    try:
-        params = inspect.signature(cls.__init__).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params}
-
-
-class _MadeFrom:
-    """A layer's get_config(): the config or arguments it was made from (see :func:`_carry_config`)."""
-
-    def __init__(self, config: dict):
-        self.config = config
-
-    def __call__(self) -> dict:
-        return dict(self.config)
-
-
-def _carry_config(layer, config: dict) -> None:
-    """Make ``layer.get_config()`` give ``config``, what it was made from, for a layer whose class's own
-    get_config() raises or gives a config that does not make it again (keras-hub's Llama block reads
-    attributes it never set; ViT's patching layer lists arguments its constructor refuses; MiT's block
-    leaves out ``sr_ratio``). A .keras file of the edited model then loads it back as it is, and the
-    next edit makes it again from that config."""
-    layer.get_config = _MadeFrom(dict(config))
-
-
-def _carried_safely(value) -> bool:
-    """Values a new layer may receive as they are: plain data, functions, stateless Keras objects."""
-    import types
-
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_carried_safely(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _carried_safely(v) for k, v in value.items())
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
-        return True
-    return isinstance(value, (keras.initializers.Initializer, keras.regularizers.Regularizer,
-                              keras.constraints.Constraint, keras.DTypePolicy))
-
-
-def _deferring(make):
-    """``make()`` inside the deferral; a layer that makes variables in __init__ or outside build()
-    refuses that, and is then made (or called) outside it: the rest of the rebuild stays deferred."""
-    try:
-        return make()
-    except (ValueError, TypeError) as error:
-        if not _graph.is_deferred_variable_error(error):
-            raise
-    with _graph.outside_deferral():
-        return make()
-
-
-def _from_config(cls, config):
-    """A new layer from its config (see :func:`_deferring`), holding no variable of the old one."""
-    config = _without_variables(config)
-    return _deferring(lambda: cls.from_config(config))
-
-
-def _without_variables(value):
-    """``value`` with each variable in it replaced by a copy of its value (a plain number for a scalar).
-
-    Some configs hand back a variable (keras-hub's D-FINE decoder returns its ``upsampling_factor``
-    weight, which its build() then makes again from that number): passed on as it is, the new layer
-    would track the user's variable as its own, sharing it with the original.
-    """
-    if not _holds_variable(value):
-        return value  # the config as it came, untouched
-    if _is_variable(value):
-        array = keras.ops.convert_to_numpy(value).copy()
-        return array.item() if array.ndim == 0 else array
-    if isinstance(value, dict):
-        return {k: _without_variables(v) for k, v in value.items()}
-    return (tuple if isinstance(value, tuple) else list)(_without_variables(v) for v in value)
-
-
-def _holds_variable(value) -> bool:
-    if isinstance(value, dict):
-        return any(_holds_variable(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_variable(v) for v in value)
-    return _is_variable(value)
-
-
-def _is_variable(value) -> bool:
-    """A Keras variable, or a backend's own variable (it can be assigned to, unlike a tensor)."""
-    return isinstance(value, keras.Variable) or (
-        callable(getattr(value, "assign", None)) and hasattr(value, "shape") and hasattr(value, "dtype"))
-
-
-def _call_deferring(layer, args, kwargs):
-    """Call a new layer (see :func:`_deferring`)."""
-    return _deferring(lambda: layer(*args, **kwargs))
-
-
-def _call_new(layer, args, block, kwargs=None):
-    try:
-        return _call_deferring(layer, args, kwargs or {})
-    except Exception as error:
-        got = _fmt_shapes(tuple(t.shape) for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor))
-        raise IncompatibleShape(
-            f"{type(layer).__name__} {layer.name!r} cannot take an input of shape {got}: {first_line(error)} "
-            f"Received: {block.edit!r}"
-        ) from None
-
-
-class _ConfigLost(Exception):
-    """Untouched layers came out of their own configs with other variables (a config that does
-    not round-trip); raised inside the deferral so the attempt's variables are dropped."""
-
-    def __init__(self, layers, refusals=None):
-        super().__init__(", ".join(layer.name for layer in layers))
-        self.layers = layers
-        self.refusals = refusals or {}  # id(old layer) -> the refusal for a layer its config cannot make
-
-
-def _lost_in_config(state: Pass) -> list:
-    """Old layers rebuilt untouched, fed inputs of their old shapes, whose variables differ."""
-    lost = []
-    for old, new in state.copies:
-        if id(old) not in state.untouched or not state.same_input_shapes.get(id(old), False):
-            continue
-        weights.mirror_lora(old, new)  # LoRA on a block's sub-layers is not in the block's config
-        if not _same_variables(old, new):
-            lost.append(old)
-    # A layer a weight rule maps, made from its config unchanged: its variables apart from LoRA
-    # factors (which the rule adds or folds) and a sub-layer changed inside it (whose variables the
-    # change makes anew) must come out the same, or another route makes it.
-    for old, new, rule in state.ruled:
-        if id(old) not in state.untouched or not state.same_input_shapes.get(id(old), False):
-            continue
-        changed = _inside.changed_variables(rule, new)
-        if not _same_variables(old, new, lambda v: weights.is_lora_factor(v) or id(v) in changed):
-            lost.append(old)
-    return lost
-
-
-def _faithful_twins(layers, state: Pass, overrides: dict, refusals=None) -> dict:
-    """``overrides`` with, for each layer whose own config does not make it again, the next way to
-    make it: ``{id(old layer): (route, a function making the new layer)}``.
-
-    Some published layers leave a constructor argument out of their get_config() (keras-hub's MiT
-    encoder block drops ``sr_ratio``, Qwen3's block ``head_dim``), or their get_config() or
-    from_config() raises (Swin's patch embedding, Flux's MLP embedder), although the model that
-    holds them reloads faithfully from its own arguments. Such a layer is made again, in this
-    order, from:
-
-    1. the arguments it was made with (:func:`_from_arguments`);
-    2. its model's own serialisation: the model holding it is made again from its config once,
-       and the layer at the same place in it is taken, cut loose from that throwaway graph.
-
-    The next attempt checks that the layer then has the old layer's variables; a layer that no
-    route makes faithfully is refused (``refusals`` holds the refusal of a layer whose config
-    cannot make it at all), since rebuilding it would silently change what it computes.
-    """
-    overrides, refusals = dict(overrides), refusals or {}
-    fresh_models: dict = {}
-    for old in layers:
-        route = overrides.get(id(old), (None, None))[0]
-        if route is None and _from_arguments(old) is not None:
-            # A fresh layer at every attempt: an abandoned attempt leaves its variables unmade.
-            overrides[id(old)] = ("arguments", lambda old=old: _from_arguments(old))
-            continue
-        owner = state.untouched[id(old)]
-        if route in (None, "arguments"):
-            if id(owner) not in fresh_models:
-                try:
-                    with _graph.outside_deferral():
-                        fresh_models[id(owner)] = _graph.remade_from_own_config(owner)
-                except Exception:
-                    fresh_models[id(owner)] = None
-            recipe = old.get_config if isinstance(old.get_config, _TakenFromModel) else None
-            if recipe is not None:  # taken from a model's config by an earlier edit: from that model again
-                try:
-                    with _graph.outside_deferral():
-                        twin = recipe.take()
-                except Exception:
-                    twin = None
-            else:
-                twin = _twin_in(fresh_models[id(owner)], owner, old)
-            if twin is not None and _same_variables(old, twin):
-                _graph.drop_all_calls(twin)  # cut loose from the throwaway model's graph
-                if id(old) in refusals or recipe is not None:
-                    # Its class cannot give a config that makes it: save() says so, and the next edit
-                    # takes it from the same model's config again.
-                    path = state.old_paths.get(id(old), old.name)
-                    twin.get_config = recipe or _TakenFromModel(owner, old, path)
-                    overrides[id(old)] = ("unsavable", lambda twin=twin: twin)
-                else:
-                    overrides[id(old)] = ("model", lambda twin=twin: twin)
-                continue
-        path = state.old_paths.get(id(old), old.name)
-        if id(old) in refusals:
-            text, marker = str(refusals[id(old)]), " Received: "
-            cut = text.rfind(marker) if marker in text else len(text)
-            raise type(refusals[id(old)])(
-                f"{text[:cut]} Neither the arguments it was made with nor the config of its model {owner.name!r} "
-                f"make it again as it was.{text[cut:]}"
-            ) from None
-        raise UnsupportedLayer(
-            f"{type(old).__name__} {path!r} cannot be rebuilt faithfully: made again from its get_config() it "
-            "has other variables (its config leaves out a constructor argument), and neither the arguments "
-            f"Keras recorded nor its model {owner.name!r} make it again as it was. What would "
-            f"work: a get_config() that returns every constructor argument. Received: layer={path!r}"
-        )
-    return overrides
-
-
-class _TakenFromModel:
-    """The get_config() of a layer taken from its model made again from the model's own config, for a
-    layer whose class cannot give a config that makes it: it raises a clear UnsupportedLayer (so
-    saving the edited model says why it cannot), and keeps how to take such a layer again (``take``)."""
-
-    def __init__(self, owner, old, path: str):
-        self.owner_class, self.owner_config = type(owner), owner.get_config()
-        self.index = next(i for i, layer in enumerate(_graph.layers_in_order(owner)) if layer is old)
-        self.message = (
-            f"Layer {path!r} ({type(old).__name__}) has no config that makes it again: its class's get_config() "
-            f"or from_config() fails, so kerasnb made it from its model's own config ({self.owner_class.__name__}). "
-            "Keras saves a model layer by layer from each layer's config, so this model cannot be saved to a "
-            "'.keras' file. What would work: model.save_weights(...), and load_weights(...) into the model built "
-            f"again in code. Received: layer={path!r}"
-        )
-
-    def take(self):
-        fresh = self.owner_class.from_config(self.owner_config)
-        return _graph.layers_in_order(fresh)[self.index]
-
-    def __call__(self):
-        raise UnsupportedLayer(self.message)
-
-
-def _twin_in(fresh, owner, old):
-    """The layer of ``fresh`` (``owner`` made again from its config) at ``old``'s place in ``owner``'s
-    graph, paired by structure (auto-generated names differ between the two), or None."""
-    if fresh is None:
-        return None
-    olds, news = _graph.layers_in_order(owner), _graph.layers_in_order(fresh)
-    if len(olds) != len(news) or [type(a) for a in olds] != [type(b) for b in news]:
-        return None
-    index = next((i for i, layer in enumerate(olds) if layer is old), None)
-    return None if index is None else news[index]
-
-
-def _same_variables(old, new, leave_out=None) -> bool:
-    def listed(layer):
-        return [(tuple(v.shape), v.dtype) for v in layer.weights if leave_out is None or not leave_out(v)]
-    return listed(old) == listed(new)
-
-
 def _transfer_weights(state: Pass) -> None:
     """Give every new layer its variables by its weight rule; record what each rule did."""
     for old, new in state.copies:
@@ -1231,10 +546,10 @@ def _transfer_weights(state: Pass) -> None:
         outcome = weights.carry(old, new)
         _invariants.given_every_variable(old, new, outcome)
         outcome.assign()
-        if outcome.kind == "reinit":
-            rec.weights, rec.reason, rec.faithful = "reinit", outcome.reason, False
-        elif outcome.kind == "none":
-            rec.weights = "none"
+        if outcome.kind == Status.REINITIALIZED:
+            rec.status, rec.reason, rec.faithful = outcome.kind, outcome.reason, False
+        elif outcome.kind == Status.NO_WEIGHTS:
+            rec.status = outcome.kind
         elif outcome.reason:  # cast to another float dtype
             rec.config_changed = "; ".join(s for s in (rec.config_changed, outcome.reason) if s)
     for old, new, (k_in, k_out) in state.slices:
@@ -1254,16 +569,16 @@ def _transfer_weights(state: Pass) -> None:
             raise InvalidEdit(f"The weight rule {getattr(rule, '__name__', rule)!r} for {old.name!r} gives values of "
                               f"the wrong shape: {wrong} (variable, its shape, the value's). Received: {outcome!r}")
         outcome.assign()
-        rec.weights, rec.reason = outcome.kind, outcome.reason
-        if outcome.kind == "copied" and outcome.reason and not outcome.faithful:
+        rec.status, rec.reason = outcome.kind, outcome.reason
+        if outcome.kind == Status.KEPT and outcome.reason and not outcome.faithful:
             rec.config_changed = outcome.reason  # weights copied, computing something else: the words say what
-        if outcome.faithful and outcome.kind == "copied":  # the same computation: kept, with a note
+        if outcome.faithful and outcome.kind == Status.KEPT:  # the same computation: kept, with a note
             rec.faithful, rec.config_changed, rec.note, rec.reason = True, "", outcome.reason, ""
     for piece, new, edit in state.pretrained:
         rec = state.records[id(new)]
         outcome = weights.carry(piece, new)
         outcome.assign()
-        if outcome.kind == "reinit":
+        if outcome.kind == Status.REINITIALIZED:
             rec.reason = f"{rec.reason.split(';')[0]}; its own weights did not fit ({outcome.reason}), so it starts fresh"
         elif outcome.reason:
             rec.reason = f"{rec.reason}; {outcome.reason}"

@@ -7,19 +7,25 @@ A target is one of:
 - ``"outer/inner"``: a layer inside a nested model (any depth; combines with a call index);
 - ``(first, last)``: two names, a linear chain of layers handled as one span (Replace only).
 
+A *match* selects many layers at once (every ``match=`` and ``ignore=`` of the package goes
+through :func:`matcher` and :func:`select`; its forms are documented there).
+
 Every "no layer named ..." message is written here, once.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
 
 from . import _graph
-from .errors import AmbiguousTarget, InvalidEdit, LayerNotFound, suggest
+from .errors import AmbiguousTarget, InvalidEdit, LayerNotFound, SurgeryError, suggest
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,11 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
             f"Received: target={given!r}"
         )
     if not isinstance(target, str) or not target:
+        several = (" A list of targets is taken by replace, delete, configure, set_trainable, prune and truncate; "
+                   "here give one." if isinstance(given, list) else "")
         raise InvalidEdit(
-            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last). "
-            f"Received: target={given!r} of type {type(given).__name__}"
+            "A target is a layer name, a layer object, (name, call_index), 'outer/inner' or (first, last)."
+            f"{several} Received: target={given!r} of type {type(given).__name__}"
         )
     *outer, name = target.split("/")
     scopes = [model]
@@ -248,3 +256,178 @@ def path_of_layer(model, layer, prefix: str = "") -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def layer_at(model, path):
+    """The layer at graph path ``path`` (``"outer/inner"``, as the report names it), or None."""
+    try:
+        return resolve(model, path).layer
+    except SurgeryError:
+        return None
+
+
+def deep_layers(model):
+    """``(path, layer, owner)`` for every layer of the graphs and every sub-layer of their layers.
+
+    ``owner`` is the path of the graph layer a sub-layer belongs to (a keras-hub block), or None.
+    A sub-layer's path is its owner's container path followed by Keras's own ``layer.path``
+    (``"transformer_layer_0/self_attention_layer/query"``).
+    """
+    for path, layer in _graph.walk_layers(model):
+        yield path, layer, None
+        if _graph.is_graph_model(layer):
+            continue
+        prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+        for sub in _graph.sublayers(layer)[1:]:
+            sub_path = getattr(sub, "path", None)
+            if sub_path:
+                yield prefix + sub_path, sub, path
+
+
+# ----------------------------------------------------------------------------- matching many layers
+
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+_FORMS = ("a layer class (keras.layers.Conv2D) or a tuple of classes, a name or path ('head', 'block/conv'), a "
+          "glob on paths and names ('conv*', 'backbone/*'), a compiled regex searched in paths "
+          "(re.compile(r'block\\d+/conv')), a layer object, a predicate (path, layer) -> bool, or a list of these")
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A ``match=`` (or ``ignore=``) value made into one test on ``(path, layer)``; see :func:`matcher`."""
+
+    given: Any  # the value as the user wrote it, for messages
+    argument: str  # "match", "ignore": how messages name it
+    test: Callable  # (path, layer) -> bool
+    text: str  # how it reads in a message: "a Conv2D", "'conv*'", "the predicate 'is_big'"
+    exact: tuple = ()  # its plain names and paths: each must name a layer of the model
+    patterns: tuple = ()  # its globs and regexes, as text (for "did you mean")
+
+    def __call__(self, path: str, layer) -> bool:
+        return self.test(path, layer)
+
+
+def matcher(match, argument: str = "match") -> Matcher:
+    r"""One test on ``(path, layer)`` for every way kerasnb lets you choose many layers.
+
+    ``path`` is the layer's path at any depth (``"backbone/conv1"`` inside a nested model,
+    ``"block/self_attention/query"`` for a layer a block holds); its *name* is the path's last
+    segment. ``match`` is one of:
+
+    - a layer class or tuple of classes: the layers that are instances of it;
+    - a string with a glob character (``*``, ``?``, ``[``): a shell-style glob (``fnmatch``, case
+      sensitive) that matches the whole path or the whole name (``"conv*"``, ``"backbone/*"``);
+    - any other string: that exact path or name (``"head"`` also selects ``"block/head"``); a name
+      that is no layer of the model is an error, as everywhere else;
+    - a compiled regex (``re.compile(...)``): searched in the path (``re.search``), so anchor it
+      for a whole path: ``re.compile(r"^block_\d+/query$")``, or ``r"(^|/)query$"`` for a name;
+    - a layer object: that layer;
+    - a predicate ``(path, layer) -> bool``;
+    - a list (or set, or tuple) of these: a layer any of them selects. An empty list selects none.
+
+    Raises :class:`kerasnb.InvalidEdit` for anything else, naming what was received.
+
+    >>> import keras
+    >>> m = matcher(["head", keras.layers.Conv2D, "block_*"])
+    >>> m("outer/head", keras.layers.Dense(1)), m("dense", keras.layers.Dense(1))
+    (True, False)
+    """
+    if isinstance(match, keras.layers.Layer):
+        return Matcher(match, argument, lambda path, layer: layer is match, f"the layer {match.name!r}")
+    if isinstance(match, type):
+        if not issubclass(match, keras.Operation):
+            raise InvalidEdit(f"A class to match is a Keras layer class, e.g. keras.layers.Conv2D. "
+                              f"Received: {argument}={match!r}")
+        return Matcher(match, argument, lambda path, layer: isinstance(layer, match), f"a {match.__name__}")
+    if isinstance(match, str):
+        if not match:
+            raise InvalidEdit(f"A name or glob to match is a non-empty string, e.g. 'conv*' or 'backbone/*'. "
+                              f"Received: {argument}=''")
+        if _GLOB_CHARACTERS.search(match):
+            return Matcher(match, argument, lambda path, layer: fnmatch.fnmatchcase(path, match)
+                           or fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], match), repr(match), patterns=(match,))
+        return Matcher(match, argument, lambda path, layer: path == match or path.rsplit("/", 1)[-1] == match,
+                       repr(match), exact=(match,))
+    if isinstance(match, re.Pattern):
+        return Matcher(match, argument, lambda path, layer: match.search(path) is not None,
+                       f"re.compile({match.pattern!r})", patterns=(match.pattern,))
+    if isinstance(match, (list, tuple, set, frozenset)):
+        parts = [matcher(m, argument) for m in match]
+        if parts and all(isinstance(m, type) for m in match):
+            text = "a " + " or ".join(m.__name__ for m in match)
+        else:
+            text = " or ".join(p.text for p in parts) or "nothing (an empty list)"
+        return Matcher(match, argument, lambda path, layer: any(p.test(path, layer) for p in parts), text,
+                       tuple(n for p in parts for n in p.exact), tuple(t for p in parts for t in p.patterns))
+    if callable(match):
+        return _predicate(match, argument)
+    raise InvalidEdit(f"{argument} is {_FORMS}. Received: {argument}={match!r} of type {type(match).__name__}")
+
+
+def _predicate(function, argument) -> Matcher:
+    name = getattr(function, "__name__", repr(function))
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError:
+        raise InvalidEdit(
+            f"A predicate to match takes two arguments, (path, layer), and returns True or False, e.g. "
+            f"lambda path, layer: isinstance(layer, keras.layers.Dense) and path.startswith('head'). The "
+            f"predicate {name!r} does not take (path, layer). Received: {argument}={function!r}"
+        ) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): it is called and its errors said as below
+
+    def test(path, layer):
+        try:
+            return bool(function(path, layer))
+        except SurgeryError:
+            raise
+        except Exception as error:
+            raise InvalidEdit(
+                f"The {argument} predicate {name!r} raised {type(error).__name__}: {error} on layer {path!r} "
+                f"({type(layer).__name__}). A predicate takes (path, layer) and returns True or False. "
+                f"Received: {argument}={function!r}"
+            ) from None
+
+    return Matcher(function, argument, test, f"the predicate {name!r}")
+
+
+def select(model, match, candidates, *, argument: str = "match", kind: str = "layer", condition: str = "",
+           required: bool = True) -> list:
+    """The candidates ``(path, layer, ...)`` that ``match`` selects (see :func:`matcher`), in order.
+
+    ``candidates``: the layers a verb can act on, each a tuple starting with its path and layer.
+    A plain name in ``match`` that names no layer of ``model`` raises :class:`kerasnb.LayerNotFound`
+    with the closest names; so does a match of nothing when ``required``, saying ``No {kind} of
+    model ... matches ...{condition}`` and what would have matched.
+    """
+    m = match if isinstance(match, Matcher) else matcher(match, argument)
+    candidates = list(candidates)
+    if m.exact:
+        paths = [p for p, _, _ in deep_layers(model)]
+        known = set(paths) | {p.rsplit("/", 1)[-1] for p in paths}
+        for name in m.exact:
+            if name not in known:
+                raise LayerNotFound(f"No layer named {name!r} in model {model.name!r}."
+                                    f"{suggest(name, sorted(known))} Received: {m.argument}={m.given!r}")
+    found = [c for c in candidates if m(c[0], c[1])]
+    if not found and required:
+        raise LayerNotFound(f"No {kind} of model {model.name!r} matches {m.text}{condition}."
+                            f"{_nothing_hint(m, candidates)} Received: {m.argument}={m.given!r}")
+    return found
+
+
+def _nothing_hint(m: Matcher, candidates) -> str:
+    """What would have matched: the closest paths for a name or pattern, the layer types otherwise."""
+    if m.exact or m.patterns:
+        text = (m.exact + m.patterns)[0]
+        text = re.sub(r"[*?\[\]^$\\()|+]", "", text) or text  # compare the letters, not the wildcards
+        paths = [c[0] for c in candidates]
+        names = list(dict.fromkeys(paths + [p.rsplit("/", 1)[-1] for p in paths]))
+        return suggest(text, names) or (" It can choose from: " + ", ".join(map(repr, paths[:12]))
+                                        + (" ..." if len(paths) > 12 else "") + ".")
+    types: dict = {}
+    for c in candidates:
+        types[type(c[1]).__name__] = types.get(type(c[1]).__name__, 0) + 1
+    common = sorted(types.items(), key=lambda kv: -kv[1])[:8]
+    return " Its layers are: " + ", ".join(f"{name} ({n})" for name, n in common) + "."

@@ -113,11 +113,8 @@ def _attributes(old_backbone, new_graph, strict=True):
     A layer attribute whose layer the edit removed: ``(None, why)`` when ``strict``, else None."""
     old_ids = {id(layer) for layer in _graph.sublayers(old_backbone)}
     names = {layer.name for layer in new_graph.layers}
-    keras_own = vars(new_graph)  # what every keras.Model has (name, built, compiled...): not the family's
     layers, plain = {}, {}
-    for key, value in vars(old_backbone).items():
-        if key.startswith("__") or (key.startswith("_") and key != "_token_embedding") or key in keras_own:
-            continue
+    for key, value in _graph.family_attributes(old_backbone, new_graph).items():
         if isinstance(value, keras.layers.Layer) and id(value) in old_ids:
             if value.name not in names:
                 if not strict:

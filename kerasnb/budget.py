@@ -1,6 +1,6 @@
 """Global pruning: rank the channels of every coupled group together and prune to one budget.
 
-``prune_global(model, ratio=0.5 | params=N | flops=N, by="l1", ...)``:
+``prune_global(model, keep=0.5 | params=N | macs=N, by="l1", ...)``:
 
 1. every prunable channel group (:func:`kerasnb.pruning.channel_groups`) is scored by ``by``
    (:mod:`kerasnb.importance`), and each group's scores are divided by their mean, so that groups
@@ -27,14 +27,10 @@ import numpy as np
 from . import _channels, _graph, _slicing, _targets
 from . import criteria
 from .edits import Prune
-from .errors import surgery_errors_only, InvalidEdit, SurgeryError
+from .errors import surgery_errors_only, BudgetNotReachable, InvalidEdit, SurgeryError
 from .surgery import SurgeryResult, apply
 
 __all__ = ["GlobalPlan", "BudgetNotReachable", "prune_global", "prune_global_plan"]
-
-
-class BudgetNotReachable(InvalidEdit):
-    """The budget asks for less than pruning can reach (every group at its minimum)."""
 
 
 @dataclass(frozen=True)
@@ -88,38 +84,38 @@ def _pct(after, before) -> str:
 
 
 @surgery_errors_only
-def prune_global(model, ratio=None, *, params=None, flops=None, by=None, data=None, round_to=None, ignore=(),
+def prune_global(model, keep=None, *, params=None, macs=None, by=None, data=None, round_to=None, ignore=(),
                  per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> SurgeryResult:
     """Prune the weakest channels of the whole model, ranked across groups, to one budget, in one rebuild.
 
     Give one budget:
 
-    - ``ratio``: the fraction of the channels to remove, counted over the groups ranked together
-      (every prunable group that is neither ignored nor in ``per_layer``), as Torch-Pruning's
-      global ``pruning_ratio``: ``0.5`` removes half of those channels, wherever they are weakest
-      (a few more when ``round_to`` or a grouped convolution rounds a layer's count);
+    - ``keep``: the fraction of the channels kept, in (0, 1], counted over the groups ranked
+      together (every prunable group that is neither ignored nor in ``per_layer``): ``0.5`` keeps
+      half of those channels and removes the others, wherever they are weakest (a few more stay
+      when ``round_to`` or a grouped convolution rounds a layer's count);
     - ``params``: the model's parameter count after pruning is at most this; a float in (0, 1]
-      is a fraction of the current count (``params=0.5``: at most half);
-    - ``flops``: the multiply-accumulates of one sample after pruning (:func:`kerasnb.flops.total_macs`)
-      are at most this; a float in (0, 1] is a fraction of the current MACs.
+      is the fraction of the current count kept (``params=0.5``: at most half);
+    - ``macs``: the multiply-accumulates of one sample after pruning (:func:`kerasnb.flops.total_macs`)
+      are at most this; a float in (0, 1] is the fraction of the current MACs kept.
 
     ``by``: the criterion (see :func:`kerasnb.importance`), ``"l1"`` unless ``scores`` are given;
     ``"apoz"`` and ``"taylor"`` need ``data=``. ``round_to=8`` keeps every pruned group's channel
     count a multiple of 8 (rounded up: the search then takes more channels elsewhere to meet the
-    budget). ``ignore``: layer names
-    whose output channels are never pruned (a producer, or a BatchNormalization / depthwise layer
-    of its group; their inputs may still be sliced). ``per_layer={name: ratio}``: those groups
-    lose exactly that fraction of their channels (their weakest), outside the global ranking.
+    budget). ``ignore``: the layers (names, globs, classes, a predicate ``(path, layer)``, a list:
+    any ``match`` of :func:`kerasnb.replace_all`) whose output channels are never pruned (a producer, or a BatchNormalization / depthwise layer
+    of its group; their inputs may still be sliced). ``per_layer={name: keep}``: those groups
+    keep exactly that fraction of their channels (their strongest), outside the global ranking.
     ``min_keep``: channels kept in every group at least. ``scores``: the ``scores`` of an earlier
     :class:`GlobalPlan` of the same model, to skip scoring. ``input_shape``: the shape of one sample,
-    for a ``flops`` budget on a model built with unknown sizes.
+    for a ``macs`` budget on a model built with unknown sizes.
 
     Returns a :class:`kerasnb.SurgeryResult` whose notes give params and MACs before -> after;
     ``model`` is not changed. A budget below what pruning can reach raises
     :class:`BudgetNotReachable` saying the smallest reachable.
     """
     with _graph.memo():
-        plan = prune_global_plan(model, ratio, params=params, flops=flops, by=by, data=data, round_to=round_to,
+        plan = prune_global_plan(model, keep, params=params, macs=macs, by=by, data=data, round_to=round_to,
                                  ignore=ignore, per_layer=per_layer, min_keep=min_keep, scores=scores, loss=loss,
                                  input_shape=input_shape)
         result = apply(model, plan.edits)
@@ -138,7 +134,7 @@ def prune_global(model, ratio=None, *, params=None, flops=None, by=None, data=No
 
 
 @surgery_errors_only
-def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, data=None, round_to=None, ignore=(),
+def prune_global_plan(model, keep=None, *, params=None, macs=None, by=None, data=None, round_to=None, ignore=(),
                       per_layer=None, min_keep=1, scores=None, loss=None, input_shape=None) -> GlobalPlan:
     """What :func:`prune_global` with the same arguments would remove, and the params and MACs after,
     without building a model (a :class:`GlobalPlan`; ``plan.summary()`` is one line)."""
@@ -147,20 +143,20 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
     with _graph.memo():
         analysis = _channels.analyse(model)
         groups = {r: g for r, g in analysis.groups().items() if g.prunable}
-        kind, goal = _budget(ratio, params, flops, per_layer)
+        kind, goal = _budget(keep, params, macs, per_layer)
         min_keep = _check_count(min_keep, "min_keep", 1)
         round_to = None if round_to in (None, 1) else _check_count(round_to, "round_to", 1)
         ignored = _ignored(model, analysis, ignore)
         fixed = _per_layer(model, analysis, per_layer or {})
         both = [name for name, root in fixed.items() if root in ignored]
         if both:
-            raise InvalidEdit(f"{both[0]!r} is both ignored and given a per_layer ratio; choose one. "
+            raise InvalidEdit(f"{both[0]!r} is both ignored and given a per_layer fraction; choose one. "
                               f"Received: ignore={ignore!r}, per_layer={per_layer!r}")
         active = {r: g for r, g in groups.items() if r not in ignored}
         try:
             costs = layer_cost(model, input_shape)
         except SurgeryError:
-            if kind == "flops":
+            if kind == "macs":
                 raise  # says which size is unknown and how to give input_shape=
             costs = None  # sizes unknown: the plan reports no MACs
         label = _by_name(by) if by is not None else ("the scores given" if scores is not None else "l1")
@@ -183,9 +179,9 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
         steps = {r: _group_step(analysis, r, round_to) for r in active}
         fixed_removed = {}
         for name, root in fixed.items():
-            fraction = per_layer[name]
-            fixed_removed[root] = _count_removed(active[root], round(active[root].channels * fraction), min_keep,
-                                                 steps[root])
+            channels = active[root].channels
+            kept = max(1, int(round(channels * float(per_layer[name]))))  # as prune(keep=) counts it
+            fixed_removed[root] = _count_removed(active[root], channels - kept, min_keep, steps[root])
         pool = [r for r in active if r not in fixed_removed]
         order = _global_order(pool, raw, ranked)
 
@@ -209,29 +205,30 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
         def measure(removed):
             if kind == "params":
                 return _slicing.params_after_removal(analysis, removed, params_before)
-            if kind == "flops":
+            if kind == "macs":
                 return macs_after_removal(analysis, removed, costs)
             return sum(int(idx.size) for r, idx in removed.items() if r in pool)
 
         pool_channels = sum(active[r].channels for r in pool)
         if kind is None:
             k = 0
-        elif kind == "ratio":
-            wanted = int(round(goal * pool_channels))
+        elif kind == "keep":
+            wanted = pool_channels - int(round(goal * pool_channels))  # channels to remove
             k = _smallest_k(len(order), lambda k: measure(removal(k)) >= wanted)
             if k is None:
                 reach = measure(removal(len(order)))
+                least = pool_channels - reach
                 raise BudgetNotReachable(
-                    f"ratio={ratio} asks to remove {wanted} of {pool_channels} channels, but with min_keep={min_keep}"
-                    f"{f' and round_to={round_to}' if round_to else ''} at most {reach} can go "
-                    f"(ratio {reach / max(pool_channels, 1):.3f}). Received: ratio={ratio!r}")
+                    f"keep={keep} asks to keep {pool_channels - wanted} of {pool_channels} channels, but with "
+                    f"min_keep={min_keep}{f' and round_to={round_to}' if round_to else ''} at least {least} stay "
+                    f"(keep={least / max(pool_channels, 1):.3f} or more is reachable). Received: keep={keep!r}")
         else:
             before = params_before if kind == "params" else macs_before
             limit = goal * before if isinstance(goal, float) else goal
             k = _smallest_k(len(order), lambda k: measure(removal(k)) <= limit)
             if k is None:
                 floor = measure(removal(len(order)))
-                given = params if kind == "params" else flops
+                given = params if kind == "params" else macs
                 what = "parameters" if kind == "params" else "multiply-accumulates per sample"
                 raise BudgetNotReachable(
                     f"{kind}={given!r} asks for at most {int(limit):,} {what}, but the smallest reachable is "
@@ -244,8 +241,8 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
         _slicing._check_groups(analysis, removed, None)  # grouped convolutions read by several groups
         params_after = _slicing.params_after_removal(analysis, removed, params_before)
         macs_after = macs_after_removal(analysis, removed, costs) if costs is not None else 0
-        target = {"ratio": f"ratio={ratio}", "params": f"params={params}", "flops": f"flops={flops}",
-                  None: "per_layer ratios"}[kind]
+        target = {"keep": f"keep={keep}", "params": f"params={params}", "macs": f"macs={macs}",
+                  None: "per_layer fractions"}[kind]
         channels_before = sum(g.channels for g in active.values())
         channels_after = channels_before - sum(int(idx.size) for idx in removed.values())
         groups_all = analysis.groups()
@@ -261,21 +258,23 @@ def prune_global_plan(model, ratio=None, *, params=None, flops=None, by=None, da
 # ----------------------------------------------------------------------------- checks
 
 
-def _budget(ratio, params, flops, per_layer):
-    given = {k: v for k, v in (("ratio", ratio), ("params", params), ("flops", flops)) if v is not None}
+def _budget(keep, params, macs, per_layer):
+    given = {k: v for k, v in (("keep", keep), ("params", params), ("macs", macs)) if v is not None}
     if len(given) > 1 or (not given and not per_layer):
         raise InvalidEdit(
-            "prune_global() takes one budget: ratio= (fraction of channels to remove), params= (parameters after, "
-            "at most) or flops= (multiply-accumulates per sample after, at most); or only per_layer=. "
-            f"Received: ratio={ratio!r}, params={params!r}, flops={flops!r}")
+            "prune_global() takes one budget: keep= (fraction of the channels kept), params= (parameters after, "
+            "at most: a count, or the fraction kept) or macs= (multiply-accumulates per sample after, at most: a "
+            f"count, or the fraction kept); or only per_layer=. Received: keep={keep!r}, params={params!r}, "
+            f"macs={macs!r}")
     if not given:
         return None, None
     (kind, value), = given.items()
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidEdit(f"{kind}= is a number. Received: {kind}={value!r}")
-    if kind == "ratio":
-        if not 0 <= value < 1:
-            raise InvalidEdit(f"ratio= is the fraction of channels to remove, in [0, 1). Received: ratio={value!r}")
+    if kind == "keep":
+        if not 0 < value <= 1:
+            raise InvalidEdit(f"keep= is the fraction of the channels kept, in (0, 1] (0.5 keeps half). "
+                              f"Received: keep={value!r}")
         return kind, float(value)
     if value <= 0:
         raise InvalidEdit(f"{kind}= must be positive: a count, or a fraction in (0, 1]. Received: {kind}={value!r}")
@@ -304,11 +303,12 @@ def _group_root(model, analysis, name, what):
 
 
 def _ignored(model, analysis, ignore) -> set:
-    if isinstance(ignore, str) or not hasattr(ignore, "__iter__"):
-        ignore = [ignore]
+    """The group roots of the layers ``ignore`` selects (kerasnb's one matcher: names, globs, classes, ...)."""
+    candidates = [(p, l) for p, l in _graph.walk_layers(model) if not _graph.is_input_layer(l)]
     roots = set()
-    for name in ignore:
-        root = _group_root(model, analysis, name, "ignore in prune_global")
+    nothing = isinstance(ignore, (list, tuple, set, frozenset)) and not ignore  # the default: ignore nothing
+    for path, _ in _targets.select(model, ignore, candidates, argument="ignore", required=not nothing):
+        root = _group_root(model, analysis, path, "ignore in prune_global")
         if root is not None:
             roots.add(root)
     return roots
@@ -316,12 +316,13 @@ def _ignored(model, analysis, ignore) -> set:
 
 def _per_layer(model, analysis, per_layer) -> dict:
     if not isinstance(per_layer, dict):
-        raise InvalidEdit(f"per_layer= is a dict {{layer name: fraction of channels to remove}}. "
+        raise InvalidEdit(f"per_layer= is a dict {{layer name: fraction of its channels kept}}. "
                           f"Received: per_layer={per_layer!r}")
     out = {}
     for name, fraction in per_layer.items():
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise InvalidEdit(f"per_layer[{name!r}] is the fraction of channels to remove, in [0, 1). "
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
+                or not 0 < fraction <= 1:
+            raise InvalidEdit(f"per_layer[{name!r}] is the fraction of its channels kept, in (0, 1]. "
                               f"Received: per_layer={per_layer!r}")
         root, _ = _slicing.group_of(model, analysis, name)  # refuses names that cannot be pruned, with the reason
         out[name] = root

@@ -37,25 +37,11 @@ from typing import Any, Callable
 import keras
 
 from . import _graph, errors
+from .errors import InvalidParameter, InvalidRegistration, UnknownType  # defined in errors.py, named here too
 
 KEEP = "Keep"
 REMOVE = "Remove (identity)"
 KINDS = ("replace", "remove")  # what a registered entry does ("keep" is Keep's alone)
-
-
-class UnknownType(errors.SurgeryError, KeyError):
-    """No replacement type has that label; the message lists the labels there are."""
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-class InvalidParameter(errors.InvalidEdit):
-    """A parameter of a replacement type is unknown, of the wrong kind or out of its range."""
-
-
-class InvalidRegistration(errors.SurgeryError):
-    """A replacement type cannot be registered as asked (no label, a reserved one, bad params...)."""
 
 
 class Choices(tuple):

@@ -10,7 +10,6 @@ pandas is imported only here, when a comparison is made.
 from __future__ import annotations
 
 import warnings
-import weakref
 
 import keras
 import numpy as np
@@ -22,20 +21,8 @@ __all__ = ["BrokenPromiseWarning", "compare", "layer_outputs"]
 
 COLUMNS = ["layer", "source", "type", "status", "output_shape", "max_abs_diff", "max_rel_diff", "broken_promise"]
 
-# new model -> the model it was made from, for results whose maker knew it (kerasnb.transforms).
-_ORIGINALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 class BrokenPromiseWarning(UserWarning):
     """A layer reported ``kept`` computes something else than it did in the original."""
-
-
-def remember(result, original) -> None:
-    """Record the model ``result`` was made from, so ``result.compare(x)`` needs no ``original=``."""
-    try:
-        _ORIGINALS[result.model] = original
-    except TypeError:  # not weak-referenceable: the caller passes original= then
-        pass
 
 
 def compare(result, x, original=None, original_x=None):
@@ -44,8 +31,7 @@ def compare(result, x, original=None, original_x=None):
     ``x``: the new model's input (an array, or a list / dict as the model takes). The original
     gets ``original_x`` when given (its input may differ, e.g. after :func:`kerasnb.change_input`:
     the 3-channel replicate of a grey image), else ``x``. ``original``: the model the result was
-    made from; needed for results of the core's own functions (``kerasnb.apply``, ``replace``...),
-    which do not keep it.
+    made from; by default ``result.original``, which every kerasnb result keeps.
 
     Columns: ``layer`` (path in the new model), ``source`` (path in the original), ``type``,
     ``status`` (from the report), ``output_shape`` (in the new model), ``max_abs_diff`` (largest
@@ -57,8 +43,6 @@ def compare(result, x, original=None, original_x=None):
     import pandas as pd
 
     original = original if original is not None else getattr(result, "original", None)
-    if original is None:
-        original = _ORIGINALS.get(result.model)
     if original is None:
         raise InvalidEdit(
             "compare() runs the original model beside the new one, and this result does not know the original. "

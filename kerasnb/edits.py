@@ -91,7 +91,7 @@ class SetTrainable:
     """Freeze (``trainable=False``) or unfreeze one target or a list of targets."""
 
     targets: Any
-    trainable: bool = False
+    trainable: bool  # required: no silent freeze
 
     def __post_init__(self):
         # bool("False") is True: only a real bool says what the user meant.

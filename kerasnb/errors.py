@@ -60,13 +60,58 @@ class InternalError(SurgeryError):
     """A bug of kerasnb caught before it returned a model that silently differs (never the user's input)."""
 
 
+class Conflict(SurgeryError):
+    """Two edits of one batch touch the same call; the second starts a new rebuild."""
+
+
+class BudgetNotReachable(InvalidEdit):
+    """The budget of :func:`kerasnb.prune_global` asks for less than pruning can reach (every group at its minimum)."""
+
+
+class UnknownShape(SurgeryError):
+    """A size that a layer's MACs depend on is unknown (None) and no ``input_shape`` fixes it."""
+
+
+class DoesNotFit(IncompatibleShape):
+    """A replacement cannot take the shape it would receive, or gives one that cannot flow on.
+
+    ``reason`` is the short form (what a dropdown's tooltip shows); the message adds what was
+    received and what would work.
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class UnknownType(SurgeryError, KeyError):
+    """No replacement type of :mod:`kerasnb.catalog` has that label; the message lists the labels there are."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidParameter(InvalidEdit):
+    """A parameter of a replacement type is unknown, of the wrong kind or out of its range."""
+
+
+class InvalidRegistration(SurgeryError):
+    """A replacement type cannot be registered as asked (no label, a reserved one, bad params...)."""
+
+
+class SaveFailed(SurgeryError):
+    """The edited model could not be written where asked (wrong extension, missing folder, ...)."""
+
+
 def surgery_errors_only(function):
     """Decorate a public function so that whatever escapes it is a :class:`SurgeryError`.
 
     A SurgeryError passes as it is. Any other exception (not KeyboardInterrupt) means kerasnb met
     something in the model it does not handle: it becomes an :class:`InternalError` that names the
     function, the exception and where it was raised, with the original chained as its cause.
-    Nothing was returned, so nothing is half-applied, and the model passed in is unchanged.
+    Nothing was returned, so nothing is half-applied, and the model passed in is unchanged. Arguments
+    the function does not take (a missing one, an unknown or renamed keyword) are the caller's
+    mistake, not kerasnb's: an :class:`InvalidEdit` that gives the function's signature.
     """
     import functools
 
@@ -77,6 +122,8 @@ def surgery_errors_only(function):
         except SurgeryError:
             raise
         except Exception as error:
+            if isinstance(error, TypeError) and not _binds(function, args, kwargs):  # the call itself is wrong
+                raise InvalidEdit(_bad_call(function, args, kwargs, error)) from None
             raise InternalError(
                 f"kerasnb.{function.__name__} failed on something it does not handle: {type(error).__name__}: "
                 f"{first_line(error, 300)}{_raised_at(error)}. The model you passed in is unchanged. Please report "
@@ -84,6 +131,35 @@ def surgery_errors_only(function):
             ) from error
 
     return public
+
+
+# Arguments renamed when the API took one vocabulary (a fraction is the part kept; MACs are MACs).
+RENAMED = {
+    "ratio": "keep= (the fraction of the channels kept: keep=1 - ratio)",
+    "flops": "macs= (multiply-accumulates per sample after, at most: a count, or the fraction kept)",
+}
+
+
+def _binds(function, args, kwargs) -> bool:
+    import inspect
+
+    try:
+        inspect.signature(function).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _bad_call(function, args, kwargs, error) -> str:
+    """Python's complaint about the arguments, with what the function takes (and a renamed argument's new name)."""
+    import inspect
+
+    name = function.__name__
+    hints = [f"{old}= is now {new}" for old, new in RENAMED.items() if old in kwargs]
+    given = ", ".join([f"{type(a).__name__}" for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+    return (f"kerasnb.{name}() cannot take these arguments: {first_line(error)}. It takes {name}"
+            f"{inspect.signature(function)}.{' ' + '; '.join(hints) + '.' if hints else ''} "
+            f"Received: {name}({given})")
 
 
 def _raised_at(error: Exception) -> str:

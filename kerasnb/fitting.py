@@ -26,20 +26,9 @@ import keras
 
 from . import _graph, _targets, errors
 from .catalog import Entry, get
+from .errors import DoesNotFit
 
 __all__ = ["DoesNotFit", "Site", "dry_run", "fits", "fits_after", "locate", "output_shape_of", "shape_reason"]
-
-
-class DoesNotFit(errors.IncompatibleShape):
-    """A replacement cannot take the shape it would receive, or gives one that cannot flow on.
-
-    ``reason`` is the short form (what a dropdown's tooltip shows); the message adds what was
-    received and what would work.
-    """
-
-    def __init__(self, message: str, reason: str = ""):
-        super().__init__(message)
-        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -75,13 +64,11 @@ def locate(model, target) -> Site:
         shape = tuple(layer.batch_shape) if hasattr(layer, "batch_shape") else None
         return Site(layer, None, shape, False, True)
     call = found.single_call()
-    views = _graph.walk(found.scope)
     inputs = call.input_tensors
     in_shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
     outs = call.outputs
     out_shape = tuple(outs[0].shape) if len(outs) == 1 else None
-    out_ids = {id(t) for t in outs}
-    takers = [v for v in views if any(id(t) in out_ids for t in v.input_tensors)]
+    takers = _graph.graph_index(found.scope).takers(call)
     feeds_merge = any(len(v.input_tensors) > 1 for v in takers)
     consumers = tuple(v.operation for v in takers if len(v.input_tensors) == 1)
     merges = tuple(dict.fromkeys(v.name for v in takers if len(v.input_tensors) > 1))

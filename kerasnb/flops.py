@@ -1,6 +1,6 @@
 """Multiply-accumulates (MACs) per layer, for one sample, and how they scale when channels go.
 
-``count_flops(model)`` is a table (pandas DataFrame) with one row per layer; ``total_macs(model)``
+``count_macs(model)`` is a table (pandas DataFrame) with one row per layer; ``total_macs(model)``
 the sum; ``layer_macs(model)`` the same numbers as a dict keyed by layer path (``"dense_1"``,
 ``"backbone/conv3"``). A shared layer sums its calls; the layers of a nested model are counted for
 every call of that model.
@@ -28,7 +28,7 @@ A layer with weights that has no formula here (a custom layer) shows 0 MACs and 
 
 Sizes come from the shapes the model was built with. Where a size the formula needs is unknown
 (``None``, e.g. an image model built for any resolution), give one:
-``count_flops(model, input_shape=(224, 224, 3))``; the shapes are then worked out layer by layer
+``count_macs(model, input_shape=(224, 224, 3))``; the shapes are then worked out layer by layer
 without calling the model (``compute_output_spec``), and the model is not changed.
 
 For budgets after pruning without building the pruned model, :func:`layer_cost` gives each
@@ -46,14 +46,10 @@ import keras
 from keras import layers as L
 
 from . import _graph
-from .errors import surgery_errors_only, IncompatibleShape, SurgeryError
+from .errors import surgery_errors_only, IncompatibleShape, SurgeryError, UnknownShape
 
-__all__ = ["LayerCost", "Term", "UnknownShape", "count_flops", "layer_cost", "layer_macs", "macs_with_channels",
+__all__ = ["LayerCost", "Term", "UnknownShape", "count_macs", "layer_cost", "layer_macs", "macs_with_channels",
            "total_macs"]
-
-
-class UnknownShape(SurgeryError):
-    """A size that a layer's MACs depend on is unknown (None) and no ``input_shape`` fixes it."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ def total_macs(model, input_shape=None) -> int:
 
 
 @surgery_errors_only
-def count_flops(model, input_shape=None):
+def count_macs(model, input_shape=None):
     """A pandas DataFrame of MACs per layer: columns layer, type, macs, params, counted.
 
     One row per layer (nested models' layers by path, ``"backbone/conv3"``); the sum is in
@@ -298,7 +294,7 @@ def _add_call(cost: LayerCost, op, view, shape_of: dict, ins, outs, input_shape)
         raise UnknownShape(
             f"Layer {cost.path!r} ({type(op).__name__}) has an unknown spatial size: it sees inputs of shape {shown} "
             f"(batch axis first, counted as 1), so its multiply-accumulates cannot be counted. Give the size of one "
-            f"sample: count_flops(model, input_shape={example}) (also for total_macs and layer_macs). "
+            f"sample: count_macs(model, input_shape={example}) (also for total_macs and layer_macs). "
             f"Received: input_shape={input_shape!r}") from None
     if result is None:
         cost.counted = not op.weights if hasattr(op, "weights") else True

@@ -22,6 +22,7 @@ from . import _graph, _targets
 from .edits import Transform
 from .errors import InvalidEdit, UnsupportedLayer
 from .surgery import SurgeryResult, apply
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["head_scores", "prune_heads"]
@@ -59,11 +60,7 @@ def prune_heads(model, target, heads=None, *, keep=None, by="l1") -> SurgeryResu
     note = (f"{path!r}: {len(removed)} of {n_heads} attention heads removed ({removed}); num_heads {n_heads} -> "
             f"{len(kept)}. Its output shape is unchanged, so the layers after it keep their weights but see a "
             "changed input (fine-tune).")
-    from . import compare
-
-    result = dataclasses.replace(result, notes=(note,) + tuple(result.notes))
-    compare.remember(result, model)
-    return result
+    return dataclasses.replace(result, notes=(note,) + tuple(result.notes))
 
 
 def head_scores(layer, by="l1") -> np.ndarray:
@@ -177,7 +174,7 @@ def _heads_rule(kept, removed, n_heads):
                     shapes.append(f"{name} {tuple(ov.shape)} -> {tuple(nv.shape)}")
         biases = "; biases sliced alike" if getattr(old_subs["query"], "bias", None) is not None else ""
         reason = f"heads {removed} of {n_heads} removed, {len(kept)} kept: kernels " + ", ".join(shapes) + biases
-        return Outcome("pruned", reason, values)
+        return Outcome(Status.PRUNED, reason, values)
 
     rule.__name__ = "prune_heads"
     return rule

@@ -16,15 +16,14 @@ The model passed in never gets LoRA.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import re
 
 import keras
 
-from . import _graph, weights
+from . import _graph, _targets, weights
 from .edits import Transform
-from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, suggest
+from .errors import surgery_errors_only, InvalidEdit
 from .surgery import SurgeryResult, apply
+from .report import Status
 from .weights import Outcome
 
 __all__ = ["enable_lora", "merge_lora", "lora_layers"]
@@ -37,8 +36,11 @@ _KINDS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
 def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, train_others: bool = False) -> SurgeryResult:
     """A new model with LoRA of ``rank`` on every matching layer; see the module docstring.
 
-    ``match``: a glob (``"*attention*query*"``) or regex (``re.compile(...)``) on layer paths
-    (``"outer/inner"``), a layer class or tuple of classes, or a predicate ``layer -> bool``.
+    ``match``: which layers, as for :func:`kerasnb.replace_all` (kerasnb's one matcher): a glob on
+    paths and names (``"*attention*query*"``), a name or path, a compiled regex searched in paths
+    (``re.compile(r"/(query|value)$")``), a layer class or tuple of classes, a layer object, a
+    predicate ``(path, layer) -> bool``, or a list of these. Paths reach the layers blocks hold
+    (``"transformer_layer_0/self_attention/query"``).
     ``alpha`` defaults to ``rank`` (Keras's default): the factors' product is scaled by alpha/rank.
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
@@ -62,7 +64,7 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
             inside.setdefault(owner, []).append((path, layer))
     for owner, chosen in inside.items():
         # By position among the block's tracked sub-layers: the rebuilt block's twins have other names.
-        subs = _graph.sublayers(_layer_at(model, owner))
+        subs = _graph.sublayers(_targets.resolve(model, owner).layer)
         positions = [next(i for i, sub in enumerate(subs) if sub is layer) for _, layer in chosen]
         edits.append(Transform(owner, _with_lora_inside([p for p, _ in chosen], positions, rank, alpha)))
     paths = [path for path, _, _ in found]
@@ -86,7 +88,7 @@ def merge_lora(model) -> SurgeryResult:
         )
     edits = []
     for path in paths:
-        layer = _layer_at(model, path)
+        layer = _targets.resolve(model, path).layer
         if lora_rank(layer):
             edits.append(Transform(path, _merged, _lora_settings(layer, None, None)))
         else:  # a block whose sub-layers have LoRA: made again from its config, which has none
@@ -99,7 +101,7 @@ def merge_lora(model) -> SurgeryResult:
 @surgery_errors_only
 def lora_layers(model) -> dict:
     """``{path: rank}`` of the layers with LoRA enabled, sub-layers of blocks included."""
-    return {path: lora_rank(layer) for path, layer, _ in _deep_layers(model) if lora_rank(layer)}
+    return {path: lora_rank(layer) for path, layer, _ in _targets.deep_layers(model) if lora_rank(layer)}
 
 
 def lora_rank(layer) -> int:
@@ -124,7 +126,7 @@ def _with_lora(rank, alpha):
         """Keep every trained variable (paired by structure); the LoRA factors start from Keras's own initialisers."""
         if not getattr(new, "lora_enabled", False):  # a layer whose config cannot say LoRA (a convolution)
             new.enable_lora(rank, lora_alpha=alpha)
-        return Outcome("copied", f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""),
+        return Outcome(Status.KEPT, f"LoRA rank {rank}" + (f", alpha {alpha}" if alpha != rank else ""),
                        weights.carried_values(old, new), faithful=True)  # one factor is zero: the layer computes what it did
     return rule
 
@@ -135,7 +137,7 @@ def _with_lora_inside(paths, positions, rank, alpha):
         twins = weights.paired_sublayers(old, new)
         for i in positions:
             twins[i][1].enable_lora(rank, lora_alpha=alpha)
-        return Outcome("copied", f"LoRA rank {rank} on {len(paths)} layer(s) inside: "
+        return Outcome(Status.KEPT, f"LoRA rank {rank} on {len(paths)} layer(s) inside: "
                                  + ", ".join(p.split("/", 1)[-1] for p in paths),
                        weights.carried_values(old, new), faithful=True)
     return rule
@@ -157,13 +159,13 @@ def _merged_kernels(layer) -> dict:
 def _merged_inside(old, new) -> Outcome:
     """The block made again without LoRA; each LoRA sub-layer's merged kernel goes into its twin's kernel."""
     merged = _merged_kernels(old)
-    return Outcome("folded", f"LoRA merged into {len(merged)} kernel(s) inside",
+    return Outcome(Status.FOLDED, f"LoRA merged into {len(merged)} kernel(s) inside",
                    weights.carried_values(old, new, merged))
 
 
 def _merged(old, new) -> Outcome:
     """The layer made again without LoRA, its kernel the merged one."""
-    return Outcome("folded", f"LoRA rank {lora_rank(old)} merged into its kernel",
+    return Outcome(Status.FOLDED, f"LoRA rank {lora_rank(old)} merged into its kernel",
                    weights.carried_values(old, new, _merged_kernels(old)))
 
 
@@ -178,60 +180,17 @@ def _train_only_lora(model) -> None:
 
 def _train_as_flagged(model) -> None:
     """Every variable trains as its layer's flag says again (the statistics Keras keeps stay frozen)."""
-    setter = keras.layers.Layer.trainable.fset
     for _, layer in _graph.walk_layers(model):
         if isinstance(layer, keras.layers.Layer) and not _graph.is_graph_model(layer):
             for sub in _graph.sublayers(layer):
-                setter(sub, sub.trainable)
+                _graph.set_flag(sub, sub.trainable)
 
 
 # ----------------------------------------------------------------------------- matching
 
 
-def _deep_layers(model):
-    """``(path, layer, owner)`` for every layer of the graphs and every sub-layer of their layers.
-
-    ``owner`` is the path of the graph layer a sub-layer belongs to (a keras-hub block), or None.
-    A sub-layer's path is its owner's container path followed by Keras's own ``layer.path``.
-    """
-    for path, layer in _graph.walk_layers(model):
-        yield path, layer, None
-        if _graph.is_graph_model(layer):
-            continue
-        prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
-        for sub in _graph.sublayers(layer)[1:]:
-            sub_path = getattr(sub, "path", None)
-            if sub_path:
-                yield prefix + sub_path, sub, path
-
-
-def _layer_at(model, path):
-    return next(layer for p, layer in _graph.walk_layers(model) if p == path)
-
-
 def _matching(model, match) -> list:
     """``[(path, layer, owner)]`` of the layers LoRA goes on (owner: the block holding a sub-layer, or None)."""
-    candidates = [(path, layer, owner) for path, layer, owner in _deep_layers(model)
+    candidates = [(path, layer, owner) for path, layer, owner in _targets.deep_layers(model)
                   if isinstance(layer, _KINDS) and not _graph.is_graph_model(layer)]
-    if isinstance(match, type) or (isinstance(match, tuple) and all(isinstance(m, type) for m in match)):
-        found = [(p, layer, o) for p, layer, o in candidates if isinstance(layer, match)]
-    elif isinstance(match, re.Pattern):
-        found = [(p, layer, o) for p, layer, o in candidates if match.search(p)]
-    elif isinstance(match, str):
-        found = [(p, layer, o) for p, layer, o in candidates
-                 if fnmatch.fnmatchcase(p, match) or fnmatch.fnmatchcase(p.split("/")[-1], match)]
-    elif callable(match):
-        found = [(p, layer, o) for p, layer, o in candidates if match(layer)]
-    else:
-        raise InvalidEdit(
-            "match is a glob or regex on layer paths, a layer class, or a predicate layer -> bool. "
-            f"Received: match={match!r} of type {type(match).__name__}"
-        )
-    if not found:
-        names = [p for p, _, _ in candidates]
-        hint = suggest(str(match), names) if isinstance(match, str) else ""
-        raise LayerNotFound(
-            f"No Dense, EinsumDense, Embedding or convolution layer of model {model.name!r} matches {match!r}.{hint} "
-            f"Layers LoRA can go on: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}. Received: match={match!r}"
-        )
-    return found
+    return _targets.select(model, match, candidates, kind="Dense, EinsumDense, Embedding or convolution layer")

@@ -235,28 +235,22 @@ def build(original, new_model, lineage: dict) -> WeightReport:
 def status_of(lin, *, has_weights: bool, container: bool = False, inside=()) -> tuple[Status, str]:
     """The one place a status is decided: ``(status, reason)`` of a layer from its lineage.
 
-    ``lin`` says where the layer comes from (``original`` path or None), what happened to its
-    weights (``state``: original, reinit, pruned), whether it computes what it did on the same
+    ``lin`` says where the layer comes from (``original`` path or None), what the weight rules did
+    (``status``: kept when its weights came through as they were), whether it computes what it did on the same
     inputs (``faithful``) and which config changes it had. A nested model's status sums up
     the layers ``inside`` it.
     """
     if lin.original is None:
         return NEW, lin.reason
     if container:
-        if lin.faithful and all(l.original is not None and l.state == "original" and l.faithful
+        if lin.faithful and all(l.original is not None and l.status == KEPT and l.faithful
                                 and not l.config_changed for l in inside):
             return KEPT, ""
-        if any(l.original is not None and l.state == "original" for l in inside):
+        if any(l.original is not None and l.status == KEPT for l in inside):
             return KEPT_INPUT_CHANGED, "some layers inside changed or see changed inputs; see its rows"
         return REINITIALIZED, "none of its weights could be kept; see its rows"
-    if lin.state == "reinit":
-        return REINITIALIZED, lin.reason
-    if lin.state == "pruned":
-        return PRUNED, lin.reason
-    if lin.state == "adapted":
-        return ADAPTED, lin.reason
-    if lin.state == "folded":
-        return FOLDED, lin.reason
+    if lin.status in (REINITIALIZED, PRUNED, ADAPTED, FOLDED):
+        return lin.status, lin.reason
     if not has_weights:
         if lin.config_changed:
             return NO_WEIGHTS, lin.config_changed

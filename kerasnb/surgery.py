@@ -55,8 +55,15 @@ class SurgeryResult:
 
 @surgery_errors_only
 def replace(model, target, replacement) -> SurgeryResult:
-    """Put ``replacement`` (layer, list of layers, model or callable) in place of ``target``."""
-    return apply(model, [Replace(target, replacement)])
+    """Put ``replacement`` (layer, list of layers, model or callable) in place of ``target``.
+
+    ``target`` may be a list of targets, replaced in one rebuild, as :func:`delete` takes: each
+    gets its own new layer(s) made from ``replacement`` (a layer's config; the first keeps its
+    name, the others get unique ones), and a callable is called at each target with that
+    target's inputs. For a replacement that depends on the layer it replaces, use
+    :func:`kerasnb.replace_all` with the same list as ``match``: its ``make(layer)`` takes the old layer.
+    """
+    return apply(model, [Replace(t, replacement) for t in _target_list(target, "replace")])
 
 
 @surgery_errors_only
@@ -72,21 +79,40 @@ def delete(model, target, *, keep_input=None) -> SurgeryResult:
     ``delete(model, ["transformer_layer_3", "transformer_layer_4"])`` drops two blocks of an LLM.
     See :class:`kerasnb.Delete` for which input a block with several inputs passes on.
     """
-    if isinstance(target, list):
-        return apply(model, [Delete(t, keep_input) for t in target])
-    return apply(model, [Delete(target, keep_input)])
+    return apply(model, [Delete(t, keep_input) for t in _target_list(target, "delete")])
 
 
 @surgery_errors_only
 def configure(model, target, **changes) -> SurgeryResult:
-    """Rebuild ``target`` from its config with ``changes``; its weights are kept if they still fit."""
-    return apply(model, [Configure(target, changes)])
+    """Rebuild ``target`` (or each of a list of targets, in one rebuild) from its config with ``changes``;
+    its weights are kept if they still fit."""
+    return apply(model, [Configure(t, dict(changes)) for t in _target_list(target, "configure")])
 
 
 @surgery_errors_only
-def set_trainable(model, targets, trainable: bool = False) -> SurgeryResult:
-    """Freeze (``False``) or unfreeze the target layers."""
+def set_trainable(model, targets, trainable: bool) -> SurgeryResult:
+    """Freeze (``trainable=False``) or unfreeze (``True``) the target layers: one target or a list."""
     return apply(model, [SetTrainable(targets, trainable)])
+
+
+def _target_list(target, verb: str) -> list:
+    """The targets of a verb that takes one target or a list of them (a list is several targets; a
+    tuple stays one target: ``(name, call_index)`` or a ``(first, last)`` span)."""
+    if not isinstance(target, list):
+        return [target]
+    if not target:
+        raise InvalidEdit(f"{verb}() was given an empty list of targets: it would change nothing. Give a layer name "
+                          f"or a list of them, e.g. {verb}(model, ['dense_1', 'dense_2'], ...). Received: target=[]")
+    seen = []
+    for t in target:
+        if isinstance(t, list):
+            raise InvalidEdit(f"A list of targets holds targets (a name, a layer, (name, call_index), 'outer/inner'), "
+                              f"not lists: {verb}(model, ['dense_1', 'dense_2'], ...). Received: target={target!r}")
+        if any(t is u or (not hasattr(t, "weights") and t == u) for u in seen):
+            raise InvalidEdit(f"{t!r} is named twice in the targets of {verb}(); each layer once. "
+                              f"Received: target={target!r}")
+        seen.append(t)
+    return list(target)
 
 
 @surgery_errors_only

@@ -21,16 +21,25 @@ import keras
 
 from . import _graph, _slicing
 from .errors import InvalidEdit
+from .report import Status
 
 
 @dataclass
 class Outcome:
-    """What a rule did: ``kind`` is copied, reinit, pruned or none; ``reason`` says it in words."""
+    """What a rule did: ``kind`` is the :class:`~kerasnb.report.Status` it gives the layer (``"kept"``
+    when it copied the weights, ``"adapted"``, ``"folded"``...: a Status or its value); ``reason``
+    says it in words."""
 
-    kind: str
+    kind: Status
     reason: str = ""
     values: list = field(default_factory=list)  # (new variable, its starting value)
     faithful: bool = False  # the new layer computes exactly what the old one did (LoRA not trained yet)
+
+    def __post_init__(self):
+        if self.kind not in _OUTCOME_KINDS:
+            raise InvalidEdit(f"A weight rule's Outcome kind is one of {', '.join(map(repr, map(str, _OUTCOME_KINDS)))}. "
+                              f"Received: kind={self.kind!r}")
+        self.kind = Status(self.kind)
 
     def assign(self) -> None:
         """Give the new variables their values (drawn from their initialisers if none is given)."""
@@ -38,20 +47,24 @@ class Outcome:
             _graph.set_initial_value(variable, value)
 
 
+# What a weight rule can say it did; the report decides kept or kept_input_changed from the graph.
+_OUTCOME_KINDS = (Status.KEPT, Status.REINITIALIZED, Status.PRUNED, Status.ADAPTED, Status.FOLDED, Status.NO_WEIGHTS)
+
+
 def carry(old, new) -> Outcome:
     """The default rule: copy what fits, cast float dtypes, re-initialise what does not fit."""
     mirror_lora(old, new)
     old_vars, new_vars = list(old.weights), list(new.weights)
     if not old_vars and not new_vars:
-        return Outcome("none")
+        return Outcome(Status.NO_WEIGHTS)
     same = len(old_vars) == len(new_vars) and all(
         ov.shape == nv.shape and ov.dtype == nv.dtype for ov, nv in zip(old_vars, new_vars))
     if not same:  # the words are worked out only when something differs
         mismatch = _mismatches(old_vars, new_vars)
         if mismatch:
-            return Outcome("reinit", mismatch)
+            return Outcome(Status.REINITIALIZED, mismatch)
     casts = "" if same else _dtype_casts(old, old_vars, new_vars)
-    return Outcome("copied", casts, [(nv, _copy_value(ov, nv.dtype)) for ov, nv in zip(old_vars, new_vars)])
+    return Outcome(Status.KEPT, casts, [(nv, _copy_value(ov, nv.dtype)) for ov, nv in zip(old_vars, new_vars)])
 
 
 def mirror_lora(old, new) -> None:
@@ -170,7 +183,7 @@ def slice_channels(old, new, k_in, k_out) -> Outcome:
                                  f"{tuple(variable.shape)}")
         dtype = keras.backend.standardize_dtype(variable.dtype)
         pairs.append((variable, value if str(value.dtype) == dtype else keras.ops.cast(value, dtype)))
-    return Outcome("pruned", reason, pairs)
+    return Outcome(Status.PRUNED, reason, pairs)
 
 
 def _mismatches(old_vars, new_vars) -> str:

@@ -152,6 +152,88 @@ class TestSetTrainable:
         assert not r.model.get_layer("dense").trainable
 
 
+class TestListTargets:
+    """replace, configure and delete take a list of targets alike: one rebuild, each target its own layer."""
+
+    def test_replace_a_list_gives_each_target_its_own_layer(self, make):
+        model = make("residual")
+        before = snapshot(model)
+        given = L.Conv2D(8, 1, padding="same", name="pointwise")
+        r = kerasnb.replace(model, ["res_conv1", "res_conv2"], given)
+        new = [l for l in r.model.layers if isinstance(l, L.Conv2D) and l.name.startswith("pointwise")]
+        assert sorted(l.name for l in new) == ["pointwise", "pointwise_1"]
+        assert new[0] is not given and new[1] is not given and new[0].kernel is not new[1].kernel
+        assert r.report.status("pointwise") == "new" and r.report.status("pointwise_1") == "new"
+        assert r.report.status("res_conv1") == "removed" and r.report.status("res_conv2") == "removed"
+        assert r.report.status("stem") == "kept"
+        assert [type(e).__name__ for e in r.edits] == ["Replace", "Replace"]
+        assert_unchanged(model, before)
+
+    def test_replace_a_list_with_a_callable_calls_it_at_each_target(self, make):
+        """A callable is tensor -> tensor at each target, as for one target."""
+        model = make("seed_mlp")
+        made = []
+
+        def block(x):
+            made.append(L.Dropout(0.1, name=f"drop_{len(made)}"))
+            return made[-1](x)
+
+        r = kerasnb.replace(model, ["dense", "dense_1"], block)
+        assert [l.name for l in r.model.layers] == ["input_layer", "drop_0", "drop_1", "dense_2"]
+
+    def test_one_string_target_works_as_before(self, make):
+        r = kerasnb.replace(make("seed_mlp"), "dense_1", L.Dense(32, name="hidden"))
+        assert [l.name for l in r.model.layers] == ["input_layer", "dense", "hidden", "dense_2"]
+
+    def test_configure_a_list(self, make):
+        model = make("seed_mlp")
+        r = kerasnb.configure(model, ["dense", "dense_1"], activation="tanh")
+        assert [r.model.get_layer(n).activation.__name__ for n in ("dense", "dense_1")] == ["tanh", "tanh"]
+        assert r.report.status("dense") == "kept_input_changed" and r.report.status("dense_1") == "kept_input_changed"
+        x = sample_input(model)
+        np.testing.assert_array_equal(to_numpy(model.get_layer("dense").kernel),
+                                      to_numpy(r.model.get_layer("dense").kernel))
+        assert not np.array_equal(to_numpy(model(x)), to_numpy(r.model(x)))
+
+    @pytest.mark.parametrize("verb", ["replace", "configure", "delete"])
+    @pytest.mark.parametrize("targets, match", [
+        ([], r"empty list of targets: it would change nothing.*Received: target=\[\]"),
+        (["dense_1", "dense_1"], r"'dense_1' is named twice in the targets of {verb}\(\).*Received: target="),
+        ([["dense_1"]], r"holds targets .*not lists.*Received: target=\[\['dense_1'\]\]"),
+    ])
+    def test_list_misuse_is_refused_alike(self, make, verb, targets, match):
+        model = make("seed_mlp")
+        call = {"replace": lambda: kerasnb.replace(model, targets, L.Dense(32)),
+                "configure": lambda: kerasnb.configure(model, targets, activation="tanh"),
+                "delete": lambda: kerasnb.delete(model, targets)}[verb]
+        with pytest.raises(kerasnb.InvalidEdit, match=match.format(verb=verb)):
+            call()
+
+    def test_a_verb_of_one_target_says_which_take_a_list(self, make):
+        with pytest.raises(kerasnb.InvalidEdit, match=r"A list of targets is taken by replace, delete, configure.*"
+                                                      r"Received: target=\['dense', 'dense_1'\] of type list"):
+            kerasnb.insert(make("seed_mlp"), L.Dropout(0.1), after=["dense", "dense_1"])
+
+
+class TestOneVocabulary:
+    def test_set_trainable_needs_trainable(self, make):
+        with pytest.raises(kerasnb.InvalidEdit, match=r"missing 1 required positional argument: 'trainable'.*"
+                                                      r"It takes set_trainable\(model, targets, trainable"):
+            kerasnb.set_trainable(make("seed_mlp"), ["dense"])
+        with pytest.raises(TypeError):
+            kerasnb.SetTrainable(["dense"])
+
+    @pytest.mark.parametrize("old, new", [("ratio", "keep="), ("flops", "macs=")])
+    def test_an_old_budget_name_says_the_new_one(self, make, old, new):
+        with pytest.raises(kerasnb.InvalidEdit, match=rf"unexpected keyword argument '{old}'.*{old}= is now {new}"):
+            kerasnb.prune_global(make("seed_mlp"), **{old: 0.5})
+
+    def test_count_macs_is_the_name(self):
+        assert "count_macs" in kerasnb.__all__ and "count_flops" not in kerasnb.__all__
+        with pytest.raises(AttributeError, match="it is called 'count_macs' now"):
+            kerasnb.count_flops
+
+
 class TestApply:
     def test_several_edits_one_result(self, make):
         model = make("residual")

@@ -226,3 +226,32 @@ def test_an_interrupt_is_not_turned_into_an_error(make, monkeypatch):
     monkeypatch.setattr(kerasnb._rebuild, "run_pass", interrupted)
     with pytest.raises(KeyboardInterrupt):
         kerasnb.apply(model, [])
+
+
+def test_every_error_class_is_defined_in_errors_and_exported():
+    """Every SurgeryError subclass of the package lives in kerasnb/errors.py and is importable from kerasnb."""
+    import importlib
+    import pkgutil
+
+    pytest.importorskip("ipywidgets")  # the editor's modules import it
+    for module in pkgutil.walk_packages(kerasnb.__path__, "kerasnb."):
+        importlib.import_module(module.name)
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    ours = {cls for cls in subclasses(kerasnb.SurgeryError) if cls.__module__.startswith("kerasnb")}
+    assert len(ours) >= 20  # the walk found the package's classes
+    elsewhere = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in ours if cls.__module__ != "kerasnb.errors")
+    assert elsewhere == []
+    missing = sorted(cls.__name__ for cls in ours | {kerasnb.SurgeryError}
+                     if getattr(kerasnb, cls.__name__, None) is not cls or cls.__name__ not in kerasnb.__all__)
+    assert missing == []
+    # Their old homes still name them.
+    old = {name: importlib.import_module(f"kerasnb.{name}") for name in ("budget", "catalog", "fitting", "flops")}
+    assert old["catalog"].UnknownType is kerasnb.UnknownType and old["fitting"].DoesNotFit is kerasnb.DoesNotFit
+    assert old["budget"].BudgetNotReachable is kerasnb.BudgetNotReachable
+    assert old["flops"].UnknownShape is kerasnb.UnknownShape
+    assert importlib.import_module("kerasnb.editor.panel").SaveFailed is kerasnb.SaveFailed

@@ -110,7 +110,7 @@ class TestChangeInput:
         ("6, 0, 1", None, "positive whole numbers"),
         ("6, 6, 3", None, "already"),
         ("6, 6, 1", "average", "one of 'sum', 'repeat', 'reinit'"),
-        ("6, 6, 2", "sum", "channels='repeat'"),
+        ("6, 6, 2", "sum", "mode='repeat'"),
     ])
     def test_bad_input_is_refused_and_changes_nothing(self, session, shape, channels, words):
         before = state(session)

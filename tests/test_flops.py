@@ -1,4 +1,4 @@
-"""kerasnb.count_flops / layer_macs / total_macs / layer_cost: MACs per layer against hand formulas."""
+"""kerasnb.count_macs / layer_macs / total_macs / layer_cost: MACs per layer against hand formulas."""
 
 import keras
 import numpy as np
@@ -128,7 +128,7 @@ def small_cnn():
 class TestTable:
     def test_frame_columns_rows_and_total(self):
         """One row per layer (inputs left out), the total in attrs; importable lazily from kerasnb."""
-        frame = kerasnb.count_flops(small_cnn())
+        frame = kerasnb.count_macs(small_cnn())
         assert list(frame.columns) == ["layer", "type", "macs", "params", "counted"]
         assert list(frame["layer"]) == ["conv", "bn", "gap", "head"]
         assert dict(zip(frame["layer"], frame["macs"])) == {"conv": 64 * 4 * 27, "bn": 0, "gap": 0, "head": 8}
@@ -155,9 +155,9 @@ class TestTable:
         """An unknown spatial size names the layer and how to give one; input_shape= fixes it."""
         inputs = keras.Input((None, None, 3), name="img")
         model = keras.Model(inputs, L.Conv2D(4, 3, name="conv")(inputs))
-        with pytest.raises(flops.UnknownShape, match=r"'conv'.*unknown spatial size.*count_flops\(model, "
+        with pytest.raises(flops.UnknownShape, match=r"'conv'.*unknown spatial size.*count_macs\(model, "
                                                      r"input_shape=\(224, 224, 3\)\).*Received: input_shape=None"):
-            kerasnb.count_flops(model)
+            kerasnb.count_macs(model)
         assert flops.total_macs(model, input_shape=(10, 12, 3)) == 8 * 10 * 4 * 27
         assert isinstance(flops.UnknownShape("x"), kerasnb.SurgeryError)
 
@@ -185,7 +185,7 @@ class TestTable:
             def call(self, x):
                 return keras.ops.matmul(x, self.w)
 
-        frame = kerasnb.count_flops(one_layer(Scale(name="custom"), (4,)))
+        frame = kerasnb.count_macs(one_layer(Scale(name="custom"), (4,)))
         row = frame.set_index("layer").loc["custom"]
         assert row["macs"] == 0 and not row["counted"]
 
@@ -238,7 +238,7 @@ def test_mobilenet_v2_matches_published_300m(mobilenet_v2):
     """MobileNetV2 1.0 at 224x224: about 300M multiply-adds (Sandler et al., 2018, table 3)."""
     total = flops.total_macs(mobilenet_v2)
     assert abs(total - 300e6) / 300e6 < 0.03
-    frame = kerasnb.count_flops(mobilenet_v2)
+    frame = kerasnb.count_macs(mobilenet_v2)
     assert frame["counted"].all()
     assert frame.attrs["total"] == total
     assert frame.set_index("layer").loc["predictions", "macs"] == 1280 * 1000

@@ -52,7 +52,7 @@ class TestEnable:
     @pytest.mark.parametrize("kwargs, error, words", [
         ({"match": "nothing*"}, kerasnb.LayerNotFound, "No Dense, EinsumDense, Embedding or convolution layer"),
         ({"match": "ffn_*", "rank": 0}, kerasnb.InvalidEdit, "rank is a whole number"),
-        ({"match": 3}, kerasnb.InvalidEdit, "match is a glob or regex"),
+        ({"match": 3}, kerasnb.InvalidEdit, "match is a layer class .* a glob on paths and names"),
     ])
     def test_bad_input(self, kwargs, error, words):
         with pytest.raises(error, match=words):
@@ -163,7 +163,7 @@ def test_lora_inside_blocks_with_auto_named_sub_layers_keeps_every_value(block_c
     original = block_model(block_class)
     before, want = snapshot(original), to_numpy(original(features()))
     # The targets are auto-named too ("block/dense_12"): found in the rebuilt block by position.
-    lora = kerasnb.enable_lora(original, lambda layer: layer is original.get_layer("block").value, rank=2)
+    lora = kerasnb.enable_lora(original, lambda path, layer: layer is original.get_layer("block").value, rank=2)
     assert list(kerasnb.lora.lora_layers(lora.model).values()) == [2]
     assert lora.report.status("block") == "kept" and lora.report.status("block_b") == "kept"
     np.testing.assert_array_equal(to_numpy(lora.model(features())), want)

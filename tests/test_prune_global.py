@@ -11,7 +11,8 @@ import pytest
 from keras import layers as L
 
 import kerasnb
-from kerasnb.budget import BudgetNotReachable, prune_global_plan
+from kerasnb import BudgetNotReachable
+from kerasnb.budget import prune_global_plan
 from kerasnb.errors import IncompatibleShape, InvalidEdit, SurgeryError
 from kerasnb.flops import total_macs
 
@@ -235,7 +236,7 @@ def test_scoring_and_global_pruning_leave_the_model_unchanged():
     out_before = to_numpy(model(x[:4]))
     kerasnb.importance(model, "c1", by="taylor", data=(x, y))
     kerasnb.importance(model, "c2", by="apoz", data=x)
-    result = kerasnb.prune_global(model, flops=0.6, by="taylor", data=(x, y))
+    result = kerasnb.prune_global(model, macs=0.6, by="taylor", data=(x, y))
     assert_unchanged(model, before)
     np.testing.assert_array_equal(to_numpy(model(x[:4])), out_before)
     assert result.model is not model
@@ -262,12 +263,12 @@ def deep_mlp(seed=0):
 
 class TestPruneGlobal:
     def test_dead_channels_go_first_and_outputs_do_not_change(self):
-        """Dead units in two layers, ratio = their share: exactly they go, outputs stay the same."""
+        """Dead units in two layers, keep = the share of the others: exactly they go, outputs stay the same."""
         model = deep_mlp()
         kill_units(model, "a", [1, 4, 9, 10])
         kill_units(model, "c", [0, 5, 7, 11, 12, 20, 21, 22])
         x = np.random.default_rng(0).normal(size=(16, 10)).astype("float32")
-        result = kerasnb.prune_global(model, ratio=12 / 72, by="l1")
+        result = kerasnb.prune_global(model, keep=60 / 72, by="l1")
         removed = {e.target: e.channels for e in result.edits}
         assert removed == {"a": (1, 4, 9, 10), "c": (0, 5, 7, 11, 12, 20, 21, 22)}
         np.testing.assert_allclose(to_numpy(result.model(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-6)
@@ -276,13 +277,13 @@ class TestPruneGlobal:
         """A layer whose weights are 100x smaller is not emptied first: both layers lose channels."""
         model = deep_mlp()
         assign(model.get_layer("b").kernel, lambda k: k.__imul__(0.01))
-        result = kerasnb.prune_global(model, ratio=0.5, by="l1")
+        result = kerasnb.prune_global(model, keep=0.5, by="l1")
         kept = {n: result.model.get_layer(n).units for n in ("a", "b", "c")}
         assert all(0 < k < n for k, n in zip(kept.values(), (16, 32, 24))), kept
 
-    def test_ratio_removes_that_fraction_of_channels(self):
+    def test_keep_keeps_that_fraction_of_channels(self):
         model = deep_mlp()
-        result = kerasnb.prune_global(model, ratio=0.25)
+        result = kerasnb.prune_global(model, keep=0.75)
         kept = sum(result.model.get_layer(n).units for n in ("a", "b", "c"))
         assert kept == 72 - 18
 
@@ -296,44 +297,44 @@ class TestPruneGlobal:
         assert plan.macs_after == total_macs(result.model)
 
     @pytest.mark.parametrize("by", ["l1", "taylor"])
-    def test_flops_budget_is_met(self, by):
-        """flops=0.5 (a fraction) and flops=N (a count): MACs of the built model at most that."""
+    def test_macs_budget_is_met(self, by):
+        """macs=0.5 (a fraction kept) and macs=N (a count): MACs of the built model at most that."""
         model = cnn()
         x, y = data()
         before = total_macs(model)
-        result = kerasnb.prune_global(model, flops=0.5, by=by, data=(x, y))
+        result = kerasnb.prune_global(model, macs=0.5, by=by, data=(x, y))
         after = total_macs(result.model)
         assert after <= 0.5 * before
         assert after > 0.3 * before  # it stops near the budget, not far below
         assert any("MACs per sample" in n and f"{before:,}" in n for n in result.notes)
-        count = kerasnb.prune_global(model, flops=before // 3, by=by, data=(x, y))
+        count = kerasnb.prune_global(model, macs=before // 3, by=by, data=(x, y))
         assert total_macs(count.model) <= before // 3
 
     def test_round_to_keeps_multiples(self):
         model = deep_mlp()
-        result = kerasnb.prune_global(model, ratio=0.4, round_to=8)
+        result = kerasnb.prune_global(model, keep=0.6, round_to=8)
         for name in ("a", "b", "c"):
             assert result.model.get_layer(name).units % 8 == 0
 
     def test_ignore_and_per_layer(self):
-        """Ignored layers keep their channels; per_layer groups lose exactly their ratio."""
+        """Ignored layers keep their channels; per_layer groups keep exactly their fraction."""
         model = deep_mlp()
-        result = kerasnb.prune_global(model, ratio=0.5, ignore=["b"], per_layer={"a": 0.25})
+        result = kerasnb.prune_global(model, keep=0.5, ignore=["b"], per_layer={"a": 0.75})
         assert result.model.get_layer("b").units == 32
         assert result.model.get_layer("a").units == 12
         assert result.model.get_layer("c").units == 12
 
     def test_ignore_a_batchnorm_protects_its_producer(self):
         model = cnn()
-        result = kerasnb.prune_global(model, ratio=0.5, ignore=["bn1"])
+        result = kerasnb.prune_global(model, keep=0.5, ignore=["bn1"])
         assert result.model.get_layer("c1").filters == 8
 
     def test_min_keep(self):
         model = deep_mlp()
-        result = kerasnb.prune_global(model, ratio=63 / 72, min_keep=3)  # everything that may go
+        result = kerasnb.prune_global(model, keep=9 / 72, min_keep=3)  # everything that may go
         assert [result.model.get_layer(n).units for n in ("a", "b", "c")] == [3, 3, 3]
-        with pytest.raises(BudgetNotReachable, match="at most 63 can go"):
-            kerasnb.prune_global(model, ratio=64 / 72, min_keep=3)
+        with pytest.raises(BudgetNotReachable, match=r"keep=0.11.* asks to keep 8 of 72 channels.*at least 9 stay"):
+            kerasnb.prune_global(model, keep=8 / 72, min_keep=3)
 
     def test_unreachable_budget_says_the_smallest_reachable(self):
         """params below the floor: the message gives the smallest reachable, which then works."""
@@ -346,12 +347,14 @@ class TestPruneGlobal:
 
     @pytest.mark.parametrize("kwargs, match", [
         ({}, "one budget"),
-        ({"ratio": 0.5, "params": 100}, "one budget"),
-        ({"ratio": 1.0}, r"ratio= .*\[0, 1\)"),
-        ({"flops": -3}, "must be positive"),
-        ({"ratio": 0.5, "round_to": 0}, "round_to="),
-        ({"ratio": 0.5, "ignore": ["nope"]}, "nope"),
-        ({"ratio": 0.5, "per_layer": {"a": 0.5}, "ignore": ["a"]}, "both ignored"),
+        ({"keep": 0.5, "params": 100}, "one budget: keep= .*macs="),
+        ({"keep": 0.0}, r"keep= is the fraction of the channels kept, in \(0, 1\].*Received: keep=0.0"),
+        ({"keep": 1.5}, r"keep= is the fraction of the channels kept"),
+        ({"macs": -3}, "must be positive"),
+        ({"keep": 0.5, "round_to": 0}, "round_to="),
+        ({"keep": 0.5, "ignore": ["nope"]}, "nope"),
+        ({"keep": 0.5, "per_layer": {"a": 0.5}, "ignore": ["a"]}, "both ignored"),
+        ({"per_layer": {"a": 0}}, r"per_layer\['a'\] is the fraction of its channels kept, in \(0, 1\]"),
     ])
     def test_bad_arguments(self, kwargs, match):
         with pytest.raises(SurgeryError, match=match):
@@ -360,7 +363,7 @@ class TestPruneGlobal:
     def test_one_rebuild_and_a_report(self):
         """One Prune edit per pruned group, applied together; kerasnb.apply(edits) gives the same model."""
         model = cnn()
-        result = kerasnb.prune_global(model, ratio=0.5)
+        result = kerasnb.prune_global(model, keep=0.5)
         assert all(isinstance(e, kerasnb.Prune) for e in result.edits)
         again = kerasnb.apply(model, result.edits)
         assert again.model.count_params() == result.model.count_params()
@@ -370,8 +373,8 @@ class TestPruneGlobal:
         """A plan's scores, passed to another plan, give the same choice without scoring again."""
         model = cnn()
         x, y = data()
-        first = prune_global_plan(model, flops=0.6, by="taylor", data=(x, y))
-        second = prune_global_plan(model, flops=0.6, scores=first.scores)  # no data needed
+        first = prune_global_plan(model, macs=0.6, by="taylor", data=(x, y))
+        second = prune_global_plan(model, macs=0.6, scores=first.scores)  # no data needed
         assert second.removed == first.removed
         assert "MACs" in first.summary() and "->" in first.summary()
 
@@ -388,7 +391,7 @@ def test_criteria_reach_inside_a_nested_model():
     np.testing.assert_allclose(kerasnb.importance(model, "encoder/inner_b", by="apoz", data=x),
                                1 - (after_relu == 0).mean(axis=0))
     before = snapshot(model)
-    result = kerasnb.prune_global(model, ratio=0.4, by="taylor", data=x)
+    result = kerasnb.prune_global(model, keep=0.6, by="taylor", data=x)
     assert_unchanged(model, before)
     assert sum(e.target.startswith("encoder/") for e in result.edits) == len(result.edits) > 0
 
@@ -401,11 +404,11 @@ def test_grouped_convolution_keeps_equal_counts_per_group():
     x = L.Conv2D(16, 3, padding="same", groups=4, activation="relu", name="g")(x)
     x = L.Conv2D(8, 1, activation="relu", name="c3")(x)
     model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
-    result = kerasnb.prune_global(model, ratio=0.5)
+    result = kerasnb.prune_global(model, keep=0.5)
     for name in ("c1", "g"):
         removed = np.asarray(next(e.channels for e in result.edits if e.target == name))
         assert np.bincount(removed // 4, minlength=4).tolist() == [len(removed) // 4] * 4
-    plan = prune_global_plan(model, ratio=0.5)
+    plan = prune_global_plan(model, keep=0.5)
     assert (plan.params_after, plan.macs_after) == (result.model.count_params(), total_macs(result.model))
 
 
@@ -431,7 +434,7 @@ class TestGroupsACriterionCannotScore:
     def test_bn_scale_prunes_only_the_groups_it_can_score_and_says_which_stayed(self):
         model = cnn()
         before = snapshot(model)
-        result = kerasnb.prune_global(model, ratio=0.5, by="bn_scale")
+        result = kerasnb.prune_global(model, keep=0.5, by="bn_scale")
         new = result.model
         assert new.get_layer("c1").filters == 4  # half of the one group with a BatchNorm after it
         assert new.get_layer("c2").filters == 16 and new.get_layer("d1").units == 12
@@ -441,15 +444,15 @@ class TestGroupsACriterionCannotScore:
 
     def test_the_plan_skips_them_again_with_its_own_scores(self):
         model = cnn()
-        first = prune_global_plan(model, ratio=0.5, by="bn_scale")
+        first = prune_global_plan(model, keep=0.5, by="bn_scale")
         assert set(first.unscored) == {"c2", "d1"}
-        again = prune_global_plan(model, ratio=0.25, scores=first.scores)
+        again = prune_global_plan(model, keep=0.75, scores=first.scores)
         assert set(again.removed) == {"c1"} and len(again.removed["c1"]) == 2
 
-    def test_a_per_layer_ratio_on_such_a_group_is_refused(self):
+    def test_a_per_layer_fraction_on_such_a_group_is_refused(self):
         with pytest.raises(InvalidEdit, match="per_layer names 'd1', which by='bn_scale' cannot score"):
-            kerasnb.prune_global(cnn(), ratio=0.5, by="bn_scale", per_layer={"d1": 0.5})
+            kerasnb.prune_global(cnn(), keep=0.5, by="bn_scale", per_layer={"d1": 0.5})
 
     def test_no_group_scorable_is_refused_with_what_works(self):
         with pytest.raises(InvalidEdit, match="cannot score any prunable group.*by='l1'"):
-            kerasnb.prune_global(mlp(), ratio=0.5, by="bn_scale")
+            kerasnb.prune_global(mlp(), keep=0.5, by="bn_scale")

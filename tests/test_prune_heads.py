@@ -75,7 +75,7 @@ class TestHeads:
         c = kerasnb.prune_heads(model, "mha", heads=-2)
         same_outputs(c.model, zeroed_copy(model, "mha", [2]), x)
 
-    def test_flops_drop_with_the_heads(self):
+    def test_macs_drop_with_the_heads(self):
         """Half the heads: half of every projection and of the attention products."""
         model = self_attention()
         result = kerasnb.prune_heads(model, "mha", heads=[1, 2])

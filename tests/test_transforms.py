@@ -206,10 +206,10 @@ class TestChangeInput:
         assert any("approximation" in n for n in result.notes)
 
     def test_reinit(self):
-        """channels='reinit': the readers start fresh, the per-channel preprocessing goes."""
-        result = kerasnb.change_input(grey_cnn(), (12, 12, 1), channels="reinit")
+        """mode='reinit': the readers start fresh, the per-channel preprocessing goes."""
+        result = kerasnb.change_input(grey_cnn(), (12, 12, 1), mode="reinit")
         assert result.report.status("conv") == "reinitialized"
-        assert result.report.row("conv").reason == "input channels 3 -> 1: re-initialised (channels='reinit')"
+        assert result.report.row("conv").reason == "input channels 3 -> 1: re-initialised (mode='reinit')"
         assert result.report.status("norm") == "removed"
         assert result.model.get_layer("conv").kernel.shape == (3, 3, 1, 8)
 
@@ -297,10 +297,10 @@ class TestChangeInput:
         ({"shape": (12, 12)}, ["same rank", "(12, 12, 1)", "Received: shape=(12, 12)"]),
         ({"shape": "grey"}, ["tuple of positive ints", "Received: shape='grey'"]),
         ({"shape": (12, 12, 0)}, ["tuple of positive ints"]),
-        ({"shape": (12, 12, 1), "channels": "mean"}, ["'sum', 'repeat' or 'reinit'", "Received: channels='mean'"]),
-        ({"shape": (12, 12, 4), "channels": "sum"}, ["channels='repeat'", "Received: change_input"]),
+        ({"shape": (12, 12, 1), "mode": "mean"}, ["mode is 'sum', 'repeat' or 'reinit'", "Received: mode='mean'"]),
+        ({"shape": (12, 12, 4), "mode": "sum"}, ["mode='repeat'", "Received: change_input"]),
         ({"shape": (12, 12, 1), "interpolate": "yes"}, ["True or False"]),
-    ], ids=["rank", "not a shape", "zero", "channels", "sum for four", "interpolate"])
+    ], ids=["rank", "not a shape", "zero", "mode", "sum for four", "interpolate"])
     def test_bad_arguments(self, kwargs, words):
         """Bad arguments are refused before anything is rebuilt, naming what was received."""
         with pytest.raises(kerasnb.InvalidEdit) as info:
@@ -320,13 +320,13 @@ class TestChangeInput:
         assert result.report.row("a_dense").reason.startswith("kernel (6, 8) -> (3, 8): input channels repeated")
 
     def test_a_layer_it_cannot_see_through(self):
-        """LayerNormalization mixes the channels: refused, with channels='reinit' as the way out."""
+        """LayerNormalization mixes the channels: refused, with mode='reinit' as the way out."""
         inputs = keras.Input((8, 8, 3))
         x = L.LayerNormalization(name="ln")(inputs)
         model = keras.Model(inputs, L.Conv2D(4, 3, name="conv")(x))
-        with pytest.raises(kerasnb.InvalidEdit, match=r"'ln' \(LayerNormalization\).*channels='reinit'"):
+        with pytest.raises(kerasnb.InvalidEdit, match=r"'ln' \(LayerNormalization\).*mode='reinit'"):
             kerasnb.change_input(model, (8, 8, 1))
-        result = kerasnb.change_input(model, (8, 8, 1), channels="reinit")
+        result = kerasnb.change_input(model, (8, 8, 1), mode="reinit")
         assert result.report.status("conv") == "reinitialized"
 
 
@@ -357,9 +357,11 @@ class TestReplaceAll:
         assert same_weights(again.model, result.model)
 
     @pytest.mark.parametrize("match", ["drop_*", "*/inner_drop", re.compile(r"(block/)?\w+_drop|drop_\d"),
-                                       lambda layer: isinstance(layer, L.Dropout),
-                                       lambda path, layer: "drop" in path, (L.Dropout, L.GaussianNoise)],
-                             ids=["glob on name", "glob on path", "regex", "predicate", "path predicate", "classes"])
+                                       lambda path, layer: isinstance(layer, L.Dropout),
+                                       lambda path, layer: "drop" in path, (L.Dropout, L.GaussianNoise),
+                                       ["drop_1", "drop_2", "block/inner_drop"], ["drop_1", "drop_2", "inner_drop"]],
+                             ids=["glob on name", "glob on path", "regex", "predicate", "path predicate", "classes",
+                                  "paths", "names"])
     def test_ways_to_match(self, match):
         """Globs, regexes, predicates and class tuples select layers by path or name."""
         result = kerasnb.replace_all(with_dropouts(), match, L.Identity())
@@ -388,7 +390,10 @@ class TestReplaceAll:
         (int, L.Identity(), ["Keras layer class"]),
         (L.Dropout, "identity", ["make is a function", "Received: make='identity'"]),
         (L.Dropout, lambda layer: None, ["returned None"]),
-    ], ids=["number", "empty", "not a layer class", "make", "make returns None"])
+        (lambda layer: True, L.Identity(), ["takes two arguments, (path, layer)", "Received: match=<function"]),
+        ("dropp", L.Identity(), ["No layer named 'dropp'", "Did you mean 'drop_2' or 'drop_1'"]),
+    ], ids=["number", "empty", "not a layer class", "make", "make returns None", "one-argument predicate",
+            "unknown name"])
     def test_bad_arguments(self, match, make, words):
         """Bad arguments are refused with what was received and what would work."""
         with pytest.raises(kerasnb.SurgeryError) as info:

@@ -72,7 +72,7 @@ from contextlib import contextmanager
 import ipywidgets as w
 
 from .. import _graph, _rebuild
-from ..errors import SurgeryError, first_line
+from ..errors import SaveFailed, SurgeryError, first_line
 from . import table
 
 try:  # the graph picture; the panel works without it (a table only)
@@ -82,10 +82,6 @@ except ImportError:  # pragma: no cover -- only while the graph view is missing
     GraphView = None
 from .session import (CHANNEL_MODES, LORA_PROJECTIONS, LORA_RANK, SWAP_TO, Session, call_of, change_text, edits_of,
                       path_of)
-
-
-class SaveFailed(SurgeryError):
-    """The edited model could not be written where asked (wrong extension, missing folder, ...)."""
 
 
 def _item():
@@ -1387,7 +1383,7 @@ def _execution_count():
         return None
 
 
-_GLOBAL_BUDGET_TEXT = {"flops": "MACs (FLOPs)", "params": "parameters", "ratio": "ratio of channels"}
+_GLOBAL_BUDGET_TEXT = {"flops": "MACs", "params": "parameters", "ratio": "ratio of channels"}
 
 
 def _change(before, after) -> str:

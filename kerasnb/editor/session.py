@@ -75,8 +75,8 @@ from ..report import KEPT, KEPT_INPUT_CHANGED, NEW, REMOVED, LayerRow, WeightRep
 RECENT_RESULTS = 4  # models kept for instant undo / redo; each holds a copy of the weights
 PRUNE_CRITERIA = ("l1", "l2", "bn_scale")  # what the panel ranks channels by (kerasnb.importance)
 DATA_CRITERIA = ("apoz", "taylor")  # ... and these too when the editor was given data= to measure channels on
-# The budgets of "Prune model...": kerasnb.prune_global's ratio= (fraction of channels removed),
-# params= and flops= (a fraction of the current count kept, at most).
+# The budgets of "Prune model...": a ratio of channels removed (kerasnb.prune_global's keep= is the
+# part kept), params and flops (kerasnb.prune_global's params= and macs=: a fraction of the current count kept).
 GLOBAL_BUDGETS = ("ratio", "params", "flops")
 GLOBAL_ROUND_TO = (None, 8)
 INPUT_STAYS = "input layers stay; insert after them instead"
@@ -671,7 +671,7 @@ class Session:
 
     def model_actions(self) -> ModelActions:
         """What the whole-model actions can do on the current model (swap from what, fold how many)."""
-        used = _activations_in(self.model)
+        used = importlib.import_module("kerasnb.activations").activations_in(self.model)
         swap_reason = "" if used else ("the model applies no activation that can be swapped (an Activation or "
                                        "ReLU layer, or one fused in a Dense / Conv layer)")
         import keras
@@ -925,7 +925,10 @@ class Session:
         by = params["by"]
         held = self._global_scores.get(by)
         scores = held[1] if held is not None and held[0] is model else None
-        plan = budget.prune_global_plan(model, **{params["budget"]: params["target"]}, by=None if scores else by,
+        # The panel's budgets in the core's words: a ratio of channels removed is keep= (the part kept).
+        kind, target = params["budget"], params["target"]
+        goal = {"keep": 1 - target} if kind == "ratio" else {"macs" if kind == "flops" else kind: target}
+        plan = budget.prune_global_plan(model, **goal, by=None if scores else by,
                                         data=None if scores else self.data, round_to=params["round_to"],
                                         scores=scores)
         if scores is None:
@@ -1388,7 +1391,7 @@ class Session:
 
     def _layer(self, path: str):
         """The layer at ``path`` in the current model, or None."""
-        return next((layer for p, layer in _graph.walk_layers(self.model) if p == path), None)
+        return _targets.layer_at(self.model, path)
 
     def _put_transform(self, old, op: str, params: dict):
         """Put the whole-model step ``op`` in the place of ``old`` (or at the end), worked out on the
@@ -1700,7 +1703,8 @@ def _transforms():
 
 
 def _op_change_input(session, model, params, keep):
-    result = _transforms().change_input(model, params["shape"], channels=params["channels"], input=params["input"])
+    result = importlib.import_module("kerasnb.input_change").change_input(model, params["shape"], mode=params["channels"],
+                                                                         input=params["input"])
     how = f" (channels: {params['channels']})" if params["channels"] else ""
     return result, f"change input {params['input']!r} to {params['shape']!r}{how}"
 
@@ -1740,12 +1744,12 @@ def _op_like(session, model, params, keep):
 
 
 def _op_swap(session, model, params, keep):
-    result = _transforms().swap_activation(model, params["old"], params["new"])
+    result = importlib.import_module("kerasnb.activations").swap_activation(model, params["old"], params["new"])
     return result, f"swap activation {params['old']!r} for {params['new']!r} ({len(result.edits)} layer(s))"
 
 
 def _op_fold(session, model, params, keep):
-    result = _transforms().fold_batchnorm(model)
+    result = importlib.import_module("kerasnb.batchnorm").fold_batchnorm(model)
     folded = sum(isinstance(e, Delete) for e in result.edits)
     if not folded:
         why = " ".join(result.notes) or "no BatchNormalization layer could be folded"
@@ -1767,7 +1771,7 @@ def _lora():
 def _op_lora(session, model, params, keep):
     scope, rank, which = params["scope"], params["rank"], params["projections"]
     if scope:
-        layer = next((l for p, l in _graph.walk_layers(model) if p == scope), None)
+        layer = _targets.layer_at(model, scope)
         if layer is None:
             raise LayerNotFound(f"{scope!r} is not in the model any more, so LoRA cannot go on it. Received: "
                                 f"LoRA rank {rank} on {scope!r}")
@@ -1960,43 +1964,6 @@ def _check_rank(rank) -> int:
         raise InvalidEdit(f"rank is a whole number of at least 1 (the size of the LoRA factors), e.g. 8. "
                           f"Received: rank={rank!r}")
     return int(rank)
-
-
-def _activations_in(model) -> list:
-    """The activations ``model`` applies that :func:`kerasnb.swap_activation` can swap, most used first."""
-    import keras
-
-    L = keras.layers
-    fused = (L.Dense, L.EinsumDense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose, L.Conv2DTranspose,
-             L.Conv3DTranspose, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D)
-    counts: dict = {}
-    for _, layer in _graph.walk_layers(model):
-        name = None
-        if isinstance(layer, L.Activation):
-            name = _activation_name(layer.get_config().get("activation"))
-        elif isinstance(layer, L.ReLU):
-            config = layer.get_config()
-            if not config.get("negative_slope") and not config.get("threshold"):
-                limit = config.get("max_value")
-                name = "relu" if limit is None else "relu6" if float(limit) == 6.0 else None
-        elif isinstance(layer, fused):
-            name = _activation_name(layer.get_config().get("activation"))
-            name = None if name == "linear" else name
-        if name:
-            counts[name] = counts.get(name, 0) + 1
-    return sorted(counts, key=lambda n: -counts[n])
-
-
-def _activation_name(value):
-    if value is None:
-        return None
-    import keras
-
-    try:
-        name = keras.activations.serialize(keras.activations.get(value))
-    except Exception:  # noqa: BLE001 -- an activation Keras cannot name is not offered
-        return None
-    return name if isinstance(name, str) else None
 
 
 # ----------------------------------------------------------------------------- probes and shapes
