@@ -157,7 +157,8 @@ def main():
     print(f"{'model':<16} {'prune target':<22} {'select':>8} {'pruning':>8} {'prune':>8}  params")
     for name, model, _, prune_target in models:
         kerasnb.apply(model, [kerasnb.Prune(prune_target, keep=0.5)])  # warm-up
-        select_s, pruning_s, prune_s, (before, after) = measure_prune(model, prune_target)
+        select_s, pruning_s, prune_s, counts = measure_prune(model, prune_target)
+        before, after = counts[:2]  # parameters (then MACs, where the session counts them too)
         print(f"{name:<16} {prune_target:<22} {select_s:>8.3f} {pruning_s:>8.3f} {prune_s:>8.3f}  "
               f"{before:,} -> {after:,}")
 
