@@ -173,55 +173,62 @@ def _prefixed(rule: Rule, prefix: str) -> dict:
     return {prefix + attr: cuts for attr, cuts in rule.variables.items()}
 
 
-def _is_convnext_layer_scale(op) -> bool:
-    """keras.applications ConvNeXt's LayerScale: ``x * gamma``, one gamma per channel of the last axis."""
-    kind = type(op)
-    return kind.__name__ == "LayerScale" and _graph.defined_in_keras(kind, "applications.convnext")
+# ----------------------------------------------------------------------------- the rules, by class
+
+# Exact layer class -> its Rule, or a function (layer) -> Rule | None for rules that read the layer.
+# A subclass finds no rule here: its call() may do anything (see _why_unknown).
+_RULES: dict = {}
 
 
-_LAYER_SCALE = Rule({"gamma": (Cut(0, "in"),)}, count_key="projection_dim")
+def register(layer_class, rule) -> None:
+    """Slice the layers of exactly ``layer_class`` by ``rule`` (a :class:`Rule`, or a function
+    ``layer -> Rule | None``); ``None`` forgets the class's rule. See
+    :func:`kerasnb.pruning.register_channel_rule`."""
+    if rule is None:
+        _RULES.pop(layer_class, None)
+    else:
+        _RULES[layer_class] = rule
 
 
 def rule_for(op) -> Rule | None:
-    """The slicing rule of a layer (its exact class), or None when kerasnb has none (worked out
+    """The slicing rule of a layer (by its exact class), or None when kerasnb has none (worked out
     once per layer while ``_graph.memo`` is active: the analysis, the plan and the slicing ask)."""
     return _graph.remembered("rule", op, _rule_for)
 
 
 def _rule_for(op) -> Rule | None:
-    kind = type(op)
-    if _is_convnext_layer_scale(op):
-        return _LAYER_SCALE
-    if kind is L.Dense:
-        return _DENSE
-    if kind in CONVS:
-        return _conv_rule(op)
-    if kind in CONV_TRANSPOSES:
-        return _CONV_T
-    if kind in SEPARABLES:
-        return _separable_rule(op)
-    if kind in DEPTHWISES:
-        return _depthwise_rule(op)
-    if kind is L.BatchNormalization:
-        return _BATCHNORM
-    if kind is L.LayerNormalization:
-        return _LAYERNORM
-    if kind is L.Embedding:
-        return _EMBEDDING
-    if kind in RECURRENT:
-        return Rule(_recurrent_variables(op, ""), "units")
-    if kind is L.TimeDistributed:
-        inner = rule_for(op.layer)
-        if inner is None or inner.size_key is None or type(op.layer) in RECURRENT + (L.Embedding,):
-            return None
-        return Rule(_prefixed(inner, "layer."), inner.size_key, ("layer",), inner.groups)
-    if kind is L.Bidirectional and type(op.forward_layer) in RECURRENT and \
-            type(op.backward_layer) is type(op.forward_layer):
-        variables = {**_recurrent_variables(op.forward_layer, "forward_layer."),
-                     **_recurrent_variables(op.backward_layer, "backward_layer.")}
-        config = _graph.settings(op)
-        return Rule(variables, "units", tuple(k for k in ("layer", "backward_layer") if k in config))
-    return None
+    rule = _RULES.get(type(op))
+    return rule(op) if callable(rule) else rule
+
+
+def _time_distributed_rule(op) -> Rule | None:
+    inner = rule_for(op.layer)
+    if inner is None or inner.size_key is None or type(op.layer) in RECURRENT + (L.Embedding,):
+        return None
+    return Rule(_prefixed(inner, "layer."), inner.size_key, ("layer",), inner.groups)
+
+
+def _bidirectional_rule(op) -> Rule | None:
+    if type(op.forward_layer) not in RECURRENT or type(op.backward_layer) is not type(op.forward_layer):
+        return None
+    variables = {**_recurrent_variables(op.forward_layer, "forward_layer."),
+                 **_recurrent_variables(op.backward_layer, "backward_layer.")}
+    config = _graph.settings(op)
+    return Rule(variables, "units", tuple(k for k in ("layer", "backward_layer") if k in config))
+
+
+for _kind, _rule in [(L.Dense, _DENSE), (L.BatchNormalization, _BATCHNORM), (L.LayerNormalization, _LAYERNORM),
+                     (L.Embedding, _EMBEDDING), (L.TimeDistributed, _time_distributed_rule),
+                     (L.Bidirectional, _bidirectional_rule)]:
+    register(_kind, _rule)
+for _kinds, _rule in [(CONVS, _conv_rule), (CONV_TRANSPOSES, _CONV_T), (SEPARABLES, _separable_rule),
+                      (DEPTHWISES, _depthwise_rule), (RECURRENT, lambda op: Rule(_recurrent_variables(op, ""), "units"))]:
+    for _kind in _kinds:
+        register(_kind, _rule)
+# keras.applications ConvNeXt's LayerScale: ``x * gamma``, one gamma per channel of the last axis.
+_LAYER_SCALE_CLASS = _graph.keras_class("applications.convnext", "LayerScale")
+if _LAYER_SCALE_CLASS is not None:
+    register(_LAYER_SCALE_CLASS, Rule({"gamma": (Cut(0, "in"),)}, count_key="projection_dim"))
 
 
 def variable_at(layer, path: str):
@@ -756,10 +763,9 @@ def _produce(a, view, op, ins, name, rule: Rule) -> list:
     if (kind in RECURRENT or kind is L.Bidirectional) and (len(ins) > 1 or getattr(view, "keyword_tensors", 0)):
         a.spaces[sid].reasons.append(f"{name!r} starts from a state another tensor gives (initial_state), whose "
                                      "width would have to change with its units")
-    activation = _graph.settings(op).get("activation", "linear") if kind in (L.Dense,) + CONVS + CONV_TRANSPOSES + \
-        SEPARABLES else "linear"
-    if kind is L.TimeDistributed:
-        activation = _graph.settings(inner).get("activation", "linear")
+    # An RNN's activations act inside its recurrence; any other producer's on its output channels.
+    activation = "linear" if kind in RECURRENT or kind is L.Bidirectional else \
+        _graph.settings(inner).get("activation", "linear")
     if not _elementwise(activation):  # its input can still be sliced, its output not
         a.spaces[sid].reasons.append(f"the activation {activation!r} of {name!r} mixes its output channels")
     single = _single(sid, n)

@@ -736,9 +736,15 @@ def keras_op_name(op):
     return type(op).__name__
 
 
-def defined_in_keras(kind, module: str) -> bool:
-    """Whether the class ``kind`` is Keras's own, from its module ``module`` (``"applications.convnext"``)."""
-    return kind.__module__ == "keras.src." + module
+def keras_class(module: str, name: str):
+    """Keras's own class ``name`` from its module ``module`` (``"applications.convnext"``), or None
+    where this Keras has no such class."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module("keras.src." + module), name, None)
+    except ImportError:
+        return None
 
 
 def family_attributes(model, plain_model) -> dict:

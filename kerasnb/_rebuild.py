@@ -177,92 +177,114 @@ class _GraphRebuild:
         self.outputs_faithful = False  # set by _model: every output computes what it did
         self.owners = None  # sub-layers also called as nodes of this graph (see _invariants.sublayer_owners)
         self.needed = None  # with a Truncate, the calls its outputs need
+        self.called_here: set[int] = set()  # ids of the old ops called in this graph
+        self.op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
+        self.op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
 
     def run(self):
         """The new model: inputs, then every call in order, then the outputs."""
-        model, plan, state = self.model, self.plan, self.state
+        model = self.model
         new_inputs = [self._input(old_t, old_layer)
                       for old_t, old_layer in zip(_graph.input_tensors(model), _graph.input_layers(model))]
-        clones = state.clones  # one clone per original op in the whole pass: layers tied across graphs stay tied
-        called_here: set[int] = set()  # ids of the old ops called in this graph
-        op_faithful: dict[int, bool] = {}  # every call of the op computes what it did before
-        op_inputs_faithful: dict[int, bool] = {}  # every call of the op sees the inputs it saw before
-        needed, only_extra = self._needed()
-        self.needed = needed
+        self.needed, only_extra = self._needed()
         order = _graph.replay_order(model)
         # Progress is told for the model being edited (a nested model or a user's block is one call of it).
-        tell = _PROGRESS.get() if not self.prefix and state.source_layers else None
+        tell = _PROGRESS.get() if not self.prefix and self.state.source_layers else None
         for done, view in enumerate(order):
             if tell is not None:
                 tell(done, len(order))
-            node, op = view.node, view.operation
-            if id(node) in plan.skip or (needed is not None and id(node) not in needed) or (
-                    plan.prune is not None and id(node) in plan.prune.dead):  # a pruned-away branch
-                continue
-            self.current_only_extra = id(node) in only_extra
-            node_plan = plan.nodes.get(id(node))
-            action = node_plan.action if node_plan else None
-            if isinstance(action, ReplaceSpan):
-                # The span's inner calls were skipped: feed what fed its first layer.
-                x = self.tensors[id(action.first_node.input_tensors[0])]
-                self._store(view, self.call_block(action.block, (x,), op), False, node_plan)
-                continue
-            # A Concatenate that loses a pruned-away branch is called without that input.
-            dropped = plan.prune.dropped.get(id(node)) if plan.prune is not None else None
-            inputs_faithful = not dropped and all(
-                self.faithful.get(id(self.tensors[id(t)])) == id(t) for t in view.input_tensors)
-            local = {**self.tensors, **dict.fromkeys(dropped, _DROPPED)} if dropped else self.tensors
-            if node_plan and node_plan.before:
-                x = self.tensors[id(view.input_tensors[0])]
-                for block in node_plan.before:
-                    x = self.call_block(block, (x,), op)
-                local = dict(self.tensors)
-                local[id(view.input_tensors[0])] = x
-                inputs_faithful = False
-            args, kwargs = view.fill_in(local)
-            if not isinstance(op, keras.layers.Layer):
-                args, kwargs = _savable_constants(args, kwargs)
-            if dropped:
-                args = tuple([v for v in a if v is not _DROPPED] if isinstance(a, (list, tuple)) else a for a in args)
-            if action is None:
-                new_op = clones.get(id(op))
-                if new_op is None:
-                    shapes = None
-                    if _graph.is_graph_model(op) and view.n_calls == 1:
-                        shapes = [tuple(t.shape) for t in keras.tree.flatten((args, kwargs))
-                                  if isinstance(t, keras.KerasTensor)]
-                    new_op = clones[id(op)] = self._clone(op, shapes)
-                called_here.add(id(op))
-                unchanged_op = not _remake.computation_changes(op, plan.changes_for(op)) and not getattr(
-                    plan.rules.get(id(op)), "changes_computation", False) and not (
-                    _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty()
-                    and not state.outputs_faithful.get(id(new_op), False))
-                node_faithful = inputs_faithful and unchanged_op
-                outputs = self._call_op(new_op, args, kwargs, view, inputs_faithful, local)
-                same_shapes = inputs_faithful or all(
-                    tuple(local[id(t)].shape) == tuple(t.shape) for t in view.input_tensors)
-                state.same_input_shapes[id(op)] = state.same_input_shapes.get(id(op), True) and same_shapes
-                op_faithful[id(op)] = op_faithful.get(id(op), True) and node_faithful
-                op_inputs_faithful[id(op)] = op_inputs_faithful.get(id(op), True) and inputs_faithful
-            elif isinstance(action, DeleteCall):
-                outputs = local[id(view.input_tensors[action.keep])]
-                node_faithful = False
-            else:
-                outputs = self.call_block(action.block, args, op, kwargs)
-                node_faithful = False
-            self._store(view, outputs, node_faithful, node_plan)
-
+            if not self._left_out(view):
+                self.current_only_extra = id(view.node) in only_extra
+                self._replay(view)
         if tell is not None:
             tell(len(order), len(order))
-        for old_id in called_here:
-            new_op = clones[old_id]
-            rec = state.records[id(new_op)]
-            rec.faithful = rec.faithful and op_faithful.get(old_id, False)
-            if rec.inner and not op_inputs_faithful.get(old_id, False):
-                # A nested model fed changed inputs changes the inputs of every layer inside it.
+        self._settle_faithful()
+        return self._model(new_inputs)
+
+    def _left_out(self, view) -> bool:
+        """A call the new graph does without: inside a replaced span, not needed by a Truncate's
+        outputs, or on a branch pruned away."""
+        plan, node = self.plan, view.node
+        return (id(node) in plan.skip or (self.needed is not None and id(node) not in self.needed)
+                or (plan.prune is not None and id(node) in plan.prune.dead))
+
+    def _replay(self, view) -> None:
+        """One call of the old graph on the new tensors: as it was, or the plan's action instead."""
+        node_plan = self.plan.nodes.get(id(view.node))
+        action = node_plan.action if node_plan else None
+        if isinstance(action, ReplaceSpan):
+            # The span's inner calls were skipped: feed what fed its first layer.
+            x = self.tensors[id(action.first_node.input_tensors[0])]
+            self._store(view, self.call_block(action.block, (x,), view.operation), False, node_plan)
+            return
+        args, kwargs, local, inputs_faithful = self._arguments(view, node_plan)
+        if action is None:
+            outputs, node_faithful = self._call_again(view, args, kwargs, local, inputs_faithful)
+        elif isinstance(action, DeleteCall):
+            outputs, node_faithful = local[id(view.input_tensors[action.keep])], False
+        else:
+            outputs, node_faithful = self.call_block(action.block, args, view.operation, kwargs), False
+        self._store(view, outputs, node_faithful, node_plan)
+
+    def _arguments(self, view, node_plan):
+        """``(args, kwargs, local, inputs_faithful)``: the call's arguments on the new tensors (after
+        any block inserted before it, without a branch pruned away), the tensor map they came from,
+        and whether every input computes what it did."""
+        plan, op = self.plan, view.operation
+        # A Concatenate that loses a pruned-away branch is called without that input.
+        dropped = plan.prune.dropped.get(id(view.node)) if plan.prune is not None else None
+        inputs_faithful = not dropped and all(
+            self.faithful.get(id(self.tensors[id(t)])) == id(t) for t in view.input_tensors)
+        local = {**self.tensors, **dict.fromkeys(dropped, _DROPPED)} if dropped else self.tensors
+        if node_plan and node_plan.before:
+            x = self.tensors[id(view.input_tensors[0])]
+            for block in node_plan.before:
+                x = self.call_block(block, (x,), op)
+            local = dict(self.tensors)
+            local[id(view.input_tensors[0])] = x
+            inputs_faithful = False
+        args, kwargs = view.fill_in(local)
+        if not isinstance(op, keras.layers.Layer):
+            args, kwargs = _savable_constants(args, kwargs)
+        if dropped:
+            args = tuple([v for v in a if v is not _DROPPED] if isinstance(a, (list, tuple)) else a for a in args)
+        return args, kwargs, local, inputs_faithful
+
+    def _call_again(self, view, args, kwargs, local, inputs_faithful: bool):
+        """``(outputs, faithful)``: the call made on the operation's one new copy in this pass (made at
+        its first call), and whether it computes what it did."""
+        plan, state, op = self.plan, self.state, view.operation
+        new_op = state.clones.get(id(op))  # one copy per op in the whole pass: ties across graphs stay
+        if new_op is None:
+            shapes = None
+            if _graph.is_graph_model(op) and view.n_calls == 1:
+                shapes = [tuple(t.shape) for t in keras.tree.flatten((args, kwargs))
+                          if isinstance(t, keras.KerasTensor)]
+            new_op = state.clones[id(op)] = self._clone(op, shapes)
+        self.called_here.add(id(op))
+        unchanged_op = not _remake.computation_changes(op, plan.changes_for(op)) and not getattr(
+            plan.rules.get(id(op)), "changes_computation", False) and not (
+            _graph.is_graph_model(op) and not plan.nested.get(id(op), Plan()).is_empty()
+            and not state.outputs_faithful.get(id(new_op), False))
+        node_faithful = inputs_faithful and unchanged_op
+        outputs = self._call_op(new_op, args, kwargs, view, inputs_faithful, local)
+        same_shapes = inputs_faithful or all(
+            tuple(local[id(t)].shape) == tuple(t.shape) for t in view.input_tensors)
+        state.same_input_shapes[id(op)] = state.same_input_shapes.get(id(op), True) and same_shapes
+        self.op_faithful[id(op)] = self.op_faithful.get(id(op), True) and node_faithful
+        self.op_inputs_faithful[id(op)] = self.op_inputs_faithful.get(id(op), True) and inputs_faithful
+        return outputs, node_faithful
+
+    def _settle_faithful(self) -> None:
+        """A layer computes what it did only if every call of it here does; a nested model fed
+        changed inputs changes the inputs of every layer inside it."""
+        state = self.state
+        for old_id in self.called_here:
+            rec = state.records[id(state.clones[old_id])]
+            rec.faithful = rec.faithful and self.op_faithful.get(old_id, False)
+            if rec.inner and not self.op_inputs_faithful.get(old_id, False):
                 for key in rec.inner:
                     state.records[key].faithful = False
-        return self._model(new_inputs)
 
     def _needed(self):
         """With a Truncate: (the calls its outputs need, the nested calls needed for inner outputs only)."""

@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from . import _channels, _graph, _slicing
 from . import criteria
 from .edits import Prune
-from .errors import surgery_errors_only, CoupledChannels, LayerNotFound, UnprunableLayer
+from .errors import surgery_errors_only, CoupledChannels, InvalidEdit, LayerNotFound, UnprunableLayer
 from .surgery import SurgeryResult, apply
 
 ChannelGroup = _channels.ChannelGroup
+ChannelRule = _channels.Rule
+Cut = _channels.Cut
 
-__all__ = ["ChannelGroup", "CoupledChannels", "UnprunableLayer", "channel_groups", "params_after", "prunable",
-           "prunable_layers", "prune", "unprunable_reason"]
+__all__ = ["ChannelGroup", "ChannelRule", "CoupledChannels", "Cut", "UnprunableLayer", "channel_groups",
+           "params_after", "prunable", "prunable_layers", "prune", "register_channel_rule", "unprunable_reason"]
 
 
 # ----------------------------------------------------------------------------- public API
@@ -128,3 +131,59 @@ def params_after(model, target, channels=None, *, keep=None, by="l1", coupled=Tr
     before = int(model.count_params())
     after = _slicing.params_after_removal(analysis, removed, before)
     return before, after
+
+
+def register_channel_rule(layer_class, rule) -> None:
+    """Tell pruning how the variables of your own layer class follow channels.
+
+    kerasnb slices the layers it knows (Dense, convolutions, normalisations, RNNs...) and refuses
+    a channel that reaches any other layer, since it cannot see into its ``call()``. A rule says,
+    for every variable of ``layer_class`` (by attribute path: ``"kernel"``, ``"cell.kernel"``),
+    which axes follow channels: :class:`Cut` ``(axis, "in")`` for the channels the layer reads,
+    ``(axis, "out")`` for those it makes.
+
+    - A layer that makes channels (like Dense) gives ``size_key``, its config key of the number
+      of output channels: ``ChannelRule({"w": (Cut(0, "in"), Cut(1, "out"))}, size_key="units")``.
+      Its input channels are on its input's last axis (the second for ``data_format=
+      "channels_first"``); its ``activation`` config, if any, must act on each value alone.
+    - A channel-wise layer (one weight per channel of its input's ``axis`` config, else the last
+      axis; its output keeps the channels) gives only ``"in"`` cuts, and ``count_key`` if its
+      config holds the channel count.
+
+    ``rule`` may also be a function ``layer -> ChannelRule | None`` (None: this layer cannot be
+    sliced), or None to forget the class's rule. The rule holds for exactly ``layer_class``, not
+    its subclasses, and replaces any rule the class had (built-in ones included). The layer is
+    made again from its config with the changed count, and must then have the variables the rule
+    names, of the sliced shapes. Raises :class:`kerasnb.errors.InvalidEdit` for a class that is not
+    a Keras layer or a rule that is none of these.
+
+    Example: a layer scaling each channel of its input by a weight of its own::
+
+        >>> import keras, kerasnb
+        >>> from kerasnb.pruning import ChannelRule, Cut, register_channel_rule
+        >>> class Scale(keras.layers.Layer):
+        ...     def build(self, shape):
+        ...         self.gamma = self.add_weight(shape=(shape[-1],), initializer="ones")
+        ...     def call(self, x):
+        ...         return x * self.gamma
+        >>> register_channel_rule(Scale, ChannelRule({"gamma": (Cut(0, "in"),)}))
+        >>> x = keras.Input((4,))
+        >>> y = keras.layers.Dense(2, name="head")(Scale(name="scale")(keras.layers.Dense(8, name="fc")(x)))
+        >>> result = kerasnb.prune(keras.Model(x, y), "fc", channels=[0, 1])
+        >>> tuple(result.model.get_layer("scale").gamma.shape), result.report.status("scale")
+        ((6,), 'pruned')
+        >>> register_channel_rule(Scale, None)
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise InvalidEdit("register_channel_rule takes a Keras layer class (not an instance), e.g. "
+                          f"register_channel_rule(MyLayer, rule). Received: layer_class={layer_class!r}")
+    if rule is not None and not isinstance(rule, ChannelRule) and not callable(rule):
+        raise InvalidEdit("A channel rule is a kerasnb.pruning.ChannelRule, a function layer -> ChannelRule | None, "
+                          f"or None. Received: rule={rule!r}")
+    if isinstance(rule, ChannelRule):
+        wrong = [cut for cuts in rule.variables.values() for cut in cuts
+                 if not isinstance(cut, Cut) or cut.role not in ("in", "out")]
+        if wrong:
+            raise InvalidEdit("Each variable of a ChannelRule maps to a tuple of Cut(axis, role) with role \"in\" or "
+                              f"\"out\". Received: {wrong[0]!r} in rule={rule!r}")
+    _channels.register(layer_class, rule)
