@@ -128,7 +128,7 @@ def measure_prune(model, target):
         editor.prune_button.click()
         prunes.append(timed(lambda: setattr(editor.prune_slider, "value", 0.5)))
         assert editor.report.status(target) == "pruned", editor.message.value
-        counts = editor.session.prune_step(target).counts
+        counts = editor.session.answers.prune_step(target).counts
         editor.close()
     return [statistics.median(v) for v in (selects, prunings, prunes)] + [counts]
 

@@ -21,15 +21,23 @@ import keras
 
 from . import _graph, _targets, weights
 from .edits import Transform
-from .errors import surgery_errors_only, InvalidEdit
+from .errors import surgery_errors_only, InvalidEdit, LayerNotFound
 from .surgery import SurgeryResult, apply
 from .report import Status
 from .weights import Outcome
 
-__all__ = ["enable_lora", "merge_lora", "lora_layers"]
+__all__ = ["enable_lora", "merge_lora", "lora_layers", "attention_projections", "lora_targets", "PROJECTIONS"]
 
 _KINDS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding,
           keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+# Which projections of an attention layer "LoRA on attention" means. "query, value" is what the
+# LoRA paper and keras-hub's own Backbone.enable_lora put it on (``match="attention"``).
+PROJECTIONS = {"query, value": ("query", "value"), "query, key, value, output": ("query", "key", "value", "output")}
+# The names keras-hub and Keras give those projections inside an attention layer.
+_PROJECTION_NAMES = {"query": ("query", "query_dense", "q_proj"), "key": ("key", "key_dense", "k_proj"),
+                     "value": ("value", "value_dense", "v_proj"),
+                     "output": ("attention_output", "output_dense", "o_proj", "out_proj")}
 
 
 @surgery_errors_only
@@ -40,13 +48,21 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
     paths and names (``"*attention*query*"``), a name or path, a compiled regex searched in paths
     (``re.compile(r"/(query|value)$")``), a layer class or tuple of classes, a layer object, a
     predicate ``(path, layer) -> bool``, or a list of these. Paths reach the layers blocks hold
-    (``"transformer_layer_0/self_attention/query"``).
+    (``"transformer_layer_0/self_attention/query"``). ``"attention"`` means the query and value
+    projections of every attention layer at any depth (as keras-hub's ``Backbone.enable_lora``
+    does); :func:`attention_projections` lists them, and all four with ``which="query, key, value, output"``.
     ``alpha`` defaults to ``rank`` (Keras's default): the factors' product is scaled by alpha/rank.
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise InvalidEdit(f"rank is a whole number of at least 1, e.g. rank=8. Received: rank={rank!r}")
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0):
         raise InvalidEdit(f"alpha is a positive number (or None for alpha = rank). Received: alpha={alpha!r}")
+    if isinstance(match, str) and match == "attention":
+        match = attention_projections(model)
+        if not match:
+            raise LayerNotFound(f"Model {model.name!r} has no attention layer with query and value projections "
+                                "(keras-hub blocks and Keras's MultiHeadAttention have them). Received: "
+                                "match='attention'")
     found = _matching(model, match)
     already = [path for path, layer, _ in found if lora_rank(layer)]
     if already:
@@ -70,7 +86,7 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
     paths = [path for path, _, _ in found]
     result = apply(model, edits)
     if not train_others:
-        _train_only_lora(result.model)
+        train_only_lora(result.model)
     note = (f"LoRA rank {rank} on {len(paths)} layer(s); "
             + ("only the LoRA factors train." if not train_others else "every layer still trains."))
     return dataclasses.replace(result, notes=result.notes + (note,))
@@ -169,15 +185,6 @@ def _merged(old, new) -> Outcome:
                    weights.carried_values(old, new, _merged_kernels(old)))
 
 
-def _train_only_lora(model) -> None:
-    for _, layer in _graph.walk_layers(model):
-        if _graph.is_graph_model(layer) or not isinstance(layer, keras.layers.Layer):
-            continue  # a nested model's layers come on their own; a raw op has no variables
-        for variable in layer.weights:
-            if not variable.path.rsplit("/", 1)[-1].startswith("lora_"):
-                variable.trainable = False
-
-
 def _train_as_flagged(model) -> None:
     """Every variable trains as its layer's flag says again (the statistics Keras keeps stay frozen)."""
     for _, layer in _graph.walk_layers(model):
@@ -194,3 +201,71 @@ def _matching(model, match) -> list:
     candidates = [(path, layer, owner) for path, layer, owner in _targets.deep_layers(model)
                   if isinstance(layer, _KINDS) and not _graph.is_graph_model(layer)]
     return _targets.select(model, match, candidates, kind="Dense, EinsumDense, Embedding or convolution layer")
+
+
+# ----------------------------------------------------------------------------- attention projections
+
+
+def attention_projections(model, which: str = "query, value") -> list:
+    """Paths of the projections ``which`` (a key of :data:`PROJECTIONS`) of every attention layer of
+    ``model``, at any depth, named as :func:`enable_lora` names them; ``enable_lora(model, paths)``
+    (or ``match="attention"`` for query and value) puts LoRA on them."""
+    if which not in PROJECTIONS:
+        raise InvalidEdit(f"which is one of {', '.join(map(repr, PROJECTIONS))}. Received: which={which!r}")
+    return [t for path, layer in _graph.walk_layers(model) for t in _projections_in(path, layer, PROJECTIONS[which])]
+
+
+def lora_targets(path: str, layer, which: str = "query, value") -> tuple[list, str]:
+    """``(paths, in words)`` of what LoRA on the layer at ``path`` means: the layer itself when it is
+    a Dense, EinsumDense, Embedding or convolution layer, else its attention projections ``which``."""
+    if isinstance(layer, _KINDS) and not _graph.is_graph_model(layer):
+        return [path], f"this {type(layer).__name__} layer"
+    found = _projections_in(path, layer, PROJECTIONS[which])
+    return found, (f"its {len(found)} attention projection(s) ({which})" if found else "")
+
+
+def lora_in(path: str, layer) -> dict:
+    """``{path: rank}`` of the layer at ``path`` and the sub-layers inside it that have LoRA."""
+    if not isinstance(layer, keras.layers.Layer):
+        return {}
+    if _graph.is_graph_model(layer):
+        return {f"{path}/{p}": r for p, r in lora_layers(layer).items()}
+    prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    out = {path: lora_rank(layer)} if lora_rank(layer) else {}
+    for sub in _graph.sublayers(layer)[1:]:
+        sub_path = getattr(sub, "path", None)
+        if sub_path and lora_rank(sub):
+            out[prefix + sub_path] = lora_rank(sub)
+    return out
+
+
+def train_only_lora(model, leave=()) -> None:
+    """Freeze every variable of ``model`` but the LoRA factors, as :func:`enable_lora` does; layers
+    at or inside the paths ``leave`` are left as they are."""
+    for path, layer in _graph.walk_layers(model):
+        if _graph.is_graph_model(layer) or not isinstance(layer, keras.layers.Layer) \
+                or any(path == n or path.startswith(n + "/") for n in leave):
+            continue
+        for variable in layer.weights:
+            if not variable.path.rsplit("/", 1)[-1].startswith("lora_"):
+                variable.trainable = False
+
+
+def _projections_in(path: str, layer, projections) -> list:
+    """Paths of the Dense / EinsumDense layers inside ``layer`` that are the ``projections``
+    ("query", "value", ...) of an attention layer."""
+    if not isinstance(layer, keras.layers.Layer) or _graph.is_graph_model(layer):
+        return []
+    subs = _graph.sublayers(layer)
+    by_path = {getattr(sub, "path", None): sub for sub in subs}
+    names = {name for p in projections for name in _PROJECTION_NAMES[p]}
+    prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    found = []
+    for sub in subs[1:]:
+        sub_path = getattr(sub, "path", None)
+        if not sub_path or "/" not in sub_path or not isinstance(sub, (keras.layers.Dense, keras.layers.EinsumDense)):
+            continue
+        holder, name = sub_path.rsplit("/", 1)
+        if name in names and "attention" in type(by_path.get(holder)).__name__.lower():
+            found.append(prefix + sub_path)
+    return found

@@ -193,7 +193,7 @@ class TestErrors:
         editor = Editor(make("residual"))
         pick(editor, "res_conv2")
         with pytest.raises(kerasnb.SurgeryError):
-            editor.choose("Dense", units=3)  # (8, 8, 3) cannot be added to (8, 8, 8)
+            editor.replace("Dense", units=3)  # (8, 8, 3) cannot be added to (8, 8, 8)
         assert "res_add" in editor.message.value
         assert editor.edits == () and editor.model is editor.original
         choose_type(editor, "BatchNormalization")  # the next choice works
@@ -273,14 +273,14 @@ class TestRowActions:
 
     def test_the_controls_draw_what_the_session_answers(self, editor, monkeypatch):
         """The panel decides nothing about a row: a made-up answer of the session is what it shows."""
-        from kerasnb.editor.session import Param, PruneInfo, RowActions
+        from kerasnb.editor.answers import Param, PruneInfo, RowActions
 
         answer = RowActions(
             key="dense_1", label="Dropout", offered=("Dropout", "Keep"), refused={"Dense": "not today"},
             params=(Param("rate", 0.3),), can_choose=True, choose_reason="", insertable=(),
             insert_reason="nothing goes here", can_delete=False, delete_reason="kept on purpose", trainable=False,
             can_freeze=False, freeze_reason="fixed", prune=PruneInfo(None, "no channels", 5, 5))
-        monkeypatch.setattr(editor.session, "row_actions", lambda key: answer)
+        monkeypatch.setattr(editor.session.answers, "row_actions", lambda key: answer)
         pick(editor, "dense_1")
         assert offered(editor) == ("Dropout", "Keep") and row_type(editor) == "Dropout"
         assert refused(editor) == {"Dense": "not today"}
@@ -308,7 +308,7 @@ class TestStepsAimedAtLayersThatAreGone:
         editor.trainable_box.value = False
         assert editor.steps[-1] == "freeze 'dense_1_dense'"
         pick(editor, "dense_1")
-        editor.choose("Dropout")  # dense_1_dense is gone: its freeze would not find it
+        editor.replace("Dropout")  # dense_1_dense is gone: its freeze would not find it
         assert no_error(editor)
         assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)"]
         assert [type(e).__name__ for e in editor.edits] == ["Replace"]

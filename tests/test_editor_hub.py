@@ -123,7 +123,7 @@ class TestDropBlock:
         session = Session(backbone)
         several = {"transformer_layer_0", "transformer_layer_1", "transformer_layer_2", "embeddings_add"}
         for path in session.original_rows:
-            actions = session.row_actions(path)
+            actions = session.answers.row_actions(path)
             try:
                 kerasnb.delete(backbone, path)
             except kerasnb.SurgeryError as error:
@@ -135,10 +135,10 @@ class TestDropBlock:
 
     def test_a_block_with_a_mask_is_dropped_as_the_core_drops_it(self, backbone):
         session = Session(backbone)
-        actions = session.row_actions("transformer_layer_1")
+        actions = session.answers.row_actions("transformer_layer_1")
         assert actions.delete_label == "Drop block" and actions.can_delete and actions.delete_reason == ""
         assert "Remove (identity)" in actions.offered
-        assert session.row_actions("layer_norm").delete_label == "Delete"
+        assert session.answers.row_actions("layer_norm").delete_label == "Delete"
         session.delete("transformer_layer_1")
         assert [s.describe() for s in session.steps] == ["drop block 'transformer_layer_1'"]
         assert session.report.status("transformer_layer_1") == "removed"
@@ -147,7 +147,7 @@ class TestDropBlock:
         np.testing.assert_array_equal(run(session.model, batch()), run(direct, batch()))
 
     def test_an_add_with_two_equal_inputs_says_the_core_s_reason(self, backbone):
-        actions = Session(backbone).row_actions("embeddings_add")
+        actions = Session(backbone).answers.row_actions("embeddings_add")
         assert not actions.can_delete and "it is not clear which one to pass on" in actions.delete_reason
 
     def test_dropping_blocks_of_a_task_keeps_the_task(self, lm):
@@ -163,15 +163,15 @@ class TestDropBlock:
     def test_apply_to_all_blocks_like_this_one_follows_the_core_too(self, backbone):
         session = Session(backbone)
         session.delete("transformer_layer_0")
-        like = session.row_actions("transformer_layer_0").like
+        like = session.answers.row_actions("transformer_layer_0").like
         assert like.can_apply and like.type == "TransformerDecoder" and like.others == 2
-        assert session.apply_to_all("transformer_layer_0") == ("transformer_layer_1", "transformer_layer_2")
+        assert session.replace_all("transformer_layer_0") == ("transformer_layer_1", "transformer_layer_2")
         assert set(session.report.with_status("removed")) == {f"transformer_layer_{i}" for i in range(3)}
 
 
 class TestLoRARows:
     def test_a_block_row_means_its_attention_query_and_value(self, backbone):
-        info = Session(backbone).lora_info("transformer_layer_1")
+        info = Session(backbone).answers.lora_info("transformer_layer_1")
         assert isinstance(info, LoraInfo) and info.can_enable and not info.can_disable
         assert set(info.targets) == {"transformer_layer_1/self_attention/query",
                                      "transformer_layer_1/self_attention/value"}
@@ -179,12 +179,12 @@ class TestLoRARows:
 
     def test_a_dense_or_embedding_row_means_the_layer_and_other_rows_say_why_not(self):
         session = Session(attention_net())
-        assert session.lora_info("ffn").targets == ("ffn",)
-        assert session.lora_info("embed").what == "this Embedding layer"
-        assert set(session.lora_info("attention").targets) == {"attention/query", "attention/value"}
-        norm = session.lora_info("norm")
+        assert session.answers.lora_info("ffn").targets == ("ffn",)
+        assert session.answers.lora_info("embed").what == "this Embedding layer"
+        assert set(session.answers.lora_info("attention").targets) == {"attention/query", "attention/value"}
+        norm = session.answers.lora_info("norm")
         assert not norm.can_enable and "'norm' is a LayerNormalization" in norm.reason
-        assert "no weights" in session.lora_info("tokens").reason
+        assert "no weights" in session.answers.lora_info("tokens").reason
 
     def test_lora_on_a_block_only_the_factors_train_and_outputs_stay(self, backbone):
         session = Session(backbone)
@@ -198,7 +198,7 @@ class TestLoRARows:
         np.testing.assert_array_equal(run(session.model, batch()), run(backbone, batch()))
         assert session.report.status("transformer_layer_1") == "kept"
         assert "LoRA rank 4" in session.report.row("transformer_layer_1").reason
-        info = session.lora_info("transformer_layer_1")
+        info = session.answers.lora_info("transformer_layer_1")
         assert info.rank == 4 and info.can_disable and len(info.on) == 2
         assert lora_of(backbone) == {} and len(backbone.trainable_variables) > 4  # the original is untouched
 
@@ -252,17 +252,17 @@ class TestLoRAWholeModel:
     def test_every_attention_projection_and_a_row_s_own_rank_stays(self, backbone):
         session = Session(backbone)
         session.enable_lora("transformer_layer_1", 4)
-        answer = session.model_actions()
+        answer = session.answers.model_actions()
         assert answer.can_lora and answer.lora_projections == {"query, value": 6, "query, key, value, output": 12}
         session.enable_lora_attention(rank=2)
         on = lora_of(session.model)
         assert len(on) == 6 and on["transformer_layer_1/self_attention/query"] == 4
         assert on["transformer_layer_0/self_attention/value"] == 2
         assert any("has LoRA already (rank 4); left as it is" in n for n in session.notes)
-        block0 = session.lora_info("transformer_layer_0")
+        block0 = session.answers.lora_info("transformer_layer_0")
         assert not block0.can_enable and "from the step" in block0.reason
         assert not block0.can_disable and "take that back instead" in block0.off_reason
-        answer = session.model_actions()
+        answer = session.answers.model_actions()
         assert (answer.lora_rank, answer.lora_which, answer.lora_on) == (2, "query, value", 6)
         assert answer.trainable_params == sum(int(np.prod(v.shape)) for v in session.model.trainable_variables)
         assert all("lora_kernel" in n for n in trainable_names(session.model))
@@ -279,7 +279,7 @@ class TestLoRAWholeModel:
         session.delete("transformer_layer_1")
         session.enable_lora_attention(rank=2)
         assert len(lora_of(session.model)) == 4
-        session.choose("transformer_layer_1", "Keep")  # the block is back: LoRA reaches it too
+        session.replace("transformer_layer_1", "Keep")  # the block is back: LoRA reaches it too
         assert len(lora_of(session.model)) == 6 and len(session.steps) == 1
 
     def test_merge_folds_the_factors_and_everything_trains_again(self, backbone):
@@ -291,7 +291,7 @@ class TestLoRAWholeModel:
         assert session.steps[-1].describe() == "merge LoRA into the kernels of 6 layer(s)"
         assert len(session.model.trainable_variables) == len(backbone.trainable_variables)
         np.testing.assert_allclose(run(session.model, batch()), run(backbone, batch()), rtol=1e-5, atol=1e-5)
-        assert not session.model_actions().can_merge
+        assert not session.answers.model_actions().can_merge
         session.undo()
         assert len(lora_of(session.model)) == 6
 
@@ -329,10 +329,10 @@ def test_lora_on_bert_attention_past_its_raw_operations():
     bert = kh.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
                            max_sequence_length=12)
     session = Session(bert)
-    assert session.model_actions().lora_projections["query, value"] == 4
-    assert session.row_actions("transformer_layer_1").delete_label == "Drop block"
+    assert session.answers.model_actions().lora_projections["query, value"] == 4
+    assert session.answers.row_actions("transformer_layer_1").delete_label == "Drop block"
     session.enable_lora_attention(rank=2)
-    assert session.model_actions().lora_on == 4 and len(lora_of(session.model)) == 4
+    assert session.answers.model_actions().lora_on == 4 and len(lora_of(session.model)) == 4
 
 
 @pytest.fixture

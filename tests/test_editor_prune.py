@@ -90,17 +90,17 @@ class TestLayerPruneSession:
         session.prune("c1", 7 / 8, by=by)
         kept = kept_channels(cnn, session.model)
         assert weakest not in kept and len(kept) == 7
-        assert session.prune_info("c1").by == by
+        assert session.answers.prune_info("c1").by == by
         assert session.steps[0].describe() == f"prune 'c1' keeping 88% of its channels (by {by})"
 
     def test_info_counts_are_those_of_the_built_model(self, cnn):
         """Params and MACs before -> after: worked out before building, equal to the built model's."""
         session = Session(cnn)
-        preview = session.prune_preview("c1", 0.5, "bn_scale")
+        preview = session.answers.prune_preview("c1", 0.5, "bn_scale")
         assert preview.keep is None or preview.keep == 0.5
         assert (preview.before, preview.macs_before) == (cnn.count_params(), total_macs(cnn))
         session.prune("c1", 0.5, "bn_scale")
-        info = session.prune_info("c1")
+        info = session.answers.prune_info("c1")
         assert (info.before, info.macs_before) == (cnn.count_params(), total_macs(cnn))
         assert (info.after, info.macs_after) == (session.model.count_params(), total_macs(session.model))
         assert info.macs_after < info.macs_before and info.after < info.before
@@ -115,7 +115,7 @@ class TestLayerPruneSession:
         edit = session.edits[0]
         assert isinstance(edit, kerasnb.Prune) and len(edit.channels) == 8
         again = kerasnb.apply(cnn, session.edits).model
-        assert again.count_params() == session.model.count_params() == session.prune_info("c2").after
+        assert again.count_params() == session.model.count_params() == session.answers.prune_info("c2").after
         assert_unchanged(cnn, before)
 
     def test_a_named_channel_choice_is_made_again_when_an_earlier_step_changes(self, cnn):
@@ -125,23 +125,23 @@ class TestLayerPruneSession:
         session.prune("c1", 0.5, "bn_scale")
         session.prune("c2", 0.75, "l1")  # the earlier step, changed in place
         assert session.model.get_layer("c2").filters == 12 and session.model.get_layer("c1").filters == 4
-        info = session.prune_info("c1")
+        info = session.answers.prune_info("c1")
         assert (info.after, info.macs_after) == (session.model.count_params(), total_macs(session.model))
         assert kerasnb.apply(cnn, session.edits).model.count_params() == session.model.count_params()
 
 
 class TestGlobalPruneSession:
-    @pytest.mark.parametrize("budget, target", [("flops", 0.5), ("params", 0.6), ("ratio", 0.4)])
+    @pytest.mark.parametrize("budget, target", [("macs", 0.5), ("params", 0.6), ("keep", 0.6)])
     def test_plan_numbers_are_the_built_models(self, cnn, budget, target):
         """The plan's params and MACs after equal those of the model Apply builds; code and edits agree."""
         before = snapshot(cnn)
         session = Session(cnn)
-        plan = session.global_prune_plan(budget, target)
-        counts = session.prune_global(budget, target)
+        plan = session.answers.global_prune_plan(**{budget: target})
+        counts = session.prune_global(**{budget: target})
         model = session.model
         assert counts == (plan.params_before, plan.params_after, plan.macs_before, plan.macs_after)
         assert (model.count_params(), total_macs(model)) == (plan.params_after, plan.macs_after)
-        if budget == "flops":
+        if budget == "macs":
             assert plan.macs_after <= 0.5 * plan.macs_before
         if budget == "params":
             assert plan.params_after <= 0.6 * plan.params_before
@@ -154,7 +154,7 @@ class TestGlobalPruneSession:
 
     def test_one_undoable_step(self, cnn):
         session = Session(cnn)
-        session.prune_global("flops", 0.5)
+        session.prune_global(macs=0.5)
         assert len(session.steps) == 1 and session.model.count_params() < cnn.count_params()
         assert session.undo() and session.model is cnn and session.steps == ()
         assert session.redo() and session.model.count_params() < cnn.count_params()
@@ -164,12 +164,14 @@ class TestGlobalPruneSession:
         session.prune("c1", 0.5)
         before = state(session)
         with pytest.raises(BudgetNotReachable, match="smallest reachable"):
-            session.prune_global("params", 0.01)
+            session.prune_global(params=0.01)
         assert state(session) == before
-        with pytest.raises(kerasnb.InvalidEdit, match="budget is one of"):
-            session.prune_global("macs", 0.5)
-        with pytest.raises(kerasnb.InvalidEdit, match="fraction of channels to remove"):
-            session.prune_global("ratio", 1.0)
+        with pytest.raises(kerasnb.InvalidEdit, match="Give one budget"):
+            session.prune_global(keep=0.5, macs=0.5)
+        with pytest.raises(kerasnb.InvalidEdit, match="fraction of the channels to keep"):
+            session.prune_global(keep=1.0)
+        with pytest.raises(TypeError):  # the old (budget, target) form is gone
+            session.prune_global("flops", 0.5)
         assert state(session) == before
 
     def test_scores_are_reused_between_slider_moves(self, cnn, monkeypatch):
@@ -180,7 +182,7 @@ class TestGlobalPruneSession:
         real = kerasnb.criteria.group_scores
         monkeypatch.setattr(kerasnb.criteria, "group_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
         session = Session(cnn)
-        plans = [session.global_prune_plan("flops", t) for t in (0.8, 0.6, 0.4)]
+        plans = [session.answers.global_prune_plan(macs=t) for t in (0.8, 0.6, 0.4)]
         assert len(calls) == 1
         assert plans[0].macs_after > plans[1].macs_after > plans[2].macs_after
 
@@ -188,7 +190,7 @@ class TestGlobalPruneSession:
         """An earlier step changed after the global prune: the global step is worked out again."""
         session = Session(cnn)
         session.prune("c1", 0.75)
-        session.prune_global("flops", 0.6)
+        session.prune_global(macs=0.6)
         session.prune("c1", 0.5)  # the first step, changed: the global prune is planned again after it
         counts = session.steps[-1].counts
         assert (counts[1], counts[3]) == (session.model.count_params(), total_macs(session.model))
@@ -241,7 +243,7 @@ class TestPanel:
         assert editor.global_prune_box.layout.display != "none"
         first = editor.global_info.value
         editor.global_target.value = 0.3
-        plan = editor.session.global_prune_plan("flops", 0.3)
+        plan = editor.session.answers.global_prune_plan(macs=0.3)
         assert editor.global_info.value != first
         assert numbers_in(editor.global_info.value) == [plan.params_before, plan.params_after, plan.macs_before,
                                                         plan.macs_after]
@@ -262,10 +264,10 @@ class TestPanel:
 
     def test_budget_kinds_change_the_slider(self, editor):
         editor.global_prune_button.click()
-        editor.global_budget.value = "ratio"
-        assert editor.global_target.description == "remove" and editor.global_target.max < 1
-        editor.global_target.value = 0.25
-        plan = editor.session.global_prune_plan("ratio", 0.25)
+        editor.global_budget.value = "keep"
+        assert editor.global_target.description == "keep" and editor.global_target.max < 1
+        editor.global_target.value = 0.75
+        plan = editor.session.answers.global_prune_plan(keep=0.75)
         assert numbers_in(editor.global_info.value)[1] == plan.params_after
         editor.global_round.value = 8
         editor.global_apply.click()

@@ -1,5 +1,5 @@
 """Whole-model actions in the editor: change the input, apply a choice to every layer like one,
-swap an activation, fold BatchNorm, cut the model at a layer, and compare outputs on a probe batch.
+swap an activation, fold BatchNorm, truncate the model at a layer, and compare outputs on a probe batch.
 
 The Session (widget-free) decides and answers; each action is one step of the history, whose
 edits are the transform's ``result.edits``, so undo, redo and reset take it back and
@@ -18,7 +18,8 @@ from keras import layers as L
 import kerasnb
 from editor_ui import choose_type, row_of, rows
 from kerasnb.editor import Editor, show_editor
-from kerasnb.editor.session import LikeInfo, ModelActions, Session, parse_shape
+from kerasnb.editor.answers import LikeInfo, ModelActions
+from kerasnb.editor.session import Session, parse_shape
 
 
 def small_cnn():
@@ -72,9 +73,9 @@ def replays(session, x):
 
 class TestChangeInput:
     def test_the_input_row_says_its_shape_and_other_rows_say_why_not(self, session):
-        actions = session.row_actions("image")
+        actions = session.answers.row_actions("image")
         assert actions.can_change_input and actions.input_shape == (6, 6, 3)
-        other = session.row_actions("conv")
+        other = session.answers.row_actions("conv")
         assert not other.can_change_input and "input rows" in other.input_reason and other.input_shape is None
 
     def test_one_grey_channel_keeps_what_the_grey_copies_gave(self, session, cnn, grey):
@@ -84,7 +85,7 @@ class TestChangeInput:
         (step,) = session.steps
         assert step.kind == "transform" and step.describe() == "change input 'image' to (6, 6, 1) (channels: sum)"
         assert session.report.status("conv") == "adapted" and session.report.status("d1") == "kept_input_changed"
-        assert session.row_actions("image").input_shape == (6, 6, 1)
+        assert session.answers.row_actions("image").input_shape == (6, 6, 1)
         np.testing.assert_allclose(run(session.model, grey), run(cnn, np.repeat(grey, 3, -1)), rtol=1e-5, atol=1e-6)
         assert any("summed over the 3 input channels" in n for n in session.notes)
         assert replays(session, grey)
@@ -127,16 +128,16 @@ class TestChangeInput:
 
 class TestApplyToAll:
     def test_offered_once_a_type_is_chosen_counting_this_one_and_the_others(self, session):
-        assert not session.row_actions("d1").like.can_apply
-        assert "choose a type" in session.row_actions("d1").like.reason
-        session.choose("d1", "Dropout")
-        assert session.row_actions("d1").like == LikeInfo("Dropout", "Dense", 2, "")
-        assert session.row_actions("d1").like.count == 3
+        assert not session.answers.row_actions("d1").like.can_apply
+        assert "choose a type" in session.answers.row_actions("d1").like.reason
+        session.replace("d1", "Dropout")
+        assert session.answers.row_actions("d1").like == LikeInfo("Dropout", "Dense", 2, "")
+        assert session.answers.row_actions("d1").like.count == 3
 
     def test_gives_the_type_and_parameters_to_every_layer_like_it_in_one_step(self, session, grey):
         session.change_input("6, 6, 1")
-        session.choose("d1", "Dropout", {"rate": 0.3})
-        assert session.apply_to_all("d1") == ("d2", "head")
+        session.replace("d1", "Dropout", {"rate": 0.3})
+        assert session.replace_all("d1") == ("d2", "head")
         assert [s.describe() for s in session.steps][-1] == \
             "give Dropout(rate=0.3) to 2 more Dense layer(s) like 'd1': 'd2', 'head'"
         assert [l.rate for l in session.model.layers if isinstance(l, L.Dropout)] == [0.3, 0.3, 0.3]
@@ -144,17 +145,17 @@ class TestApplyToAll:
         assert replays(session, grey)
 
     def test_keep_on_the_row_brings_it_back_and_the_others_stay_replaced(self, session):
-        session.choose("d1", "Dropout")
-        session.apply_to_all("d1")
-        session.choose("d1", "Keep")
-        assert [s.label for s in session.steps] == ["like"]
+        session.replace("d1", "Dropout")
+        session.replace_all("d1")
+        session.replace("d1", "Keep")
+        assert [s.label for s in session.steps] == ["replace_all"]
         assert [type(l).__name__ for l in session.model.layers][-3:] == ["Dense", "Dropout", "Dropout"]
         assert session.report.status("d1") == "kept"
 
     def test_layers_it_does_not_fit_are_left_alone_and_named(self, make):
         session = Session(make("residual"))
-        session.choose("res_conv1", "Remove (identity)")
-        assert session.apply_to_all("res_conv1") == ("res_conv2",)
+        session.replace("res_conv1", "Remove (identity)")
+        assert session.replace_all("res_conv1") == ("res_conv2",)
         notes = " ".join(session.notes)
         assert "'stem' left alone" in notes and "res_add" in notes and "'branch' left alone" in notes
         assert session.report.status("res_conv2") == "removed" and session.report.status("stem") == "kept"
@@ -162,18 +163,18 @@ class TestApplyToAll:
     def test_refused_without_a_choice_or_without_others(self, session, make):
         before = state(session)
         with pytest.raises(kerasnb.InvalidEdit, match="has no type chosen"):
-            session.apply_to_all("d1")
-        session.choose("bn", "Dropout")
-        assert "no other BatchNormalization" in session.row_actions("bn").like.reason
+            session.replace_all("d1")
+        session.replace("bn", "Dropout")
+        assert "no other BatchNormalization" in session.answers.row_actions("bn").like.reason
         before = state(session)
         with pytest.raises(kerasnb.LayerNotFound, match="no other BatchNormalization"):
-            session.apply_to_all("bn")
+            session.replace_all("bn")
         assert state(session) == before
 
 
 class TestSwapFoldCut:
     def test_the_session_says_what_can_be_swapped_and_folded(self, session):
-        answer = session.model_actions()
+        answer = session.answers.model_actions()
         assert isinstance(answer, ModelActions) and answer.activations == ("relu",)
         assert "gelu" in answer.swap_to and answer.can_swap and answer.batchnorms == 1 and answer.can_fold
 
@@ -181,7 +182,7 @@ class TestSwapFoldCut:
         session.swap_activation("relu", "gelu")
         assert session.steps[-1].describe() == "swap activation 'relu' for 'gelu' (4 layer(s))"
         assert session.report.with_status("reinitialized") == []
-        assert session.model_actions().activations == ("gelu",)
+        assert session.answers.model_actions().activations == ("gelu",)
         assert session.model.get_layer("relu_gelu").get_config()["activation"] == "gelu"
         x = np.random.default_rng(2).random((2, 6, 6, 3)).astype("float32")
         assert replays(session, x)
@@ -202,28 +203,28 @@ class TestSwapFoldCut:
         assert session.report.status("conv") == "folded" and session.report.status("bn") == "removed"
         want = run(cnn, x)
         assert np.abs(run(session.model, x) - want).max() / np.abs(want).max() < 1e-5
-        actions = session.row_actions("bn")
+        actions = session.answers.row_actions("bn")
         assert not actions.can_choose and "fold 1 BatchNormalization" in actions.choose_reason
         assert "undo that step" in actions.choose_reason
-        assert not session.model_actions().can_fold
+        assert not session.answers.model_actions().can_fold
 
     def test_nothing_to_fold_is_refused_with_the_reasons(self, make):
         session = Session(make("seed_mlp"))
-        assert session.model_actions().fold_reason == "the model has no BatchNormalization layer"
+        assert session.answers.model_actions().fold_reason == "the model has no BatchNormalization layer"
         with pytest.raises(kerasnb.InvalidEdit, match="no BatchNormalization layer"):
             session.fold_batchnorm()
         assert session.steps == () and len(session.history) == 1
 
     def test_cut_here_makes_the_layer_the_output(self, session):
-        assert session.cut_reason("head") == "its output is the model's output already"
-        assert "computes nothing" in session.cut_reason("image")
-        session.cut("conv2")
+        assert session.answers.cut_reason("head") == "its output is the model's output already"
+        assert "computes nothing" in session.answers.cut_reason("image")
+        session.truncate("conv2")
         assert session.model.outputs[0].shape[1:] == (4, 4, 4)
         assert [session.report.status(n) for n in ("gap", "d1", "head")] == ["removed"] * 3
-        assert session.steps[-1].describe() == "cut the model at 'conv2' (its output is the model's output)"
-        assert "cut the model at 'conv2'" in session.row_actions("d1").choose_reason
+        assert session.steps[-1].describe() == "truncate the model at 'conv2' (its output is the model's output)"
+        assert "truncate the model at 'conv2'" in session.answers.row_actions("d1").choose_reason
         with pytest.raises(kerasnb.InvalidEdit, match="output already"):
-            session.cut("conv2")
+            session.truncate("conv2")
 
 
 class TestHistory:
@@ -241,7 +242,7 @@ class TestHistory:
         assert session.model is folded and replays(session, grey)
 
     def test_an_earlier_step_changed_works_the_later_action_out_again(self, session, grey):
-        session.choose("d1", "Dense", {"units": 5})
+        session.replace("d1", "Dense", {"units": 5})
         session.fold_batchnorm()
         session.set_params("d1", {"units": 7})  # the choice before the fold changes in place
         assert [s.describe() for s in session.steps] == [
@@ -257,7 +258,7 @@ class TestHistory:
         inputs = keras.Input((4,), name="x")
         h = L.BatchNormalization(name="bn")(L.Dense(3, name="lin")(inputs))
         session = Session(keras.Model(inputs, L.Dense(2, name="out")(h)))
-        session.choose("lin", "Dense", {"activation": "linear"})
+        session.replace("lin", "Dense", {"activation": "linear"})
         session.fold_batchnorm()
         before = state(session)
         with pytest.raises(kerasnb.InvalidEdit, match="could be folded.*'lin_dense' applies 'relu' before it"):
@@ -269,11 +270,11 @@ class TestHistory:
         session.swap_activation("tanh", "gelu")
         before = state(session)
         with pytest.raises(kerasnb.InvalidEdit, match="one call cannot be replaced on its own"):
-            session.choose(("shared", 1), "Dropout")
+            session.replace(("shared", 1), "Dropout")
         assert state(session) == before
 
     def test_edits_flatten_every_step(self, session):
-        session.choose("d1", "Dropout")
+        session.replace("d1", "Dropout")
         session.swap_activation("relu", "gelu")
         assert len(session.edits) == 1 + len(session.steps[1].edit)
         assert isinstance(session.edits[0], kerasnb.Replace)
@@ -284,14 +285,14 @@ class TestCompare:
         with pytest.raises(kerasnb.SurgeryError, match=r"a batch of \(6, 6, 3\).*Received: \(2, 6, 6, 1\)"):
             Session(cnn, probe=np.zeros((2, 6, 6, 1), "float32"))
         with pytest.raises(kerasnb.SurgeryError, match="No probe batch"):
-            Session(cnn).compare()
+            Session(cnn).answers.compare()
 
     def test_folded_outputs_held_on_the_probe(self, cnn):
         x = np.random.default_rng(4).random((3, 6, 6, 3)).astype("float32")
         session = Session(cnn, probe=x)
-        assert session.compare().frame is None and "No edit yet" in session.compare().note
+        assert session.answers.compare().frame is None and "No edit yet" in session.answers.compare().note
         session.fold_batchnorm()
-        comparison = session.compare()
+        comparison = session.answers.compare()
         frame = comparison.frame.set_index("layer")
         assert list(frame.index) == ["image", "conv", "relu", "conv2", "gap", "d1", "d2", "head"]
         assert frame.status["conv"] == "folded" and frame.max_rel_diff["conv"] > 1e-2  # it now does the BN's work too
@@ -301,11 +302,11 @@ class TestCompare:
         x = np.random.default_rng(5).random((3, 6, 6, 3)).astype("float32")
         session = Session(cnn, probe=x)
         session.change_input("6, 6, 1")
-        comparison = session.compare()
+        comparison = session.answers.compare()
         assert "averaged over its 3 channels" in comparison.note
         assert comparison.frame.set_index("layer").max_rel_diff.drop("image").max() < 1e-5
         session.change_input("3, 3, 3")  # a new size: no comparison, and why
-        assert session.compare().frame is None and "cannot be compared" in session.compare().note
+        assert session.answers.compare().frame is None and "cannot be compared" in session.answers.compare().note
 
 
 # ----------------------------------------------------------------------------- the panel
@@ -383,7 +384,7 @@ class TestPanel:
         assert editor.cut_button.disabled and "output already" in editor.cut_button.tooltip
         editor.layer_picker.value = "gap"
         editor.cut_button.click()
-        assert editor.message_text == "Done: cut the model at 'gap' (its output is the model's output)."
+        assert editor.message_text == "Done: truncate the model at 'gap' (its output is the model's output)."
         assert [s for p, s in rows(editor) if p in ("d1", "d2", "head")] == ["removed"] * 3
         assert editor.model.outputs[0].shape[1:] == (4,)
 

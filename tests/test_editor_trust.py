@@ -69,7 +69,7 @@ class TestUntrustedNames:
         try:
             editor.layer_picker.value = EVIL
             with pytest.raises(kerasnb.SurgeryError):
-                editor.choose("VGG16 backbone (frozen)")  # the refusal names the layer
+                editor.replace("VGG16 backbone (frozen)")  # the refusal names the layer
             assert "onerror" in editor.message.value  # the name is there, as text
             choose_type(editor, "Noise <img src=z>")  # label, note and new layer names
             assert "note <img src=n>" in editor.notes
@@ -109,7 +109,7 @@ class TestCommitAndMessagesAgree:
         editor.details.selected_index = 1  # opening it: said as a drawing problem
         assert "kn-warn" in editor.message.value and "the chart broke" in editor.message_text
         editor.layer_picker.value = "dense_1"
-        editor.choose("Dropout")  # committed, so no exception
+        editor.replace("Dropout")  # committed, so no exception
         assert editor.steps == ["replace 'dense_1' with Dropout(rate=0.2)"]
         assert len(editor.history) == 2
         assert "kn-error" not in editor.message.value and "kn-warn" in editor.message.value
@@ -125,15 +125,15 @@ class TestPythonMethodsRefuseInPlainWords:
     """Section 4: each bad call raises a SurgeryError naming what it got and what would work."""
 
     BAD = {
-        "unknown type": (lambda e, tmp: e.choose("NoSuchType"),
+        "unknown type": (lambda e, tmp: e.replace("NoSuchType"),
                          catalog.UnknownType, ["'NoSuchType'", "Known types:", "Dropout", "Dense"]),
-        "rate out of range": (lambda e, tmp: e.choose("Dropout", rate=5),
+        "rate out of range": (lambda e, tmp: e.replace("Dropout", rate=5),
                               catalog.InvalidParameter, ["0 <= rate < 1", "rate=5"]),
-        "unknown parameter": (lambda e, tmp: e.choose("Dropout", units=3),
+        "unknown parameter": (lambda e, tmp: e.replace("Dropout", units=3),
                               catalog.InvalidParameter, ["no parameter units", "it takes rate"]),
-        "negative units": (lambda e, tmp: e.choose("Dense", units=-3),
+        "negative units": (lambda e, tmp: e.replace("Dense", units=-3),
                            catalog.InvalidParameter, ["1 <= units", "units=-3"]),
-        "type that does not fit": (lambda e, tmp: e.choose("VGG16 backbone (frozen)"),
+        "type that does not fit": (lambda e, tmp: e.replace("VGG16 backbone (frozen)"),
                                    kerasnb.IncompatibleShape, ["needs images", "Types that fit there:", "Dropout"]),
         "bad keep": (lambda e, tmp: e.prune("abc"),
                      kerasnb.InvalidEdit, ["0 < keep <= 1", "keep='abc'"]),
@@ -148,7 +148,7 @@ class TestPythonMethodsRefuseInPlainWords:
         before = snapshot(mlp)
         editor = Editor(mlp)
         editor.select("dense")
-        editor.choose("BatchNormalization")  # a history to keep intact
+        editor.replace("BatchNormalization")  # a history to keep intact
         editor.select("dense_1")
         model, history, steps = editor.model, editor.history, editor.steps
         rebuilds = []
@@ -234,7 +234,7 @@ class TestLifetime:
 
         monkeypatch.setattr(kerasnb.surgery, "apply", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            editor.choose("Dropout")
+            editor.replace("Dropout")
         choose_type(editor, "Dropout")  # from the panel: the callback ends, the panel says why
         assert "Rebuilding" not in editor.message_text and "Interrupted" in editor.message_text
         assert editor.history == [()] and editor.model is editor.original
@@ -323,7 +323,7 @@ class TestWhatANewUserMeets:
         assert repr(editor) == "<kerasnb Editor on model 'mlp': 0 edits>"
         assert editor._repr_mimebundle_()["text/plain"] == repr(editor)
         editor.select("hidden")
-        editor.choose("Dropout")
+        editor.replace("Dropout")
         assert repr(editor) == "<kerasnb Editor on model 'mlp': 1 edit>"
         assert capsys.readouterr().out == ""
         editor.close()

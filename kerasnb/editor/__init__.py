@@ -1,10 +1,11 @@
 """The editor panel: ``kerasnb.show_editor(model)``. The panel imports ipywidgets; the core never does.
 
-The widget-free state, :class:`Session`, loads without ipywidgets (``kerasnb.editor.session``):
+The widget-free state, :class:`Session` (with its answers, :mod:`kerasnb.editor.answers`), loads without ipywidgets (``kerasnb.editor.session``):
 the panel and its widgets are imported only when ``Editor`` or ``show_editor`` is asked for.
 """
 
-from .session import Comparison, LikeInfo, LoraInfo, ModelActions, PruneInfo, RowActions, Session, Step
+from .session import Session, Step
+from .answers import Comparison, LikeInfo, LoraInfo, ModelActions, PruneInfo, RowActions
 
 __all__ = ["Comparison", "Editor", "LikeInfo", "LoraInfo", "ModelActions", "PruneInfo", "RowActions", "Session", "Step",
            "show_editor"]

@@ -5,10 +5,10 @@ page at a time; a click selects a row, and the selected row carries its Type dro
 parameter fields; arrow keys move the selection; nested models fold; a shared layer's calls are
 sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasnb.editor.graph`)
 beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
-freeze, prune, cut, LoRA, change input) and the whole-model actions.
+freeze, prune, truncate, LoRA, change input) and the whole-model actions.
 
-Every control calls a plain method of the editor (``select``, ``choose``, ``insert_after``, ...),
-which calls the session and redraws; an error is shown in the panel and leaves the model and the
+Every control calls a plain method of the editor named as the core's verb (``select``, ``replace``,
+``insert``, ``truncate``, ...), which calls the session and redraws; an error is shown in the panel and leaves the model and the
 history as they were. Setting a widget's ``.value``, a table trait (``table.selected``,
 ``table.action``) or calling ``.click()`` from Python does exactly what the same gesture does in
 the browser.
@@ -20,7 +20,7 @@ rebuild that runs longer than half a second shows "layers rebuilt / total" in th
 
 The panel decides nothing about a row: which types are offered or refused (and why), its
 parameters, whether it can be deleted, frozen, pruned or have a layer inserted after it all come
-from :meth:`Session.row_actions`, and the controls only draw that answer.
+from :meth:`Answers.row_actions` (``session.answers``), and the controls only draw that answer.
 
 Every action shows its own outcome in the message line (a fresh message each time). An action's
 error is shown only when nothing was committed; when an edit was committed but drawing part of
@@ -71,7 +71,7 @@ from contextlib import contextmanager
 
 import ipywidgets as w
 
-from .. import _graph, _rebuild
+import kerasnb.actions as facade  # the editor's one internal facade (a rebuild's progress, memo while drawing)
 from ..errors import SaveFailed, SurgeryError, first_line
 from . import table
 
@@ -80,8 +80,8 @@ try:  # the graph picture; the panel works without it (a table only)
     from .layout import status_map
 except ImportError:  # pragma: no cover -- only while the graph view is missing
     GraphView = None
-from .session import (CHANNEL_MODES, LORA_PROJECTIONS, LORA_RANK, SWAP_TO, Session, call_of, change_text, edits_of,
-                      path_of)
+from .answers import LORA_PROJECTIONS, SWAP_TO
+from .session import CHANGE_INPUT_MODES, LORA_RANK, Session, call_of, change_text, edits_of, path_of
 
 
 def _item():
@@ -116,6 +116,23 @@ class Editor:
         self._predicted = False  # statuses from shapes are shown for the edit under way
         self._early_problems: list = []  # parts that failed to draw before the rebuild ended
 
+        self._build_views(model)
+        self._build_row_controls()
+        self._build_row_transforms()
+        self._build_model_controls()
+        self._build_history_and_save(model)
+        self._build_details()
+        self._build_global_prune()
+        self._assemble()
+        self._connect()
+
+        self._show_problems(self._redraw(select=self.session.default_key()))
+        self.open_seconds = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ building the panel
+
+    def _build_views(self, model) -> None:
+        """A title, the summary and message lines, the legend, the search box, the table and the graph."""
         name = html.escape(model.name)
         self.title = w.HTML(f"<b>kerasnb editor</b> &mdash; model <code>{name}</code>")
         self.summary = w.HTML()
@@ -133,6 +150,8 @@ class Editor:
         self.graph = GraphView(height=420) if GraphView is not None else None
         self._graph_model = None  # the model the picture shows
 
+    def _build_row_controls(self) -> None:
+        """The controls of the selected row: layer picker, trainable, insert, delete, prune (its box opens)."""
         # Every row (each call of a shared layer) by name: a keyboard way to reach any layer.
         self.layer_picker = w.Dropdown(description="Layer", layout=w.Layout(width="auto", min_width="320px"))
         self.layer_picker.add_class("kn-layer")
@@ -161,7 +180,9 @@ class Editor:
                                 layout=w.Layout(width="auto", display="none"))
         self.prune_box.add_class("kn-prune-box")
 
-        # Whole-model actions on a row: give its type to every layer like it; cut the model there;
+    def _build_row_transforms(self) -> None:
+        """Whole-model actions started from a row: replace_all, truncate, change the input (its box opens)."""
+        # Whole-model actions on a row: give its type to every layer like it; truncate the model there;
         # on an input row, a new input shape (shown once "Change input..." is clicked).
         self.like_button = w.Button(description="Apply to all like this", icon="clone", layout=w.Layout(width="auto"))
         self.like_button.add_class("kn-like")
@@ -171,17 +192,19 @@ class Editor:
         self.input_button.add_class("kn-change-input")
         self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
         self.input_shape.add_class("kn-input-shape")
-        self.channels_picker = w.Dropdown(options=CHANNEL_MODES, value="sum", description="channels",
+        self.channels_picker = w.Dropdown(options=CHANGE_INPUT_MODES, value="sum", description="mode",
                                           layout=w.Layout(width="200px"))
         self.channels_picker.add_class("kn-channels")
         self.input_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
         self.input_apply.add_class("kn-input-apply")
-        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>channels: how the first layers take a "
+        self.input_info = w.HTML(value="<span style='font-size:11px;color:#666'>mode: how the first layers take a "
                                        "new number of channels (sum: exact for grey copies; repeat; reinit)</span>")
         self.input_box = w.HBox([self.input_shape, self.channels_picker, self.input_apply, self.input_info],
                                 layout=w.Layout(width="auto", display="none"))
         self.input_box.add_class("kn-input-box")
 
+    def _build_model_controls(self) -> None:
+        """Whole-model actions: swap an activation, fold BatchNorm, LoRA (on the row and on attention), merge."""
         # Whole-model actions: swap an activation everywhere (from / to shown once opened), fold BatchNorm.
         self.swap_button = w.Button(description="Swap activation\u2026", icon="exchange", layout=_grows(175))
         self.swap_button.add_class("kn-swap")
@@ -239,6 +262,8 @@ class Editor:
                                 layout=_item())
         self.model_row.add_class("kn-model-actions")
 
+    def _build_history_and_save(self, model) -> None:
+        """Undo, redo, reset, the history, and saving."""
         self.undo_button = w.Button(description="Undo", icon="undo", layout=_grows(80))
         self.redo_button = w.Button(description="Redo", icon="repeat", layout=_grows(80))
         self.reset_button = w.Button(description="Reset", icon="refresh", layout=_grows(80))
@@ -253,6 +278,8 @@ class Editor:
                                     layout=w.Layout(width="auto", min_width="125px"))
         self.save_button.add_class("kn-save")
 
+    def _build_details(self) -> None:
+        """The folded sections: the full report (and comparison), the chart, the code."""
         # The full report, the chart and the code are drawn only while their section is open.
         self.report_view = w.HTML()
         self.compare_view = w.HTML()  # with a probe batch: every layer's output, edited vs original
@@ -266,10 +293,12 @@ class Editor:
             self.details.set_title(i, title)
         self.details.add_class("kn-details")
 
+    def _build_global_prune(self) -> None:
+        """"Prune model...": the budget, its slider, criterion and rounding (its box opens)."""
         # "Prune model...": kerasnb.prune_global to a budget, with params and MACs before -> after
         # worked out without building as the slider moves (shown once opened).
         self.global_budget = w.Dropdown(options=[(text, kind) for kind, text in _GLOBAL_BUDGET_TEXT.items()],
-                                        value="flops", description="budget", layout=w.Layout(width="auto"))
+                                        value="macs", description="budget", layout=w.Layout(width="auto"))
         self.global_budget.add_class("kn-global-prune-budget")
         self.global_target = w.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="keep at most",
                                            readout_format=".0%", continuous_update=True,
@@ -292,6 +321,8 @@ class Editor:
         ], layout=w.Layout(width="auto", display="none"))
         self.global_prune_box.add_class("kn-global-prune")
 
+    def _assemble(self) -> None:
+        """The panel's widget tree, and its finalizer (closes every widget once the editor is closed or freed)."""
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
@@ -321,6 +352,8 @@ class Editor:
         self._finalizer = weakref.finalize(self, _close_tree, self.widget)
         self._finalizer.atexit = False
 
+    def _connect(self) -> None:
+        """Every control to its method, through weak references (the widgets never keep the editor alive)."""
         self.search.observe(_Weak(self, "_on_search"), "value")
         self.layer_picker.observe(_Weak(self, "_on_layer_picked"), "value")
         self.table.observe(_Weak(self, "_on_table_select"), ["selected", "selected_call"])
@@ -340,8 +373,8 @@ class Editor:
         for control in (self.global_target, self.global_by, self.global_round):
             control.observe(_Weak(self, "_on_global_change"), "value")
         self.global_apply.on_click(_Weak(self, "_click", "_global_prune_from_widgets"))
-        self.like_button.on_click(_Weak(self, "_click", "_apply_to_all_selected"))
-        self.cut_button.on_click(_Weak(self, "_click", "_cut_selected"))
+        self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
+        self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
         self.input_apply.on_click(_Weak(self, "_click", "_change_input_from_widgets"))
         self.swap_button.on_click(_Weak(self, "_click", "_open_swap"))
@@ -360,9 +393,6 @@ class Editor:
         self.reset_button.on_click(_Weak(self, "_click", "reset"))
         self.save_button.on_click(_Weak(self, "_click", "_save_from_widgets"))
         self.details.observe(_Weak(self, "_on_details"), "selected_index")
-
-        self._show_problems(self._redraw(select=self.session.default_key()))
-        self.open_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ results
 
@@ -460,22 +490,23 @@ class Editor:
         self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._show_selection),
                                           ("the graph", self._select_in_graph)]))
 
-    def choose(self, label: str, **params) -> None:
+    def replace(self, label: str, **params) -> None:
         """Give the selected row the type ``label`` (from the catalog) and rebuild.
 
         Refused before anything is built, with a :class:`kerasnb.SurgeryError` that names what was
         received and what would work: an unknown type (the known ones are listed), an unknown or
         out-of-range parameter (its valid range), a type that does not fit there (the types that do).
         """
-        self._edit(lambda: self.session.choose(self.selected, label, params or None), follow=True)
+        self._edit(lambda: self.session.replace(self.selected, label, params or None), follow=True)
 
     def set_params(self, **params) -> None:
         """Change the parameters of the selected row's type and rebuild."""
 
         self._edit(lambda: self.session.set_params(self.selected, params), follow=True)
 
-    def insert_after(self, label: str, **params) -> None:
-        self._edit(lambda: self.session.insert_after(self.selected, label, params or None), follow=True)
+    def insert(self, label: str, **params) -> None:
+        """Insert a layer of type ``label`` after the selected row and rebuild."""
+        self._edit(lambda: self.session.insert(self.selected, label, params or None), follow=True)
 
     def delete(self, key=None) -> None:
         if key is not None and key != self.selected:
@@ -492,28 +523,37 @@ class Editor:
         self._prune_open = path_of(self.selected)
         self._edit(lambda: self.session.prune(self.selected, keep, by), follow=True)
 
-    def prune_global(self, budget: str = "flops", target: float = 0.5, by: str = "l1", round_to=None) -> None:
+    def prune_global(self, keep=None, *, params=None, macs=None, by: str = "l1", round_to=None) -> None:
         """Prune the whole model to one budget as one step (what "Prune model..." and Apply do).
 
-        ``budget``: ``"ratio"`` (``target``: the fraction of channels removed), ``"params"`` or
-        ``"flops"`` (``target``: the fraction of the current parameters / MACs kept, at most).
+        One budget, as :func:`kerasnb.prune_global`: ``keep`` (the fraction of the channels kept),
+        ``params`` or ``macs`` (the fraction of the current parameters / MACs kept, at most).
         ``by``: as for :meth:`prune`; ``round_to``: None or 8 (channel counts a multiple of it).
         A budget pruning cannot reach is refused in the message line and nothing changes.
         """
-        self._edit(lambda: self.session.prune_global(budget, target, by, round_to))
+        self._edit(lambda: self.session.prune_global(keep, params=params, macs=macs, by=by, round_to=round_to))
 
     def set_trainable(self, trainable: bool) -> None:
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
 
-    def change_input(self, shape, channels: str | None = None, input: str | None = None) -> None:
+    def change_input(self, shape, mode: str | None = None, input: str | None = None) -> None:
         """Give the model's input a new shape (a tuple, or text such as ``"8, 8, 1"``); what the
-        "Change input..." controls do. ``channels``: "sum", "repeat" or "reinit" (see
+        "Change input..." controls do. ``mode``: "sum", "repeat" or "reinit" (see
         :func:`kerasnb.change_input`); ``input``: which input, for a model with several."""
-        self._edit(lambda: self.session.change_input(shape, channels, input), follow=True)
+        self._edit(lambda: self.session.change_input(shape, mode, input), follow=True)
 
-    def apply_to_all(self) -> None:
+    def replace_all(self) -> None:
         """Give the selected row's type to every other layer of its class: "Apply to all N ... like this"."""
-        self._edit(lambda: self.session.apply_to_all(self.selected) and self.selected, follow=True)
+        self._edit(lambda: self.session.replace_all(self.selected) and self.selected, follow=True)
+
+    def prune_heads(self, heads=None, *, keep=None) -> None:
+        """Remove attention heads of the selected MultiHeadAttention (:func:`kerasnb.prune_heads`):
+        ``heads`` the indices removed, or ``keep`` how many kept."""
+        self._edit(lambda: self.session.prune_heads(self.selected, heads, keep=keep), follow=True)
+
+    def configure(self, **changes) -> None:
+        """Rebuild the selected layer from its config with ``changes`` (:func:`kerasnb.configure`)."""
+        self._edit(lambda: self.session.configure(self.selected, **changes), follow=True)
 
     def swap_activation(self, old: str, new: str) -> None:
         """Use activation ``new`` wherever the model applies ``old`` (every weight is kept)."""
@@ -523,11 +563,15 @@ class Editor:
         """Fold each BatchNormalization into the Conv / Dense layer before it."""
         self._edit(self.session.fold_batchnorm)
 
-    def cut(self, key=None) -> None:
-        """Cut the model at the selected row (or ``key``): its output becomes the model's output."""
+    def split_activations(self) -> None:
+        """Each fused activation (``Dense(activation=...)``) becomes an Activation layer after it."""
+        self._edit(self.session.split_activations)
+
+    def truncate(self, key=None) -> None:
+        """Truncate the model at the selected row (or ``key``): its output becomes the model's output."""
         if key is not None and key != self.selected:
             self.select(key)
-        self._edit(lambda: self.session.cut(self.selected) or self.selected, follow=True)
+        self._edit(lambda: self.session.truncate(self.selected) or self.selected, follow=True)
 
     def enable_lora(self, rank: int = LORA_RANK) -> None:
         """LoRA of ``rank`` on the selected row: its layer (Dense, EinsumDense, Embedding, convolution)
@@ -555,7 +599,7 @@ class Editor:
     def compare(self, x=None):
         """The edited model and the original run on ``x`` (the probe batch by default): a
         :class:`kerasnb.editor.session.Comparison` (``.frame``, a pandas DataFrame, and ``.note``)."""
-        return self._attempt(lambda: self.session.compare(x))
+        return self._attempt(lambda: self.session.answers.compare(x))
 
     def undo(self) -> None:
         self._edit(self.session.undo, verb="Undo")
@@ -596,7 +640,7 @@ class Editor:
         self._early_problems = []
         error = None
         try:
-            with self._controls_disabled(), _rebuild.progress(self._progress_bar()):
+            with self._controls_disabled(), facade.progress(self._progress_bar()):
                 outcome = action()
         except BaseException as caught:  # KeyboardInterrupt too: the panel must not stay "Rebuilding"
             error, outcome = caught, None
@@ -672,7 +716,7 @@ class Editor:
                 c.disabled = disabled
 
     def _progress_bar(self):
-        """A callback for :func:`kerasnb._rebuild.progress`: once a rebuild has run for half a
+        """A callback for :func:`kerasnb.actions.progress`: once a rebuild has run for half a
         second, the table shows "layers rebuilt / total" (about 50 updates, not one per layer)."""
         started = time.perf_counter()
         shown = [-1]
@@ -690,7 +734,7 @@ class Editor:
     def _render(self, parts) -> list:
         """Draw each ``(name, function)``; a part that fails is reported, the others still drawn."""
         problems = []
-        with _graph.memo():  # the parts walk the same graphs again and again (about 20 walks of each model)
+        with facade.memo():  # the parts walk the same graphs again and again (about 20 walks of each model)
             for name, draw in parts:
                 try:
                     draw()
@@ -701,7 +745,7 @@ class Editor:
     def _redraw(self, select: str | None = None) -> list:
         """Draw the whole panel from the session; returns the parts that failed to draw."""
         try:
-            with _graph.memo():
+            with facade.memo():
                 self._rows = table.table_rows(self.session)
         except Exception as error:  # nothing stale is shown: no rows rather than the old ones
             self._rows = []
@@ -833,7 +877,7 @@ class Editor:
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
-            actions = self.session.row_actions(key)
+            actions = self.session.answers.row_actions(key)
             self.table.inline = _inline(actions)
             self.insert_picker.options = actions.insertable
             self.insert_button.disabled = not actions.can_insert
@@ -904,7 +948,7 @@ class Editor:
 
     def _sync_model_actions(self) -> None:
         """The whole-model row: what "Swap activation..." can swap, and whether there is BatchNorm to fold."""
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         with self._quietly():
             self._draw_model_actions(answer)
 
@@ -970,7 +1014,7 @@ class Editor:
             self.prune_info.value = _prune_text(info)
         else:
             self.prune_slider.value = 1.0
-            macs = self.session.macs()
+            macs = self.session.answers.macs()
             self.prune_info.value = (f"<span style='font-size:12px'>model parameters: <b>{info.before:,}</b>"
                                      + (f"; MACs per sample: <b>{macs:,}</b>" if macs else "")
                                      + "; move the slider to keep fewer channels</span>")
@@ -1001,7 +1045,7 @@ class Editor:
             self.report_view.value = self.report._repr_html_()
             if self.session.probe is not None:
                 try:
-                    comparison = self.session.compare()
+                    comparison = self.session.answers.compare()
                 except SurgeryError as error:  # the models cannot run on it: an answer, shown in its place
                     self.compare_view.value = table.compare_html(None, _plain(error))
                 else:
@@ -1104,7 +1148,7 @@ class Editor:
             if key is not None and self.session.key(key) != self.selected:
                 self.select(key)
             if kind == "replace":
-                self.choose(action["type"])
+                self.replace(action["type"])
             elif kind == "params":
                 self.set_params(**(action.get("params") or {}))
             else:
@@ -1130,7 +1174,7 @@ class Editor:
     def _open_prune(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select a Dense or convolution layer to prune.")
-        info = self.session.prune_info(self.selected)
+        info = self.session.answers.prune_info(self.selected)
         if not info.can_prune:
             raise SurgeryError(info.reason)
         self._prune_open = path_of(self.selected)
@@ -1141,16 +1185,16 @@ class Editor:
     def _delete_selected(self) -> None:
         self.delete(self.selected)
 
-    def _apply_to_all_selected(self) -> None:
-        self.apply_to_all()
+    def _replace_all_selected(self) -> None:
+        self.replace_all()
 
-    def _cut_selected(self) -> None:
-        self.cut()
+    def _truncate_selected(self) -> None:
+        self.truncate()
 
     def _open_change_input(self) -> None:
         if self.selected is None:
             raise SurgeryError("No layer is selected. Select the model's input row to change its input.")
-        actions = self.session.row_actions(self.selected)
+        actions = self.session.answers.row_actions(self.selected)
         if not actions.can_change_input:
             raise SurgeryError(actions.input_reason)
         self._input_open = path_of(self.selected)
@@ -1165,7 +1209,7 @@ class Editor:
         self.change_input(self.input_shape.value, self.channels_picker.value, input=self._input_open)
 
     def _open_swap(self) -> None:
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         if not answer.can_swap:
             raise SurgeryError(answer.swap_reason)
         with self._quietly():
@@ -1182,7 +1226,7 @@ class Editor:
         self.enable_lora(self.lora_rank.value)
 
     def _open_lora(self) -> None:
-        answer = self.session.model_actions()
+        answer = self.session.answers.model_actions()
         if not answer.can_lora:
             raise SurgeryError(answer.lora_reason)
         self.lora_box.layout.display = None
@@ -1204,7 +1248,7 @@ class Editor:
         """Another criterion: a pruned layer is pruned again by it (the same fraction kept)."""
         if self._syncing or self.selected is None:
             return
-        step = self.session.prune_step(path_of(self.selected))
+        step = self.session.answers.prune_step(path_of(self.selected))
         if step is not None:
             self._guard(lambda: self.prune(step.params["keep"], change["new"]))
 
@@ -1215,7 +1259,7 @@ class Editor:
         self._preview_global()
 
     def _on_global_budget(self, change) -> None:
-        """A budget's slider: the fraction of channels removed (ratio), or of params / MACs kept."""
+        """A budget's slider: the fraction of the channels kept, or of the params / MACs kept at most."""
         if self._syncing:
             return
         with self._quietly():
@@ -1224,9 +1268,9 @@ class Editor:
             self._guard(self._preview_global)
 
     def _set_target_range(self, budget: str) -> None:
-        if budget == "ratio":
-            self.global_target.description = "remove"
-            self.global_target.min, self.global_target.max = 0.0, 0.95
+        if budget == "keep":
+            self.global_target.description = "keep"
+            self.global_target.min, self.global_target.max = 0.05, 0.95
         else:
             self.global_target.description = "keep at most"
             self.global_target.max, self.global_target.min = 1.0, 0.05
@@ -1239,8 +1283,8 @@ class Editor:
     def _preview_global(self) -> None:
         """The info line: params and MACs before -> after for the slider's budget, without building."""
         try:
-            plan = self.session.global_prune_plan(self.global_budget.value, self.global_target.value,
-                                                  self.global_by.value, self.global_round.value)
+            plan = self.session.answers.global_prune_plan(**{self.global_budget.value: self.global_target.value},
+                                                          by=self.global_by.value, round_to=self.global_round.value)
         except SurgeryError as error:  # an unreachable budget, a criterion that cannot score: said in place
             self.global_info.value = (f"<span class='kn-global-prune-refused' style='font-size:12px;color:#c62828'>"
                                       f"{html.escape(_plain(error))}</span>")
@@ -1262,13 +1306,13 @@ class Editor:
             self._preview_global()
 
     def _global_prune_from_widgets(self) -> None:
-        self.prune_global(self.global_budget.value, self.global_target.value, self.global_by.value,
-                          self.global_round.value)
+        self.prune_global(**{self.global_budget.value: self.global_target.value}, by=self.global_by.value,
+                          round_to=self.global_round.value)
 
     def _insert_from_widgets(self) -> None:
         if not self.insert_picker.value:
             raise SurgeryError("Pick a type to insert first.")
-        self.insert_after(self.insert_picker.value)
+        self.insert(self.insert_picker.value)
 
     # ------------------------------------------------------------------ display
 
@@ -1302,7 +1346,7 @@ def show_editor(model, probe=None, data=None) -> Editor:
 
     In a notebook the panel is displayed and kept alive, one per model: running this again on the
     same model closes the earlier panel. In a plain Python script nothing is printed; the returned
-    editor works from code (``editor.select(...)``, ``editor.choose(...)``, ``editor.model``).
+    editor works from code (``editor.select(...)``, ``editor.replace(...)``, ``editor.model``).
     """
     editor = Editor(model, probe=probe, data=data)  # first: a model (or probe) the editor refuses leaves the earlier panel open
     earlier = _SHOWN.pop(id(model), None)
@@ -1383,7 +1427,7 @@ def _execution_count():
         return None
 
 
-_GLOBAL_BUDGET_TEXT = {"flops": "MACs", "params": "parameters", "ratio": "ratio of channels"}
+_GLOBAL_BUDGET_TEXT = {"macs": "MACs", "params": "parameters", "keep": "channels"}
 
 
 def _change(before, after) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import anywidget
 import traitlets as t
 
-import kerasnb.catalog as catalog  # absolute: kerasnb.__getattr__ recurses on "from .. import catalog"
+import kerasnb.actions as actions  # each step's short label comes from its action's record
 
 from ..report import REMOVED, STATUS_COLORS, STATUS_MEANINGS, STATUSES
 
@@ -60,16 +60,15 @@ def table_rows(session) -> list[TableRow]:
             continue
         if step.kind == "transform":  # a whole-model action: the rows it touched say which
             for path in _touched(step):
-                note(path, _SHORT[step.label](step))
+                note(path, step.short())
             for name in step.names:
-                choice_of.setdefault(name, f"{_SHORT[step.label](step)} (new)")
+                choice_of.setdefault(name, f"{step.short()} (new)")
             continue
         if step.kind == "prune":
-            note(step.target, f"pruned to {step.params['keep']:.0%}")
+            note(step.target, step.short())
             continue
         if step.kind == "choice":
-            what = ("block dropped" if step.block else "deleted") \
-                if not step.names and not step.params and step.label == catalog.REMOVE else step.what()
+            what = step.short()
             if isinstance(step.target, tuple):  # one call of a shared layer
                 per_call.setdefault(step.target[0], {})[step.target[1]] = what
                 what = f"call {step.target[1]}: {what}"
@@ -133,23 +132,9 @@ def _touched(step) -> list:
             target = target[0]
         if isinstance(target, str) and target not in paths:
             paths.append(target)
-    if step.label == "cut":
+    if actions.get(step.action).marks_target:  # truncate: the row it cut at
         paths.append(step.target)
     return paths
-
-
-# How the edit column names each whole-model action (its full text is in the history).
-_SHORT = {
-    "change_input": lambda s: "input " + ", ".join("None" if d is None else str(d) for d in s.params["shape"])
-                              + (f" ({s.params['channels']})" if s.params["channels"] else ""),
-    "like": lambda s: f"{s.params['label']} (like {s.params['like'] if isinstance(s.params['like'], str) else s.params['like'][0]})",
-    "swap": lambda s: f"{s.params['old']} \u2192 {s.params['new']}",
-    "fold": lambda s: "fold BatchNorm",
-    "cut": lambda s: "cut here",
-    "lora": lambda s: f"LoRA rank {s.params['rank']}",
-    "merge_lora": lambda s: "LoRA merged",
-    "prune_global": lambda s: f"pruned by {s.params['by']} (model to a {s.params['budget']} budget)",
-}
 
 
 def _by_call(step):

@@ -1,0 +1,137 @@
+"""Every registered action, through the editor: applied, the table drawn, its foretold statuses shown.
+
+``kerasnb.actions.registry()`` is the one list of capabilities. An action registered there but
+missing from the session, the table's labels or the panel fails here (the way "Prune model..."
+once emptied the table because its label was missed). Each record's ``example`` names the
+editor method's arguments on the model below (``key`` selects a row first); ``needs`` are the
+actions taken before it.
+"""
+
+import keras
+import pytest
+from keras import layers as L
+
+import kerasnb
+import kerasnb.actions as actions
+import kerasnb.lora as lora
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Small, with something for every action: a conv + BatchNorm + activation to fold, swap and
+    prune, attention for LoRA, Dense layers like each other for replace_all."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Conv2D(8, 3, padding="same", name="conv_2")(x)
+    x = L.Activation("relu", name="act")(x)
+    x = L.Reshape((64, 8), name="tokens")(x)
+    x = L.MultiHeadAttention(2, 4, name="attention")(x, x)
+    x = L.GlobalAveragePooling1D(name="pool")(x)
+    x = L.Dense(16, activation="relu", name="dense")(x)
+    x = L.Dense(16, name="dense_1")(x)
+    return keras.Model(inputs, L.Dense(4, name="head")(x))
+
+
+def _take(editor, name, example):
+    arguments = dict(example)
+    key = arguments.pop("key", None)
+    if key is not None:
+        editor.select(key)
+    getattr(editor, name)(**arguments)
+
+
+@pytest.mark.parametrize("name", list(actions.registry()))
+def test_every_action_applies_through_the_editor_and_draws(model, name):
+    action = actions.get(name)
+    assert action.description and callable(action.label) and callable(action.core)
+    editor = kerasnb.show_editor(model)
+    try:
+        for before, example in action.needs:
+            _take(editor, before, example)
+        _take(editor, name, action.example)
+        step = editor.session.steps[-1]
+        assert step.action == name  # the step the session made is this action's
+        rows = editor.table.rows
+        assert rows, f"{name}: the table is empty"
+        assert "Drawing problem" not in editor.message_text, editor.message_text
+        statuses = {row["status"] for row in rows}
+        assert set(map(str, action.foretells)) <= statuses, (name, statuses)
+        if step.kind != "trainable":  # a freeze shows in the trainable column, not the edit column
+            label = step.short()
+            assert any(label in row["choice"] for row in rows), (label, [row["choice"] for row in rows])
+        # The steps replay through the core as the editor says.
+        assert len(kerasnb.apply(model, editor.edits).model.layers) == len(editor.model.layers)
+    finally:
+        editor.close()
+
+
+def test_register_action_once_and_it_is_in_the_registry():
+    before = actions.registry()
+    try:
+        record = actions.register_action("identity_for_test", "surgery:apply", "nothing, for the test",
+                                         lambda step: "nothing", whole_model=True,
+                                         plan=lambda model, settings, context: (None, ""))
+        assert actions.get("identity_for_test") is record and record.core is kerasnb.apply
+        with pytest.raises(kerasnb.InvalidEdit, match="plan="):
+            actions.register_action("no_plan_for_test", "surgery:apply", "x", lambda step: "", whole_model=True)
+        with pytest.raises(kerasnb.InvalidEdit, match="registered: replace"):
+            actions.get("nope")
+    finally:
+        actions._REGISTRY.clear()
+        actions._REGISTRY.update(before)
+
+
+def test_prune_global_budgets_are_fractions_kept():
+    assert actions.check_global(keep=0.25) == {"keep": 0.25, "by": "l1", "round_to": None}
+    assert actions.check_global(macs=1, round_to=8)["round_to"] == 8
+    for wrong in ({}, {"keep": 0.5, "params": 0.5}, {"keep": 1.0}, {"macs": 0}, {"params": True}):
+        with pytest.raises(kerasnb.InvalidEdit, match="Received"):
+            actions.check_global(**wrong)
+
+
+def test_lora_on_attention_from_plain_python(model):
+    """What the editor's "LoRA on attention" does, without the editor: the query and value projections."""
+    import numpy as np
+
+    projections = lora.attention_projections(model)
+    assert projections == ["attention/query", "attention/value"]
+    assert len(lora.attention_projections(model, "query, key, value, output")) == 4
+    result = kerasnb.enable_lora(model, "attention", rank=2)
+    assert lora.lora_layers(result.model) == {"attention/query": 2, "attention/value": 2}
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert np.allclose(result.model(x), model(x), atol=1e-6)  # one factor starts at zero
+    assert lora.lora_layers(model) == {}  # the original is untouched
+    with pytest.raises(kerasnb.InvalidEdit, match="which is one of"):
+        lora.attention_projections(model, "query")
+
+
+def test_the_editor_reaches_the_core_through_public_names_and_the_facade():
+    """The session, its answers and steps, the panel and the table import no private core module
+    (``kerasnb._plan``, ``_slicing``, ``_graph`` ...): what they need is named in kerasnb.actions."""
+    import pathlib
+    import re
+
+    editor = pathlib.Path(kerasnb.__file__).parent / "editor"
+    private = re.compile(r"from \.\.(\s+import\s+_\w|_\w)|kerasnb\._\w+|import kerasnb\._")
+    for name in ("session.py", "answers.py", "steps.py", "panel.py", "table.py"):
+        lines = [line for line in (editor / name).read_text().splitlines()
+                 if private.search(line.split("#")[0]) and not line.lstrip().startswith(('"', "`"))]
+        assert lines == [], (name, lines)
+
+
+def test_a_row_s_configure_and_heads_steps_are_one_each(model):
+    from kerasnb.editor import Session
+
+    session = Session(model)
+    session.configure("dense", units=12)
+    session.configure("dense", units=10)  # the row's earlier step is replaced, not stacked
+    session.prune_heads("attention", [0])
+    assert [s.action for s in session.steps] == ["configure", "prune_heads"]
+    assert session.model.get_layer("dense").units == 10 and session.model.get_layer("attention").num_heads == 1
+    before = session.steps
+    for wrong in (lambda: session.configure(None, units=3), lambda: session.configure("nope", units=3),
+                  lambda: session.prune_heads("attention"), lambda: session.prune_heads("attention", 0)):
+        with pytest.raises(kerasnb.SurgeryError, match="Received"):
+            wrong()
+    assert session.steps == before
