@@ -21,7 +21,7 @@ import keras
 
 from . import _graph, _targets, weights
 from .edits import Transform
-from .errors import surgery_errors_only, InvalidEdit, LayerNotFound
+from .errors import surgery_errors_only, AmbiguousTarget, InvalidEdit, LayerNotFound
 from .surgery import SurgeryResult, apply
 from .report import Status
 from .weights import Outcome
@@ -58,6 +58,13 @@ def enable_lora(model, match, rank: int = 8, alpha: float | None = None, *, trai
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0):
         raise InvalidEdit(f"alpha is a positive number (or None for alpha = rank). Received: alpha={alpha!r}")
     if isinstance(match, str) and match == "attention":
+        named = [path for path, _, _ in _targets.deep_layers(model) if path.rsplit("/", 1)[-1] == "attention"]
+        if named:  # the word means two things here: say so rather than pick one silently
+            raise AmbiguousTarget(
+                f"match='attention' means the query and value projections of every attention layer, but model "
+                f"{model.name!r} also has layer(s) named 'attention' ({', '.join(map(repr, named[:3]))}). What would "
+                "work: match=kerasnb.lora.attention_projections(model) for the projections, or match=['attention'] "
+                "for the layers of that name. Received: match='attention'")
         match = attention_projections(model)
         if not match:
             raise LayerNotFound(f"Model {model.name!r} has no attention layer with query and value projections "

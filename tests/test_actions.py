@@ -97,8 +97,15 @@ def test_lora_on_attention_from_plain_python(model):
     projections = lora.attention_projections(model)
     assert projections == ["attention/query", "attention/value"]
     assert len(lora.attention_projections(model, "query, key, value, output")) == 4
-    result = kerasnb.enable_lora(model, "attention", rank=2)
+    # This model's attention layer is itself named "attention": the word is refused as ambiguous.
+    with pytest.raises(kerasnb.AmbiguousTarget, match=r"attention_projections\(model\).*\['attention'\]"):
+        kerasnb.enable_lora(model, "attention", rank=2)
+    result = kerasnb.enable_lora(model, projections, rank=2)
     assert lora.lora_layers(result.model) == {"attention/query": 2, "attention/value": 2}
+    inputs = keras.Input((4, 8))  # where no layer is named "attention", the word means the projections
+    mha_model = keras.Model(inputs, L.MultiHeadAttention(2, 4, name="mha")(inputs, inputs))
+    other = kerasnb.enable_lora(mha_model, "attention", rank=2)
+    assert lora.lora_layers(other.model) == {"mha/query": 2, "mha/value": 2}
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     assert np.allclose(result.model(x), model(x), atol=1e-6)  # one factor starts at zero
     assert lora.lora_layers(model) == {}  # the original is untouched
