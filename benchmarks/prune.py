@@ -13,7 +13,12 @@ In one process, median of several runs:
    against clone_model + set_weights. MACs per sample before and after (kerasnb.flops), and the
    measured predict latency of a batch before and after.
 
-Run: python benchmarks/prune.py [--repeat 5] [--size 224] [--skip-groups]
+3. ResNet50 (weights=None): kerasnb.prune_global(model, keep=0.5), half of the prunable channels
+   kept, ranked by l1 across groups (the issue's goal: at most 0.5x clone_model + set_weights);
+   its plan alone; against clone_model + set_weights. The runs of the two alternate, so that
+   both see the same load of the machine.
+
+Run: python benchmarks/prune.py [--repeat 5] [--size 224] [--skip-groups] [--keep-only]
 """
 
 import argparse
@@ -30,9 +35,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--skip-groups", action="store_true", help="only the global pruning benchmark")
+    parser.add_argument("--skip-groups", action="store_true", help="only the global pruning benchmarks")
+    parser.add_argument("--keep-only", action="store_true", help="only prune_global(keep=0.5) on ResNet50")
     args = parser.parse_args()
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, median of {args.repeat} runs")
+    global_keep(args)
+    if args.keep_only:
+        return
     if not args.skip_groups:
         every_group(args)
     for name in ("ResNet50", "MobileNetV2"):
@@ -76,6 +85,32 @@ def every_group(args):
           f"ratio prune / this {t_prune / t_clone_set:.2f}")
     print(f"  predict, batch of 8: original {t_fwd * 1000:.0f} ms, pruned {t_fwd_pruned * 1000:.0f} ms "
           f"({t_fwd_pruned / t_fwd:.2f}x)")
+
+
+def global_keep(args):
+    import statistics
+
+    model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
+    budget = {"keep": 0.5}  # half of the prunable channels kept
+    runs = {"prune_global": lambda: kerasnb.prune_global(model, **budget),
+            "prune_global_plan": lambda: kerasnb.prune_global_plan(model, **budget),
+            "clone+set": lambda: clone_and_set(model)}
+    result = runs["prune_global"]()  # warm-up
+    runs["prune_global_plan"](), runs["clone+set"]()
+    times = {name: [] for name in runs}
+    for _ in range(args.repeat):  # alternating: each median sees the same load
+        for name, fn in runs.items():
+            times[name].append(median_time(fn, 1))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    base = median["clone+set"]
+    before, after = model.count_params(), result.model.count_params()
+    print(f"ResNet50 {args.size}x{args.size}, prune_global({', '.join(f'{k}={v}' for k, v in budget.items())}, "
+          f"by='l1'): {len(result.edits)} groups pruned, params {before / 1e6:.2f}M -> {after / 1e6:.2f}M")
+    print(f"  prune_global (plan + rebuild)    {median['prune_global'] * 1000:8.0f} ms   ratio to clone+set_weights "
+          f"{median['prune_global'] / base:.2f}")
+    print(f"  prune_global_plan (no build)     {median['prune_global_plan'] * 1000:8.0f} ms   ratio "
+          f"{median['prune_global_plan'] / base:.2f}")
+    print(f"  clone_model + set_weights        {base * 1000:8.0f} ms")
 
 
 def global_macs(name, args):

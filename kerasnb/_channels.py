@@ -132,16 +132,16 @@ def one_channel_per_group(op) -> int:
     """Outputs per group of a grouped convolution that reads one input channel per group (ConvNeXt's
     depthwise ``Conv2D(groups=channels)``), 0 otherwise. Such a conv passes its input channels on,
     like a DepthwiseConv: removing an input channel removes its whole group (``groups`` shrinks)."""
-    if type(op) not in CONVS or int(op.get_config().get("groups", 1) or 1) < 2:
+    if type(op) not in CONVS or int(_graph.settings(op).get("groups", 1) or 1) < 2:
         return 0
     kernel = getattr(op, "kernel", None)
     if kernel is None or int(kernel.shape[-2]) != 1:
         return 0
-    return int(kernel.shape[-1]) // int(op.get_config()["groups"])
+    return int(kernel.shape[-1]) // int(_graph.settings(op)["groups"])
 
 
 def _conv_rule(op) -> Rule:
-    groups = int(op.get_config().get("groups", 1) or 1)
+    groups = int(_graph.settings(op).get("groups", 1) or 1)
     per_group = one_channel_per_group(op)
     if per_group:  # channel-wise: its output channels follow its input's, ``per_group`` each
         return Rule({"kernel": (Cut(-1, "in", each=per_group),), "bias": (Cut(0, "in", each=per_group),)},
@@ -151,14 +151,14 @@ def _conv_rule(op) -> Rule:
 
 
 def _separable_rule(op) -> Rule:
-    dm = int(op.get_config().get("depth_multiplier", 1))
+    dm = int(_graph.settings(op).get("depth_multiplier", 1))
     return Rule({"depthwise_kernel": (Cut(-2, "in"),),
                  "pointwise_kernel": (Cut(-2, "in", each=dm), Cut(-1, "out")),
                  "bias": (Cut(0, "out"),)}, "filters")
 
 
 def _depthwise_rule(op) -> Rule:
-    dm = int(op.get_config().get("depth_multiplier", 1))
+    dm = int(_graph.settings(op).get("depth_multiplier", 1))
     return Rule({"kernel": (Cut(-2, "in"),), "bias": (Cut(0, "in", each=dm),)})
 
 
@@ -191,7 +191,12 @@ def register(layer_class, rule) -> None:
 
 
 def rule_for(op) -> Rule | None:
-    """The slicing rule of a layer (by its exact class), or None when kerasnb has none."""
+    """The slicing rule of a layer (by its exact class), or None when kerasnb has none (worked out
+    once per layer while ``_graph.memo`` is active: the analysis, the plan and the slicing ask)."""
+    return _graph.remembered("rule", op, _rule_for)
+
+
+def _rule_for(op) -> Rule | None:
     rule = _RULES.get(type(op))
     return rule(op) if callable(rule) else rule
 
@@ -208,7 +213,7 @@ def _bidirectional_rule(op) -> Rule | None:
         return None
     variables = {**_recurrent_variables(op.forward_layer, "forward_layer."),
                  **_recurrent_variables(op.backward_layer, "backward_layer.")}
-    config = op.get_config()
+    config = _graph.settings(op)
     return Rule(variables, "units", tuple(k for k in ("layer", "backward_layer") if k in config))
 
 
@@ -565,7 +570,7 @@ def _why_unknown(op, name) -> str:
 
 
 def _channels_first(op) -> bool:
-    return op.get_config().get("data_format") == "channels_first"
+    return _graph.settings(op).get("data_format") == "channels_first"
 
 
 def _elementwise(activation) -> bool:
@@ -636,12 +641,12 @@ def _step(a: Analysis, view, op, ins, name) -> list:
     if len(ins) == 1 and len(view.outputs) == 1:
         trace = ins[0]
         out_rank = len(view.outputs[0].shape)
-        if kind in ELEMENTWISE_LAYERS or (kind is L.Activation and _elementwise(op.get_config().get("activation"))) \
+        if kind in ELEMENTWISE_LAYERS or (kind is L.Activation and _elementwise(_graph.settings(op).get("activation"))) \
                 or _raw_elementwise(view, op):
             return [dict(trace)]
         if kind is L.Activation:
             return _unknown(a, view, ins, f"they flow into {name!r} (Activation "
-                                          f"{op.get_config().get('activation')!r}), which mixes channels")
+                                          f"{_graph.settings(op).get('activation')!r}), which mixes channels")
         if kind in SPATIAL:
             c = 1 if _channels_first(op) else rank - 1
             return [_keep(a, trace, {c: c}, f"they flow into {name!r} ({kind.__name__}) along a spatial axis")]
@@ -650,7 +655,7 @@ def _step(a: Analysis, view, op, ins, name) -> list:
             to = c if out_rank == rank else 1
             return [_keep(a, trace, {c: to}, f"they flow into {name!r} ({kind.__name__}) along a pooled axis")]
         if kind is L.Permute:
-            dims = tuple(op.get_config()["dims"])
+            dims = tuple(_graph.settings(op)["dims"])
             return [_keep(a, trace, {d: j + 1 for j, d in enumerate(dims)}, "")]
         if kind is L.RepeatVector:
             return [_keep(a, trace, {1: 2}, "")]
@@ -663,7 +668,7 @@ def _step(a: Analysis, view, op, ins, name) -> list:
     if kind in MERGES or _raw_binary(view, op):
         return [_merge(a, view, op, ins, name, None)]
     if kind is L.Concatenate or (type(op).__name__ == "Concatenate" and not isinstance(op, L.Layer)):
-        axis = op.get_config()["axis"] if isinstance(op, L.Layer) else getattr(op, "axis", None)
+        axis = _graph.settings(op)["axis"] if isinstance(op, L.Layer) else getattr(op, "axis", None)
         if axis is None or not all(len(t.shape) == rank for t in view.input_tensors):
             return _unknown(a, view, ins, f"they are joined by {name!r} (Concatenate) along an axis kerasnb cannot "
                                           "follow")
@@ -711,9 +716,9 @@ def _produce(a, view, op, ins, name, rule: Rule) -> list:
     """A layer that makes channels (and reads the channels of its input on one axis)."""
     kind = type(op)
     problem = _variables_problem(op, rule)
-    if not problem and kind is L.Bidirectional and op.get_config().get("merge_mode") not in (
+    if not problem and kind is L.Bidirectional and _graph.settings(op).get("merge_mode") not in (
             "concat", "sum", "ave", "mul", None):
-        problem = f"its merge_mode {op.get_config().get('merge_mode')!r} is unknown"
+        problem = f"its merge_mode {_graph.settings(op).get('merge_mode')!r} is unknown"
     x = view.input_tensors[0] if view.input_tensors else None
     rank = len(x.shape) if x is not None else 0
     out_rank = len(view.outputs[0].shape)
@@ -760,7 +765,7 @@ def _produce(a, view, op, ins, name, rule: Rule) -> list:
                                      "width would have to change with its units")
     # An RNN's activations act inside its recurrence; any other producer's on its output channels.
     activation = "linear" if kind in RECURRENT or kind is L.Bidirectional else \
-        inner.get_config().get("activation", "linear")
+        _graph.settings(inner).get("activation", "linear")
     if not _elementwise(activation):  # its input can still be sliced, its output not
         a.spaces[sid].reasons.append(f"the activation {activation!r} of {name!r} mixes its output channels")
     single = _single(sid, n)
@@ -781,7 +786,7 @@ def _produce(a, view, op, ins, name, rule: Rule) -> list:
 
 
 def _bidirectional_outputs(a, view, op, sid, n, name) -> list:
-    mode = op.get_config().get("merge_mode")
+    mode = _graph.settings(op).get("merge_mode")
     single = _single(sid, n)
     outs = []
     for i, tensor in enumerate(view.outputs):
@@ -801,7 +806,7 @@ def _channelwise(a, view, op, ins, name, rule: Rule) -> list:
     kind = type(op)
     rank = len(view.input_tensors[0].shape)
     trace = ins[0] if ins else {}
-    config = op.get_config()
+    config = _graph.settings(op)
     problem = _variables_problem(op, rule)
     if kind in DEPTHWISES or rule.per_group:
         axes = [1 if _channels_first(op) else rank - 1]
@@ -860,7 +865,7 @@ def _reshape(a, view, op, trace, name):
         return {}
     in_shape = tuple(view.input_tensors[0].shape)
     out_shape = tuple(view.outputs[0].shape)
-    target = tuple(op.get_config()["target_shape"])
+    target = tuple(_graph.settings(op)["target_shape"])
     in_rank, out_rank = len(in_shape), len(out_shape)
     out = {}
     for axis, layout in trace.items():

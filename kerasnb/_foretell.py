@@ -67,7 +67,7 @@ def foretell(model, report, edit, names) -> WeightReport | None:
         return None
     if tuple(shape) != out_shape:
         return None
-    downstream = _downstream(views, own[0])
+    downstream = _downstream(model, own[0])
     if downstream is None:
         return None
     new_rows = [LayerRow(name, type(part).__name__, NEW, "added by the edit",
@@ -118,25 +118,13 @@ def foretell_same_shapes(report, old, new, input_shape, names) -> WeightReport |
                          for r in report.rows])
 
 
-def _downstream(views, start) -> set | None:
+def _downstream(model, start) -> set | None:
     """Names of the layers whose calls read ``start``'s output, directly or further on; None
     when a nested model is among them (its rows would need its own walk)."""
-    readers: dict = {}
-    for view in views:
-        for tensor in list(view.input_tensors) + view.kwargs_tensors():
-            readers.setdefault(id(tensor), []).append(view)
-    found, stack, seen = set(), list(start.outputs), set()
-    while stack:
-        tensor = stack.pop()
-        for view in readers.get(id(tensor), ()):
-            if id(view.node) in seen:
-                continue
-            seen.add(id(view.node))
-            if _graph.is_graph_model(view.operation):
-                return None
-            found.add(view.operation.name)
-            stack.extend(view.outputs)
-    return found
+    readers = _graph.graph_index(model).downstream(start)
+    if any(_graph.is_graph_model(view.operation) for view in readers):
+        return None
+    return {view.operation.name for view in readers}
 
 
 def unchanged_report(infos, aliases=None) -> WeightReport:

@@ -123,6 +123,38 @@ def remembered(name, model, compute):
     return list(hit[1]) if isinstance(hit[1], list) else hit[1]
 
 
+def settings(layer) -> dict:
+    """``layer.get_config()`` for reading a setting (groups, axis, data_format...): taken once per
+    layer while :func:`memo` is active (a Conv2D's config costs about 0.3 ms, and the channel
+    analysis, the slicing plan and the scoring of a prune each read it). Never change the dict."""
+    return remembered("config", layer, lambda op: op.get_config())
+
+
+def read_only_values(variable):
+    """The variable's values as a numpy array that must not be written to, read once per variable
+    while :func:`memo` is active.
+
+    No copy where the backend allows: on TensorFlow ``numpy()`` copies every value (about 0.1 s
+    for ResNet50's 25M) while a read of the variable shares its buffer; a JAX array on the CPU
+    is shared by ``numpy.asarray``. Torch (whose parameters track gradients) takes Keras's copy.
+    """
+    import numpy as np
+
+    def read(v):
+        value = v.value
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            if hasattr(value, "read_value"):
+                value = value.read_value()  # a tensor on the variable's buffer, not a copy
+        elif backend not in ("jax", "numpy"):
+            return keras.ops.convert_to_numpy(value)
+        array = np.asarray(value)
+        array.flags.writeable = False
+        return array
+
+    return remembered("values", variable, read)
+
+
 def walk(model) -> list[NodeView]:
     """Every non-input node of the graph, parents before children (Keras's own order)."""
     return remembered("walk", model, _walk)

@@ -176,7 +176,7 @@ def passed_on(analysis, key):
         return None
     rule = _channels.rule_for(layer)
     one_for_one = rule.per_group == 1 or (
-        type(layer) in _channels.DEPTHWISES and int(layer.get_config().get("depth_multiplier", 1)) == 1)
+        type(layer) in _channels.DEPTHWISES and int(_graph.settings(layer).get("depth_multiplier", 1)) == 1)
     layout = analysis.in_layout.get(key)
     if not one_for_one or layout is None or len(layout) != 1 or layout[0][0] != 1 or len(layout[0][1]) != 1:
         return None
@@ -279,7 +279,7 @@ def kernel_norms(analysis, group, by="l1") -> np.ndarray:
             if variable is None or len(outs) != 1 or len(variable.shape) < 2 or attr.endswith("recurrent_kernel"):
                 continue  # the kernels: (input, output) weights; biases and recurrent rows are not counted
             cut = outs[0]
-            w = np.moveaxis(keras.ops.convert_to_numpy(variable), cut.axis, -1)
+            w = np.moveaxis(_graph.read_only_values(variable), cut.axis, -1)
             w = w.reshape(-1, cut.tiles, n, cut.each).transpose(0, 1, 3, 2).reshape(-1, n)
             scores += np.abs(w).sum(axis=0) if by == "l1" else np.sqrt((w * w).sum(axis=0))
     return scores
@@ -378,7 +378,7 @@ def plan(analysis, removed: dict):
         if role == "reshape":
             sized = analysis.reshape_layout[name]
             if any(_channels.touches(layout, pruned_roots, root) for layout in sized.values()):
-                target = list(layer.get_config()["target_shape"])
+                target = list(_graph.settings(layer)["target_shape"])
                 for axis, layout in sized.items():
                     target[axis - 1] = int(_channels.kept_indices(layout, kept, root).size)
                 changes[name] = {"target_shape": tuple(target)}
@@ -393,7 +393,7 @@ def plan(analysis, removed: dict):
                 k_out = kept[r]
         if k_in is not None or k_out is not None:
             slices[name] = (k_in, k_out)
-            resized = rule.resize(layer.get_config(), None if k_out is None else int(k_out.size))
+            resized = rule.resize(_graph.settings(layer), None if k_out is None else int(k_out.size))
             if rule.per_group and k_in is not None:  # whole groups go: one per removed input channel
                 resized = {"groups": int(k_in.size), "filters": int(k_in.size) * rule.per_group}
             if rule.count_key and k_in is not None:
@@ -404,6 +404,8 @@ def plan(analysis, removed: dict):
 
 
 def _indices(cut, variable, kept) -> np.ndarray:
+    if cut.each == 1 and cut.tiles == 1:
+        return np.asarray(kept)  # one position per channel (never written to)
     idx = (np.asarray(kept)[:, None] * cut.each + np.arange(cut.each)).reshape(-1)
     if cut.tiles > 1:
         per_tile = int(variable.shape[cut.axis]) // cut.tiles
@@ -447,6 +449,17 @@ def _grouped_take(value, k_in, groups, in_axis, out_axis=-1):
     return np.concatenate(parts, axis=out_axis)
 
 
+def _take_both(value, cuts):
+    """``np.take`` on two axes in one gather (the kept inputs and outputs of a kernel): one copy of
+    the kept values instead of an intermediate array of every input."""
+    (cut_a, kept_a), (cut_b, kept_b) = sorted(cuts, key=lambda c: c[0].axis % value.ndim)
+    a, b = cut_a.axis % value.ndim, cut_b.axis % value.ndim
+    if b != a + 1:
+        return np.take(np.take(value, kept_a, axis=a), kept_b, axis=b)
+    index = (slice(None),) * a + (np.asarray(kept_a)[:, None], np.asarray(kept_b)[None, :])
+    return value[index]
+
+
 def params_after_removal(analysis, removed: dict, before: int) -> int:
     """The model's parameter count once ``removed`` channels are gone, from shapes alone: every
     sliced layer at its new size, layers that fed only a dropped Concatenate branch gone."""
@@ -470,12 +483,15 @@ def sliced_values(old, k_in, k_out) -> tuple[dict, str]:
     """
     values, parts = {}, []
     for attr, old_var, cuts in kept_per_axis(old, k_in, k_out):
-        value = keras.ops.convert_to_numpy(old_var.value)
-        for cut, kept in cuts:  # a grouped input cut comes first, while every output is still there
-            if cut.groups > 1:
-                value = _grouped_take(value, kept, cut.groups, cut.axis)
-            else:
-                value = np.take(value, kept, axis=cut.axis)
+        value = _graph.read_only_values(old_var)  # read once per operation (the scoring read it too)
+        if len(cuts) == 2 and cuts[0][0].groups == cuts[1][0].groups == 1:
+            value = _take_both(value, cuts)
+        else:
+            for cut, kept in cuts:  # a grouped input cut comes first, while every output is still there
+                if cut.groups > 1:
+                    value = _grouped_take(value, kept, cut.groups, cut.axis)
+                else:
+                    value = np.take(value, kept, axis=cut.axis)
         values[attr] = value if cuts else np.array(value)  # a copy: never the user's buffer
         if tuple(old_var.shape) != tuple(value.shape):
             parts.append(f"{attr.split('.')[-1] if attr.count('.') < 2 else attr} {tuple(old_var.shape)} -> "

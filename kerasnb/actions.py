@@ -11,7 +11,8 @@ through the editor, so nothing can be registered in one place and missed in anot
 
 This is the one internal facade the editor uses besides kerasnb's public API: widget-free, and it
 never imports :mod:`kerasnb.editor`. Besides the records, it names what the editor reads of a
-model (:func:`describe`, :func:`walk_layers`, ...), the statuses foretold before a rebuild
+model (:func:`describe`, :func:`walk_layers`, ...; :func:`memo` while it draws, so that those walks are
+made once per drawing), the statuses foretold before a rebuild
 (:func:`foretell`), a rebuild's progress (:func:`progress`), and the planner's answers
 (:func:`prune_plan`, :func:`delete_refusal`, :func:`single_call`), so the editor never reaches into
 kerasnb's private modules itself.
@@ -34,7 +35,7 @@ from typing import Any, Callable
 
 from ._foretell import foretell, foretell_same_shapes, unchanged_report
 from ._graph import (count_params, describe, functional, input_layers, input_tensors, is_graph_model, is_input_layer,
-                     layer_aliases, output_tensors, sublayers, walk_layers)
+                     layer_aliases, memo, output_tensors, sublayers, walk_layers)
 from ._rebuild import progress
 from .errors import InvalidEdit, LayerNotFound
 from .report import Status
@@ -43,7 +44,7 @@ __all__ = ["Action", "register_action", "registry", "get", "Planned", "GLOBAL_BU
            "check_rank", "check_prune", "check_global", "prune_global_plan", "prune_plan", "delete_refusal",
            "single_call", "foretell", "foretell_same_shapes", "unchanged_report", "progress", "count_params", "describe",
            "functional", "input_layers", "input_tensors", "is_graph_model", "is_input_layer", "layer_aliases",
-           "output_tensors", "sublayers", "walk_layers"]
+           "output_tensors", "sublayers", "walk_layers", "memo"]
 
 # The budgets of a whole-model prune: the fraction of the channels kept (keep=), of the parameters
 # kept at most (params=) or of the multiply-accumulates kept at most (macs=).

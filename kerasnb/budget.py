@@ -311,13 +311,18 @@ def prune_global_plan(model, keep=None, *, params=None, macs=None, by=None, data
         params_before = int(model.count_params())
         macs_before = int(sum(c.macs for c in costs.values())) if costs is not None else 0
 
+        # The budget search asks for many prefixes of `order`: count them with arrays, not a loop per channel.
+        slot = {r: i for i, r in enumerate(pool)}
+        order_slots = np.fromiter((slot[r] for r in order), dtype=np.int64, count=len(order))
+        first_seen = np.full(len(pool), len(order), dtype=np.int64)
+        np.minimum.at(first_seen, order_slots, np.arange(len(order), dtype=np.int64))
+
         def removal(k):
-            taken: dict = {}
-            for root in order[:k]:
-                taken[root] = taken.get(root, 0) + 1
+            taken = np.bincount(order_slots[:k], minlength=len(pool))
             counts = dict(fixed_removed)
-            for root, n in taken.items():
-                counts[root] = _count_removed(active[root], n, min_keep, steps[root])
+            for i in sorted(np.flatnonzero(taken).tolist(), key=first_seen.__getitem__):  # as a prefix walk meets them
+                root = pool[i]
+                counts[root] = _count_removed(active[root], int(taken[i]), min_keep, steps[root])
             return {r: _weakest(analysis, active[r], r, n, raw[r], ranked[r]) for r, n in counts.items() if n}
 
         def measure(removed):
@@ -477,16 +482,22 @@ def _by_name(by) -> str:
 
 def _global_order(pool, raw, ranked) -> list:
     """Group roots, one entry per channel, weakest first across groups (scores divided by the group's mean)."""
-    entries = []
-    position = {r: i for i, r in enumerate(pool)}
-    for root in pool:
+    scores, positions, ranks = [], [], []
+    for position, root in enumerate(pool):
         s = raw[root]
         mean = float(np.mean(s))
         normal = s / mean if mean > 0 else np.zeros_like(s)
-        for j, channel in enumerate(ranked[root]):
-            entries.append((float(normal[channel]), position[root], j, root))
-    entries.sort()
-    return [root for *_, root in entries]
+        scores.append(np.asarray(normal, dtype="float64")[ranked[root]])
+        positions.append(np.full(len(ranked[root]), position))
+        ranks.append(np.arange(len(ranked[root])))
+    if not pool:
+        return []
+    score, position, rank = (np.concatenate(a) for a in (scores, positions, ranks))
+    if not np.isfinite(score).all():  # NaN does not order: sort as Python sorts the tuples
+        entries = sorted(zip(score.tolist(), position.tolist(), rank.tolist()))
+        return [pool[p] for _, p, _ in entries]
+    # By score, then group, then rank in the group: (score, position, j) tuples sorted, in one array sort.
+    return [pool[p] for p in position[np.lexsort((rank, position, score))].tolist()]
 
 
 def _group_step(analysis, root, round_to) -> int:

@@ -243,7 +243,7 @@ class _Taps:
         view = self.made_by[name][call]
         layer = view.operation
         tensor, bn = view.outputs[0], None
-        activation = layer.get_config().get("activation", "linear")
+        activation = _graph.settings(layer).get("activation", "linear")
         if activation not in (None, "linear"):  # read after its own activation; a BatchNorm may still follow
             readers = self.readers.get(id(tensor), [])
             if len(readers) == 1 and isinstance(readers[0].operation, L.BatchNormalization):
@@ -296,7 +296,7 @@ class _Taps:
                     "activation or a ReLU / Activation('relu') after it, through BatchNormalization). Use "
                     f"by='taylor' or 'l1' (or ignore={name!r} in prune_global). Received: by='apoz', target={name!r}"
                 )
-            axis = 1 if self.analysis.layers[name].get_config().get("data_format") == "channels_first" else -1
+            axis = 1 if _graph.settings(self.analysis.layers[name]).get("data_format") == "channels_first" else -1
             if len(tensor.shape) < 2 or tensor.shape[axis] != group.channels:
                 raise InvalidEdit(
                     f"Cannot measure the channels of {name!r}: the tensor they are read from has shape "
@@ -310,15 +310,15 @@ class _Taps:
 
 def _elementwise_activation(op) -> bool:
     if isinstance(op, L.Activation):
-        return op.get_config().get("activation") in _channels.ELEMENTWISE
+        return _graph.settings(op).get("activation") in _channels.ELEMENTWISE
     return isinstance(op, (L.ReLU, L.LeakyReLU, L.ELU, L.PReLU))
 
 
 def _relu_like(op) -> bool:
     if isinstance(op, L.Activation):
-        return op.get_config().get("activation") in _RELU_NAMES
+        return _graph.settings(op).get("activation") in _RELU_NAMES
     if isinstance(op, L.ReLU):
-        return not op.get_config().get("negative_slope")
+        return not _graph.settings(op).get("negative_slope")
     return False
 
 

@@ -71,7 +71,7 @@ from contextlib import contextmanager
 
 import ipywidgets as w
 
-import kerasnb.actions as facade  # the editor's one internal facade (here: a rebuild's progress)
+import kerasnb.actions as facade  # the editor's one internal facade (a rebuild's progress, memo while drawing)
 from ..errors import SaveFailed, SurgeryError, first_line
 from . import table
 
@@ -1162,17 +1162,19 @@ class Editor:
     def _render(self, parts) -> list:
         """Draw each ``(name, function)``; a part that fails is reported, the others still drawn."""
         problems = []
-        for name, draw in parts:
-            try:
-                draw()
-            except (Exception, KeyboardInterrupt) as error:  # an interrupted chart is a drawing problem too
-                problems.append((name, error))
+        with facade.memo():  # the parts walk the same graphs again and again (about 20 walks of each model)
+            for name, draw in parts:
+                try:
+                    draw()
+                except (Exception, KeyboardInterrupt) as error:  # an interrupted chart is a drawing problem too
+                    problems.append((name, error))
         return problems
 
     def _redraw(self, select: str | None = None) -> list:
         """Draw the whole panel from the session; returns the parts that failed to draw."""
         try:
-            self._rows = table.table_rows(self.session)
+            with facade.memo():
+                self._rows = table.table_rows(self.session)
         except Exception as error:  # nothing stale is shown: no rows rather than the old ones
             self._rows = []
             failed = [("the table", error)]
