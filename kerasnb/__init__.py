@@ -61,6 +61,7 @@ _LAZY = {
     "show_editor": ("editor", "show_editor"),
     "Editor": ("editor", "Editor"),
     "catalog": ("catalog", None),
+    "codegen": ("codegen", None),
     "fitting": ("fitting", None),
     "enable_lora": ("lora", "enable_lora"),
     "merge_lora": ("lora", "merge_lora"),

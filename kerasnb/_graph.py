@@ -14,7 +14,7 @@ from typing import Any
 
 import keras
 
-from .errors import UnbuiltModel, UnsupportedModel
+from .errors import UnbuiltModel, UnsupportedModel, surgery_errors_only
 
 
 @dataclass(frozen=True)
@@ -562,6 +562,7 @@ class LayerInfo:
     is_container: bool  # a nested model whose layers follow as rows of their own
 
 
+@surgery_errors_only
 def describe(model, prefix: str = "", depth: int = 0) -> list[LayerInfo]:
     """One ``LayerInfo`` per layer, in graph order; a nested model's layers follow right after it.
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _graph, _targets
 from .edits import Transform
-from .errors import InvalidEdit, UnsupportedLayer
+from .errors import surgery_errors_only, InvalidEdit, UnsupportedLayer
 from .surgery import SurgeryResult, apply
 from .report import Status
 from .weights import Outcome
@@ -33,6 +33,7 @@ __all__ = ["head_scores", "prune_heads"]
 _PER_HEAD = {"query": (1, 0), "key": (1, 0), "value": (1, 0), "gate": (1, 0), "attention_output": (0, None)}
 
 
+@surgery_errors_only
 def prune_heads(model, target, heads=None, *, keep=None, by="l1") -> SurgeryResult:
     """Remove attention heads of the MultiHeadAttention ``target``; the kept heads compute what they did.
 
