@@ -31,7 +31,7 @@ import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 from .. import lora
 from ..edits import SetTrainable
-from ..errors import InvalidEdit, LayerNotFound, first_line, suggest
+from ..errors import InvalidEdit, LayerNotFound, UnprunableLayer, first_line, suggest
 from ..report import WeightReport
 from . import steps as stepping
 from .steps import (Step, _entry_or_none, _key_in, _under, _without, answers_module, call_of, change_text,  # noqa: F401
@@ -320,7 +320,7 @@ class Session:
         if old is None:
             reason = self.answers.prune_reason(key if isinstance(key, tuple) else path)
             if reason:
-                raise InvalidEdit(f"{reason.rstrip('.')}. Received: key={key!r}")
+                raise UnprunableLayer(f"{reason.rstrip('.')}. Received: key={key!r}")
             index = len(steps)
             steps.append(None)
         else:
