@@ -34,11 +34,27 @@ def model():
 
 
 def _take(editor, name, example):
+    """The example through the editor: a row action is given its row as ``key=`` (every row verb
+    takes one), with another row selected, so a verb that ignored ``key`` would act elsewhere."""
     arguments = dict(example)
     key = arguments.pop("key", None)
     if key is not None:
-        editor.select(key)
+        editor.select("head" if key != "head" else "dense")
+        arguments["key"] = key
     getattr(editor, name)(**arguments)
+    if key is not None:  # the step stands on that row (a LoRA on a block: on its projections)
+        target = editor.session.steps[-1].target
+        assert target in ("", key) or str(target).startswith(key + "/"), (name, target)
+
+
+def test_every_row_verb_of_the_editor_takes_the_row_as_key():
+    import inspect
+
+    from kerasnb.editor.panel import Editor
+
+    for name, action in actions.registry().items():
+        if not action.whole_model:
+            assert "key" in inspect.signature(getattr(Editor, name)).parameters, name
 
 
 @pytest.mark.parametrize("name", list(actions.registry()))

@@ -585,7 +585,12 @@ class Editor:
         self._show_problems(self._render([("the controls", self._sync_controls), ("the table", self._show_selection),
                                           ("the graph", self._select_in_graph)]))
 
-    def replace(self, label: str, **params) -> None:
+    def _go_to(self, key) -> None:
+        """Select ``key`` first when a row verb is given one (what a click on that row does)."""
+        if key is not None and key != self.selected:
+            self.select(key)
+
+    def replace(self, label: str, *, key=None, **params) -> None:
         """Give the selected row the type ``label`` from the catalog, and rebuild (the Type dropdown).
 
         Types are those of ``kerasnb.catalog`` (``kerasnb.register_replacement`` adds more);
@@ -594,6 +599,7 @@ class Editor:
         Args:
             label: The type's label, e.g. ``"Dropout"``, ``"Dense"``, ``"Remove (identity)"``.
             **params: Its parameters, e.g. ``rate=0.5``; the others take their defaults.
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             UnknownType: no type has that label (the known ones are listed).
@@ -607,13 +613,15 @@ class Editor:
             >>> editor.report.status("drop")
             'removed'
         """
+        self._go_to(key)
         self._edit(lambda: self.session.replace(self.selected, label, params or None), follow=True)
 
-    def set_params(self, **params) -> None:
+    def set_params(self, *, key=None, **params) -> None:
         """Change the parameters of the selected row's chosen type, and rebuild.
 
         Args:
             **params: The parameters to change, e.g. ``rate=0.3``.
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidParameter: an unknown or out-of-range parameter.
@@ -626,15 +634,17 @@ class Editor:
             >>> editor.model.get_layer(editor.report.with_status("new")[0]).rate
             0.3
         """
+        self._go_to(key)
 
         self._edit(lambda: self.session.set_params(self.selected, params), follow=True)
 
-    def insert(self, label: str, **params) -> None:
+    def insert(self, label: str, *, key=None, **params) -> None:
         """Insert a layer of type ``label`` after the selected row, and rebuild ("insert after").
 
         Args:
             label: A type of ``kerasnb.catalog`` that may be inserted, e.g. ``"Dropout"``.
             **params: Its parameters; the others take their defaults.
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             UnknownType: no type has that label.
@@ -648,6 +658,7 @@ class Editor:
             >>> editor.report.with_status("new")
             ['hidden_dropout']
         """
+        self._go_to(key)
         self._edit(lambda: self.session.insert(self.selected, label, params or None), follow=True)
 
     def delete(self, key=None) -> None:
@@ -666,11 +677,10 @@ class Editor:
             >>> editor.report.status("drop")
             'removed'
         """
-        if key is not None and key != self.selected:
-            self.select(key)
+        self._go_to(key)
         self._edit(lambda: self.session.delete(self.selected), follow=True)
 
-    def prune(self, keep: float, by: str = "l1") -> None:
+    def prune(self, keep: float, by: str = "l1", *, key=None) -> None:
         """Keep the fraction ``keep`` of the selected layer's channels, the strongest by ``by`` (the "Prune..." slider).
 
         One prune step per layer: pruning it again changes that step; ``keep=1`` takes it back.
@@ -679,6 +689,7 @@ class Editor:
             keep: The fraction of the channels kept, in (0, 1].
             by: ``"l1"`` (default), ``"l2"``, ``"bn_scale"``, and ``"apoz"`` / ``"taylor"``
                 when the editor was opened with ``data=`` (see ``kerasnb.importance``).
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidEdit: the selected layer's channels cannot be pruned (the reason says why),
@@ -690,6 +701,7 @@ class Editor:
             >>> editor.model.get_layer("hidden").units, editor.report.status("hidden")
             (3, 'pruned')
         """
+        self._go_to(key)
         self._prune_open = path_of(self.selected)
         self._edit(lambda: self.session.prune(self.selected, keep, by), follow=True)
 
@@ -716,11 +728,12 @@ class Editor:
         """
         self._edit(lambda: self.session.prune_global(keep, params=params, macs=macs, by=by, round_to=round_to))
 
-    def set_trainable(self, trainable: bool) -> None:
+    def set_trainable(self, trainable: bool, *, key=None) -> None:
         """Freeze (False) or unfreeze (True) the selected row's layer (the "trainable" checkbox).
 
         Args:
             trainable: False freezes, True unfreezes.
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidEdit: nothing is selected, or ``trainable`` is not a bool.
@@ -731,6 +744,7 @@ class Editor:
             >>> editor.report.row("hidden").trainable
             False
         """
+        self._go_to(key)
         self._edit(lambda: self.session.set_trainable(self.selected, trainable))
 
     def change_input(self, shape, mode: str | None = None, input: str | None = None) -> None:
@@ -754,8 +768,11 @@ class Editor:
         """
         self._edit(lambda: self.session.change_input(shape, mode, input), follow=True)
 
-    def replace_all(self) -> None:
+    def replace_all(self, *, key=None) -> None:
         """Give the selected row's chosen type to every other layer of its class ("Apply to all N ... like this").
+
+        Args:
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidEdit: the selected row has no type chosen.
@@ -767,9 +784,10 @@ class Editor:
             >>> editor.report.status("drop")
             'removed'
         """
+        self._go_to(key)
         self._edit(lambda: self.session.replace_all(self.selected) and self.selected, follow=True)
 
-    def prune_heads(self, heads=None, *, keep=None) -> None:
+    def prune_heads(self, heads=None, *, keep=None, key=None) -> None:
         """Remove attention heads of the selected MultiHeadAttention, as one step (``kerasnb.prune_heads``).
 
         One heads step per layer: pruning its heads again changes that step.
@@ -777,6 +795,7 @@ class Editor:
         Args:
             heads: Indices of the heads to remove, e.g. ``[0, 3]``. Give this or ``keep``.
             keep: How many heads to keep: a fraction in (0, 1] or a count; the weakest go.
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidEdit: the row is no MultiHeadAttention, neither or both of ``heads`` /
@@ -791,13 +810,15 @@ class Editor:
             >>> attention_editor.model.get_layer("mha").num_heads, attention_editor.report.status("mha")
             (2, 'pruned')
         """
+        self._go_to(key)
         self._edit(lambda: self.session.prune_heads(self.selected, heads, keep=keep), follow=True)
 
-    def configure(self, **changes) -> None:
+    def configure(self, *, key=None, **changes) -> None:
         """Rebuild the selected row's layer from its config with ``changes`` (``kerasnb.configure``).
 
         Args:
             **changes: Config options and their new values, e.g. ``activation="gelu"``.
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidEdit: nothing is selected, or an option the layer's config does not take.
@@ -809,6 +830,7 @@ class Editor:
             >>> editor.model.get_layer("hidden").activation.__name__
             'gelu'
         """
+        self._go_to(key)
         self._edit(lambda: self.session.configure(self.selected, **changes), follow=True)
 
     def swap_activation(self, old: str, new: str) -> None:
@@ -879,11 +901,10 @@ class Editor:
             >>> editor.model.output.shape, editor.report.status("out")
             ((None, 6), 'removed')
         """
-        if key is not None and key != self.selected:
-            self.select(key)
+        self._go_to(key)
         self._edit(lambda: self.session.truncate(self.selected) or self.selected, follow=True)
 
-    def enable_lora(self, rank: int = LORA_RANK) -> None:
+    def enable_lora(self, rank: int = LORA_RANK, *, key=None) -> None:
         """Turn on LoRA of ``rank`` for the selected row ("LoRA (rank r)"); afterwards only the LoRA factors train.
 
         The row's layer (a Dense, EinsumDense, Embedding or convolution) or, on a block, its
@@ -891,6 +912,7 @@ class Editor:
 
         Args:
             rank: The rank of the LoRA factors (default 8).
+            key: The row to act on, selected first; default the selected row.
 
         Raises:
             InvalidEdit: the row has no layer LoRA can go on, or ``rank`` is not a whole number
@@ -902,6 +924,7 @@ class Editor:
             >>> editor.report.row("hidden").reason
             'LoRA rank 2'
         """
+        self._go_to(key)
         self._edit(lambda: self.session.enable_lora(self.selected, rank), follow=True)
 
     def disable_lora(self) -> None:
