@@ -41,7 +41,7 @@ from .surgery import (
 )
 from ._graph import LayerInfo, describe
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"  # CHANGELOG.md: 0.3.0 (unreleased)
 
 __all__ = [
     "AmbiguousTarget", "BudgetNotReachable", "Conflict", "CoupledChannels", "DoesNotFit", "InternalError",
