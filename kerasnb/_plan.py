@@ -191,7 +191,7 @@ def _plan_transform(model, edit: Transform, plan: Plan) -> None:
 
 def _plan_trainable(model, edit: SetTrainable, plan: Plan) -> None:
     targets = edit.targets
-    if not isinstance(targets, (list, set, tuple)) or _targets.is_call_target(targets):
+    if not isinstance(targets, list):  # as in every verb: a list is several targets, a tuple is one
         targets = [targets]
     for target in targets:
         res = _resolve(model, target, plan, edit)

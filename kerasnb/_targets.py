@@ -95,7 +95,8 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
     elif is_span_target(target):
         if not allow_span:
             raise InvalidEdit(
-                f"A (first, last) span can only be replaced as a whole. Received: {what} with target={given!r}"
+                f"A tuple of two names is one target, a (first, last) span, which can only be replaced as a whole; "
+                f"several layers are a list: [{', '.join(map(repr, target))}]. Received: {what} with target={given!r}"
             )
         target, span_last = target
     elif isinstance(target, tuple):

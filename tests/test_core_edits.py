@@ -131,8 +131,13 @@ class TestSetTrainable:
         with pytest.raises(kerasnb.InvalidEdit, match="inside 'encoder', which is frozen.*Unfreeze 'encoder' first"):
             kerasnb.set_trainable(model, "encoder/inner_a", True)
 
-    def test_a_tuple_of_names(self, make):
-        r = kerasnb.set_trainable(make("seed_mlp"), ("dense", "dense_1"), False)
+    def test_a_tuple_of_names_is_one_target_as_in_every_verb(self, make):
+        # A list is several targets; a tuple of two names is a (first, last) span in every verb.
+        for verb in (lambda m, t: kerasnb.set_trainable(m, t, False), kerasnb.delete,
+                     lambda m, t: kerasnb.configure(m, t, activation="gelu")):
+            with pytest.raises(kerasnb.InvalidEdit, match=r"span.*a list: \['dense', 'dense_1'\]"):
+                verb(make("seed_mlp"), ("dense", "dense_1"))
+        r = kerasnb.set_trainable(make("seed_mlp"), ["dense", "dense_1"], False)
         assert not r.model.get_layer("dense").trainable and not r.model.get_layer("dense_1").trainable
 
     def test_freeze_keeps_outputs(self, make):
