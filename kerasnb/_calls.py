@@ -68,9 +68,9 @@ def _call_piece(rebuild, piece, args, block: Block, anchor, kwargs=None):
         out = call_new(layer, args, block, kwargs)
         if piece.weights:
             state.pretrained.append((piece, layer, block.edit))
-            state.record(layer, Record(None, Status.NEW, f"{made_by}; brings its own weights"))
+            state.record(layer, Record(None, Status.NEW, _new_reason(block, f"{made_by}; brings its own weights")))
         else:
-            state.record(layer, Record(None, Status.NEW, made_by))
+            state.record(layer, Record(None, Status.NEW, _new_reason(block, made_by)))
         return out
     if callable(piece):
         calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
@@ -105,6 +105,12 @@ def _call_piece(rebuild, piece, args, block: Block, anchor, kwargs=None):
         "A replacement is a keras Layer, a list of layers, a keras.Model, or a callable tensor -> tensor. "
         f"Received: {piece!r} of type {type(piece).__name__}"
     )
+
+
+def _new_reason(block: Block, default: str) -> str:
+    """The report's reason for a layer an edit adds: the edit's own words (``new_reason``, e.g. deepen's
+    ``"identity"``) where it has some, else ``default``."""
+    return getattr(block.edit, "new_reason", None) or default
 
 
 def share_keywords(pieces, kwargs: dict, block: Block, anchor, state: Pass) -> list[dict]:

@@ -2,21 +2,24 @@
 
 ``deepen(model, after, layer=None)`` works out the width of the tensor ``after`` gives, makes a
 layer set exactly to the identity on it (a fresh layer made from the given one's config, so the
-layer passed in is never changed), and inserts it with :func:`kerasnb.insert`, whose rebuild
-copies the new layer's own weights into the model. The report gives the added layer ``new`` with
-the reason ``identity``.
+layer passed in is never changed), and inserts it with an :class:`IdentityInsert` (an Insert whose
+rebuild copies the new layer's own weights into the model, as for any inserted layer with
+weights). The report gives the added layer ``new`` with the reason ``identity``, also when the
+editor replays the edit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from . import _graph, _targets
 from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, surgery_errors_only
-from .report import Status, WeightReport
+from .edits import Insert
+from .report import Status
 
 # Activations whose output is never negative: relu after them is the identity.
 _NON_NEGATIVE = ("relu", "relu6", "sigmoid", "softmax", "hard_sigmoid", "softplus", "exponential")
@@ -95,7 +98,7 @@ def deepen(model, after, layer=None, *, activation=None):
         >>> bool(np.abs(model(x) - result.model(x)).max() <= 1e-5)
         True
     """
-    from .surgery import insert
+    from .surgery import apply
 
     found = _targets.resolve(model, after, what="deepen")
     producer = found.layer
@@ -118,19 +121,29 @@ def deepen(model, after, layer=None, *, activation=None):
         notes.append(f"{fresh.name!r} is the identity in inference only: in training it normalises by each batch's "
                      "statistics (and moves its moving mean and variance), so training outputs differ at once.")
     _set_identity(fresh, tensor)
-    result = insert(model, fresh, after=after)
-    rows, added = [], []
-    for row in result.report:
-        if row.status == Status.NEW:
-            row = dataclasses.replace(row, reason="identity")
-            added.append(row.layer)
-        rows.append(row)
+    result = apply(model, [IdentityInsert(fresh, after=after)])
+    added = [row.layer for row in result.report if row.status == Status.NEW]
     if len(added) != 1:  # one layer went in; anything else is a bug here, not the user's
         raise AssertionError(f"deepen added {added}")
     notes.insert(0, f"{added[0]!r} ({what}) inserted after {found.path!r} as the identity: the model computes what "
                     "it did; train to use it.")
-    return dataclasses.replace(result, report=WeightReport(rows, aliases=result.report.aliases),
-                               notes=tuple(notes) + tuple(result.notes))
+    return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
+
+
+@dataclass(frozen=True)
+class IdentityInsert(Insert):
+    """Edit: :class:`kerasnb.Insert` of a layer whose weights are set to the identity (what ``deepen``
+    returns in ``.edits``); the report gives the added layer the reason ``new_reason``.
+
+    Examples:
+        >>> inputs = keras.Input((4,), name="x")
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+        >>> edit = kerasnb.deepen(model, after="x").edits[0]
+        >>> type(edit).__name__, edit.target, edit.new_reason
+        ('IdentityInsert', 'x', 'identity')
+    """
+
+    new_reason: str = "identity"
 
 
 # ----------------------------------------------------------------------------- what flows out of the target

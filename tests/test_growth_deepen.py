@@ -124,3 +124,14 @@ def test_a_given_layer_with_weights_is_copied_not_used_and_said(models):
     assert np.abs(np.asarray(result.model(x)) - before).max() <= 1e-5
     assert np.array_equal(np.array(given.kernel), kept)
     assert any("not used" in note for note in result.notes)
+
+
+def test_its_edit_replays_with_the_same_reason_and_outputs(models):
+    """The editor keeps a step as its edits and applies them again: the identity and its reason survive."""
+    import kerasnb
+
+    model, x, before, _ = models["seq"]
+    edits = deepen(model, "s1").edits
+    again = kerasnb.apply(model, list(edits))
+    assert [(row.layer, row.reason) for row in again.report if str(row.status) == "new"] == [("s1_identity", "identity")]
+    assert np.abs(np.asarray(again.model(x)) - before).max() <= 1e-5
