@@ -127,6 +127,9 @@ def deepen(model, after, layer=None, *, activation=None):
         raise AssertionError(f"deepen added {added}")
     notes.insert(0, f"{added[0]!r} ({what}) inserted after {found.path!r} as the identity: the model computes what "
                     "it did; train to use it.")
+    if len(found.scopes) == 1 and any(t is tensor for t in _graph.output_tensors(model)):
+        notes.append(f"The model output {found.path!r} gave now comes from {added[0]!r}, with the same values; the "
+                     f"output is named {added[0]!r} now (a loss or metric keyed by output name needs the new name).")
     return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
 
 
@@ -196,7 +199,7 @@ def _check_activation(name, producer, tensor, where: str) -> None:
             " can give negative values, so relu would change what the model computes. What would work: "
             "activation 'linear', or deepening after a layer whose output is never negative (activation "
             f"{', '.join(_NON_NEGATIVE)}; a ReLU or Softmax layer). Received: activation='relu' after {producer.name!r}")
-    raise UnsupportedLayer(f"{where}: activation {name!r} is not the identity on any input. What would work: "
+    raise UnsupportedLayer(f"{where}: activation {name!r} does not pass its input through unchanged. What would work: "
                            f"'linear', or 'relu' where the input is never negative. Received: activation={name!r}")
 
 

@@ -126,6 +126,13 @@ def test_a_given_layer_with_weights_is_copied_not_used_and_said(models):
     assert any("not used" in note for note in result.notes)
 
 
+def test_after_the_output_layer_the_notes_say_the_output_moved(models):
+    model, x, before, _ = models["mlp"]
+    result = deepen(model, "out")
+    assert np.abs(np.asarray(result.model(x)) - before).max() <= 1e-5
+    assert any("now comes from 'out_identity'" in note for note in result.notes)
+
+
 def test_its_edit_replays_with_the_same_reason_and_outputs(models):
     """The editor keeps a step as its edits and applies them again: the identity and its reason survive."""
     import kerasnb
