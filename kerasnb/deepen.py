@@ -33,8 +33,9 @@ _WHAT_WORKS = (
 
 @surgery_errors_only
 def deepen(model, after, layer=None, *, activation=None):
-    """Insert after ``after`` a layer initialised as the identity (Net2DeeperNet): the model
-    computes exactly what it did, with one more layer to train.
+    """Insert after ``after`` a layer set to the identity (Net2DeeperNet): same outputs, one more layer.
+
+    The model computes exactly what it did, with one more layer to train.
 
     The target (``after``) is one of:
 
