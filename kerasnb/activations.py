@@ -185,9 +185,10 @@ def _fused_layers(model) -> list:
 
 
 def fused_activations(model) -> dict:
-    """``{path: activation name}`` of the layers with a fused activation: what
-    :func:`split_activations` splits (a Dense / Conv layer with ``activation=`` other than
-    ``"linear"``), at any depth. The model is only read.
+    """``{path: activation name}`` of the layers with a fused activation: what ``split_activations`` splits.
+
+    A Dense / Conv layer with ``activation=`` other than ``"linear"``, at any depth. The model
+    is only read.
 
     Args:
         model: A built functional or Sequential model.

@@ -5,7 +5,9 @@ page at a time; a click selects a row, and the selected row carries its Type dro
 parameter fields; arrow keys move the selection; nested models fold; a shared layer's calls are
 sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasnb.editor.graph`)
 beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
-freeze, prune, truncate, LoRA, change input) and the whole-model actions.
+freeze, prune, truncate, LoRA, change input, "Heads..." on a MultiHeadAttention, "Configure..."
+with ``option=value, ...`` read as literals) and the whole-model actions. Every action of
+:mod:`kerasnb.actions` names its widget (``Action.control``).
 
 Every control calls a plain method of the editor named as the core's verb (``select``, ``replace``,
 ``insert``, ``truncate``, ...), which calls the session and redraws; an error is shown in the panel and leaves the model and the
@@ -46,7 +48,8 @@ out without building; Apply makes it one step (undo takes it back).
 Whole-model actions are steps like any other (undo, redo and reset take them back): "Change
 input..." on an input row (a shape and how the first layers adapt to new channels), "Apply to
 all N layers like this one" once a type is chosen for a row, "Cut here" (this layer's output
-becomes the model's), and, for the whole model, "Swap activation..." and "Fold BatchNorm". Opened
+becomes the model's), and, for the whole model, "Swap activation...", "Fold BatchNorm" and "Split
+activations" (offered while a layer has a fused activation). Opened
 with a probe batch (``show_editor(model, probe=x)``), the report section also compares every
 layer's output on it in the edited model and the original.
 
