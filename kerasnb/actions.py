@@ -69,6 +69,10 @@ class Action:
     marks_target: bool = False  # the table marks the step's own row too (truncate: where it cut)
     example: dict = field(default_factory=dict)  # the editor method's arguments on tests/test_actions.py's model
     needs: tuple = ()  # actions the example takes first (merge_lora needs enable_lora)
+    # The editor panel's widget (an attribute of kerasnb.editor.Editor) whose gesture makes a step of it:
+    # a button's click, a slider's or checkbox's new value, an Apply after its box is opened ("table":
+    # the row's Type dropdown in the layer table). tests/test_actions.py works every one of them.
+    control: str = ""
 
     @property
     def core(self) -> Callable:
@@ -440,70 +444,76 @@ def _shape_text(shape) -> str:
 S = Status
 register_action(
     "replace", "surgery:replace", "give a layer (or one call of a shared layer) another type from the catalog",
-    lambda step: step.what(), foretells=(S.REMOVED, S.NEW), example={"key": "dense_1", "label": "Dropout"})
+    lambda step: step.what(), foretells=(S.REMOVED, S.NEW), example={"key": "dense_1", "label": "Dropout"},
+    control="table")
 register_action(
     "insert", "surgery:insert", "insert a layer of a catalog type after a layer",
-    lambda step: f"{step.what()} (inserted)", foretells=(S.NEW,), example={"key": "dense", "label": "Dropout"})
+    lambda step: f"{step.what()} (inserted)", foretells=(S.NEW,), example={"key": "dense", "label": "Dropout"},
+    control="insert_button")
 register_action(
     "delete", "surgery:delete", "delete a layer (a transformer block: drop it); its input flows on",
     lambda step: "block dropped" if getattr(step, "block", False) else "deleted",
-    foretells=(S.REMOVED, S.KEPT_INPUT_CHANGED), example={"key": "dense_1"})
+    foretells=(S.REMOVED, S.KEPT_INPUT_CHANGED), example={"key": "dense_1"}, control="delete_button")
 register_action(
     "configure", "surgery:configure", "rebuild one layer from its config with some keys changed",
     lambda step: "configured (" + ", ".join(f"{k}={v!r}" for k, v in step.params["changes"].items()) + ")",
     whole_model=True, plan=_plan_configure, check=lambda target, changes: {"target": target,
                                                                             "changes": _check_changes(changes)},
-    foretells=(S.REINITIALIZED,), example={"key": "dense", "units": 12})
+    foretells=(S.REINITIALIZED,), example={"key": "dense", "units": 12}, control="configure_apply")
 register_action(
     "set_trainable", "surgery:set_trainable", "freeze or unfreeze a layer (every call of it)",
     lambda step: "unfrozen" if step.trainable else "frozen", foretells=(S.KEPT,),
-    example={"key": "dense", "trainable": False})
+    example={"key": "dense", "trainable": False}, control="trainable_box")
 register_action(
     "prune", "pruning:prune", "keep a fraction of a layer's channels (the strongest by a criterion); slice its readers",
     lambda step: f"pruned to {step.params['keep']:.0%}", foretells=(S.PRUNED,),
-    example={"key": "dense", "keep": 0.5})
+    example={"key": "dense", "keep": 0.5}, control="prune_slider")
 register_action(
     "prune_global", "budget:prune_global", "prune the whole model to one budget: channels, parameters or MACs kept",
     lambda step: f"pruned by {step.params['by']} (model to {budget_of(step.params)[0]} "
                  f"{budget_of(step.params)[1]:.0%})",
-    whole_model=True, plan=_plan_prune_global, check=check_global, foretells=(S.PRUNED,), example={"keep": 0.5})
+    whole_model=True, plan=_plan_prune_global, check=check_global, foretells=(S.PRUNED,), example={"keep": 0.5},
+    control="global_apply")
 register_action(
     "change_input", "input_change:change_input", "give the model's input a new shape; adapt the layers that read it",
     lambda step: "input " + _shape_text(step.params["shape"]) + (f" ({step.params['mode']})" if step.params["mode"]
                                                                    else ""),
-    whole_model=True, plan=_plan_change_input, foretells=(S.ADAPTED,), example={"shape": (8, 8, 1)})
+    whole_model=True, plan=_plan_change_input, foretells=(S.ADAPTED,), example={"shape": (8, 8, 1)},
+    control="input_apply")
 register_action(
     "replace_all", "transforms:replace_all", "give the type chosen for a row to every other layer of its class",
     lambda step: f"{step.params['label']} (like "
                  f"{step.params['like'] if isinstance(step.params['like'], str) else step.params['like'][0]})",
     whole_model=True, plan=_plan_replace_all, foretells=(S.NEW, S.REMOVED), example={"key": "dense_1"},
-    needs=(("replace", {"key": "dense_1", "label": "Dense"}),))
+    needs=(("replace", {"key": "dense_1", "label": "Dense"}),), control="like_button")
 register_action(
     "swap_activation", "activations:swap_activation", "use another activation wherever the model applies one",
     lambda step: f"{step.params['old']} \u2192 {step.params['new']}", whole_model=True, plan=_plan_swap,
-    check=_check_swap, foretells=(S.KEPT_INPUT_CHANGED,), example={"old": "relu", "new": "gelu"})
+    check=_check_swap, foretells=(S.KEPT_INPUT_CHANGED,), example={"old": "relu", "new": "gelu"}, control="swap_apply")
 register_action(
     "split_activations", "activations:split_activations", "a layer's fused activation becomes an Activation after it",
-    lambda step: "activation split", whole_model=True, plan=_plan_split, foretells=(S.NEW,), example={})
+    lambda step: "activation split", whole_model=True, plan=_plan_split, foretells=(S.NEW,), example={},
+    control="split_button")
 register_action(
     "fold_batchnorm", "batchnorm:fold_batchnorm", "fold each BatchNormalization into the layer before it",
-    lambda step: "fold BatchNorm", whole_model=True, plan=_plan_fold, foretells=(S.FOLDED, S.REMOVED), example={})
+    lambda step: "fold BatchNorm", whole_model=True, plan=_plan_fold, foretells=(S.FOLDED, S.REMOVED), example={},
+    control="fold_button")
 register_action(
     "truncate", "transforms:truncate", "make a layer's output the model's output; what follows is removed",
     lambda step: "truncated here", whole_model=True, plan=_plan_truncate, marks_target=True,
-    foretells=(S.REMOVED,), example={"key": "pool"})
+    foretells=(S.REMOVED,), example={"key": "pool"}, control="cut_button")
 register_action(
     "enable_lora", "lora:enable_lora", "LoRA on a layer, a block's attention projections, or every attention layer",
     lambda step: f"LoRA rank {step.params['rank']}", whole_model=True, plan=_plan_lora,
-    foretells=(S.KEPT,), example={"key": "attention", "rank": 2})
+    foretells=(S.KEPT,), example={"key": "attention", "rank": 2}, control="lora_button")
 register_action(
     "prune_heads", "heads:prune_heads", "remove attention heads of a MultiHeadAttention (its weights sliced)",
     lambda step: (f"heads {list(step.params['heads'])} pruned" if step.params["heads"] is not None
                   else f"heads pruned to {step.params['keep']!r}"),
     whole_model=True, plan=_plan_prune_heads, check=_check_heads, foretells=(S.PRUNED,),
-    example={"key": "attention", "heads": [0]})
+    example={"key": "attention", "heads": [0]}, control="heads_apply")
 register_action(
     "merge_lora", "lora:merge_lora", "fold every LoRA factor into its kernel: a model without LoRA, same outputs",
     lambda step: "LoRA merged", whole_model=True, plan=_plan_merge_lora, foretells=(S.FOLDED,), example={},
-    needs=(("enable_lora", {"key": "dense", "rank": 2}),))
+    needs=(("enable_lora", {"key": "dense", "rank": 2}),), control="merge_button")
 del S

@@ -2,7 +2,8 @@
 
 - :func:`activations_in`: the activations a model applies, most used first (what the panel offers);
 - :func:`swap_activation`: ``new`` wherever the model applies ``old``, weights kept;
-- :func:`split_activations`: ``Dense(activation=...)`` becomes ``Dense`` + ``Activation``, bit-identical.
+- :func:`split_activations`: ``Dense(activation=...)`` becomes ``Dense`` + ``Activation``, bit-identical;
+  :func:`fused_activations` lists the layers it would split.
 
 Each returns a :class:`kerasnb.SurgeryResult` as the transforms of :mod:`kerasnb.transforms` do.
 """
@@ -16,7 +17,7 @@ from .errors import surgery_errors_only, InvalidEdit, LayerNotFound
 from .surgery import SurgeryResult, apply
 from .transforms import KERNEL_LAYERS, _candidates, _finish, _matching, _targets_of
 
-__all__ = ["activations_in", "split_activations", "swap_activation"]
+__all__ = ["activations_in", "fused_activations", "split_activations", "swap_activation"]
 
 L = keras.layers
 
@@ -174,6 +175,37 @@ def swap_activation(model, old, new) -> SurgeryResult:
     return _finish(model, apply(model, edits))
 
 
+def _splittable(layer) -> bool:
+    fn = _fused_fn(layer)
+    return fn is not None and fn is not keras.activations.linear
+
+
+def _fused_layers(model) -> list:
+    return [(path, layer) for path, layer in _candidates(model) if _splittable(layer)]
+
+
+def fused_activations(model) -> dict:
+    """``{path: activation name}`` of the layers with a fused activation: what ``split_activations`` splits.
+
+    A Dense / Conv layer with ``activation=`` other than ``"linear"``, at any depth. The model
+    is only read.
+
+    Args:
+        model: A built functional or Sequential model.
+
+    Returns:
+        dict: ``{layer path: activation name}``, in the model's order; empty when there is none.
+
+    Examples:
+        >>> from kerasnb.activations import fused_activations
+        >>> inputs = keras.Input((4,), name="x")
+        >>> hidden = keras.layers.Dense(3, activation="relu", name="dense")(inputs)
+        >>> fused_activations(keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden)))
+        {'dense': 'relu'}
+    """
+    return {path: name_of(layer.get_config()["activation"]) for path, layer in _fused_layers(model)}
+
+
 @surgery_errors_only
 def split_activations(model, match=None) -> SurgeryResult:
     """Split each fused activation into the linear layer followed by an ``Activation`` layer.
@@ -214,17 +246,14 @@ def split_activations(model, match=None) -> SurgeryResult:
         >>> result.report.status("hidden_relu"), bool(np.array_equal(result.model(x), model(x)))
         ('new', True)
     """
-    def fused(path, layer):
-        fn = _fused_fn(layer)
-        return fn is not None and fn is not keras.activations.linear
-
     if match is None:
-        found = [(p, l) for p, l in _candidates(model) if fused(p, l)]
+        found = _fused_layers(model)
         if not found:
             raise LayerNotFound(f"No layer of model {model.name!r} has a fused activation to split (a Dense / Conv "
                                 f"layer with activation= other than 'linear'). Received: match=None")
     else:
-        found = _matching(model, match, containers=False, extra=fused, condition=" and has a fused activation")
+        found = _matching(model, match, containers=False, extra=lambda path, layer: _splittable(layer),
+                          condition=" and has a fused activation")
     edits = []
     for path, layer in found:
         value = layer.get_config()["activation"]

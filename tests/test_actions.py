@@ -82,6 +82,108 @@ def test_every_action_applies_through_the_editor_and_draws(model, name):
         editor.close()
 
 
+def _open_then(opener, **inputs):
+    """A box's gesture: click ``opener`` (its box opens), set ``inputs`` (widget name -> value), then the
+    action's control is clicked."""
+    def gesture(editor):
+        getattr(editor, opener).click()
+        for name, value in inputs.items():
+            setattr(getattr(editor, name), "value", value)
+    return gesture
+
+
+# How a user reaches each control on the model above before its gesture (the others: just clicked).
+# An action added with an open/apply pair and no entry here fails the test below: its Apply refuses.
+_BEFORE = {
+    "insert": lambda editor: setattr(editor.insert_picker, "value", "Dropout"),
+    "configure": _open_then("configure_button", configure_text="units=12"),
+    "prune": _open_then("prune_button"),
+    "prune_global": _open_then("global_prune_button", global_budget="keep", global_target=0.5),
+    "change_input": _open_then("input_button", input_shape="8, 8, 1"),
+    "swap_activation": _open_then("swap_button", swap_from="relu", swap_to="gelu"),
+    "enable_lora": lambda editor: setattr(editor.lora_rank, "value", 2),
+    "prune_heads": _open_then("heads_button", heads_slider=1),
+}
+
+
+def _gesture(editor, name, widget):
+    """The user's gesture on ``widget``: a new value for a slider or checkbox, the Type dropdown of
+    the selected row in the table, a click for a button."""
+    import ipywidgets as w
+
+    from editor_ui import choose_type
+
+    if name == "replace":
+        choose_type(editor, actions.get(name).example["label"])
+    elif isinstance(widget, w.Checkbox):
+        widget.value = not widget.value
+    elif isinstance(widget, w.FloatSlider):
+        widget.value = actions.get(name).example["keep"]
+    else:
+        widget.click()
+
+
+@pytest.mark.parametrize("name", list(actions.registry()))
+def test_every_action_has_a_panel_control_that_makes_its_step(model, name):
+    """Every registered action is reachable in the panel: its ``control`` is a widget of the editor,
+    and the user's gesture on it (after selecting the example's row and opening its box) makes a
+    step of that action, drawn without a drawing problem."""
+    import ipywidgets as w
+
+    action = actions.get(name)
+    editor = kerasnb.show_editor(model)
+    try:
+        widget = getattr(editor, action.control, None) if action.control else None
+        assert isinstance(widget, w.Widget), f"{name}: no panel control (control={action.control!r})"
+        for before, example in action.needs:
+            _take(editor, before, example)
+        if "key" in action.example:
+            editor.select(action.example["key"])
+        if name == "change_input":
+            editor.select("image")
+        _BEFORE.get(name, lambda editor: None)(editor)
+        made = len(editor.session.history)
+        _gesture(editor, name, widget)
+        assert len(editor.session.history) > made, (name, editor.message_text)
+        assert editor.session.steps[-1].action == name, (name, editor.message_text)
+        assert editor.table.rows and "Drawing problem" not in editor.message_text, editor.message_text
+    finally:
+        editor.close()
+
+
+def test_the_new_controls_are_offered_only_where_they_apply(model):
+    """"Split activations" only while a layer has a fused activation, "Heads..." only on a
+    MultiHeadAttention row with heads to spare, "Configure..." on a layer's row but not an input's;
+    a Configure text that is no option=value list is refused in the message line, nothing changed."""
+    editor = kerasnb.show_editor(model)
+    try:
+        assert not editor.split_button.disabled
+        editor.split_button.click()
+        assert editor.split_button.disabled and "fused activation" in editor.split_button.tooltip
+        editor.select("dense")
+        assert editor.heads_button.disabled and "MultiHeadAttention" in editor.heads_button.tooltip
+        assert not editor.configure_button.disabled
+        editor.select("image")
+        assert editor.configure_button.disabled and "input" in editor.configure_button.tooltip
+        editor.select("attention")
+        assert not editor.heads_button.disabled
+        editor.heads_button.click()
+        assert (editor.heads_slider.min, editor.heads_slider.max, editor.heads_slider.value) == (1, 1, 1)
+        editor.heads_apply.click()
+        assert editor.model.get_layer("attention").num_heads == 1
+        assert "1 of 2 heads" in editor.heads_info.value  # counted from the layer before its heads step
+        editor.configure_button.click()
+        before = editor.session.steps
+        for text, said in (("units=gelu", "quote a string"), ("units=__import__('os')", "not a literal"),
+                           ("12", "option=value")):
+            editor.configure_text.value = text
+            editor.configure_apply.click()
+            assert editor.session.steps is before, text
+            assert said in editor.message_text and repr(text) in editor.message_text, editor.message_text
+    finally:
+        editor.close()
+
+
 def test_register_action_once_and_it_is_in_the_registry():
     before = actions.registry()
     try:

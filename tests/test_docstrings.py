@@ -24,8 +24,8 @@ METHODS = {
     "Editor": None,
 }
 # Public functions of modules documented in the reference, not in kerasnb.__all__.
-MODULE_FUNCTIONS = ("activations.activations_in", "budget.GlobalPlan", "budget.GlobalPlan.summary", "codegen.code",
-                    "compare.compare", "compare.layer_outputs", "lora.attention_projections", "lora.lora_layers",
+MODULE_FUNCTIONS = ("activations.activations_in", "activations.fused_activations", "budget.GlobalPlan",
+                    "budget.GlobalPlan.summary", "codegen.code", "compare.compare", "compare.layer_outputs", "lora.attention_projections", "lora.lora_layers",
                     "pruning.register_channel_rule")
 
 

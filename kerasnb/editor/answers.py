@@ -78,6 +78,19 @@ class RowActions:
     cut_reason: str = ""  # why the model cannot be cut at this row ("" when it can)
     delete_label: str = "Delete"  # "Drop block" for a transformer block (a layer with attention inside)
     lora: LoraInfo | None = None  # LoRA on this row (None: not asked)
+    heads: int = 0  # a MultiHeadAttention's heads before the row's heads step (what "Heads..." counts from)
+    heads_kept: int = 0  # ... and the heads it has now
+    heads_reason: str = "not asked"  # why "Heads..." cannot prune this row's heads ("" when it can)
+    configure_reason: str = "not asked"  # why "Configure..." cannot rebuild this row's layer ("" when it can)
+    configure_changes: dict = field(default_factory=dict)  # the options the row's configure step changes
+
+    @property
+    def can_prune_heads(self) -> bool:
+        return not self.heads_reason
+
+    @property
+    def can_configure(self) -> bool:
+        return not self.configure_reason
 
     @property
     def can_insert(self) -> bool:
@@ -149,6 +162,8 @@ class ModelActions:
     lora_off_reason: str = "not asked"  # why the whole-model LoRA step cannot be taken back ("" when it can)
     merge_reason: str = "not asked"  # why "Merge LoRA" has nothing to do ("" when it may)
     trainable_params: int = 0  # parameters that train in the current model (only the factors, with LoRA)
+    fused: int = 0  # layers with a fused activation (what "Split activations" splits)
+    split_reason: str = "not asked"  # why "Split activations" has nothing to do ("" when it may)
 
     @property
     def can_lora(self) -> bool:
@@ -169,6 +184,10 @@ class ModelActions:
     @property
     def can_fold(self) -> bool:
         return not self.fold_reason
+
+    @property
+    def can_split(self) -> bool:
+        return not self.split_reason
 
 
 @dataclass(frozen=True)
@@ -266,8 +285,32 @@ class Answers:
             input_shape=self.input_shape(path) if is_input and "/" not in path else None,
             input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
             delete_label="Drop block" if info is not None and is_block(self.layer(path)) else "Delete",
-            lora=self.lora_info(key),
+            lora=self.lora_info(key), **self._heads_answer(path, own), **self._configure_answer(key, info, own),
         )
+
+    def _heads_answer(self, path: str, own) -> dict:
+        """"Heads..." on ``path``: the heads its layer had before the row's heads step, has now, or why not."""
+        import keras
+
+        layer = self.layer(path) if own is None else None
+        if not isinstance(layer, keras.layers.MultiHeadAttention):
+            return {"heads_reason": "only a MultiHeadAttention row has heads to remove"}
+        now = int(layer.num_heads)
+        step = next((s for s in self.session.steps if s.label == "prune_heads" and s.target == path), None)
+        was = next((lay for p, lay in actions.walk_layers(self.session.original) if p == path), None) \
+            if step is not None else None
+        heads = int(was.num_heads) if isinstance(was, keras.layers.MultiHeadAttention) else now
+        reason = "" if heads > 1 else f"{path!r} has a single head; removing it would leave none"
+        return {"heads": heads, "heads_kept": now, "heads_reason": reason}
+
+    def _configure_answer(self, key, info, own) -> dict:
+        """"Configure..." on ``key``: the options its configure step changes, or why it cannot be configured."""
+        if info is None or own is not None:
+            return {"configure_reason": f"{key_text(key)} was replaced or deleted; configure what stands there now"}
+        if info.is_input:
+            return {"configure_reason": "an input row has no options to change; use \u201cChange input\u2026\u201d"}
+        step = next((s for s in self.session.steps if s.label == "configure" and s.target == path_of(key)), None)
+        return {"configure_reason": "", "configure_changes": dict(step.params["changes"]) if step is not None else {}}
 
     def prune_info(self, key) -> PruneInfo:
         """Whether the layer of ``key`` is pruned (and the parameter counts), or why it cannot be."""
@@ -441,10 +484,13 @@ class Answers:
         off_reason = "" if own is not None else "no \u201cLoRA on attention\u201d step to take back"
         merge_reason = "" if on else "no layer has LoRA; turn it on first"
         trainable = sum(int(np.prod(v.shape)) for v in self.session.model.trainable_variables)
+        fused = len(activations.fused_activations(self.session.model))
+        split_reason = "" if fused else ("no layer has a fused activation to split (a Dense / Conv layer with "
+                                         "activation= other than 'linear')")
         return ModelActions(tuple(used), SWAP_TO, swap_reason, batchnorms, fold_reason, counts,
                             own.params["rank"] if own is not None else 0,
                             own.params["projections"] if own is not None else "", len(on), lora_reason, off_reason,
-                            merge_reason, trainable)
+                            merge_reason, trainable, fused, split_reason)
 
     def compare(self, x=None) -> Comparison:
         """Run the current model and the original on ``x`` (the probe batch by default).
@@ -711,6 +757,49 @@ class Answers:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+CONFIGURE_FORM = 'option=value, ... with Python literals as values, e.g. activation="gelu", units=32'
+
+
+def parse_options(text: str) -> dict:
+    """``{option: value}`` of the "Configure..." text ``option=value, ...``: each value a Python
+    literal read by :func:`ast.literal_eval` (nothing is evaluated); :class:`InvalidEdit` naming
+    what was received and the expected form otherwise.
+
+        >>> parse_options('activation="gelu", units=32, kernel_size=(3, 3)')
+        {'activation': 'gelu', 'units': 32, 'kernel_size': (3, 3)}
+    """
+    import ast
+
+    def refuse(why: str):
+        return InvalidEdit(f"Configure takes {CONFIGURE_FORM}; {why}. Received: {text!r}")
+
+    if not isinstance(text, str) or not text.strip():
+        raise refuse("nothing was given")
+    try:  # parsed as the arguments of a call, only to split them: nothing is run
+        call = ast.parse(f"f({text.strip()})", mode="eval").body
+    except SyntaxError:
+        raise refuse("this is not of that form (a string value needs quotes)") from None
+    if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+        raise refuse("every part must be option=value")
+    changes: dict = {}
+    for keyword in call.keywords:
+        if keyword.arg in changes:
+            raise refuse(f"{keyword.arg!r} is given twice")
+        try:
+            changes[keyword.arg] = ast.literal_eval(keyword.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            hint = (f"; quote a string: {keyword.arg}={keyword.value.id!r}" if isinstance(keyword.value, ast.Name)
+                    else "")
+            raise refuse(f"the value of {keyword.arg} is not a literal (a number, a quoted string, True, False, "
+                         f"None, or a tuple / list / dict of them){hint}") from None
+    return changes
+
+
+def options_text(changes: dict) -> str:
+    """The "Configure..." text of ``changes``: what :func:`parse_options` reads back."""
+    return ", ".join(f"{name}={value!r}" for name, value in changes.items())
 
 
 def is_block(layer) -> bool:

@@ -5,7 +5,9 @@ page at a time; a click selects a row, and the selected row carries its Type dro
 parameter fields; arrow keys move the selection; nested models fold; a shared layer's calls are
 sub-rows; a row's status reason unfolds as text. The graph picture (:mod:`kerasnb.editor.graph`)
 beside it selects the same layer. Under them, the controls for the selected row (insert, delete,
-freeze, prune, truncate, LoRA, change input) and the whole-model actions.
+freeze, prune, truncate, LoRA, change input, "Heads..." on a MultiHeadAttention, "Configure..."
+with ``option=value, ...`` read as literals) and the whole-model actions. Every action of
+:mod:`kerasnb.actions` names its widget (``Action.control``).
 
 Every control calls a plain method of the editor named as the core's verb (``select``, ``replace``,
 ``insert``, ``truncate``, ...), which calls the session and redraws; an error is shown in the panel and leaves the model and the
@@ -46,7 +48,8 @@ out without building; Apply makes it one step (undo takes it back).
 Whole-model actions are steps like any other (undo, redo and reset take them back): "Change
 input..." on an input row (a shape and how the first layers adapt to new channels), "Apply to
 all N layers like this one" once a type is chosen for a row, "Cut here" (this layer's output
-becomes the model's), and, for the whole model, "Swap activation..." and "Fold BatchNorm". Opened
+becomes the model's), and, for the whole model, "Swap activation...", "Fold BatchNorm" and "Split
+activations" (offered while a layer has a fused activation). Opened
 with a probe batch (``show_editor(model, probe=x)``), the report section also compares every
 layer's output on it in the edited model and the original.
 
@@ -80,7 +83,7 @@ try:  # the graph picture; the panel works without it (a table only)
     from .layout import status_map
 except ImportError:  # pragma: no cover -- only while the graph view is missing
     GraphView = None
-from .answers import LORA_PROJECTIONS, SWAP_TO
+from .answers import LORA_PROJECTIONS, SWAP_TO, options_text, parse_options
 from .session import CHANGE_INPUT_MODES, LORA_RANK, Session, call_of, change_text, edits_of, path_of
 
 
@@ -159,6 +162,8 @@ class Editor:
         self.selected = None  # a layer path, or (path, call_index) for one call of a shared layer
         self._prune_open = None  # the path whose prune controls were opened with "Prune..."
         self._input_open = None  # the input row whose controls were opened with "Change input..."
+        self._heads_open = None  # the MultiHeadAttention row whose controls were opened with "Heads..."
+        self._configure_open = None  # the row whose controls were opened with "Configure..."
         self._syncing = False  # set while the panel updates its own widgets, so observers stay quiet
         self._shown_in_cell = None
         self._seq = 0  # messages shown so far: each one is a new value, even with the same text
@@ -171,6 +176,7 @@ class Editor:
         self._build_views(model)
         self._build_row_controls()
         self._build_row_transforms()
+        self._build_row_options()
         self._build_model_controls()
         self._build_history_and_save(model)
         self._build_details()
@@ -255,6 +261,37 @@ class Editor:
                                 layout=w.Layout(width="auto", display="none"))
         self.input_box.add_class("kn-input-box")
 
+    def _build_row_options(self) -> None:
+        """Row actions with a box that opens: remove attention heads, rebuild the layer with changed options."""
+        # "Heads...": on a MultiHeadAttention row, how many heads to keep (the weakest go), and Apply.
+        self.heads_button = w.Button(description="Heads\u2026", icon="scissors", layout=_grows(95),
+                                     tooltip="remove the weakest attention heads of this MultiHeadAttention")
+        self.heads_button.add_class("kn-heads")
+        self.heads_slider = w.IntSlider(value=1, min=1, max=1, description="heads kept", continuous_update=False,
+                                        layout=w.Layout(width="320px"))
+        self.heads_slider.add_class("kn-heads-keep")
+        self.heads_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
+        self.heads_apply.add_class("kn-heads-apply")
+        self.heads_info = w.HTML()
+        self.heads_info.add_class("kn-heads-info")
+        self.heads_box = w.HBox([self.heads_slider, self.heads_apply, self.heads_info],
+                                layout=w.Layout(width="auto", display="none"))
+        self.heads_box.add_class("kn-heads-box")
+        # "Configure...": the layer rebuilt from its config with some options changed (its weights reinitialized).
+        self.configure_button = w.Button(description="Configure\u2026", icon="sliders", layout=_grows(120),
+                                         tooltip="rebuild this layer from its config with some options changed")
+        self.configure_button.add_class("kn-configure")
+        self.configure_text = w.Text(description="options", placeholder='e.g. activation="gelu", units=32',
+                                     layout=w.Layout(width="420px"))
+        self.configure_text.add_class("kn-configure-options")
+        self.configure_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
+        self.configure_apply.add_class("kn-configure-apply")
+        self.configure_info = w.HTML(value="<span style='font-size:11px;color:#666'>option=value, ... with Python "
+                                           "literals (quote strings); the layer's weights are made anew</span>")
+        self.configure_box = w.HBox([self.configure_text, self.configure_apply, self.configure_info],
+                                    layout=w.Layout(width="auto", display="none"))
+        self.configure_box.add_class("kn-configure-box")
+
     def _build_model_controls(self) -> None:
         """Whole-model actions: swap an activation, fold BatchNorm, LoRA (on the row and on attention), merge."""
         # Whole-model actions: swap an activation everywhere (from / to shown once opened), fold BatchNorm.
@@ -271,6 +308,8 @@ class Editor:
         self.swap_box.add_class("kn-swap-box")
         self.fold_button = w.Button(description="Fold BatchNorm", icon="compress", layout=_grows(140))
         self.fold_button.add_class("kn-fold")
+        self.split_button = w.Button(description="Split activations", icon="chain-broken", layout=_grows(150))
+        self.split_button.add_class("kn-split")
         # LoRA on the selected row (its layer, or a block's attention projections), and off again.
         self.lora_rank = w.IntText(value=LORA_RANK, description="LoRA rank", continuous_update=False,
                                    layout=w.Layout(width="150px"))
@@ -310,7 +349,8 @@ class Editor:
                                             tooltip="remove the weakest channels of the whole model, to a budget")
         self.global_prune_button.add_class("kn-global-prune-open")
         self.model_row = w.HBox([w.HTML("<b style='font-size:12px'>Whole model:</b>"), self.swap_button,
-                                 self.fold_button, self.lora_all_button, self.merge_button, self.global_prune_button],
+                                 self.fold_button, self.split_button, self.lora_all_button, self.merge_button,
+                                 self.global_prune_button],
                                 layout=_item())
         self.model_row.add_class("kn-model-actions")
 
@@ -378,9 +418,11 @@ class Editor:
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
-                    self.input_button], layout=_item()),
+                    self.input_button, self.heads_button, self.configure_button], layout=_item()),
             self.prune_box,
             self.input_box,
+            self.heads_box,
+            self.configure_box,
             self.lora_row,
             self.model_row,
             self.swap_box,
@@ -433,6 +475,11 @@ class Editor:
         self.swap_apply.on_click(_Weak(self, "_click", "_swap_from_widgets"))
         self.swap_from.observe(_Weak(self, "_on_swap_from"), "value")
         self.fold_button.on_click(_Weak(self, "_click", "fold_batchnorm"))
+        self.split_button.on_click(_Weak(self, "_click", "split_activations"))
+        self.heads_button.on_click(_Weak(self, "_click", "_open_heads"))
+        self.heads_apply.on_click(_Weak(self, "_click", "_heads_from_widgets"))
+        self.configure_button.on_click(_Weak(self, "_click", "_open_configure"))
+        self.configure_apply.on_click(_Weak(self, "_click", "_configure_from_widgets"))
         self.lora_rank.observe(_Weak(self, "_on_lora_rank"), "value")
         self.lora_button.on_click(_Weak(self, "_click", "_lora_from_widgets"))
         self.lora_off_button.on_click(_Weak(self, "_click", "disable_lora"))
@@ -1151,7 +1198,9 @@ class Editor:
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
                     self.like_button, self.cut_button, self.input_button, self.input_shape, self.channels_picker,
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
-                    self.fold_button, self.lora_rank, self.lora_button, self.lora_off_button, self.lora_all_button,
+                    self.fold_button, self.split_button, self.heads_button, self.heads_slider, self.heads_apply,
+                    self.configure_button, self.configure_text, self.configure_apply, self.lora_rank, self.lora_button,
+                    self.lora_off_button, self.lora_all_button,
                     self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
                     self.prune_by, self.global_prune_button, self.global_budget, self.global_target, self.global_by,
                     self.global_round, self.global_apply]
@@ -1321,9 +1370,10 @@ class Editor:
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
                 for button in (self.like_button, self.cut_button, self.input_button, self.lora_button,
-                               self.lora_off_button):
+                               self.lora_off_button, self.heads_button, self.configure_button):
                     button.disabled = True
-                self.input_box.layout.display = "none"
+                for box in (self.input_box, self.heads_box, self.configure_box):
+                    box.layout.display = "none"
                 self.lora_info.value = ""
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
@@ -1346,7 +1396,35 @@ class Editor:
             self.cut_button.disabled = not actions.can_cut
             self.cut_button.tooltip = actions.cut_reason or "make this layer's output the model's output; remove what follows"
             self._sync_input(actions)
+            self._sync_heads(actions)
+            self._sync_configure(actions)
             self._sync_lora(actions.lora)
+
+    def _sync_heads(self, actions) -> None:
+        """Offer "Heads..." on a MultiHeadAttention row; its slider (1 .. heads - 1) once opened there."""
+        self.heads_button.disabled = not actions.can_prune_heads
+        self.heads_button.tooltip = actions.heads_reason or (
+            f"remove the weakest of its {actions.heads} attention heads (by the norm of their output projection)")
+        if not actions.can_prune_heads or self._heads_open != path_of(actions.key):
+            self.heads_box.layout.display = "none"
+            return
+        self.heads_box.layout.display = None
+        self.heads_slider.min, self.heads_slider.max = 1, max(1, actions.heads - 1)
+        self.heads_slider.value = min(actions.heads_kept, actions.heads - 1)
+        self.heads_info.value = (f"<span style='font-size:11px;color:#666'>{actions.heads_kept} of "
+                                 f"{actions.heads} heads now</span>")
+
+    def _sync_configure(self, actions) -> None:
+        """Offer "Configure..." on a layer's row; its options text once opened there."""
+        self.configure_button.disabled = not actions.can_configure
+        self.configure_button.tooltip = actions.configure_reason or (
+            "rebuild this layer from its config with some options changed")
+        if not actions.can_configure or self._configure_open != path_of(actions.key):
+            self.configure_box.layout.display = "none"
+            return
+        self.configure_box.layout.display = None
+        if actions.configure_changes:
+            self.configure_text.value = options_text(actions.configure_changes)
 
     def _sync_lora(self, info) -> None:
         """"LoRA (rank r)" and "LoRA off" for the selected row, as the session answers."""
@@ -1406,6 +1484,10 @@ class Editor:
     def _draw_model_actions(self, answer) -> None:
         self.swap_button.disabled = not answer.can_swap
         self.swap_button.tooltip = answer.swap_reason or "use another activation wherever the model applies one"
+        self.split_button.disabled = not answer.can_split
+        self.split_button.tooltip = answer.split_reason or (
+            f"make the fused activation of {answer.fused} layer(s) an Activation layer after each; the outputs "
+            "stay bit-identical")
         self.fold_button.disabled = not answer.can_fold
         self.fold_button.tooltip = answer.fold_reason or (
             f"fold the model's {answer.batchnorms} BatchNormalization layer(s) into the Conv / Dense layer before "
@@ -1658,6 +1740,42 @@ class Editor:
         if self._input_open is None:
             raise SurgeryError("Click \u201cChange input\u2026\u201d on an input row first.")
         self.change_input(self.input_shape.value, self.channels_picker.value, input=self._input_open)
+
+    def _open_heads(self) -> None:
+        if self.selected is None:
+            raise SurgeryError("No layer is selected. Select a MultiHeadAttention row to remove heads of it.")
+        actions = self.session.answers.row_actions(self.selected)
+        if not actions.can_prune_heads:
+            raise SurgeryError(actions.heads_reason)
+        self._heads_open = path_of(self.selected)
+        with self._quietly():
+            self._sync_heads(actions)
+        self._say(f"Removing heads of {self._heads_open!r}: choose how many heads to keep (the weakest go), and "
+                  "click Apply.", "ok")
+
+    def _heads_from_widgets(self) -> None:
+        if self._heads_open is None or self._heads_open != path_of(self.selected):
+            raise SurgeryError("Click \u201cHeads\u2026\u201d on a MultiHeadAttention row first.")
+        self.prune_heads(keep=int(self.heads_slider.value))
+
+    def _open_configure(self) -> None:
+        if self.selected is None:
+            raise SurgeryError("No layer is selected. Select a layer's row to change its options.")
+        actions = self.session.answers.row_actions(self.selected)
+        if not actions.can_configure:
+            raise SurgeryError(actions.configure_reason)
+        if self._configure_open != path_of(self.selected):
+            self.configure_text.value = ""
+        self._configure_open = path_of(self.selected)
+        with self._quietly():
+            self._sync_configure(actions)
+        self._say(f"Configuring {self._configure_open!r}: type the options to change as option=value, ... (e.g. "
+                  "activation=\"gelu\", units=32) and click Apply. Its weights are made anew.", "ok")
+
+    def _configure_from_widgets(self) -> None:
+        if self._configure_open is None or self._configure_open != path_of(self.selected):
+            raise SurgeryError("Click \u201cConfigure\u2026\u201d on a layer's row first.")
+        self.configure(**parse_options(self.configure_text.value))
 
     def _open_swap(self) -> None:
         answer = self.session.answers.model_actions()
