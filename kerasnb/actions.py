@@ -325,6 +325,21 @@ def _plan_truncate(model, settings, context):
     return result, f"truncate the model at {_key_text(settings['at'])} (its output is the model's output)"
 
 
+def _plan_deepen(model, settings, context):
+    from .deepening import deepen
+
+    result = deepen(model, settings["target"], activation=settings["activation"])
+    relu = " (relu)" if settings["activation"] == "relu" else ""
+    return result, f"insert an identity layer{relu} after {settings['target']!r}"
+
+
+def _check_deepen(target, activation=None) -> dict:
+    if activation not in (None, "linear", "relu"):
+        raise InvalidEdit(f"deepen's activation is 'linear' or 'relu' (after a layer whose output is never negative). "
+                          f"Received: activation={activation!r}")
+    return {"target": target, "activation": activation}
+
+
 def _plan_configure(model, settings, context):
     from . import surgery
 
@@ -516,4 +531,9 @@ register_action(
     "merge_lora", "lora:merge_lora", "fold every LoRA factor into its kernel: a model without LoRA, same outputs",
     lambda step: "LoRA merged", whole_model=True, plan=_plan_merge_lora, foretells=(S.FOLDED,), example={},
     needs=(("enable_lora", {"key": "dense", "rank": 2}),), control="merge_button")
+register_action(
+    "deepen", "deepening:deepen", "insert after a layer a layer set to the identity (Net2DeeperNet): same outputs",
+    lambda step: "identity layer after" + (" (relu)" if step.params["activation"] == "relu" else ""),
+    whole_model=True, plan=_plan_deepen, check=_check_deepen, foretells=(S.NEW,), example={"key": "dense"},
+    control="deepen_button")
 del S

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers as L
 
-from kerasnb.deepen import deepen
+from kerasnb import deepen
 from kerasnb.errors import IncompatibleShape, InvalidEdit, UnsupportedLayer
 
 

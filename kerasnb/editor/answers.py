@@ -83,6 +83,7 @@ class RowActions:
     heads_reason: str = "not asked"  # why "Heads..." cannot prune this row's heads ("" when it can)
     configure_reason: str = "not asked"  # why "Configure..." cannot rebuild this row's layer ("" when it can)
     configure_changes: dict = field(default_factory=dict)  # the options the row's configure step changes
+    deepen_reason: str = "not asked"  # why "Identity after" cannot add an identity layer here ("" when it can)
 
     @property
     def can_prune_heads(self) -> bool:
@@ -91,6 +92,10 @@ class RowActions:
     @property
     def can_configure(self) -> bool:
         return not self.configure_reason
+
+    @property
+    def can_deepen(self) -> bool:
+        return not self.deepen_reason
 
     @property
     def can_insert(self) -> bool:
@@ -286,6 +291,8 @@ class Answers:
             input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
             delete_label="Drop block" if info is not None and is_block(self.layer(path)) else "Delete",
             lora=self.lora_info(key), **self._heads_answer(path, own), **self._configure_answer(key, info, own),
+            deepen_reason=(f"{key_text(key)} was replaced or deleted; add the identity layer after what stands "
+                           "there now") if own is not None or info is None else "",
         )
 
     def _heads_answer(self, path: str, own) -> dict:

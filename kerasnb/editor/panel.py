@@ -246,6 +246,10 @@ class Editor:
         self.like_button.add_class("kn-like")
         self.cut_button = w.Button(description="Cut here", icon="crop", layout=_grows(100))
         self.cut_button.add_class("kn-cut")
+        # Net2DeeperNet: a layer set to the identity after this row; the model computes what it did.
+        self.deepen_button = w.Button(description="Identity after", icon="plus-square", layout=_grows(130),
+                                      tooltip="insert after this layer a layer set to the identity (same outputs)")
+        self.deepen_button.add_class("kn-deepen")
         self.input_button = w.Button(description="Change input\u2026", icon="sign-in", layout=_grows(150))
         self.input_button.add_class("kn-change-input")
         self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
@@ -418,7 +422,7 @@ class Editor:
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
-                    self.input_button, self.heads_button, self.configure_button], layout=_item()),
+                    self.deepen_button, self.input_button, self.heads_button, self.configure_button], layout=_item()),
             self.prune_box,
             self.input_box,
             self.heads_box,
@@ -469,6 +473,7 @@ class Editor:
         self.global_apply.on_click(_Weak(self, "_click", "_global_prune_from_widgets"))
         self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
         self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
+        self.deepen_button.on_click(_Weak(self, "_click", "deepen"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
         self.input_apply.on_click(_Weak(self, "_click", "_change_input_from_widgets"))
         self.swap_button.on_click(_Weak(self, "_click", "_open_swap"))
@@ -860,6 +865,27 @@ class Editor:
         self._go_to(key)
         self._edit(lambda: self.session.prune_heads(self.selected, heads, keep=keep), follow=True)
 
+    def deepen(self, activation=None, *, key=None) -> None:
+        """Insert after the selected row's layer a layer set to the identity, as one step ("Identity after").
+
+        See ``kerasnb.deepen`` (Net2DeeperNet): the model computes exactly what it did.
+
+        Args:
+            activation: ``"linear"`` (default) or ``"relu"`` where the row's output is never negative.
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            InvalidEdit: ``activation`` is another one, or ``"relu"`` after a layer that can give negatives.
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.deepen()
+            >>> editor.report.with_status("new")
+            ['hidden_identity']
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.deepen(self.selected, activation), follow=True)
+
     def configure(self, *, key=None, **changes) -> None:
         """Rebuild the selected row's layer from its config with ``changes`` (``kerasnb.configure``).
 
@@ -1196,7 +1222,8 @@ class Editor:
         controls = [self.search, self.layer_picker, self.trainable_box, self.insert_picker,
                     self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
-                    self.like_button, self.cut_button, self.input_button, self.input_shape, self.channels_picker,
+                    self.like_button, self.cut_button, self.deepen_button, self.input_button, self.input_shape,
+                    self.channels_picker,
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
                     self.fold_button, self.split_button, self.heads_button, self.heads_slider, self.heads_apply,
                     self.configure_button, self.configure_text, self.configure_apply, self.lora_rank, self.lora_button,
@@ -1369,8 +1396,8 @@ class Editor:
                 self.table.inline = {}
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
-                for button in (self.like_button, self.cut_button, self.input_button, self.lora_button,
-                               self.lora_off_button, self.heads_button, self.configure_button):
+                for button in (self.like_button, self.cut_button, self.deepen_button, self.input_button,
+                               self.lora_button, self.lora_off_button, self.heads_button, self.configure_button):
                     button.disabled = True
                 for box in (self.input_box, self.heads_box, self.configure_box):
                     box.layout.display = "none"
@@ -1415,7 +1442,10 @@ class Editor:
                                  f"{actions.heads} heads now</span>")
 
     def _sync_configure(self, actions) -> None:
-        """Offer "Configure..." on a layer's row; its options text once opened there."""
+        """Offer "Configure..." on a layer's row; its options text once opened there (and "Identity after")."""
+        self.deepen_button.disabled = not actions.can_deepen
+        self.deepen_button.tooltip = actions.deepen_reason or (
+            "insert after this layer a layer set to the identity (same outputs)")
         self.configure_button.disabled = not actions.can_configure
         self.configure_button.tooltip = actions.configure_reason or (
             "rebuild this layer from its config with some options changed")

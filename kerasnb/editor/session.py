@@ -252,6 +252,11 @@ class Session:
         per layer: pruning its heads again replaces that step. Returns the path."""
         return self._row_transform("prune_heads", key, heads, keep)
 
+    def deepen(self, key, activation=None) -> str:
+        """Insert after the layer at ``key`` a layer set to the identity (:func:`kerasnb.deepen`), as one
+        step; deepening the same row again replaces that step. Returns the path."""
+        return self._row_transform("deepen", key, activation)
+
     def _row_transform(self, name: str, key, *arguments) -> str:
         """The whole-model action ``name`` on the row of ``key`` (its record checks ``(path, *arguments)``):
         one such step per row, taking the place of the row's earlier one. Returns the path."""
