@@ -63,8 +63,8 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
     Args:
         model: A built functional or Sequential model; it is not changed.
         target: The layer that makes the channels: ``"name"`` (or the layer object), or
-            ``"outer/inner"`` inside a nested model. A DepthwiseConv (or BatchNormalization)
-            names the channels it reads.
+            ``"outer/inner"`` inside a nested model. A DepthwiseConv names the channels it
+            reads (they widen where they are made).
         units: The new width of a Dense, recurrent or Embedding layer (larger than today's).
         filters: The new width of a convolution (larger than today's).
         noise: 0 (default) keeps the function exactly. Above 0, Gaussian noise of that size
@@ -126,7 +126,9 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
 def _as_widen(text: str) -> str:
     return (text.replace("Cannot prune", "Cannot widen").replace("can only be pruned", "can only be widened")
             .replace("whose shape pruning would change", "whose shape widening would change")
-            .replace("to let that output narrow", "to let that output widen"))
+            .replace("to let that output narrow", "to let that output widen")
+            .replace("prune that layer instead", "widen that layer instead")
+            .replace("can be pruned", "can be widened").replace("cannot be pruned", "cannot be widened"))
 
 
 def _group_of(model, analysis, target, allow_output_change):
