@@ -243,3 +243,56 @@ def test_grouped_conv_refused_and_channelwise_target_named():
         widen(model, "nope", filters=6)
     with pytest.raises(SurgeryError, match="one layer"):
         widen(model, ["c", "g"], filters=6)
+
+
+def _sequence_model():
+    x = keras.Input((5, 3))
+    h = L.Bidirectional(L.GRU(4, return_sequences=True), name="bi")(x)
+    h = L.TimeDistributed(L.Dense(3), name="td")(h)
+    h = L.Dense(4, name="d3")(h)  # a Dense on rank 3
+    return keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling1D()(h)))
+
+
+def _conv_variants():
+    x = keras.Input((8, 8, 3))
+    c = L.Conv2D(4, 3, name="c")(x)
+    s = L.SeparableConv2D(5, 3, depth_multiplier=2, name="sep")(c)
+    t = L.Conv2DTranspose(3, 3, name="ct")(s)
+    g = L.Conv2D(6, 3, padding="same", groups=3, name="per_group")(t)  # one input channel per group
+    return keras.Model(x, L.Conv2D(2, 1, name="out")(g))
+
+
+def _nested_model():
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, L.Dense(3, name="in_out")(L.Dense(5, name="in_h")(inner_in)), name="inner")
+    x = keras.Input((6,))
+    shared = L.Dense(3, activation="tanh", name="shared")  # reads the same widened channels twice
+    h = inner(L.Dense(4, name="pre")(x))
+    return keras.Model(x, L.Dense(2, name="out")(L.Concatenate()([shared(h), shared(h * 2.0)])))
+
+
+@pytest.mark.parametrize("make, target, kwargs", [
+    (_sequence_model, "bi", dict(units=6)),
+    (_sequence_model, "td", dict(units=5)),
+    (_sequence_model, "d3", dict(units=7)),
+    (_conv_variants, "c", dict(filters=6)),
+    (_conv_variants, "sep", dict(filters=8)),
+    (_conv_variants, "ct", dict(filters=5)),
+    (_nested_model, "pre", dict(units=6)),
+    (_nested_model, "inner/in_h", dict(units=8)),
+    (_nested_model, "inner/in_out", dict(units=4)),
+])
+def test_more_layer_types_exact(make, target, kwargs):
+    model = make()
+    x = sample_input(model)
+    result = widen(model, target, seed=6, **kwargs)
+    assert np.abs(_out(result.model, x) - _out(model, x)).max() <= TOLERANCE
+    assert result.report.status(target) == "adapted"
+
+
+def test_applications_mobilenetv2(mobilenetv2):
+    x = sample_input(mobilenetv2, batch=2)
+    expected = _out(mobilenetv2, x)
+    for target in ("block_2_project", "Conv_1"):  # a residual Add group; the last conv before the head
+        result = widen(mobilenetv2, target, filters=int(mobilenetv2.get_layer(target).filters * 1.5), seed=7)
+        assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE, target
