@@ -114,9 +114,15 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
         result = apply(model, edits)
         notes = [_note(group, n_old, n_new, word, noise, seed)]
         for out_name, trace, shape in analysis.output_layouts:
-            if any(_channels.touches(layout, {root}, analysis.root) for layout in trace.values()):
-                notes.append(f"The model output {out_name!r} widens (allow_output_change=True): its new positions "
-                             "repeat existing ones, so code reading it by position sees more of them.")
+            widened = {axis: layout for axis, layout in trace.items()
+                       if _channels.touches(layout, {root}, analysis.root)}
+            if widened:
+                new_shape = list(shape)
+                for axis, layout in widened.items():
+                    new_shape[axis] = int(_positions(layout, analysis.root, root, index, index)[0].size)
+                notes.append(f"The model output {out_name!r} widens from {tuple(shape[1:])} to {tuple(new_shape[1:])} "
+                             "(allow_output_change=True): each new position repeats an existing one, placed after "
+                             "the widened group's originals, so code reading it by position must allow for them.")
         return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
 
 
@@ -335,6 +341,12 @@ class _WidenRule:
     noise: float
     seed: int | None
 
+    def __repr__(self) -> str:
+        parts = [f"{self.size_key} {self.n_old} -> {self.n_old + self.copies}"] if self.k_out is not None else []
+        if self.k_in is not None:
+            parts.append(f"reads {self.copies} copied {self.word}")
+        return f"widen({', '.join(parts)}{f', noise={self.noise:g}' if self.noise else ''})"
+
     def __call__(self, old, new) -> Outcome:
         values = {}
         noise_rng = np.random.default_rng(self.seed) if self.noise else None
@@ -395,5 +407,6 @@ def _note(group, n_old, n_new, word, noise, seed) -> str:
         text += (f" noise={noise:g} was added to the copies' weights to break their symmetry, so the outputs now "
                  "differ from the original's: fine-tune.")
     else:
-        text += " The model computes what it did (up to float rounding)."
+        text += (" The model computes what it did up to float rounding (the layers after the readers see inputs "
+                 "equal but for rounding, and are marked kept_input_changed for that).")
     return text

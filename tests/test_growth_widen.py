@@ -180,7 +180,7 @@ def test_model_output_needs_permission(mlp):
     new, old = _out(result.model, x), _out(mlp, x)
     assert new.shape == (3, 5)
     np.testing.assert_allclose(new[:, :3], old, atol=TOLERANCE)
-    assert any("'out' widens (allow_output_change=True)" in note for note in result.notes)
+    assert any("'out' widens from (3,) to (5,) (allow_output_change=True)" in note for note in result.notes)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -296,3 +296,25 @@ def test_applications_mobilenetv2(mobilenetv2):
     for target in ("block_2_project", "Conv_1"):  # a residual Add group; the last conv before the head
         result = widen(mobilenetv2, target, filters=int(mobilenetv2.get_layer(target).filters * 1.5), seed=7)
         assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE, target
+
+
+def test_reshape_and_multiply_coupling_and_edits_replay():
+    x = keras.Input((6,))
+    a = L.Dense(4, name="a")(x)
+    gate = L.Dense(4, activation="sigmoid", name="gate")(x)
+    h = L.Reshape((4, 1), name="reshape")(L.Multiply(name="mul")([a, gate]))
+    model = keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h)))
+    xs = sample_input(model)
+    result = widen(model, "a", units=7, seed=8)
+    assert np.abs(_out(result.model, xs) - _out(model, xs)).max() <= TOLERANCE
+    assert result.model.get_layer("gate").units == 7  # coupled by Multiply
+    assert result.model.get_layer("reshape").target_shape == (7, 1)
+    again = kerasnb_apply(model, result.edits)
+    np.testing.assert_array_equal(_out(again.model, xs), _out(result.model, xs))
+    assert "widen(units 4 -> 7)" in repr(result.edits)
+
+
+def kerasnb_apply(model, edits):
+    from kerasnb.surgery import apply
+
+    return apply(model, edits)
