@@ -318,3 +318,38 @@ def kerasnb_apply(model, edits):
     from kerasnb.surgery import apply
 
     return apply(model, edits)
+
+
+def _random_graph(seed):
+    """Dense layers (some with BatchNorm) joined at random by Add and Concatenate; one Dense head."""
+    rng = np.random.default_rng(seed)
+    x = keras.Input((5,))
+    tensors = [L.Dense(int(rng.integers(2, 6)), activation="relu")(x)]
+    for _ in range(int(rng.integers(3, 7))):
+        kind = rng.choice(["dense", "bn", "add", "concat"])
+        source = tensors[int(rng.integers(len(tensors)))]
+        if kind == "dense":
+            tensors.append(L.Dense(int(rng.integers(2, 6)), activation=str(rng.choice(["relu", "tanh", "linear"])))(source))
+        elif kind == "bn":
+            tensors.append(L.BatchNormalization()(source))
+        elif kind == "add":
+            tensors.append(L.Add()([source, L.Dense(int(source.shape[-1]))(tensors[int(rng.integers(len(tensors)))])]))
+        else:
+            tensors.append(L.Concatenate()([source, tensors[int(rng.integers(len(tensors)))]]))
+    model = keras.Model(x, L.Dense(2)(L.Concatenate()(tensors) if len(tensors) > 1 else tensors[0]))
+    _randomise_batchnorms(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_graphs_every_group_exact(seed):
+    from kerasnb.pruning import channel_groups
+
+    model = _random_graph(seed)
+    x = sample_input(model)
+    expected = _out(model, x)
+    groups = [g for g in channel_groups(model) if g.prunable]
+    assert groups
+    for group in groups:
+        result = widen(model, group.producers[-1], units=group.channels + 3, seed=seed)
+        assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE, group
