@@ -35,7 +35,7 @@ from .report import Status
 from .surgery import SurgeryResult, apply
 from .weights import Outcome
 
-__all__ = ["widen"]
+__all__ = ["widen", "widen_refusal"]
 
 L = keras.layers
 
@@ -124,6 +124,39 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
                              "(allow_output_change=True): each new position repeats an existing one, placed after "
                              "the widened group's originals, so code reading it by position must allow for them.")
         return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
+
+
+def widen_refusal(model, target, *, allow_output_change=False) -> str:
+    """Why :func:`widen` would refuse ``target`` whatever the width, or ``""`` when it can widen it.
+
+    One channel analysis and no model built: what a panel asks before offering "Widen...".
+
+    Args:
+        model: A built functional or Sequential model; it is only read.
+        target: The layer, as :func:`widen` takes it.
+        allow_output_change: As for :func:`widen`: whether channels may reach a model output.
+
+    Returns:
+        str: The refusal's message (the layer in the way and why), or ``""``.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.LayerNormalization(name="ln")(hidden)))
+        >>> from kerasnb.growth import widen_refusal
+        >>> widen_refusal(model, "hidden")
+        "Cannot widen 'hidden': 'ln' (LayerNormalization) normalises over the widened channels: ..."
+        >>> widen_refusal(model, "out", allow_output_change=True)
+        ''
+    """
+    with _graph.memo():
+        analysis = _channels.analyse(model)
+        try:
+            root, _, key = _group_of(model, analysis, target, allow_output_change)
+            _check_exact(model, analysis, root, key, target)
+        except (UnprunableLayer, LayerNotFound, InvalidEdit) as error:
+            return str(error)
+    return ""
 
 
 # ----------------------------------------------------------------------------- checks

@@ -353,3 +353,12 @@ def test_random_graphs_every_group_exact(seed):
     for group in groups:
         result = widen(model, group.producers[-1], units=group.channels + 3, seed=seed)
         assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE, group
+
+
+def test_widen_refusal_says_why_without_building(mlp, cnn):
+    from kerasnb.growth import widen_refusal
+
+    assert widen_refusal(mlp, "h") == "" and widen_refusal(cnn, "dw") == ""
+    assert widen_refusal(mlp, "out").startswith("Cannot widen 'out': its channels reach the model output")
+    assert widen_refusal(mlp, "out", allow_output_change=True) == ""
+    assert widen_refusal(mlp, "nope") == f"No layer named 'nope' in model {mlp.name!r}. Received: target='nope'"
