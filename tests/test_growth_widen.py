@@ -293,9 +293,10 @@ def test_more_layer_types_exact(make, target, kwargs):
 def test_applications_mobilenetv2(mobilenetv2):
     x = sample_input(mobilenetv2, batch=2)
     expected = _out(mobilenetv2, x)
-    for target in ("block_2_project", "Conv_1"):  # a residual Add group; the last conv before the head
-        result = widen(mobilenetv2, target, filters=int(mobilenetv2.get_layer(target).filters * 1.5), seed=7)
-        assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE, target
+    result = widen(mobilenetv2, "block_2_project", filters=36, seed=7)  # a residual Add group of 24 filters
+    assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE
+    assert result.model.get_layer("block_1_project").filters == 36
+    assert result.report.status("block_3_expand") == "adapted" and result.report.status("block_3_expand_BN") != "adapted"
 
 
 def test_reshape_and_multiply_coupling_and_edits_replay():
@@ -362,3 +363,15 @@ def test_widen_refusal_says_why_without_building(mlp, cnn):
     assert widen_refusal(mlp, "out").startswith("Cannot widen 'out': its channels reach the model output")
     assert widen_refusal(mlp, "out", allow_output_change=True) == ""
     assert widen_refusal(mlp, "nope") == f"No layer named 'nope' in model {mlp.name!r}. Received: target='nope'"
+
+
+def test_training_step_after_widening_moves_only_the_new_model(mlp, widened_mlp):
+    result, before = widened_mlp
+    model = keras.models.clone_model(result.model)
+    model.set_weights(result.model.get_weights())
+    model.compile(optimizer="sgd", loss="mse")
+    x = sample_input(mlp, batch=8)
+    start = [np.array(w) for w in model.get_weights()]
+    model.fit(x, np.ones((8, 3), "float32"), epochs=1, batch_size=8, verbose=0)
+    assert any(not np.array_equal(a, np.array(b)) for a, b in zip(start, model.get_weights()))
+    assert_unchanged(mlp, before)
