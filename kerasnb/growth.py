@@ -142,7 +142,8 @@ def widen_refusal(model, target, *, allow_output_change=False) -> str:
     Examples:
         >>> inputs = keras.Input((8,), name="x")
         >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
-        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.LayerNormalization(name="ln")(hidden)))
+        >>> normalised = keras.layers.LayerNormalization(name="ln")(hidden)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(normalised))
         >>> from kerasnb.growth import widen_refusal
         >>> widen_refusal(model, "hidden")
         "Cannot widen 'hidden': 'ln' (LayerNormalization) normalises over the widened channels: ..."
@@ -173,7 +174,8 @@ def _as_widen(text: str) -> str:
 def _group_of(model, analysis, target, allow_output_change):
     """(root space, ChannelGroup, the target's path): pruning's checks, worded for widening."""
     if isinstance(target, (list, tuple)):
-        raise InvalidEdit(f"widen() takes one layer (its whole coupled group widens with it). Received: target={target!r}")
+        raise InvalidEdit("widen() takes one layer (its whole coupled group widens with it). "
+                          f"Received: target={target!r}")
     try:
         root, group = _slicing.group_of(model, analysis, target, allow_output_change=allow_output_change)
     except LayerNotFound:
@@ -242,8 +244,6 @@ def _check_exact(model, analysis, root, key, target) -> None:
         elif int(_graph.settings(layer).get("groups", 1) or 1) > 1 and not _channels.one_channel_per_group(layer):
             why = (f"{name!r} ({kind}) is a grouped convolution (groups={_graph.settings(layer)['groups']}): copies "
                    "would land in other groups than their originals")
-        elif type(layer) is L.Bidirectional and reads and _graph.settings(layer).get("merge_mode") is None:
-            why = f"{name!r} (Bidirectional) gives its two directions as separate outputs"
         if why:
             raise UnprunableLayer(f"Cannot widen {key!r}: {why}. What would work: widen a layer whose channels do not "
                                   f"reach it, or replace it first. Nothing was changed. Received: target={target!r}")
@@ -346,9 +346,8 @@ def _edits(analysis, root, index, n_old, word, noise, rng) -> list:
     return edits
 
 
-def _along(values, cut, variable):
+def _along(values, cut):
     """Per-channel values laid out as the variable's axis holds them (``each``, ``tiles``)."""
-    del variable
     return np.tile(np.repeat(values, cut.each), cut.tiles)
 
 
@@ -390,13 +389,13 @@ class _WidenRule:
             recurrent = attr.endswith("recurrent_kernel")
             for cut, _ in cuts:
                 if cut.role == "in" and self.role == "producer" and not attr.endswith("depthwise_kernel"):
-                    value = _divide(value, _along(self.in_divisors, cut, variable), cut.axis)
+                    value = _divide(value, _along(self.in_divisors, cut), cut.axis)
                 elif cut.role == "out" and recurrent and cut.axis % value.ndim == 0:
-                    value = _divide(value, _along(self.out_divisors, cut, variable), 0)  # the state read back
+                    value = _divide(value, _along(self.out_divisors, cut), 0)  # the state read back
             if noise_rng is not None and value.ndim >= 2:
                 for cut, _ in cuts:
                     if cut.role == "out" and not (recurrent and cut.axis % value.ndim == 0):
-                        copied = _along(np.arange(len(self.k_out)) >= self.n_old, cut, variable)
+                        copied = _along(np.arange(len(self.k_out)) >= self.n_old, cut)
                         shape = [1] * value.ndim
                         shape[cut.axis] = -1
                         scale = self.noise * float(np.std(_graph.read_only_values(variable)) or 1.0)
@@ -434,8 +433,8 @@ class _WidenRule:
 
 def _note(group, n_old, n_new, word, noise, seed) -> str:
     text = (f"Widened {', '.join(group.producers)} from {n_old} to {n_new} {word}: {n_new - n_old} copies of "
-            f"existing {word} (chosen with seed={seed!r}); every layer reading them divides a copied channel's incoming "
-            "weights among its copies.")
+            f"existing {word} (chosen with seed={seed!r}); every layer reading them divides a copied channel's "
+            "incoming weights among its copies.")
     if noise:
         text += (f" noise={noise:g} was added to the copies' weights to break their symmetry, so the outputs now "
                  "differ from the original's: fine-tune.")

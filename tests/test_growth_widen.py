@@ -117,7 +117,8 @@ def test_conv_bn_relu_exact(cnn, widened_stem):
     new_bn, old_bn = result.model.get_layer("bn"), cnn.get_layer("bn")
     new_stem, old_stem = result.model.get_layer("stem"), cnn.get_layer("stem")
     for j in range(7):  # every BatchNorm channel travels with the filter it copies
-        i = next(i for i in range(4) if np.array_equal(to_numpy(new_stem.kernel)[..., j], to_numpy(old_stem.kernel)[..., i]))
+        new_k, old_k = to_numpy(new_stem.kernel), to_numpy(old_stem.kernel)
+        i = next(i for i in range(4) if np.array_equal(new_k[..., j], old_k[..., i]))
         assert to_numpy(new_bn.moving_variance)[j] == to_numpy(old_bn.moving_variance)[i]
 
 
@@ -296,7 +297,8 @@ def test_applications_mobilenetv2(mobilenetv2):
     result = widen(mobilenetv2, "block_2_project", filters=36, seed=7)  # a residual Add group of 24 filters
     assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE
     assert result.model.get_layer("block_1_project").filters == 36
-    assert result.report.status("block_3_expand") == "adapted" and result.report.status("block_3_expand_BN") != "adapted"
+    assert result.report.status("block_3_expand") == "adapted"
+    assert result.report.status("block_3_expand_BN") != "adapted"
 
 
 def test_reshape_and_multiply_coupling_and_edits_replay():
@@ -330,7 +332,8 @@ def _random_graph(seed):
         kind = rng.choice(["dense", "bn", "add", "concat"])
         source = tensors[int(rng.integers(len(tensors)))]
         if kind == "dense":
-            tensors.append(L.Dense(int(rng.integers(2, 6)), activation=str(rng.choice(["relu", "tanh", "linear"])))(source))
+            activation = str(rng.choice(["relu", "tanh", "linear"]))
+            tensors.append(L.Dense(int(rng.integers(2, 6)), activation=activation)(source))
         elif kind == "bn":
             tensors.append(L.BatchNormalization()(source))
         elif kind == "add":
