@@ -110,7 +110,8 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
         _check_exact(model, analysis, root, key, target)
         rng = np.random.default_rng(seed)
         index = np.concatenate([np.arange(n_old), np.sort(rng.integers(0, n_old, n_new - n_old))]).astype(int)
-        edits = _edits(analysis, root, index, n_old, word, noise, rng)
+        grown = {root: _Group(index, n_old, word)}
+        edits = _edits(analysis, grown, noise, rng)
         result = apply(model, edits)
         notes = [_note(group, n_old, n_new, word, noise, seed)]
         for out_name, trace, shape in analysis.output_layouts:
@@ -119,7 +120,7 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
             if widened:
                 new_shape = list(shape)
                 for axis, layout in widened.items():
-                    new_shape[axis] = int(_positions(layout, analysis.root, root, index, index)[0].size)
+                    new_shape[axis] = int(_positions(layout, analysis.root, grown)[0].size)
                 notes.append(f"The model output {out_name!r} widens from {tuple(shape[1:])} to {tuple(new_shape[1:])} "
                              "(allow_output_change=True): each new position repeats an existing one, placed after "
                              "the widened group's originals, so code reading it by position must allow for them.")
@@ -285,17 +286,16 @@ def _sums_reached(model, analysis, root) -> str:
 # ----------------------------------------------------------------------------- the plan
 
 
-def _positions(layout, root_of, root, index, divisors):
+def _positions(layout, root_of, widened: dict):
     """Positions along an axis after widening (the old position each new one copies), and the
-    divisor of each: the copies of its channel (1 outside the widened group)."""
+    divisor of each: the copies of its channel (1 outside the widened groups). ``widened`` maps a
+    group's root to its :class:`_Group`."""
     parts, factors, offset = [], [], 0
     for rep, segs in layout:
         block, fblock, w = [], [], 0
         for sid, n, each in segs:
-            if root_of(sid) == root:
-                k, f = index, divisors
-            else:
-                k, f = np.arange(n), np.ones(n)
+            grown = widened.get(root_of(sid))
+            k, f = (grown.index, grown.divisors) if grown is not None else (np.arange(n), np.ones(n))
             block.append(w + (k[:, None] * each + np.arange(each)).reshape(-1))
             fblock.append(np.repeat(f, each))
             w += n * each
@@ -308,40 +308,58 @@ def _positions(layout, root_of, root, index, divisors):
     return np.concatenate(parts).astype(int), np.concatenate(factors).astype(float)
 
 
-def _edits(analysis, root, index, n_old, word, noise, rng) -> list:
-    """One Transform per layer whose variables widen (a Configure per Reshape that names the width)."""
-    counts = np.bincount(index, minlength=n_old)
-    divisors = counts[index].astype(float)  # per new channel: how many share its original's weights
-    copies = len(index) - n_old
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Group:
+    """One widened group: ``index`` the old channel each new one copies (``range(C)`` first)."""
+
+    index: np.ndarray
+    n_old: int
+    word: str  # "units" or "filters"
+
+    @property
+    def copies(self) -> int:
+        return len(self.index) - self.n_old
+
+    @property
+    def divisors(self) -> np.ndarray:
+        """Per new channel: how many channels share its original's weights (original included)."""
+        return np.bincount(self.index, minlength=self.n_old)[self.index].astype(float)
+
+
+def _edits(analysis, widened: dict, noise, rng) -> list:
+    """One Transform per layer whose variables widen (a Configure per Reshape that names the width).
+    ``widened``: ``{group root: _Group}``."""
+    roots = set(widened)
     edits = []
     for name in analysis.order:
         role, layer = analysis.roles[name], analysis.layers[name]
         if role == "reshape":
             sized = analysis.reshape_layout[name]
-            if any(_channels.touches(layout, {root}, analysis.root) for layout in sized.values()):
+            if any(_channels.touches(layout, roots, analysis.root) for layout in sized.values()):
                 shape = list(_graph.settings(layer)["target_shape"])
                 for axis, layout in sized.items():
-                    shape[axis - 1] = int(_positions(layout, analysis.root, root, index, divisors)[0].size)
+                    shape[axis - 1] = int(_positions(layout, analysis.root, widened)[0].size)
                 edits.append(Configure(name, {"target_shape": tuple(shape)}))
             continue
         layout = analysis.in_layout.get(name)
-        k_in = in_div = k_out = None
-        if _channels.touches(layout, {root}, analysis.root):
-            k_in, in_div = _positions(layout, analysis.root, root, index, divisors)
-        if role == "producer" and analysis.root(analysis.out_space[name]) == root:
-            k_out = index
-        if k_in is None and k_out is None:
+        k_in = in_div = out = reads = None
+        if _channels.touches(layout, roots, analysis.root):
+            k_in, in_div = _positions(layout, analysis.root, widened)
+            reads = [widened[r] for r in dict.fromkeys(analysis.root(s) for s in _channels.spaces_of(layout))
+                     if r in widened]
+        if role == "producer":
+            out = widened.get(analysis.root(analysis.out_space[name]))
+        if k_in is None and out is None:
             continue
         rule = _channels.rule_for(layer)
-        changes = rule.resize(_graph.settings(layer), None if k_out is None else int(k_out.size))
+        changes = rule.resize(_graph.settings(layer), None if out is None else len(out.index))
         if rule.per_group and k_in is not None:
             changes = {"groups": int(k_in.size), "filters": int(k_in.size) * rule.per_group}
         if rule.count_key and k_in is not None:
             changes = {rule.count_key: int(k_in.size)}
-        layer_noise = noise if k_out is not None else 0.0
+        layer_noise = noise if out is not None else 0.0
         seed = int(rng.integers(0, 2 ** 31)) if layer_noise else None
-        weight_rule = _WidenRule(role, k_in, in_div, k_out, divisors if k_out is not None else None,
-                                 n_old, copies, word, rule.size_key, layer_noise, seed)
+        weight_rule = _WidenRule(role, k_in, in_div, tuple(reads or ()), out, rule.size_key, layer_noise, seed)
         edits.append(Transform(name, weight_rule, changes))
     return edits
 
@@ -364,19 +382,21 @@ class _WidenRule:
     role: str  # "producer" (makes or sums over channels) | "channelwise"
     k_in: np.ndarray | None  # old input positions each new one copies
     in_divisors: np.ndarray | None  # per new input position: copies of its channel
-    k_out: np.ndarray | None  # old output channels each new one copies
-    out_divisors: np.ndarray | None  # per new output channel: copies (for a recurrent kernel's rows)
-    n_old: int
-    copies: int
-    word: str
+    reads: tuple  # the widened _Groups among its input channels
+    out: "_Group | None"  # the widened group of its output channels
     size_key: str | None
     noise: float
     seed: int | None
 
+    @property
+    def k_out(self):
+        return None if self.out is None else self.out.index
+
     def __repr__(self) -> str:
-        parts = [f"{self.size_key} {self.n_old} -> {self.n_old + self.copies}"] if self.k_out is not None else []
+        out = self.out
+        parts = [f"{self.size_key} {out.n_old} -> {len(out.index)}"] if out is not None else []
         if self.k_in is not None:
-            parts.append(f"reads {self.copies} copied {self.word}")
+            parts.append(f"reads {sum(g.copies for g in self.reads)} copied {self.reads[0].word}")
         return f"widen({', '.join(parts)}{f', noise={self.noise:g}' if self.noise else ''})"
 
     def __call__(self, old, new) -> Outcome:
@@ -391,11 +411,11 @@ class _WidenRule:
                 if cut.role == "in" and self.role == "producer" and not attr.endswith("depthwise_kernel"):
                     value = _divide(value, _along(self.in_divisors, cut), cut.axis)
                 elif cut.role == "out" and recurrent and cut.axis % value.ndim == 0:
-                    value = _divide(value, _along(self.out_divisors, cut), 0)  # the state read back
+                    value = _divide(value, _along(self.out.divisors, cut), 0)  # the state read back
             if noise_rng is not None and value.ndim >= 2:
                 for cut, _ in cuts:
                     if cut.role == "out" and not (recurrent and cut.axis % value.ndim == 0):
-                        copied = _along(np.arange(len(self.k_out)) >= self.n_old, cut)
+                        copied = _along(np.arange(len(self.k_out)) >= self.out.n_old, cut)
                         shape = [1] * value.ndim
                         shape[cut.axis] = -1
                         scale = self.noise * float(np.std(_graph.read_only_values(variable)) or 1.0)
@@ -416,18 +436,20 @@ class _WidenRule:
 
     def _reason(self, values) -> str:
         parts = []
-        n_new = self.n_old + self.copies
-        if self.k_out is not None:
-            text = f"{self.size_key} {self.n_old} -> {n_new} ({self.copies} copies of existing {self.word})"
+        out = self.out
+        if out is not None:
+            text = f"{self.size_key} {out.n_old} -> {len(out.index)} ({out.copies} copies of existing {out.word})"
             if self.noise:
                 text += f", noise {self.noise:g} added to the copies"
             parts.append(text)
         if self.k_in is not None:
+            copies, word = sum(g.copies for g in self.reads), self.reads[0].word
             if self.role == "producer":
-                parts.append(f"incoming weights of {self.copies} copied {self.word} divided among copies")
+                parts.append(f"incoming weights of {copies} copied {word} divided among copies")
             else:
                 names = ", ".join(attr.split(".")[-1] for attr in values)
-                parts.append(f"{names} copied for {self.copies} copied {self.word} ({self.n_old} -> {n_new} channels)")
+                n_old = sum(g.n_old for g in self.reads)
+                parts.append(f"{names} copied for {copies} copied {word} ({n_old} -> {n_old + copies} channels)")
         return "; ".join(parts)
 
 
