@@ -64,7 +64,8 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
         model: A built functional or Sequential model; it is not changed.
         target: The layer that makes the channels: ``"name"`` (or the layer object), or
             ``"outer/inner"`` inside a nested model. A DepthwiseConv names the channels it
-            reads (they widen where they are made).
+            reads (they widen where they are made). Or a dict ``{layer: new width}`` to widen
+            several groups in one rebuild (then no ``units`` / ``filters``).
         units: The new width of a Dense, recurrent or Embedding layer (larger than today's).
         filters: The new width of a convolution (larger than today's).
         noise: 0 (default) keeps the function exactly. Above 0, Gaussian noise of that size
@@ -102,21 +103,43 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
     """
     with _graph.memo():
         analysis = _channels.analyse(model)
-        root, group, key = _group_of(model, analysis, target, allow_output_change)
-        size_key, word = _width_words(analysis, group, key)
-        n_old = group.channels
-        n_new = _new_width(key, analysis.layers.get(key), size_key, units, filters, n_old, target)
         noise = _check_noise(noise)
-        _check_exact(model, analysis, root, key, target)
+        if isinstance(target, dict):
+            if units is not None or filters is not None:
+                raise InvalidEdit("widen(model, {layer: new width, ...}) takes the widths from the dict: give no "
+                                  f"units= or filters= with it. Received: units={units!r}, filters={filters!r}")
+            if not target:
+                raise InvalidEdit("widen() needs at least one layer. Received: target={}")
+            asked = list(target.items())
+        else:
+            asked = [(target, None)]
         rng = np.random.default_rng(seed)
-        index = np.concatenate([np.arange(n_old), np.sort(rng.integers(0, n_old, n_new - n_old))]).astype(int)
-        grown = {root: _Group(index, n_old, word)}
+        grown, notes = {}, []
+        for one, width in asked:
+            root, group, key = _group_of(model, analysis, one, allow_output_change)
+            size_key, word = _width_words(analysis, group, key)
+            n_old = group.channels
+            if width is None:
+                n_new = _new_width(key, analysis.layers.get(key), size_key, units, filters, n_old, one)
+            else:
+                n_new = _new_width(key, analysis.layers.get(key), size_key, *(
+                    (None, width) if size_key == "filters" else (width, None)), n_old, one)
+            if root in grown:
+                if len(grown[root].index) != n_new:
+                    raise InvalidEdit(
+                        f"{key!r} is coupled with {list(group.producers)} (their channels are joined), so they widen "
+                        f"together to one width; this asks for {len(grown[root].index)} and {n_new}. Received: "
+                        f"target={target!r}")
+                continue
+            _check_exact(model, analysis, root, key, one)
+            index = np.concatenate([np.arange(n_old), np.sort(rng.integers(0, n_old, n_new - n_old))]).astype(int)
+            grown[root] = _Group(index, n_old, word)
+            notes.append(_note(group, n_old, n_new, word, noise, seed))
         edits = _edits(analysis, grown, noise, rng)
         result = apply(model, edits)
-        notes = [_note(group, n_old, n_new, word, noise, seed)]
         for out_name, trace, shape in analysis.output_layouts:
             widened = {axis: layout for axis, layout in trace.items()
-                       if _channels.touches(layout, {root}, analysis.root)}
+                       if _channels.touches(layout, set(grown), analysis.root)}
             if widened:
                 new_shape = list(shape)
                 for axis, layout in widened.items():
@@ -175,7 +198,8 @@ def _as_widen(text: str) -> str:
 def _group_of(model, analysis, target, allow_output_change):
     """(root space, ChannelGroup, the target's path): pruning's checks, worded for widening."""
     if isinstance(target, (list, tuple)):
-        raise InvalidEdit("widen() takes one layer (its whole coupled group widens with it). "
+        raise InvalidEdit("widen() takes one layer (its whole coupled group widens with it), or a dict "
+                          "{layer: new width} to widen several in one rebuild, e.g. widen(model, {'a': 12, 'b': 24}). "
                           f"Received: target={target!r}")
     try:
         root, group = _slicing.group_of(model, analysis, target, allow_output_change=allow_output_change)

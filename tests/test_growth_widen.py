@@ -242,7 +242,7 @@ def test_grouped_conv_refused_and_channelwise_target_named():
         widen(model, "bn", filters=6)
     with pytest.raises(LayerNotFound):
         widen(model, "nope", filters=6)
-    with pytest.raises(SurgeryError, match="one layer"):
+    with pytest.raises(SurgeryError, match="takes one layer"):
         widen(model, ["c", "g"], filters=6)
 
 
@@ -378,3 +378,23 @@ def test_training_step_after_widening_moves_only_the_new_model(mlp, widened_mlp)
     model.fit(x, np.ones((8, 3), "float32"), epochs=1, batch_size=8, verbose=0)
     assert any(not np.array_equal(a, np.array(b)) for a, b in zip(start, model.get_weights()))
     assert_unchanged(mlp, before)
+
+
+def test_several_groups_in_one_rebuild(mlp, cnn):
+    result = widen(mlp, {"h": 9, "h2": 6}, seed=9)
+    x = sample_input(mlp)
+    assert np.abs(_out(result.model, x) - _out(mlp, x)).max() <= TOLERANCE
+    assert result.report.row("h2").reason == ("units 4 -> 6 (2 copies of existing units); incoming weights of 4 "
+                                              "copied units divided among copies")
+    assert result.report.row("out").reason == "incoming weights of 2 copied units divided among copies"
+    assert len(result.notes) >= 2
+    grown = widen(cnn, {"stem": 6, "res_a": 7, "res_b": 7, "tail": 3}, seed=10)
+    xc = sample_input(cnn)
+    assert np.abs(_out(grown.model, xc) - _out(cnn, xc)).max() <= TOLERANCE
+    assert [grown.model.get_layer(n).filters for n in ("stem", "res_a", "res_b", "tail")] == [6, 7, 7, 3]
+    with pytest.raises(InvalidEdit, match=r"'res_b' is coupled with \['res_a', 'res_b'\].*asks for 7 and 8"):
+        widen(cnn, {"res_a": 7, "res_b": 8})
+    with pytest.raises(InvalidEdit, match="takes the widths from the dict"):
+        widen(cnn, {"stem": 6}, filters=6)
+    with pytest.raises(InvalidEdit, match=r"or a dict \{layer: new width\}"):
+        widen(cnn, ["stem", "tail"], filters=6)
