@@ -325,6 +325,22 @@ def _plan_truncate(model, settings, context):
     return result, f"truncate the model at {_key_text(settings['at'])} (its output is the model's output)"
 
 
+def _plan_widen(model, settings, context):
+    from .growth import widen
+
+    # The dict form takes the new width whatever the layer's kind (units or filters); seed 0: the
+    # same copies each time the step is worked out again.
+    result = widen(model, {settings["target"]: settings["width"]}, seed=0)
+    return result, f"widen {settings['target']!r} to {settings['width']} (copies of existing channels)"
+
+
+def _check_widen(target, width) -> dict:
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 2:
+        raise InvalidEdit(f"width is the layer's new number of units or filters, a whole number larger than today's, "
+                          f"e.g. width=64. Received: width={width!r}")
+    return {"target": target, "width": int(width)}
+
+
 def _plan_deepen(model, settings, context):
     from .deepening import deepen
 
@@ -536,4 +552,9 @@ register_action(
     lambda step: "identity layer after" + (" (relu)" if step.params["activation"] == "relu" else ""),
     whole_model=True, plan=_plan_deepen, check=_check_deepen, foretells=(S.NEW,), example={"key": "dense"},
     control="deepen_button")
+register_action(
+    "widen", "growth:widen", "give a layer (and the layers its channels are tied to) more units or filters, "
+    "copies of existing ones (Net2WiderNet): same outputs",
+    lambda step: f"widened to {step.params['width']}", whole_model=True, plan=_plan_widen, check=_check_widen,
+    foretells=(S.ADAPTED,), example={"key": "dense", "width": 24}, control="widen_apply")
 del S

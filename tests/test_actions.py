@@ -103,6 +103,7 @@ _BEFORE = {
     "swap_activation": _open_then("swap_button", swap_from="relu", swap_to="gelu"),
     "enable_lora": lambda editor: setattr(editor.lora_rank, "value", 2),
     "prune_heads": _open_then("heads_button", heads_slider=1),
+    "widen": _open_then("widen_button", widen_width=24),
 }
 
 

@@ -83,6 +83,8 @@ class RowActions:
     heads_reason: str = "not asked"  # why "Heads..." cannot prune this row's heads ("" when it can)
     configure_reason: str = "not asked"  # why "Configure..." cannot rebuild this row's layer ("" when it can)
     configure_changes: dict = field(default_factory=dict)  # the options the row's configure step changes
+    width: int = 0  # a Dense / convolution / recurrent / Embedding row's units or filters now
+    widen_reason: str = "not asked"  # why "Widen..." is not offered here ("" when it is; the core may still refuse)
     deepen_reason: str = "not asked"  # why "Identity after" cannot add an identity layer here ("" when it can)
 
     @property
@@ -92,6 +94,10 @@ class RowActions:
     @property
     def can_configure(self) -> bool:
         return not self.configure_reason
+
+    @property
+    def can_widen(self) -> bool:
+        return not self.widen_reason
 
     @property
     def can_deepen(self) -> bool:
@@ -291,6 +297,7 @@ class Answers:
             input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
             delete_label="Drop block" if info is not None and is_block(self.layer(path)) else "Delete",
             lora=self.lora_info(key), **self._heads_answer(path, own), **self._configure_answer(key, info, own),
+            **self._widen_answer(key, info, own),
             deepen_reason=(f"{key_text(key)} was replaced or deleted; add the identity layer after what stands "
                            "there now") if own is not None or info is None else "",
         )
@@ -309,6 +316,18 @@ class Answers:
         heads = int(was.num_heads) if isinstance(was, keras.layers.MultiHeadAttention) else now
         reason = "" if heads > 1 else f"{path!r} has a single head; removing it would leave none"
         return {"heads": heads, "heads_kept": now, "heads_reason": reason}
+
+    def _widen_answer(self, key, info, own) -> dict:
+        """"Widen..." on ``key``: its width now, or why it has none to grow. Whether the channels can
+        grow exactly (what they reach) is the core's to say when applied: no analysis per selection."""
+        if info is None or own is not None:
+            return {"widen_reason": f"{key_text(key)} was replaced or deleted; widen what stands there now"}
+        layer = self.layer(path_of(key))
+        width = next((getattr(layer, name) for name in ("units", "filters", "output_dim")
+                      if isinstance(getattr(layer, name, None), int)), 0)
+        if not width:
+            return {"widen_reason": "only a layer with units or filters (Dense, convolution, recurrent, Embedding) widens"}
+        return {"width": int(width), "widen_reason": ""}
 
     def _configure_answer(self, key, info, own) -> dict:
         """"Configure..." on ``key``: the options its configure step changes, or why it cannot be configured."""

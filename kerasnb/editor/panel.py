@@ -162,6 +162,7 @@ class Editor:
         self.selected = None  # a layer path, or (path, call_index) for one call of a shared layer
         self._prune_open = None  # the path whose prune controls were opened with "Prune..."
         self._input_open = None  # the input row whose controls were opened with "Change input..."
+        self._widen_open = None  # the row whose controls were opened with "Widen..."
         self._heads_open = None  # the MultiHeadAttention row whose controls were opened with "Heads..."
         self._configure_open = None  # the row whose controls were opened with "Configure..."
         self._syncing = False  # set while the panel updates its own widgets, so observers stay quiet
@@ -250,6 +251,19 @@ class Editor:
         self.deepen_button = w.Button(description="Identity after", icon="plus-square", layout=_grows(130),
                                       tooltip="insert after this layer a layer set to the identity (same outputs)")
         self.deepen_button.add_class("kn-deepen")
+        # Net2WiderNet: more units or filters, copies of existing ones (shown once "Widen..." is clicked).
+        self.widen_button = w.Button(description="Widen\u2026", icon="arrows-h", layout=_grows(100),
+                                     tooltip="more units or filters, copies of existing ones (same outputs)")
+        self.widen_button.add_class("kn-widen")
+        self.widen_width = w.BoundedIntText(value=2, min=2, max=1_000_000, description="width",
+                                            layout=w.Layout(width="200px"))
+        self.widen_width.add_class("kn-widen-width")
+        self.widen_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
+        self.widen_apply.add_class("kn-widen-apply")
+        self.widen_info = w.HTML()
+        self.widen_box = w.HBox([self.widen_width, self.widen_apply, self.widen_info],
+                                layout=w.Layout(width="auto", display="none"))
+        self.widen_box.add_class("kn-widen-box")
         self.input_button = w.Button(description="Change input\u2026", icon="sign-in", layout=_grows(150))
         self.input_button.add_class("kn-change-input")
         self.input_shape = w.Text(description="shape", placeholder="e.g. 8, 8, 1", layout=w.Layout(width="220px"))
@@ -422,10 +436,12 @@ class Editor:
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
-                    self.deepen_button, self.input_button, self.heads_button, self.configure_button], layout=_item()),
+                    self.widen_button, self.deepen_button, self.input_button, self.heads_button, self.configure_button],
+                   layout=_item()),
             self.prune_box,
             self.input_box,
             self.heads_box,
+            self.widen_box,
             self.configure_box,
             self.lora_row,
             self.model_row,
@@ -474,6 +490,8 @@ class Editor:
         self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
         self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
         self.deepen_button.on_click(_Weak(self, "_click", "deepen"))
+        self.widen_button.on_click(_Weak(self, "_click", "_open_widen"))
+        self.widen_apply.on_click(_Weak(self, "_click", "_widen_from_widgets"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
         self.input_apply.on_click(_Weak(self, "_click", "_change_input_from_widgets"))
         self.swap_button.on_click(_Weak(self, "_click", "_open_swap"))
@@ -865,6 +883,30 @@ class Editor:
         self._go_to(key)
         self._edit(lambda: self.session.prune_heads(self.selected, heads, keep=keep), follow=True)
 
+    def widen(self, width: int, *, key=None) -> None:
+        """Give the selected row's layer ``width`` units or filters, as one step ("Widen...").
+
+        See ``kerasnb.widen`` (Net2WiderNet): the new units copy existing ones, the layers reading
+        them divide their weights among the copies, and the layers its channels are tied to (by
+        Add, BatchNormalization ...) widen too; the model computes what it did.
+
+        Args:
+            width: The new number of units or filters, larger than today's.
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            InvalidEdit: ``width`` is not a whole number larger than today's, or the channels reach
+                a layer that cannot widen exactly (the reason names it).
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.widen(8)
+            >>> editor.model.get_layer("hidden").units, editor.report.status("hidden")
+            (8, 'adapted')
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.widen(self.selected, width), follow=True)
+
     def deepen(self, activation=None, *, key=None) -> None:
         """Insert after the selected row's layer a layer set to the identity, as one step ("Identity after").
 
@@ -1222,7 +1264,8 @@ class Editor:
         controls = [self.search, self.layer_picker, self.trainable_box, self.insert_picker,
                     self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
-                    self.like_button, self.cut_button, self.deepen_button, self.input_button, self.input_shape,
+                    self.like_button, self.cut_button, self.deepen_button, self.widen_button, self.widen_width,
+                    self.widen_apply, self.input_button, self.input_shape,
                     self.channels_picker,
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
                     self.fold_button, self.split_button, self.heads_button, self.heads_slider, self.heads_apply,
@@ -1396,10 +1439,10 @@ class Editor:
                 self.table.inline = {}
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
-                for button in (self.like_button, self.cut_button, self.deepen_button, self.input_button,
+                for button in (self.like_button, self.cut_button, self.deepen_button, self.widen_button, self.input_button,
                                self.lora_button, self.lora_off_button, self.heads_button, self.configure_button):
                     button.disabled = True
-                for box in (self.input_box, self.heads_box, self.configure_box):
+                for box in (self.input_box, self.heads_box, self.widen_box, self.configure_box):
                     box.layout.display = "none"
                 self.lora_info.value = ""
                 return
@@ -1441,8 +1484,20 @@ class Editor:
         self.heads_info.value = (f"<span style='font-size:11px;color:#666'>{actions.heads_kept} of "
                                  f"{actions.heads} heads now</span>")
 
+    def _sync_widen(self, actions) -> None:
+        """Offer "Widen..." on a row with units or filters; its width box once opened there."""
+        self.widen_button.disabled = not actions.can_widen
+        self.widen_button.tooltip = actions.widen_reason or "more units or filters, copies of existing ones (same outputs)"
+        if not actions.can_widen or self._widen_open != path_of(actions.key):
+            self.widen_box.layout.display = "none"
+            return
+        self.widen_box.layout.display = None
+        self.widen_width.value = max(int(self.widen_width.value), actions.width + 1)
+        self.widen_info.value = f"<span style='font-size:11px;color:#666'>{actions.width} now</span>"
+
     def _sync_configure(self, actions) -> None:
         """Offer "Configure..." on a layer's row; its options text once opened there (and "Identity after")."""
+        self._sync_widen(actions)
         self.deepen_button.disabled = not actions.can_deepen
         self.deepen_button.tooltip = actions.deepen_reason or (
             "insert after this layer a layer set to the identity (same outputs)")
@@ -1782,6 +1837,24 @@ class Editor:
             self._sync_heads(actions)
         self._say(f"Removing heads of {self._heads_open!r}: choose how many heads to keep (the weakest go), and "
                   "click Apply.", "ok")
+
+    def _open_widen(self) -> None:
+        if self.selected is None:
+            raise SurgeryError("No layer is selected. Select a Dense or convolution row to widen it.")
+        actions = self.session.answers.row_actions(self.selected)
+        if not actions.can_widen:
+            raise SurgeryError(actions.widen_reason)
+        self._widen_open = path_of(self.selected)
+        with self._quietly():
+            self.widen_width.value = actions.width + 1
+            self._sync_widen(actions)
+        self._say(f"Widening {self._widen_open!r}: its new width (today {actions.width}); the new units copy existing "
+                  "ones and the layers reading them divide their weights, so the outputs stay the same.", "ok")
+
+    def _widen_from_widgets(self) -> None:
+        if self._widen_open is None or self._widen_open != path_of(self.selected):
+            raise SurgeryError("Click \u201cWiden\u2026\u201d on a Dense or convolution row first.")
+        self.widen(int(self.widen_width.value))
 
     def _heads_from_widgets(self) -> None:
         if self._heads_open is None or self._heads_open != path_of(self.selected):

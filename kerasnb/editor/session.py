@@ -252,6 +252,12 @@ class Session:
         per layer: pruning its heads again replaces that step. Returns the path."""
         return self._row_transform("prune_heads", key, heads, keep)
 
+    def widen(self, key, width: int) -> str:
+        """Give the layer at ``key`` (and the layers its channels are tied to) ``width`` units or filters,
+        copies of existing ones (:func:`kerasnb.widen`), as one step; widening the same row again
+        replaces that step. Returns the path."""
+        return self._row_transform("widen", key, width)
+
     def deepen(self, key, activation=None) -> str:
         """Insert after the layer at ``key`` a layer set to the identity (:func:`kerasnb.deepen`), as one
         step; deepening the same row again replaces that step. Returns the path."""
