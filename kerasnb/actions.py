@@ -42,7 +42,7 @@ from .report import Status
 
 __all__ = ["Action", "register_action", "registry", "get", "Planned", "GLOBAL_BUDGETS", "CHANGE_INPUT_MODES",
            "check_rank", "check_prune", "check_global", "prune_global_plan", "prune_plan", "delete_refusal",
-           "single_call", "foretell", "foretell_same_shapes", "unchanged_report", "progress", "count_params", "describe",
+           "single_call", "channel_width", "foretell", "foretell_same_shapes", "unchanged_report", "progress", "count_params", "describe",
            "functional", "input_layers", "input_tensors", "is_graph_model", "is_input_layer", "layer_aliases",
            "output_tensors", "sublayers", "walk_layers", "memo"]
 
@@ -206,6 +206,16 @@ def prune_plan(model, path: str, keep: float, by: str, data=None, costs=None) ->
     channels = tuple(int(i) for idx in removed.values() for i in idx)
     macs_before = None if costs is None else int(sum(c.macs for c in costs.values()))
     return channels, params_after, macs_before, macs_after
+
+
+def channel_width(layer) -> int:
+    """How many channels ``layer`` makes, read where its channel rule says (``units``, ``filters``,
+    ``output_dim`` ...; a rule registered for a user's layer too); 0 when it has no such width."""
+    from ._channels import rule_for
+
+    rule = rule_for(layer)
+    width = getattr(layer, rule.size_key, None) if rule is not None and rule.size_key else None
+    return int(width) if isinstance(width, numbers.Integral) and not isinstance(width, bool) else 0
 
 
 def single_call(model, target):

@@ -322,9 +322,7 @@ class Answers:
         grow exactly (what they reach) is the core's to say when applied: no analysis per selection."""
         if info is None or own is not None:
             return {"widen_reason": f"{key_text(key)} was replaced or deleted; widen what stands there now"}
-        layer = self.layer(path_of(key))
-        width = next((getattr(layer, name) for name in ("units", "filters", "output_dim")
-                      if isinstance(getattr(layer, name, None), int)), 0)
+        width = actions.channel_width(self.layer(path_of(key)))
         if not width:
             return {"widen_reason": "only a layer with units or filters (Dense, convolution, recurrent, Embedding) widens"}
         return {"width": int(width), "widen_reason": ""}

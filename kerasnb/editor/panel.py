@@ -1467,6 +1467,8 @@ class Editor:
             self.cut_button.tooltip = actions.cut_reason or "make this layer's output the model's output; remove what follows"
             self._sync_input(actions)
             self._sync_heads(actions)
+            self._sync_widen(actions)
+            self._sync_deepen(actions)
             self._sync_configure(actions)
             self._sync_lora(actions.lora)
 
@@ -1495,12 +1497,14 @@ class Editor:
         self.widen_width.value = max(int(self.widen_width.value), actions.width + 1)
         self.widen_info.value = f"<span style='font-size:11px;color:#666'>{actions.width} now</span>"
 
-    def _sync_configure(self, actions) -> None:
-        """Offer "Configure..." on a layer's row; its options text once opened there (and "Identity after")."""
-        self._sync_widen(actions)
+    def _sync_deepen(self, actions) -> None:
+        """Offer "Identity after" on a row that stands in the current model."""
         self.deepen_button.disabled = not actions.can_deepen
         self.deepen_button.tooltip = actions.deepen_reason or (
             "insert after this layer a layer set to the identity (same outputs)")
+
+    def _sync_configure(self, actions) -> None:
+        """Offer "Configure..." on a layer's row; its options text once opened there."""
         self.configure_button.disabled = not actions.can_configure
         self.configure_button.tooltip = actions.configure_reason or (
             "rebuild this layer from its config with some options changed")
@@ -1809,12 +1813,17 @@ class Editor:
     def _truncate_selected(self) -> None:
         self.truncate()
 
-    def _open_change_input(self) -> None:
+    def _row_to_open(self, select_what: str, can: str, reason: str):
+        """The selected row's answers when its box may open (``can``), else the refusal (``reason``)."""
         if self.selected is None:
-            raise SurgeryError("No layer is selected. Select the model's input row to change its input.")
+            raise SurgeryError(f"No layer is selected. Select {select_what}.")
         actions = self.session.answers.row_actions(self.selected)
-        if not actions.can_change_input:
-            raise SurgeryError(actions.input_reason)
+        if not getattr(actions, can):
+            raise SurgeryError(getattr(actions, reason))
+        return actions
+
+    def _open_change_input(self) -> None:
+        actions = self._row_to_open("the model's input row to change its input", "can_change_input", "input_reason")
         self._input_open = path_of(self.selected)
         with self._quietly():
             self._sync_input(actions)
@@ -1827,11 +1836,7 @@ class Editor:
         self.change_input(self.input_shape.value, self.channels_picker.value, input=self._input_open)
 
     def _open_heads(self) -> None:
-        if self.selected is None:
-            raise SurgeryError("No layer is selected. Select a MultiHeadAttention row to remove heads of it.")
-        actions = self.session.answers.row_actions(self.selected)
-        if not actions.can_prune_heads:
-            raise SurgeryError(actions.heads_reason)
+        actions = self._row_to_open("a MultiHeadAttention row to remove heads of it", "can_prune_heads", "heads_reason")
         self._heads_open = path_of(self.selected)
         with self._quietly():
             self._sync_heads(actions)
@@ -1839,11 +1844,7 @@ class Editor:
                   "click Apply.", "ok")
 
     def _open_widen(self) -> None:
-        if self.selected is None:
-            raise SurgeryError("No layer is selected. Select a Dense or convolution row to widen it.")
-        actions = self.session.answers.row_actions(self.selected)
-        if not actions.can_widen:
-            raise SurgeryError(actions.widen_reason)
+        actions = self._row_to_open("a Dense or convolution row to widen it", "can_widen", "widen_reason")
         self._widen_open = path_of(self.selected)
         with self._quietly():
             self.widen_width.value = actions.width + 1
@@ -1862,11 +1863,7 @@ class Editor:
         self.prune_heads(keep=int(self.heads_slider.value))
 
     def _open_configure(self) -> None:
-        if self.selected is None:
-            raise SurgeryError("No layer is selected. Select a layer's row to change its options.")
-        actions = self.session.answers.row_actions(self.selected)
-        if not actions.can_configure:
-            raise SurgeryError(actions.configure_reason)
+        actions = self._row_to_open("a layer's row to change its options", "can_configure", "configure_reason")
         if self._configure_open != path_of(self.selected):
             self.configure_text.value = ""
         self._configure_open = path_of(self.selected)
