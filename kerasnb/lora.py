@@ -369,6 +369,12 @@ def train_only_lora(model, leave=()) -> None:
                 variable.trainable = False
 
 
+def is_attention(layer) -> bool:
+    """Whether ``layer`` is an attention layer (Keras's MultiHeadAttention, keras-hub's and most
+    others name their class so): whose Dense sub-layers are its projections."""
+    return "attention" in type(layer).__name__.lower()
+
+
 def _projections_in(path: str, layer, projections) -> list:
     """Paths of the Dense / EinsumDense layers inside ``layer`` that are the ``projections``
     ("query", "value", ...) of an attention layer."""
@@ -384,6 +390,6 @@ def _projections_in(path: str, layer, projections) -> list:
         if not sub_path or "/" not in sub_path or not isinstance(sub, (keras.layers.Dense, keras.layers.EinsumDense)):
             continue
         holder, name = sub_path.rsplit("/", 1)
-        if name in names and "attention" in type(by_path.get(holder)).__name__.lower():
+        if name in names and is_attention(by_path.get(holder)):
             found.append(prefix + sub_path)
     return found

@@ -832,7 +832,7 @@ def is_block(layer) -> bool:
 
     if not isinstance(layer, keras.layers.Layer) or actions.is_graph_model(layer):
         return False
-    return any("attention" in type(sub).__name__.lower() for sub in actions.sublayers(layer)[1:])
+    return any(lora.is_attention(sub) for sub in actions.sublayers(layer)[1:])
 
 
 def _a(name: str) -> str:
