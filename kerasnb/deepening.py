@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from . import _graph, _targets
+from . import _graph, _targets, activations
 from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, surgery_errors_only
 from .edits import Insert
 from .report import Status
@@ -181,11 +181,8 @@ def _non_negative(producer) -> bool:
 
 
 def _activation_name(function) -> str | None:
-    if function is None:
-        return None
-    if isinstance(function, str):
-        return function
-    return getattr(function, "__name__", None)
+    """The name of a layer's activation as kerasnb names activations everywhere, or None without one."""
+    return None if function is None else activations.name_of(function)
 
 
 def _check_activation(name, producer, tensor, where: str) -> None:
