@@ -65,6 +65,7 @@ def test_every_action_applies_through_the_editor_and_draws(model, name):
     try:
         for before, example in action.needs:
             _take(editor, before, example)
+        steps_before, rows_before = editor.session.steps, editor.table.rows
         _take(editor, name, action.example)
         step = editor.session.steps[-1]
         assert step.action == name  # the step the session made is this action's
@@ -78,6 +79,11 @@ def test_every_action_applies_through_the_editor_and_draws(model, name):
             assert any(label in row["choice"] for row in rows), (label, [row["choice"] for row in rows])
         # The steps replay through the core as the editor says.
         assert len(kerasnb.apply(model, editor.edits).model.layers) == len(editor.model.layers)
+        # Undo takes the step back: the history and the table are what they were before it.
+        editor.undo()
+        assert editor.session.steps == steps_before, (name, editor.session.steps)
+        assert editor.table.rows == rows_before, name
+        assert "Drawing problem" not in editor.message_text, editor.message_text
     finally:
         editor.close()
 
