@@ -26,6 +26,7 @@ from .errors import (
     UnknownShape,
     UnknownType,
     UnprunableLayer,
+    UnwidenableLayer,
     UnsupportedLayer,
     UnsupportedModel,
 )
@@ -45,7 +46,7 @@ __version__ = "0.3.0.dev0"  # CHANGELOG.md: 0.3.0 (unreleased)
 
 __all__ = [
     "AmbiguousTarget", "BudgetNotReachable", "Conflict", "CoupledChannels", "DoesNotFit", "InternalError",
-    "InvalidParameter", "InvalidRegistration", "SaveFailed", "UnknownShape", "UnknownType", "UnprunableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
+    "InvalidParameter", "InvalidRegistration", "SaveFailed", "UnknownShape", "UnknownType", "UnprunableLayer", "UnwidenableLayer", "ChangeInput", "Configure", "Transform", "Truncate", "Delete", "IncompatibleShape", "Insert", "InputLayerEdit",
     "InvalidEdit", "LayerInfo", "Prune", "channel_groups", "prune", "LayerNotFound", "LayerRow", "NameClash", "Replace", "STATUSES",
     "SetTrainable", "Status", "SurgeryError", "SurgeryResult", "UnbuiltModel", "UnsupportedLayer",
     "UnsupportedModel", "WeightReport", "apply", "catalog", "configure", "delete", "describe",

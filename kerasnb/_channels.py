@@ -11,8 +11,9 @@ for ``each`` consecutive positions (Flatten of a channels_first tensor, a depth 
 Concatenate places segments side by side, Flatten repeats the pattern once per position, and
 Add / Multiply / ... join the spaces of their inputs into one group (union-find).
 
-Anything the walk does not understand makes the spaces that reach it unprunable, with a reason
-naming the layer. Nothing here changes the model.
+Anything the walk does not understand blocks the spaces that reach it, with a reason naming the
+layer, worded for any operation that resizes channels (pruning, widening: each names its verb
+around it, see ``kerasnb._slicing.group_of``). Nothing here changes the model.
 """
 
 from __future__ import annotations
@@ -557,7 +558,7 @@ def _why_unknown(op, name) -> str:
     kind = type(op).__name__
     if "attention" in kind.lower():
         return (f"they flow into {name!r} ({kind}), an attention layer whose heads would be split; "
-                "kerasnb does not prune into attention layers")
+                "kerasnb does not resize the channels an attention layer reads")
     known = tuple(PRODUCERS) + tuple(CHANNELWISE) + PASSTHROUGH + MERGES + (
         L.Activation, L.Flatten, L.Reshape, L.Concatenate, L.Permute, L.RepeatVector, L.TimeDistributed,
         L.Bidirectional)
@@ -565,7 +566,7 @@ def _why_unknown(op, name) -> str:
         if isinstance(op, base) and type(op) is not base:
             return (f"they flow into {name!r}, a custom subclass of {base.__name__} ({kind}) whose call kerasnb "
                     "cannot see into; use the standard layer there")
-    return (f"they flow into {name!r} ({kind}), which kerasnb does not know how to slice; prune a layer whose "
+    return (f"they flow into {name!r} ({kind}), which kerasnb does not know how to slice; choose a layer whose "
             "channels do not reach it, or replace it with a standard layer first")
 
 
@@ -738,7 +739,7 @@ def _produce(a, view, op, ins, name, rule: Rule) -> list:
             problem = f"its {rule.groups} groups do not divide its input channels"
     if problem:
         a.problems[name] = problem
-        return _unknown(a, view, ins, f"they flow into {name!r} ({kind.__name__}), which cannot be pruned: {problem}")
+        return _unknown(a, view, ins, f"they flow into {name!r} ({kind.__name__}), which kerasnb cannot resize: {problem}")
     _register(a, name, op, "producer")
     main = ins[0] if ins else {}
     for extra in ins[1:]:  # initial states and the like
@@ -907,7 +908,7 @@ def _merge(a, view, op, ins, name, concat_axis):
             out[axis] = traced[0]
         else:
             why = (f"they are joined by {name!r} ({kind}) with channels laid out differently (broadcast, split, or a "
-                   "tensor kerasnb cannot trace), so they cannot be pruned together")
+                   "tensor kerasnb cannot trace), so they cannot be resized together")
             for layout in traced:
                 a.block(layout, why)
     if concat_axis is not None:

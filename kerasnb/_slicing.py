@@ -12,13 +12,30 @@ other edit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import keras
 import numpy as np
 
 from . import _channels, _graph, _targets
-from .errors import CoupledChannels, InvalidEdit, UnprunableLayer
+from .errors import CoupledChannels, InvalidEdit, UnprunableLayer, UnwidenableLayer
+
+
+@dataclasses.dataclass(frozen=True)
+class Wording:
+    """How :func:`group_of` words a refusal for the operation asking: the channel analysis is
+    shared by pruning and widening, each says what it cannot do in its own words."""
+
+    verb: str  # "prune"
+    gerund: str  # "pruning"
+    participle: str  # "pruned"
+    output_change: str  # what a model output would do: "narrow"
+    error: type  # the SurgeryError subclass raised
+
+
+PRUNING = Wording("prune", "pruning", "pruned", "narrow", UnprunableLayer)
+WIDENING = Wording("widen", "widening", "widened", "widen", UnwidenableLayer)
 
 def choose(model, target, channels, keep, by, coupled, analysis=None, *, allow_output_change=False, notes=None):
     """The analysis, ``{group root: channel indices to remove}`` and ``{group root: the target's name
@@ -88,16 +105,18 @@ def _others(group, name) -> str:
     return ", ".join(repr(p) for p in others)
 
 
-def group_of(model, analysis, target, allow_output_change=False):
-    """(root space, ChannelGroup) of a producer named by ``target``; clear errors otherwise."""
+def group_of(model, analysis, target, allow_output_change=False, wording=PRUNING):
+    """(root space, ChannelGroup) of a producer named by ``target``; clear errors otherwise, in the
+    words of the operation asking (``wording``: :data:`PRUNING` or :data:`WIDENING`)."""
+    verb, error = wording.verb, wording.error
     if isinstance(target, keras.layers.Layer):
         target = path_of(model, target)
     if not isinstance(target, str):
-        raise UnprunableLayer(
-            "prune() takes the name of a Dense / Conv / recurrent layer (or 'nested_model/layer' for one inside a "
+        raise error(
+            f"{verb}() takes the name of a Dense / Conv / recurrent layer (or 'nested_model/layer' for one inside a "
             f"nested model). Received: target={target!r}"
         )
-    found = _targets.resolve(model, target, what="prune")  # the one "no layer named ..." message
+    found = _targets.resolve(model, target, what=verb)  # the one "no layer named ..." message
     key = found.path
     sid = analysis.out_space.get(key)
     if sid is None:
@@ -111,39 +130,40 @@ def group_of(model, analysis, target, allow_output_change=False):
                       for m in getattr(groups.get(analysis.root(s)), "producers", ())]
             makers = list(dict.fromkeys(makers))
             that = f" ({', '.join(repr(m) for m in makers)})" if makers else ""
-            hint = f"{kind} follows the channels of the layer before it{that}; prune that layer instead"
+            hint = f"{kind} follows the channels of the layer before it{that}; {verb} that layer instead"
         elif type(layer) in _channels.DEPTHWISES or _channels.one_channel_per_group(layer):
             hint = (f"{kind} makes no channels of its own (it passes on those of its input, one per group), and "
-                    f"the channels it reads cannot be pruned: {_upstream_reason(analysis, key)}")
+                    f"the channels it reads cannot be {wording.participle}: {_upstream_reason(analysis, key, wording)}")
         elif key in analysis.problems:
             hint = f"{kind} {key!r} cannot be sliced: {analysis.problems[key]}"
         else:
-            hint = (f"only layers that make channels can be pruned (Dense, Conv1D/2D/3D, their Transpose and "
-                    f"Separable variants, SimpleRNN / GRU / LSTM, Embedding, TimeDistributed of those); {kind} "
-                    "is not one")
-        raise UnprunableLayer(f"Cannot prune {key!r}: {hint}. Received: target={target!r}")
+            hint = (f"only layers that make channels can be {wording.participle} (Dense, Conv1D/2D/3D, their "
+                    f"Transpose and Separable variants, SimpleRNN / GRU / LSTM, Embedding, TimeDistributed of those); "
+                    f"{kind} is not one")
+        raise error(f"Cannot {verb} {key!r}: {hint}. Received: target={target!r}")
     root = analysis.root(sid)
     group = analysis.groups()[root]
     where = ""
     if group.coupled:
         where = f" (coupled with {_others(group, key)} in the group {list(group.producers)})"
     if group.blocked:
-        raise UnprunableLayer(
-            f"Cannot prune {key!r}{where}: {group.blocked}. Nothing was changed. Received: target={target!r}"
-        )
+        raise error(f"Cannot {verb} {key!r}{where}: {group.blocked}. Nothing was changed. Received: target={target!r}")
     if group.outputs and not allow_output_change:
-        outs = ", ".join(repr(o) for o in group.outputs)
-        raise UnprunableLayer(
-            f"Cannot prune {key!r}{where}: its channels reach the model output at {outs}, whose shape pruning would "
-            "change. Pass allow_output_change=True to let that output narrow. Nothing was changed. "
-            f"Received: target={target!r}"
+        raise error(
+            f"Cannot {verb} {key!r}{where}: {_outputs_reached(group, wording)}. Pass allow_output_change=True to let "
+            f"that output {wording.output_change}. Nothing was changed. Received: target={target!r}"
         )
     return root, group
 
 
-def _upstream_reason(analysis, key) -> str:
-    """Why the channels ``key`` reads cannot be pruned: the reasons of the nearest producer groups
-    upstream of it (following the graph back through layers that make no channels)."""
+def _outputs_reached(group, wording) -> str:
+    outs = ", ".join(repr(o) for o in group.outputs)
+    return f"its channels reach the model output at {outs}, whose shape {wording.gerund} would change"
+
+
+def _upstream_reason(analysis, key, wording=PRUNING) -> str:
+    """Why the channels ``key`` reads cannot be pruned (widened): the reasons of the nearest producer
+    groups upstream of it (following the graph back through layers that make no channels)."""
     node_layer = {n: name for name, nodes in analysis.nodes_of.items() for n in nodes}
     made_by = {t: (node, ins) for node, ins, outs in analysis.flow for t in outs}
     groups = analysis.groups()
@@ -159,12 +179,15 @@ def _upstream_reason(analysis, key) -> str:
         sid = analysis.out_space.get(name)
         if sid is not None:
             group = groups.get(analysis.root(sid))
-            why = f"{name!r}: {group.reason}" if group is not None and group.reason else ""
+            reason = "" if group is None else "; ".join([group.blocked] * bool(group.blocked) + [
+                f"its channels reach the model output at {o!r}, whose shape {wording.gerund} would change"
+                for o in group.outputs])
+            why = f"{name!r}: {reason}" if reason else ""
             if why and why not in reasons:
                 reasons.append(why)
             continue
         todo.extend(ins)
-    return "; ".join(reasons) or "they come from no layer that makes channels kerasnb can prune"
+    return "; ".join(reasons) or (f"they come from no layer that makes channels kerasnb can {wording.verb}")
 
 
 def passed_on(analysis, key):

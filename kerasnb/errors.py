@@ -67,7 +67,7 @@ class InvalidEdit(SurgeryError):
 
     E.g. deleting a layer with several inputs none of which passes on, ``insert`` without
     ``after=`` or ``before=``, a fraction out of range. Subclasses: ``InputLayerEdit``,
-    ``UnprunableLayer``, ``BudgetNotReachable``, ``InvalidParameter``.
+    ``UnprunableLayer``, ``UnwidenableLayer``, ``BudgetNotReachable``, ``InvalidParameter``.
 
     Examples:
         >>> inputs = keras.Input((8,), name="x")
@@ -224,6 +224,25 @@ class CoupledChannels(UnprunableLayer):
         >>> result = kerasnb.prune(model, "a", keep=0.5)
         >>> result.report.status("a"), result.report.status("b")
         ('pruned', 'pruned')
+    """
+
+
+class UnwidenableLayer(InvalidEdit):
+    """``widen`` cannot widen the target and keep what the model computes.
+
+    Its channels reach a layer the copied channels would change (LayerNormalization over them,
+    an attention layer, a grouped convolution, a sum over them ...), a model output without
+    ``widen(..., allow_output_change=True)``, or the target makes no channels of its own. The
+    message names the layer in the way and what would work. An ``InvalidEdit``.
+
+    Examples:
+        >>> inputs = keras.Input((8,), name="x")
+        >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        >>> kerasnb.widen(model, "out", units=3)
+        Traceback (most recent call last):
+        ...
+        kerasnb.errors.UnwidenableLayer: Cannot widen 'out': its channels reach the model output...
     """
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _channels, _graph, _slicing
 from .edits import Configure, Transform
-from .errors import InvalidEdit, LayerNotFound, UnprunableLayer, surgery_errors_only
+from .errors import InvalidEdit, LayerNotFound, UnwidenableLayer, surgery_errors_only
 from .report import Status
 from .surgery import SurgeryResult, apply
 from .weights import Outcome
@@ -84,7 +84,7 @@ def widen(model, target, units=None, *, filters=None, noise=0.0, seed=None,
         LayerNotFound: the target names no layer.
         InvalidEdit: no width, both ``units`` and ``filters``, the wrong one for the layer, or a
             width not larger than today's; ``noise`` negative.
-        UnprunableLayer: the channels reach a layer the widening could not keep exact
+        UnwidenableLayer: the channels reach a layer the widening could not keep exact
             (LayerNormalization over them, a mixing activation, an attention layer, a grouped
             convolution, a sum over them ...), or a model output without
             ``allow_output_change=True``.
@@ -179,7 +179,7 @@ def widen_refusal(model, target, *, allow_output_change=False) -> str:
         try:
             root, _, key = _group_of(model, analysis, target, allow_output_change)
             _check_exact(model, analysis, root, key, target)
-        except (UnprunableLayer, LayerNotFound, InvalidEdit) as error:
+        except (UnwidenableLayer, LayerNotFound, InvalidEdit) as error:
             return str(error)
     return ""
 
@@ -187,26 +187,14 @@ def widen_refusal(model, target, *, allow_output_change=False) -> str:
 # ----------------------------------------------------------------------------- checks
 
 
-def _as_widen(text: str) -> str:
-    return (text.replace("Cannot prune", "Cannot widen").replace("can only be pruned", "can only be widened")
-            .replace("whose shape pruning would change", "whose shape widening would change")
-            .replace("to let that output narrow", "to let that output widen")
-            .replace("prune that layer instead", "widen that layer instead")
-            .replace("can be pruned", "can be widened").replace("cannot be pruned", "cannot be widened"))
-
-
 def _group_of(model, analysis, target, allow_output_change):
-    """(root space, ChannelGroup, the target's path): pruning's checks, worded for widening."""
+    """(root space, ChannelGroup, the target's path): the channel analysis's checks, in widen's words."""
     if isinstance(target, (list, tuple)):
         raise InvalidEdit("widen() takes one layer (its whole coupled group widens with it), or a dict "
                           "{layer: new width} to widen several in one rebuild, e.g. widen(model, {'a': 12, 'b': 24}). "
                           f"Received: target={target!r}")
-    try:
-        root, group = _slicing.group_of(model, analysis, target, allow_output_change=allow_output_change)
-    except LayerNotFound:
-        raise
-    except UnprunableLayer as error:
-        raise UnprunableLayer(_as_widen(str(error))) from None
+    root, group = _slicing.group_of(model, analysis, target, allow_output_change=allow_output_change,
+                                    wording=_slicing.WIDENING)
     return root, group, _slicing.path_of(model, target)
 
 
@@ -270,11 +258,11 @@ def _check_exact(model, analysis, root, key, target) -> None:
             why = (f"{name!r} ({kind}) is a grouped convolution (groups={_graph.settings(layer)['groups']}): copies "
                    "would land in other groups than their originals")
         if why:
-            raise UnprunableLayer(f"Cannot widen {key!r}: {why}. What would work: widen a layer whose channels do not "
+            raise UnwidenableLayer(f"Cannot widen {key!r}: {why}. What would work: widen a layer whose channels do not "
                                   f"reach it, or replace it first. Nothing was changed. Received: target={target!r}")
     summed = _sums_reached(model, analysis, root)
     if summed:
-        raise UnprunableLayer(
+        raise UnwidenableLayer(
             f"Cannot widen {key!r}: its channels reach {summed!r} (a keras.ops sum), and kerasnb cannot tell whether "
             "it sums over them, which would count every copy. Nothing was changed. Received: "
             f"target={target!r}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers as L
 
-from kerasnb.errors import InvalidEdit, LayerNotFound, SurgeryError, UnprunableLayer
+from kerasnb.errors import InvalidEdit, LayerNotFound, SurgeryError, UnwidenableLayer
 from kerasnb.growth import widen
 
 from conftest import assert_unchanged, sample_input, snapshot, to_numpy
@@ -174,7 +174,7 @@ def test_noise_breaks_symmetry_and_says_so(mlp):
 
 
 def test_model_output_needs_permission(mlp):
-    with pytest.raises(UnprunableLayer, match=r"Cannot widen 'out'.*model output.*allow_output_change=True"):
+    with pytest.raises(UnwidenableLayer, match=r"Cannot widen 'out'.*model output.*allow_output_change=True"):
         widen(mlp, "out", units=4)
     result = widen(mlp, "out", units=5, seed=0, allow_output_change=True)
     x = sample_input(mlp)
@@ -218,7 +218,7 @@ def _one_layer_after(layer):
 def test_exactness_refusals(make, match):
     model = make()
     before = snapshot(model)
-    with pytest.raises(UnprunableLayer, match=r"Cannot widen 'h'.*" + match):
+    with pytest.raises(UnwidenableLayer, match=r"Cannot widen 'h'.*" + match):
         widen(model, "h", units=6)
     assert_unchanged(model, before)
 
@@ -227,7 +227,7 @@ def test_sum_over_channels_refused():
     inputs = keras.Input((6,))
     h = L.Dense(4, name="h")(inputs)
     model = keras.Model(inputs, L.Dense(2, name="out")(keras.ops.sum(h, axis=-1, keepdims=True)))
-    with pytest.raises(UnprunableLayer, match=r"Cannot widen 'h'.*sum.*count every copy"):
+    with pytest.raises(UnwidenableLayer, match=r"Cannot widen 'h'.*sum.*count every copy"):
         widen(model, "h", units=6)
 
 
@@ -236,9 +236,9 @@ def test_grouped_conv_refused_and_channelwise_target_named():
     x = L.Conv2D(4, 1, name="c")(inputs)
     x = L.BatchNormalization(name="bn")(x)
     model = keras.Model(inputs, L.Conv2D(2, 1, name="out")(L.Conv2D(4, 1, groups=2, name="g")(x)))
-    with pytest.raises(UnprunableLayer, match=r"'g' \(Conv2D\) is a grouped convolution \(groups=2\)"):
+    with pytest.raises(UnwidenableLayer, match=r"'g' \(Conv2D\) is a grouped convolution \(groups=2\)"):
         widen(model, "c", filters=6)
-    with pytest.raises(UnprunableLayer, match=r"Cannot widen 'bn'.*widen that layer instead"):
+    with pytest.raises(UnwidenableLayer, match=r"Cannot widen 'bn'.*widen that layer instead"):
         widen(model, "bn", filters=6)
     with pytest.raises(LayerNotFound):
         widen(model, "nope", filters=6)
