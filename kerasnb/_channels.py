@@ -554,11 +554,20 @@ def _nested(a, view, op, ins, prefix, traces) -> list:
     return [dict(traces.get(id(t)) or {}) for t in inner_outputs]
 
 
+# Layers that divide by statistics taken across the channel axis (LayerNormalization has a rule).
+_NORMALISING = ("GroupNormalization", "UnitNormalization", "RMSNormalization")
+
+
 def _why_unknown(op, name) -> str:
     kind = type(op).__name__
     if "attention" in kind.lower():
-        return (f"they flow into {name!r} ({kind}), an attention layer whose heads would be split; "
-                "kerasnb does not resize the channels an attention layer reads")
+        return (f"they flow into {name!r} ({kind}), an attention layer: its query, key and value projections read "
+                "them and its output width follows the query's, and kerasnb does not resize the channels an "
+                "attention layer reads; choose a layer whose channels do not reach it")
+    if type(op).__name__ in _NORMALISING:
+        return (f"they flow into {name!r} ({kind}), which normalises over them: the statistics it divides by "
+                "would count a different set of channels, so its output would change; choose a layer whose "
+                "channels do not reach it")
     known = tuple(PRODUCERS) + tuple(CHANNELWISE) + PASSTHROUGH + MERGES + (
         L.Activation, L.Flatten, L.Reshape, L.Concatenate, L.Permute, L.RepeatVector, L.TimeDistributed,
         L.Bidirectional)

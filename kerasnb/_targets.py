@@ -121,8 +121,9 @@ def resolve(model, target, *, allow_span: bool = False, what: str = "an edit") -
             raise InvalidEdit(
                 f"{part!r} in path {target!r} is a {type(container).__name__}: a layer of the graph whose layers "
                 f"are called inside its own call(), not a nested model. {what} cannot reach inside it"
-                + (" (pruning a layer there would need the layers that read it sliced too, and kerasnb cannot see "
-                   "them)" if what == "prune" else "") + ". What "
+                + (f" ({'pruning' if what == 'prune' else 'widening'} a layer there would need the layers that read "
+                   f"it {'sliced' if what == 'prune' else 'widened'} too, and kerasnb cannot see them)"
+                   if what in ("prune", "widen") else "") + ". What "
                 f"would work: kerasnb.replace, configure, delete or prune_heads on {target!r} (kerasnb makes "
                 f"{part!r} again with that one layer changed), or an edit of {part!r} as a whole. "
                 f"Received: target={given!r}"
