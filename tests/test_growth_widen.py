@@ -324,39 +324,73 @@ def kerasnb_apply(model, edits):
 
 
 def _random_graph(seed):
-    """Dense layers (some with BatchNorm) joined at random by Add and Concatenate; one Dense head."""
+    """Dense layers on rank 2 or 3 joined at random: residual Adds and sigmoid-gated Multiplys (both
+    couple producers into one group, chains of them into large groups), Adds of three, BatchNorms,
+    Concatenates (and Adds of those, which no widening can keep exact); one Dense head."""
     rng = np.random.default_rng(seed)
-    x = keras.Input((5,))
-    tensors = [L.Dense(int(rng.integers(2, 6)), activation="relu")(x)]
-    for _ in range(int(rng.integers(3, 7))):
-        kind = rng.choice(["dense", "bn", "add", "concat"])
-        source = tensors[int(rng.integers(len(tensors)))]
+    x = keras.Input((3, 5) if seed % 2 else (5,))
+
+    def dense(source, n, activation=None):
+        return L.Dense(int(n), activation=activation or str(rng.choice(["relu", "tanh", "linear"])))(source)
+
+    def pick():
+        return tensors[int(rng.integers(len(tensors)))]
+
+    tensors = [dense(x, rng.integers(2, 6))]
+    tensors.append(L.Add()([tensors[0], dense(x, tensors[0].shape[-1])]))  # at least one coupled pair
+    for _ in range(int(rng.integers(3, 8))):
+        kind = rng.choice(["dense", "bn", "residual", "gate", "add3", "concat"])
+        source = pick()
+        n = source.shape[-1]
         if kind == "dense":
-            activation = str(rng.choice(["relu", "tanh", "linear"]))
-            tensors.append(L.Dense(int(rng.integers(2, 6)), activation=activation)(source))
+            tensors.append(dense(source, rng.integers(2, 6)))
         elif kind == "bn":
             tensors.append(L.BatchNormalization()(source))
-        elif kind == "add":
-            tensors.append(L.Add()([source, L.Dense(int(source.shape[-1]))(tensors[int(rng.integers(len(tensors)))])]))
+        elif kind == "residual":
+            tensors.append(L.Add()([source, dense(pick(), n)]))
+        elif kind == "gate":
+            tensors.append(L.Multiply()([source, dense(pick(), n, "sigmoid")]))
+        elif kind == "add3":
+            tensors.append(L.Add()([source, dense(pick(), n), dense(pick(), n)]))
         else:
-            tensors.append(L.Concatenate()([source, tensors[int(rng.integers(len(tensors)))]]))
-    model = keras.Model(x, L.Dense(2)(L.Concatenate()(tensors) if len(tensors) > 1 else tensors[0]))
+            tensors.append(L.Concatenate()([source, pick()]))
+    joined = L.Concatenate()(tensors)
+    model = keras.Model(x, L.Dense(2)(L.Flatten()(joined) if seed % 2 else joined))
     _randomise_batchnorms(model, seed)
     return model
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_random_graphs_every_group_exact(seed):
+    """Every group widen can take computes the same, alone (any of its producers named) and all at
+    once; every other group is refused, never widened wrong."""
     from kerasnb.pruning import channel_groups
 
+    rng = np.random.default_rng(100 + seed)
     model = _random_graph(seed)
     x = sample_input(model)
     expected = _out(model, x)
-    groups = [g for g in channel_groups(model) if g.prunable]
-    assert groups
-    for group in groups:
-        result = widen(model, group.producers[-1], units=group.channels + 3, seed=seed)
+    groups = channel_groups(model)
+    takes = [g for g in groups if g.prunable]
+    assert any(g.coupled for g in groups), groups  # coupled groups are there, taken or refused
+    for group in takes:
+        target = group.producers[int(rng.integers(len(group.producers)))]
+        result = widen(model, target, units=group.channels + int(rng.integers(1, 5)), seed=seed)
         assert np.abs(_out(result.model, x) - expected).max() <= TOLERANCE, group
+    every = widen(model, {g.producers[0]: 2 * g.channels for g in takes}, seed=seed)
+    assert np.abs(_out(every.model, x) - expected).max() <= TOLERANCE
+    for group in groups:
+        if not group.prunable:
+            with pytest.raises(UnwidenableLayer):
+                widen(model, group.producers[0], units=group.channels + 1)
+
+
+def test_random_graphs_give_coupled_groups_widen_takes():
+    """The property above is about coupled groups: most of its graphs have one widen can take."""
+    from kerasnb.pruning import channel_groups
+
+    taken = [any(g.coupled and g.prunable for g in channel_groups(_random_graph(seed))) for seed in range(8)]
+    assert sum(taken) >= 6, taken
 
 
 def test_widen_refusal_says_why_without_building(mlp, cnn):
