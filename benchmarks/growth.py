@@ -35,13 +35,9 @@ def widths(model, factor):
     return wanted, refused
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--factor", type=float, default=1.5)
-    args = parser.parse_args()
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, median of {args.repeat} runs")
-
+def widen_resnet50(args):
+    """ResNet50: every group widen takes at ``args.factor`` times its width in one call, against
+    clone_model + set_weights of the result; prints the times, their ratio and the output check."""
     model = keras.applications.ResNet50(weights=None)
     wanted, refused = widths(model, args.factor)
     result = kerasnb.widen(model, wanted, seed=0)  # warm-up, and the model the baseline copies
@@ -56,6 +52,15 @@ def main():
           f"max output difference {difference:.1e}")
     print(f"  clone_model + set_weights of the result   {t_clone * 1000:8.0f} ms")
     print(f"  kerasnb.widen                             {t_widen * 1000:8.0f} ms   ratio {t_widen / t_clone:.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--factor", type=float, default=1.5)
+    args = parser.parse_args()
+    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, median of {args.repeat} runs")
+    widen_resnet50(args)
     print(f"  peak RSS {peak_mb():.0f} MB")
 
 

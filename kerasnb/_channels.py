@@ -748,7 +748,8 @@ def _produce(a, view, op, ins, name, rule: Rule) -> list:
             problem = f"its {rule.groups} groups do not divide its input channels"
     if problem:
         a.problems[name] = problem
-        return _unknown(a, view, ins, f"they flow into {name!r} ({kind.__name__}), which kerasnb cannot resize: {problem}")
+        return _unknown(a, view, ins,
+                        f"they flow into {name!r} ({kind.__name__}), which kerasnb cannot resize: {problem}")
     _register(a, name, op, "producer")
     main = ins[0] if ins else {}
     for extra in ins[1:]:  # initial states and the like

@@ -258,8 +258,9 @@ def _check_exact(model, analysis, root, key, target) -> None:
             why = (f"{name!r} ({kind}) is a grouped convolution (groups={_graph.settings(layer)['groups']}): copies "
                    "would land in other groups than their originals")
         if why:
-            raise UnwidenableLayer(f"Cannot widen {key!r}: {why}. What would work: widen a layer whose channels do not "
-                                  f"reach it, or replace it first. Nothing was changed. Received: target={target!r}")
+            raise UnwidenableLayer(f"Cannot widen {key!r}: {why}. What would work: widen a layer whose channels do "
+                                   "not reach it, or replace it first. Nothing was changed. "
+                                   f"Received: target={target!r}")
     summed = _sums_reached(model, analysis, root)
     if summed:
         raise UnwidenableLayer(
@@ -382,9 +383,10 @@ def _along(values, cut):
 
 
 def _divide(value, factors, axis):
+    """Divide ``value`` (an array of ours, never a variable's buffer) in place along ``axis``."""
     shape = [1] * value.ndim
     shape[axis] = -1
-    return value / factors.reshape(shape).astype(value.dtype)
+    value /= factors.reshape(shape).astype(value.dtype)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -416,14 +418,16 @@ class _WidenRule:
         noise_rng = np.random.default_rng(self.seed) if self.noise else None
         for attr, variable, cuts in _slicing.kept_per_axis(old, self.k_in, self.k_out):
             value = np.asarray(_graph.read_only_values(variable))
-            for cut, idx in cuts:
+            for cut, idx in cuts:  # one np.take per axis: 2-3x faster than one fancy-index gather of both
                 value = np.take(value, idx, axis=cut.axis)
+            # From here ``value`` is a new array when there were cuts (a gather always copies), so
+            # it is divided in place; without cuts it is the variable's buffer and copied below.
             recurrent = attr.endswith("recurrent_kernel")
             for cut, _ in cuts:
                 if cut.role == "in" and self.role == "producer" and not attr.endswith("depthwise_kernel"):
-                    value = _divide(value, _along(self.in_divisors, cut), cut.axis)
+                    _divide(value, _along(self.in_divisors, cut), cut.axis)
                 elif cut.role == "out" and recurrent and cut.axis % value.ndim == 0:
-                    value = _divide(value, _along(self.out.divisors, cut), 0)  # the state read back
+                    _divide(value, _along(self.out.divisors, cut), 0)  # the state read back
             if noise_rng is not None and value.ndim >= 2:
                 for cut, _ in cuts:
                     if cut.role == "out" and not (recurrent and cut.axis % value.ndim == 0):
@@ -432,7 +436,7 @@ class _WidenRule:
                         shape[cut.axis] = -1
                         scale = self.noise * float(np.std(_graph.read_only_values(variable)) or 1.0)
                         value = value + scale * noise_rng.standard_normal(value.shape) * copied.reshape(shape)
-            values[attr] = np.array(value)  # a copy: never the user's buffer
+            values[attr] = value if cuts else np.array(value)  # never the user's buffer
         pairs, covered = [], set()
         for attr, value in values.items():
             target = _channels.variable_at(new, attr)
