@@ -562,7 +562,7 @@ def _why_unknown(op, name) -> str:
     kind = type(op).__name__
     if "attention" in kind.lower():
         return (f"they flow into {name!r} ({kind}), an attention layer: its query, key and value projections read "
-                "them and its output width follows the query's, and kerasnb does not resize the channels an "
+                "them into its heads and its output width follows the query's, and kerasnb does not resize the channels an "
                 "attention layer reads; choose a layer whose channels do not reach it")
     if type(op).__name__ in _NORMALISING:
         return (f"they flow into {name!r} ({kind}), which normalises over them: the statistics it divides by "

@@ -185,7 +185,7 @@ def test_widen_refuses_channels_read_by_attention(output_shape):
     attended = L.MultiHeadAttention(2, 3, output_shape=output_shape, name="mha")(h, h)
     model = keras.Model(inputs, L.Dense(2)(L.Flatten()(attended)))
     with pytest.raises(UnwidenableLayer, match=r"Cannot widen 't'.*'mha' \(MultiHeadAttention\), an attention "
-                                               r"layer: its query, key and value projections read them"):
+                                               r"layer: its query, key and value projections read them into its heads"):
         widen(model, "t", units=6)
 
 
