@@ -20,6 +20,7 @@ from .errors import (
     InvalidRegistration,
     LayerNotFound,
     NameClash,
+    QuantizationRefused,
     SaveFailed,
     SurgeryError,
     UnbuiltModel,
@@ -52,7 +53,7 @@ __all__ = [
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
     "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
-    "prune_global_plan", "deepen", "widen",
+    "prune_global_plan", "deepen", "widen", "quantize", "quantization_sensitivity", "QuantizationRefused",
 ]
 
 
@@ -85,6 +86,8 @@ _LAZY = {
     "deepen": ("deepening", "deepen"),
     "widen": ("growth", "widen"),
     "prune_global_plan": ("budget", "prune_global_plan"),
+    "quantize": ("quantization", "quantize"),
+    "quantization_sensitivity": ("quantization", "quantization_sensitivity"),
 }
 
 

@@ -662,6 +662,18 @@ def deferred_variables():
         global_state.set_global_attribute(key, found)
 
 
+def forget_deferred(variables) -> None:
+    """Variables a layer dropped inside :func:`deferred_variables` (Keras's ``quantize()`` replaces a
+    float kernel by an int8 one) are not initialised when the block ends: no memory drawn for them."""
+    from keras.src.backend.common import global_state
+
+    key = "uninitialized_variables"
+    gone = {id(v) for v in variables if getattr(v, "_value", None) is None}
+    pending = global_state.get_global_attribute(key)
+    if gone and pending:
+        global_state.set_global_attribute(key, [v for v in pending if id(v) not in gone])
+
+
 @contextlib.contextmanager
 def outside_deferral():
     """Suspend :func:`deferred_variables` for one layer that makes variables outside build().

@@ -469,3 +469,20 @@ def suggest(name: str, candidates) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+class QuantizationRefused(InvalidEdit):
+    """``kerasnb.quantize`` was asked for something Keras's quantization cannot do.
+
+    A layer named explicitly that Keras cannot quantize in that mode (a Conv2D, a subclass of
+    Dense, an Embedding in float8, a layer already quantized, a layer with LoRA), an unknown
+    mode, or GPTQ / AWQ. The message names what was received and what works. An ``InvalidEdit``.
+
+    Examples:
+        >>> inputs = keras.Input((8, 8, 3), name="image")
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs))
+        >>> kerasnb.quantize(model, "int8", match="conv")
+        Traceback (most recent call last):
+        ...
+        kerasnb.errors.QuantizationRefused: 'conv' is a Conv2D: Keras quantizes only ...
+    """

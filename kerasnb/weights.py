@@ -48,7 +48,8 @@ class Outcome:
 
 
 # What a weight rule can say it did; the report decides kept or kept_input_changed from the graph.
-_OUTCOME_KINDS = (Status.KEPT, Status.REINITIALIZED, Status.PRUNED, Status.ADAPTED, Status.FOLDED, Status.NO_WEIGHTS)
+_OUTCOME_KINDS = (Status.KEPT, Status.REINITIALIZED, Status.PRUNED, Status.ADAPTED, Status.FOLDED, Status.QUANTIZED,
+                  Status.NO_WEIGHTS)
 
 
 def carry(old, new) -> Outcome:
