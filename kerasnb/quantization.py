@@ -30,7 +30,8 @@ from .report import Status, WeightReport
 from .surgery import SurgeryResult, apply
 from .weights import Outcome
 
-__all__ = ["quantize", "quantization_sensitivity", "MODES", "quantizable", "why_not_quantizable", "model_bytes"]
+__all__ = ["quantize", "quantization_sensitivity", "MODES", "quantizable", "why_not_quantizable", "refusal",
+           "model_bytes"]
 
 MODES = ("int8", "int4", "float8")  # what kerasnb.quantize takes (Keras's own weight-only modes)
 _CALIBRATED = ("gptq", "awq")  # Keras's modes that need a whole-model calibration pass
@@ -109,6 +110,35 @@ def quantizable(layer, mode: str = "int8") -> bool:
         (True, False)
     """
     return not why_not_quantizable(layer, mode)
+
+
+def refusal(layer, mode: str = "int8") -> str:
+    """Why ``kerasnb.quantize`` would refuse ``layer`` named on its own, or ``""``: a block or nested
+    model is fine when it holds a layer Keras can quantize in ``mode``.
+
+    Args:
+        layer: A Keras layer (a block, a nested model).
+        mode: ``"int8"`` (default), ``"int4"`` or ``"float8"``.
+
+    Returns:
+        str: the reason, or ``""``.
+
+    Examples:
+        >>> from kerasnb.quantization import refusal
+        >>> inputs = keras.Input((4,), name="x")
+        >>> inner = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="inner")
+        >>> refusal(inner), refusal(keras.layers.ReLU())[:12]
+        ('', 'it is a ReLU')
+    """
+    why = why_not_quantizable(layer, mode)
+    inside = _graph.sublayers(layer)[1:] if why else []
+    if not inside:
+        return why
+    if any(not why_not_quantizable(sub, mode) for sub in inside):
+        return ""
+    if any(getattr(sub, "quantization_mode", None) for sub in inside + [layer]):
+        return "its layers are quantized already; Keras cannot quantize a layer twice"
+    return f"{why}, and it holds no layer Keras can quantize in {mode}"
 
 
 def model_bytes(model) -> int:
@@ -276,7 +306,7 @@ def _choose(model, mode, match) -> tuple:
             named = explicit is not None and explicit(path, layer)
             if why and named and not _holds_quantizable(path, layer, everything, each_mode):
                 raise QuantizationRefused(
-                    f"{path!r} is not quantized: {why}. What works: name a Dense, EinsumDense, Embedding or "
+                    f"{path!r} cannot be quantized: {why}. What works: name a Dense, EinsumDense, Embedding or "
                     f"ReversibleEmbedding layer (or a block or nested model holding them), or a pattern, which "
                     f"leaves such layers as they are. Received: mode={each_mode!r} on {path!r} "
                     f"({type(layer).__name__})")

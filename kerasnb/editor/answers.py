@@ -86,6 +86,8 @@ class RowActions:
     width: int = 0  # a Dense / convolution / recurrent / Embedding row's units or filters now
     widen_reason: str = "not asked"  # why "Widen..." is not offered here ("" when it is; the core may still refuse)
     deepen_reason: str = "not asked"  # why "Identity after" cannot add an identity layer here ("" when it can)
+    quantize_reason: str = "not asked"  # why "Quantize" is not offered here ("" when it is)
+    quantized: str = ""  # the mode of the row's own quantize step ("" when it has none)
 
     @property
     def can_prune_heads(self) -> bool:
@@ -102,6 +104,10 @@ class RowActions:
     @property
     def can_deepen(self) -> bool:
         return not self.deepen_reason
+
+    @property
+    def can_quantize(self) -> bool:
+        return not self.quantize_reason
 
     @property
     def can_insert(self) -> bool:
@@ -297,7 +303,7 @@ class Answers:
             input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
             delete_label="Drop block" if info is not None and is_block(self.layer(path)) else "Delete",
             lora=self.lora_info(key), **self._heads_answer(path, own), **self._configure_answer(key, info, own),
-            **self._widen_answer(key, info, own),
+            **self._widen_answer(key, info, own), **self._quantize_answer(key, info, own),
             deepen_reason=(f"{key_text(key)} was replaced or deleted; add the identity layer after what stands "
                            "there now") if own is not None or info is None else "",
         )
@@ -326,6 +332,22 @@ class Answers:
         if not width:
             return {"widen_reason": "only a layer with units or filters (Dense, convolution, recurrent, Embedding) widens"}
         return {"width": int(width), "widen_reason": ""}
+
+    def _quantize_answer(self, key, info, own) -> dict:
+        """"Quantize" on ``key``: offered on a layer Keras can quantize (a block: one holding such
+        layers), or why not; its own quantize step's mode, which the dropdown shows."""
+        from .. import quantization
+
+        path = path_of(key)
+        step = next((s for s in self.session.steps if s.label == "quantize" and s.target == path), None)
+        mode = step.params["mode"] if step is not None else ""
+        if info is None or own is not None:
+            return {"quantize_reason": f"{key_text(key)} was replaced or deleted; quantize what stands there now"}
+        if step is not None:  # quantized by its own step: offered again, to change the mode (the step is replaced)
+            return {"quantize_reason": "", "quantized": mode}
+        layer = self.layer(path)
+        why = quantization.refusal(layer, "int8") if layer is not None else f"{path!r} is not in the current model"
+        return {"quantize_reason": why, "quantized": mode}
 
     def _configure_answer(self, key, info, own) -> dict:
         """"Configure..." on ``key``: the options its configure step changes, or why it cannot be configured."""

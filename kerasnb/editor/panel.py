@@ -92,6 +92,13 @@ def _item():
     return w.Layout(width="auto")
 
 
+def _bytes_text(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def _grows(pixels: int):
     """A button's layout: as wide as its label needs (never cut to "Save .ker..."), at least ``pixels``."""
     return w.Layout(width="auto", min_width=f"{pixels}px")
@@ -125,7 +132,8 @@ class Editor:
         model: A built functional or Sequential model (a keras-hub backbone or task too).
         probe: A small batch the model takes; the report then compares every layer's output
             on it in the edited model and the original.
-        data: Examples to measure channels on when pruning (``"apoz"``, ``"taylor"``).
+        data: Examples to measure channels on when pruning (``"apoz"``, ``"taylor"``), and the
+            output drift of each layer quantized alone ("Quantize model...").
 
     Attributes:
         model: The edited model (the original until the first edit).
@@ -182,6 +190,7 @@ class Editor:
         self._build_history_and_save(model)
         self._build_details()
         self._build_global_prune()
+        self._build_quantize()
         self._assemble()
         self._connect()
 
@@ -431,6 +440,41 @@ class Editor:
         ], layout=w.Layout(width="auto", display="none"))
         self.global_prune_box.add_class("kn-global-prune")
 
+    def _build_quantize(self) -> None:
+        """"Quantize" on a row (its mode beside it) and "Quantize model..." (mode, layers kept float,
+        the sensitivity table with data, the size before -> after; its box opens)."""
+        from ..quantization import MODES
+
+        self.quantize_mode = w.Dropdown(options=MODES, value="int8", description="quantize",
+                                        layout=w.Layout(width="190px"))
+        self.quantize_mode.add_class("kn-quantize-mode")
+        self.quantize_button = w.Button(description="Quantize", icon="compress", layout=_grows(110),
+                                        tooltip="store this layer's weights in fewer bits with Keras's quantize()")
+        self.quantize_button.add_class("kn-quantize")
+        self.quantize_info = w.HTML()
+        self.quantize_info.add_class("kn-quantize-info")
+        self.quantize_row = w.HBox([self.quantize_mode, self.quantize_button, self.quantize_info], layout=_item())
+        self.quantize_row.add_class("kn-quantize-row")
+        self.quantize_model_button = w.Button(description="Quantize model\u2026", icon="compress", layout=_grows(160),
+                                              tooltip="quantize every layer Keras can quantize; undo restores floats")
+        self.quantize_model_button.add_class("kn-quantize-model-open")
+        self.model_row.children = tuple(self.model_row.children) + (self.quantize_model_button,)
+        self.quantize_model_mode = w.Dropdown(options=MODES, value="int8", description="mode",
+                                              layout=w.Layout(width="170px"))
+        self.quantize_model_mode.add_class("kn-quantize-model-mode")
+        self.quantize_keep = w.BoundedIntText(value=0, min=0, max=1_000_000, description="keep float",
+                                              layout=w.Layout(width="170px"))
+        self.quantize_keep.add_class("kn-quantize-keep")
+        self.quantize_model_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
+        self.quantize_model_apply.add_class("kn-quantize-model-apply")
+        self.quantize_model_info = w.HTML()
+        self.quantize_model_info.add_class("kn-quantize-model-info")
+        self.quantize_box = w.VBox([
+            w.HBox([self.quantize_model_mode, self.quantize_keep, self.quantize_model_apply], layout=_item()),
+            self.quantize_model_info,
+        ], layout=w.Layout(width="auto", display="none"))
+        self.quantize_box.add_class("kn-quantize-box")
+
     def _assemble(self) -> None:
         """The panel's widget tree, and its finalizer (closes every widget once the editor is closed or freed)."""
         self.controls = w.VBox([
@@ -444,10 +488,12 @@ class Editor:
             self.widen_box,
             self.configure_box,
             self.lora_row,
+            self.quantize_row,
             self.model_row,
             self.swap_box,
             self.lora_box,
             self.global_prune_box,
+            self.quantize_box,
         ])
         views = [self.graph, self.table] if self.graph is not None else [self.table]
         self.widget = w.VBox([
@@ -510,6 +556,10 @@ class Editor:
         self.lora_all_apply.on_click(_Weak(self, "_click", "_lora_all_from_widgets"))
         self.lora_all_off.on_click(_Weak(self, "_click", "disable_lora_attention"))
         self.merge_button.on_click(_Weak(self, "_click", "merge_lora"))
+        self.quantize_button.on_click(_Weak(self, "_click", "_quantize_from_widgets"))
+        self.quantize_model_button.on_click(_Weak(self, "_click", "_open_quantize_model"))
+        self.quantize_model_mode.observe(_Weak(self, "_on_quantize_model_mode"), "value")
+        self.quantize_model_apply.on_click(_Weak(self, "_click", "_quantize_model_from_widgets"))
         self.undo_button.on_click(_Weak(self, "_click", "undo"))
         self.redo_button.on_click(_Weak(self, "_click", "redo"))
         self.reset_button.on_click(_Weak(self, "_click", "reset"))
@@ -1111,6 +1161,54 @@ class Editor:
         """
         self._edit(self.session.merge_lora)
 
+    def quantize(self, mode: str = "int8", *, key=None) -> None:
+        """Quantize the selected row's layer with Keras's own quantize(), as one step ("Quantize").
+
+        See ``kerasnb.quantize``: on a block, the layers inside it Keras can quantize. Again with
+        another mode changes that step; undo brings the float layer back.
+
+        Args:
+            mode: ``"int8"`` (default), ``"int4"`` or ``"float8"``.
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            QuantizationRefused: Keras cannot quantize the row's layer in that mode (the reason
+                names it).
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.quantize("int8")
+            >>> editor.report.status("hidden"), editor.model.get_layer("hidden").kernel.dtype
+            ('quantized', 'int8')
+            >>> editor.undo()
+            >>> editor.model.get_layer("hidden").kernel.dtype
+            'float32'
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.quantize(self.selected, mode), follow=True)
+
+    def quantize_model(self, mode: str = "int8", keep_float=None) -> None:
+        """Quantize every layer Keras can quantize, as one step ("Quantize model...").
+
+        See ``kerasnb.quantize``; the message line gives the size before -> after. Again changes
+        that step; undo restores the float model.
+
+        Args:
+            mode: ``"int8"`` (default), ``"int4"`` or ``"float8"``.
+            keep_float: How many layers stay float: those with the most output drift per byte
+                saved on the editor's ``data`` (needs ``data=``); None or 0 keeps none.
+
+        Raises:
+            QuantizationRefused: nothing in the model can be quantized in that mode.
+            InvalidEdit: ``keep_float`` without the editor's ``data``.
+
+        Examples:
+            >>> editor.quantize_model("int4")
+            >>> editor.report.with_status("quantized")
+            ['hidden', 'out']
+        """
+        self._edit(lambda: self.session.quantize_model(mode, keep_float))
+
     def compare(self, x=None):
         """Run the edited model and the original on ``x`` and compare every layer's output.
 
@@ -1273,7 +1371,8 @@ class Editor:
                     self.lora_off_button, self.lora_all_button,
                     self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
                     self.prune_by, self.global_prune_button, self.global_budget, self.global_target, self.global_by,
-                    self.global_round, self.global_apply]
+                    self.global_round, self.global_apply, self.quantize_mode, self.quantize_button,
+                    self.quantize_model_button, self.quantize_model_mode, self.quantize_keep, self.quantize_model_apply]
         was = [(c, c.disabled) for c in controls if hasattr(c, "disabled")]
         for c, _ in was:
             c.disabled = True
@@ -1445,6 +1544,7 @@ class Editor:
                 for box in (self.input_box, self.heads_box, self.widen_box, self.configure_box):
                     box.layout.display = "none"
                 self.lora_info.value = ""
+                self.quantize_button.disabled, self.quantize_info.value = True, ""
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
@@ -1471,6 +1571,7 @@ class Editor:
             self._sync_deepen(actions)
             self._sync_configure(actions)
             self._sync_lora(actions.lora)
+            self._sync_quantize(actions)
 
     def _sync_heads(self, actions) -> None:
         """Offer "Heads..." on a MultiHeadAttention row; its slider (1 .. heads - 1) once opened there."""
@@ -1496,6 +1597,16 @@ class Editor:
         self.widen_box.layout.display = None
         self.widen_width.value = max(int(self.widen_width.value), actions.width + 1)
         self.widen_info.value = f"<span style='font-size:11px;color:#666'>{actions.width} now</span>"
+
+    def _sync_quantize(self, actions) -> None:
+        """Offer "Quantize" on a row Keras can quantize (a block: one holding such layers)."""
+        self.quantize_button.disabled = not actions.can_quantize
+        self.quantize_button.tooltip = actions.quantize_reason or (
+            "store this layer's weights in fewer bits with Keras's quantize(); undo brings the float layer back")
+        if actions.quantized:
+            self.quantize_mode.value = actions.quantized
+        text = f"quantized to {actions.quantized} by its own step" if actions.quantized else ""
+        self.quantize_info.value = f"<span style='font-size:11px;color:#666'>{html.escape(text)}</span>" if text else ""
 
     def _sync_deepen(self, actions) -> None:
         """Offer "Identity after" on a row that stands in the current model."""
@@ -1973,6 +2084,47 @@ class Editor:
                                                   applied=True)
         else:
             self._preview_global()
+
+    def _quantize_from_widgets(self) -> None:
+        self.quantize(self.quantize_mode.value)
+
+    def _open_quantize_model(self) -> None:
+        self.quantize_box.layout.display = None
+        self._draw_quantize_info()
+        self._say("Quantizing the model: choose the mode (and, with data, how many of the most sensitive layers stay "
+                  "float), then click Apply. Undo restores the float model.", "ok")
+
+    def _on_quantize_model_mode(self, change) -> None:
+        if not self._syncing and self.quantize_box.layout.display != "none":
+            self._guard(self._draw_quantize_info)
+
+    def _draw_quantize_info(self) -> None:
+        """The size now, and with data the sensitivity table and the size after (each row saves its bytes)."""
+        mode = self.quantize_model_mode.value
+        before = facade.model_bytes(self.session.model)
+        frame = self.session.quantization_sensitivity(mode)
+        if frame is None:
+            self.quantize_model_info.value = (
+                f"<span style='font-size:11px;color:#666'>model now {_bytes_text(before)}; the size after is said "
+                "once applied. Open the editor with data=x to see each layer's drift here and keep the most "
+                "sensitive float.</span>")
+            return
+        keep = min(int(self.quantize_keep.value or 0), max(len(frame) - 1, 0))
+        quantized = frame.iloc[:len(frame) - keep] if keep else frame
+        after = before - int(quantized["bytes_saved"].sum())
+        rows = "".join(
+            f"<tr><td><code>{html.escape(str(r.layer))}</code></td><td>{html.escape(str(r.type))}</td>"
+            f"<td style='text-align:right'>{r.rel_drift:.2%}</td><td style='text-align:right'>"
+            f"{_bytes_text(int(r.bytes_before))} \u2192 {_bytes_text(int(r.bytes_after))}</td></tr>"
+            for r in frame.itertuples())
+        self.quantize_model_info.value = (
+            f"<div style='font-size:11px'>{html.escape(mode)}: model {_bytes_text(before)} \u2192 "
+            f"{_bytes_text(after)}" + (f" ({keep} kept float)" if keep else "") + "<table><tr><th>layer</th>"
+            "<th>type</th><th>drift alone</th><th>bytes</th></tr>" + rows + "</table></div>")
+
+    def _quantize_model_from_widgets(self) -> None:
+        keep = int(self.quantize_keep.value or 0)
+        self.quantize_model(self.quantize_model_mode.value, keep_float=keep or None)
 
     def _global_prune_from_widgets(self) -> None:
         self.prune_global(**{self.global_budget.value: self.global_target.value}, by=self.global_by.value,

@@ -263,6 +263,35 @@ class Session:
         step; deepening the same row again replaces that step. Returns the path."""
         return self._row_transform("deepen", key, activation)
 
+    def quantize(self, key, mode: str = "int8") -> str:
+        """Quantize the layer at ``key`` with Keras's own quantize() (:func:`kerasnb.quantize`; a block:
+        the layers inside it Keras can quantize), as one step; quantizing the same row again replaces
+        that step, and undo brings the float layer back. Returns the path."""
+        return self._row_transform("quantize", key, mode)
+
+    def quantize_model(self, mode: str = "int8", keep_float=None):
+        """Quantize every layer Keras can quantize (:func:`kerasnb.quantize`), ``keep_float`` of them
+        (the most drift per byte saved on the editor's data) left float, as one step; again replaces
+        that step. Returns the step."""
+        settings = actions.get("quantize").check("", mode, keep_float)
+        old = next((s for s in self.steps if s.label == "quantize" and s.target == ""), None)
+        return self._put_transform(old, "quantize", settings)
+
+    def quantization_sensitivity(self, mode: str = "int8"):
+        """:func:`kerasnb.quantization_sensitivity` of the current model on the editor's data (kept
+        until the model or the mode changes), or None without data."""
+        if self.data is None:
+            return None
+        model = self.model
+        cached = getattr(self, "_sensitivity", None)
+        if cached is not None and cached[0] is model and cached[1] == mode:
+            return cached[2]
+        from ..quantization import quantization_sensitivity
+
+        frame = quantization_sensitivity(model, self.data, mode)
+        self._sensitivity = (model, mode, frame)
+        return frame
+
     def _row_transform(self, name: str, key, *arguments) -> str:
         """The whole-model action ``name`` on the row of ``key`` (its record checks ``(path, *arguments)``):
         one such step per row, taking the place of the row's earlier one. Returns the path."""
