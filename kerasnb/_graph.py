@@ -662,6 +662,23 @@ def deferred_variables():
         global_state.set_global_attribute(key, found)
 
 
+@contextlib.contextmanager
+def without_forced_collections():
+    """Keras's ``Layer.__delattr__`` runs a full ``gc.collect()`` for every variable a layer drops
+    (``quantize()`` drops each float kernel), to free its device buffer at once: about 0.5 s per
+    layer with TensorFlow loaded. Inside a rebuild the dropped kernels were never given a buffer
+    (their values are deferred), so those collections free nothing; here they are skipped, and
+    ``gc.collect`` is put back however the block ends."""
+    import gc
+
+    collect = gc.collect
+    gc.collect = lambda *args, **kwargs: 0
+    try:
+        yield
+    finally:
+        gc.collect = collect
+
+
 def forget_deferred(variables) -> None:
     """Variables a layer dropped inside :func:`deferred_variables` (Keras's ``quantize()`` replaces a
     float kernel by an int8 one) are not initialised when the block ends: no memory drawn for them."""

@@ -311,7 +311,7 @@ def _choose(model, mode, match) -> tuple:
                     f"leaves such layers as they are. Received: mode={each_mode!r} on {path!r} "
                     f"({type(layer).__name__})")
             if why:
-                if layer.weights and not _graph.sublayers(layer)[1:] and not _graph.is_graph_model(layer):
+                if _weights(layer) and not _graph.sublayers(layer)[1:] and not _graph.is_graph_model(layer):
                     left.setdefault(path, why)
                 continue
             was = by_path.get(path)
@@ -376,7 +376,8 @@ def _quantize_layer(old, new, pairs, mode, config) -> tuple:
     """Give ``new`` (whose float variables ``pairs`` pair with ``old``'s) its values, then let Keras
     quantize it. Returns (bytes of its variables before, after)."""
     floats = list(new.weights)
-    new.quantize(mode, config=config)
+    with _graph.without_forced_collections():  # the float kernels it drops hold no memory yet
+        new.quantize(mode, config=config)
     _graph.forget_deferred([v for v in floats if all(v is not w for w in new.weights)])
     return _bytes(old.weights), _bytes(new.weights)
 
@@ -446,6 +447,11 @@ def _reason(mode, old, new) -> str:
     return text
 
 
+def _weights(layer) -> list:
+    """A layer's variables; none for a raw keras.ops operation in a graph (Gemma's embedding scaling)."""
+    return list(getattr(layer, "weights", None) or [])
+
+
 def _name(variable) -> str:
     return variable.name.split("/")[-1]
 
@@ -479,8 +485,8 @@ def _with_bytes(report: WeightReport, original, new_model, chosen) -> WeightRepo
         old = old_layers.get(row.source) if row.source else None
         new = new_layers.get(row.layer) if row.status != Status.REMOVED else None
         rows.append(dataclasses.replace(
-            row, bytes_before=_bytes(old.weights) if old is not None else 0,
-            bytes_after=_bytes(new.weights) if new is not None else 0))
+            row, bytes_before=_bytes(_weights(old)) if old is not None else 0,
+            bytes_after=_bytes(_weights(new)) if new is not None else 0))
     return WeightReport(rows, aliases=report.aliases)
 
 
