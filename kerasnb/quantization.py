@@ -377,7 +377,10 @@ def _quantize_layer(old, new, pairs, mode, config) -> tuple:
     quantize it. Returns (bytes of its variables before, after)."""
     floats = list(new.weights)
     with _graph.without_forced_collections():  # the float kernels it drops hold no memory yet
-        new.quantize(mode, config=config)
+        if config is None:  # Keras 3.13's quantize() takes no config
+            new.quantize(mode)
+        else:
+            new.quantize(mode, config=config)
     _graph.forget_deferred([v for v in floats if all(v is not w for w in new.weights)])
     return _bytes(old.weights), _bytes(new.weights)
 

@@ -167,3 +167,28 @@ def test_undo_in_the_editor_restores_the_float_model(model):
     assert session.steps == () and session.model.get_layer("hidden").quantization_mode is None
     session.redo()
     assert session.model.get_layer("hidden").quantization_mode == "int4"
+
+
+def test_the_panel_quantizes_a_row_and_the_model_and_undo_restores_floats(model):
+    editor = kerasnb.show_editor(model, data=TOKENS)
+    try:
+        editor.select("conv")
+        assert editor.quantize_button.disabled and "Conv1D" in editor.quantize_button.tooltip
+        editor.select("ein")
+        assert not editor.quantize_button.disabled
+        editor.quantize_mode.value = "int4"
+        editor.quantize_button.click()
+        assert editor.report.status("ein") == "quantized" and "int4" in editor.quantize_info.value
+        editor.quantize_model_button.click()
+        info = editor.quantize_model_info.value
+        assert "<table>" in info and "hidden" in info and "\u2192" in info  # the sensitivity table, size before -> after
+        editor.quantize_keep.value = 1
+        editor.quantize_model_apply.click()
+        assert "kept float" in editor.message_text, editor.message_text
+        assert editor.model.get_layer("ein").quantization_mode == "int4"
+        assert len(editor.report.with_status("quantized")) == 3  # ein (its own step) and two of embed, hidden, out
+        editor.undo()
+        editor.undo()
+        assert editor.edits == () and all(layer.quantization_mode is None for layer in editor.model.layers)
+    finally:
+        editor.close()
