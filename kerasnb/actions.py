@@ -366,6 +366,17 @@ def _check_deepen(target, activation=None) -> dict:
     return {"target": target, "activation": activation}
 
 
+def _plan_grow_blocks(model, settings, context):
+    from .blocks_growth import grow_blocks
+
+    result = grow_blocks(model, settings["target"])
+    return result, f"grow a block after {settings['target']!r} (a copy of it, output projections zero)"
+
+
+def _check_grow_blocks(target) -> dict:
+    return {"target": target}
+
+
 def _plan_configure(model, settings, context):
     from . import surgery
 
@@ -567,4 +578,9 @@ register_action(
     "copies of existing ones (Net2WiderNet): same outputs",
     lambda step: f"widened to {step.params['width']}", whole_model=True, plan=_plan_widen, check=_check_widen,
     foretells=(S.ADAPTED,), example={"key": "dense", "width": 24}, control="widen_apply")
+register_action(
+    "grow_blocks", "blocks_growth:grow_blocks", "add after a transformer or residual block a copy of it whose "
+    "output projections are zero (block expansion): same outputs",
+    lambda step: "block grown after", whole_model=True, plan=_plan_grow_blocks, check=_check_grow_blocks,
+    foretells=(S.NEW,), example={"key": "block"}, control="grow_button")
 del S

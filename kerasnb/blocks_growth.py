@@ -30,6 +30,8 @@ from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, first_line
 from .report import Status
 from .weights import Outcome, carried_values
 
+__all__ = ["grow_blocks", "grow_refusal", "GrowBlock", "BlockCopy", "BranchCopy"]
+
 # The attribute names of the last projection of a block's branches in keras-hub's decoders (GPT-2,
 # OPT, GPT-NeoX: _output_dense, _feedforward_output_dense; Gemma: output_dense, ffw_linear; Llama,
 # Mistral, Qwen, Phi-3: the same pairs; Falcon: dense_4h_to_h; Bloom: _mlp_output_dense;
@@ -139,6 +141,29 @@ def grow_blocks(model, after, copy_of=None):
     notes = [f"{len(targets)} block(s) grown, each a copy of a trained block that adds nothing yet: the model "
              "computes exactly what it did. Train it (the new blocks alone, or all) to use them."]
     return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
+
+
+def grow_refusal(model, target) -> str:
+    """Why ``grow_blocks(model, after=target)`` would be refused, without building anything; ``""``
+    when a block can be grown there (its copy is still checked when it is made).
+
+    Examples:
+        >>> from kerasnb.blocks_growth import grow_refusal
+        >>> inputs = keras.Input((4,), name="x")
+        >>> block = keras.layers.Add(name="block")([inputs, keras.layers.Dense(4, name="f")(inputs)])
+        >>> model = keras.Model(inputs, block)
+        >>> grow_refusal(model, "block")
+        ''
+        >>> grow_refusal(model, "f")[:33]
+        'grow_blocks grows blocks: a pre-n'
+    """
+    from .errors import SurgeryError
+
+    try:
+        _block_at(model, target, "after")
+    except SurgeryError as refusal:
+        return str(refusal)
+    return ""
 
 
 @dataclass(frozen=True)
