@@ -53,7 +53,8 @@ __all__ = [
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
     "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
-    "prune_global_plan", "deepen", "widen", "quantize", "quantization_sensitivity", "QuantizationRefused",
+    "prune_global_plan", "deepen", "widen", "grow_blocks", "quantize", "quantization_sensitivity",
+    "QuantizationRefused",
 ]
 
 
@@ -85,6 +86,7 @@ _LAZY = {
     "prune_global": ("budget", "prune_global"),
     "deepen": ("deepening", "deepen"),
     "widen": ("growth", "widen"),
+    "grow_blocks": ("blocks_growth", "grow_blocks"),
     "prune_global_plan": ("budget", "prune_global_plan"),
     "quantize": ("quantization", "quantize"),
     "quantization_sensitivity": ("quantization", "quantization_sensitivity"),

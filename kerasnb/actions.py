@@ -396,6 +396,17 @@ def _check_quantize(target="", mode="int8", keep_float=None) -> dict:
     return {"target": target, "mode": mode, "keep_float": int(keep_float) if keep_float else None}
 
 
+def _plan_grow_blocks(model, settings, context):
+    from .blocks_growth import grow_blocks
+
+    result = grow_blocks(model, settings["target"])
+    return result, f"grow a block after {settings['target']!r} (a copy of it, output projections zero)"
+
+
+def _check_grow_blocks(target) -> dict:
+    return {"target": target}
+
+
 def _plan_configure(model, settings, context):
     from . import surgery
 
@@ -603,4 +614,9 @@ register_action(
     lambda step: f"quantized {step.params['mode']}" + (" (model)" if not step.params["target"] else ""),
     whole_model=True, plan=_plan_quantize, check=_check_quantize, foretells=(S.QUANTIZED,),
     example={"key": "dense", "mode": "int8"}, control="quantize_button")
+register_action(
+    "grow_blocks", "blocks_growth:grow_blocks", "add after a transformer or residual block a copy of it whose "
+    "output projections are zero (block expansion): same outputs",
+    lambda step: "block grown after", whole_model=True, plan=_plan_grow_blocks, check=_check_grow_blocks,
+    foretells=(S.NEW,), example={"key": "block"}, control="grow_button")
 del S
