@@ -192,3 +192,14 @@ def test_the_panel_quantizes_a_row_and_the_model_and_undo_restores_floats(model)
         assert editor.edits == () and all(layer.quantization_mode is None for layer in editor.model.layers)
     finally:
         editor.close()
+
+
+def test_the_python_code_of_a_quantized_model_makes_it_again(int8):
+    import kerasnb.codegen
+
+    namespace: dict = {}
+    exec(kerasnb.codegen.code(int8.model), namespace)  # noqa: S102 -- kerasnb's own generated source
+    again = namespace["model"]
+    assert again.get_layer("hidden").quantization_mode == "int8"
+    again.set_weights(int8.model.get_weights())
+    np.testing.assert_array_equal(out(again), out(int8.model))
