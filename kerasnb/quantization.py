@@ -372,24 +372,26 @@ def _edits(model, chosen, config) -> list:
 # ----------------------------------------------------------------------------- weight rules
 
 
-def _quantize_layer(old, new, pairs, mode, config) -> tuple:
-    """Give ``new`` (whose float variables ``pairs`` pair with ``old``'s) its values, then let Keras
-    quantize it. Returns (bytes of its variables before, after)."""
+def _quantize_layer(new, mode, config) -> None:
+    """Let Keras quantize ``new``, whose trained values are its variables' initial values already.
+
+    Outside the rebuild's deferral: quantize() reads each float kernel through its initial value (the
+    original's tensor, not a copy) and makes its int8 / int4 variables for real, at once, so no
+    quantized tensor waits in the deferral beside its variable (which would hold every quantized
+    weight twice at the end of the rebuild). The float kernels it drops were never given memory."""
     floats = list(new.weights)
-    with _graph.without_forced_collections():  # the float kernels it drops hold no memory yet
+    with _graph.outside_deferral(), _graph.without_forced_collections():
         if config is None:  # Keras 3.13's quantize() takes no config
             new.quantize(mode)
         else:
             new.quantize(mode, config=config)
-    _graph.forget_deferred([v for v in floats if all(v is not w for w in new.weights)])
-    return _bytes(old.weights), _bytes(new.weights)
+    kept = {id(v) for v in new.weights}
+    _graph.forget_deferred([v for v in floats if id(v) not in kept])
 
 
 def _give(pairs) -> None:
+    """Each new variable's initial value: its twin's trained value (what quantize() reads next)."""
     for variable, value in pairs:
-        # Inside the rebuild's deferral an assign is what quantize() reads next; the initial value is
-        # what the variable holds once the rebuild ends (for those quantize() keeps, e.g. a bias).
-        variable.assign(value)
         _graph.set_initial_value(variable, value)
 
 
@@ -397,8 +399,9 @@ def _quantized(mode, config):
     def rule(old, new):
         """Carry every trained variable (paired by structure), then Keras's quantize() on the new layer."""
         _give(weights.carried_values(old, new))
-        _quantize_layer(old, new, None, mode, config)
-        return Outcome(Status.QUANTIZED, _reason(mode, old, new), _values(new))
+        _quantize_layer(new, mode, config)
+        # Every variable has its value: the kept ones (a bias) their initial value, the quantized ones their own.
+        return Outcome(Status.QUANTIZED, _reason(mode, old, new))
 
     rule.changes_computation = True  # the layers after it see changed inputs
     rule.__name__ = f"quantize_{mode}"
@@ -415,7 +418,7 @@ def _quantized_inside(modes: dict, paths: list, config):
         parts = []
         for i, mode in modes.items():
             old_sub, new_sub = twins[i]
-            _quantize_layer(old_sub, new_sub, None, mode, config)
+            _quantize_layer(new_sub, mode, config)
             policies[new_sub.path] = new_sub.dtype_policy
             parts.append((mode, old_sub, new_sub))
         new.dtype_policy = policies
@@ -424,15 +427,11 @@ def _quantized_inside(modes: dict, paths: list, config):
         after = sum(_bytes(n.weights) for _, _, n in parts)
         names = ", ".join(p.split("/", 1)[-1] for p in paths)
         reason = (f"{'/'.join(used)} on {len(parts)} layer(s) inside ({names}): {_size(before)} -> {_size(after)}")
-        return Outcome(Status.QUANTIZED, reason, _values(new))
+        return Outcome(Status.QUANTIZED, reason)
 
     rule.changes_computation = True
     rule.__name__ = "quantize_inside"
     return rule
-
-
-def _values(layer) -> list:
-    return [(v, v.value) for v in layer.weights]
 
 
 def _reason(mode, old, new) -> str:
