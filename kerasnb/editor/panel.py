@@ -61,6 +61,12 @@ and "LoRA off" takes that row's LoRA step back; for the whole model, "LoRA on at
 it on every attention projection, and "Merge LoRA" folds the factors into the kernels. With
 LoRA on, only its factors train (the message line and the whole-model row say how many
 parameters train).
+
+Quantizing: "Quantize", with its mode (int8, int4, float8) beside it, is offered on a row Keras can
+quantize (a Dense, EinsumDense, Embedding or ReversibleEmbedding; a block holding such layers) and
+its tooltip says why not elsewhere; "Quantize model..." quantizes every such layer, its box showing
+the size now and, when the editor was opened with ``data=``, each layer's drift quantized alone and
+the size after (``keep float`` leaves the most sensitive ones float). Undo restores the float model.
 """
 
 from __future__ import annotations
