@@ -152,8 +152,8 @@ HUB = {  # tiny configs after keras-hub's own *_backbone_test.py
 }
 
 
-# JAX runs keras-hub eagerly op by op (seconds per tiny model on CI): one family there, all on TensorFlow.
-@pytest.mark.parametrize("family", sorted(HUB) if keras.backend.backend() == "tensorflow" else ["llama"])
+# JAX runs keras-hub eagerly op by op (seconds per tiny model on CI): two families there, all on TensorFlow.
+@pytest.mark.parametrize("family", sorted(HUB) if keras.backend.backend() == "tensorflow" else ["gemma", "llama"])
 def test_hub_decoders_grow_exactly(family):
     keras.utils.set_random_seed(0)
     backbone = _random(HUB[family]())
