@@ -203,3 +203,16 @@ def test_the_python_code_of_a_quantized_model_makes_it_again(int8):
     assert again.get_layer("hidden").quantization_mode == "int8"
     again.set_weights(int8.model.get_weights())
     np.testing.assert_array_equal(out(again), out(int8.model))
+
+
+def test_a_subclass_of_dense_is_refused_by_name_and_left_by_a_pattern():
+    class ScaledDense(L.Dense):
+        pass
+
+    inputs = keras.Input((8,), name="x")
+    hidden = ScaledDense(8, name="scaled")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="head")(hidden))
+    with pytest.raises(kerasnb.QuantizationRefused, match="a subclass of Dense: Keras's quantize"):
+        kerasnb.quantize(model, "int8", match="scaled")
+    with pytest.raises(kerasnb.QuantizationRefused, match="Nothing in model"):
+        kerasnb.quantize(model, "int8", match=ScaledDense)
