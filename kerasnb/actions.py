@@ -366,6 +366,21 @@ def _check_deepen(target, activation=None) -> dict:
     return {"target": target, "activation": activation}
 
 
+def _plan_patch(model, settings, context):
+    import numpy as np
+
+    from .patching import patch
+
+    # The panel's "Ablate": the row's output replaced by zeros (a scalar array: it broadcasts to any
+    # shape, and an array patch saves with the model).
+    result = patch(model, {settings["target"]: np.zeros((), "float32")})
+    return result, f"ablate {settings['target']!r}: its output replaced by zeros"
+
+
+def _check_patch(target) -> dict:
+    return {"target": target}
+
+
 def _plan_configure(model, settings, context):
     from . import surgery
 
@@ -567,4 +582,8 @@ register_action(
     "copies of existing ones (Net2WiderNet): same outputs",
     lambda step: f"widened to {step.params['width']}", whole_model=True, plan=_plan_widen, check=_check_widen,
     foretells=(S.ADAPTED,), example={"key": "dense", "width": 24}, control="widen_apply")
+register_action(
+    "patch", "patching:patch", "replace a layer's output by zeros (ablation), an array or a function of it, "
+    "to see what depends on it", lambda step: "ablated (zeros)", whole_model=True, plan=_plan_patch,
+    check=_check_patch, foretells=(S.NEW,), example={"key": "dense"}, control="ablate_button")
 del S

@@ -387,6 +387,12 @@ class Trace:
     paths; ``len`` is their number; ``trace.to_frame()`` (pandas) and ``trace.rows()`` (dicts)
     give one row of statistics per traced call.
 
+    Args:
+        model_name: The traced model's name.
+        calls: The traced calls, in the order rows are listed.
+        stats_only: Whether only statistics were kept (then ``trace[path]`` refuses).
+        batches: How many batches were traced.
+
     Examples:
         >>> inputs = keras.Input((3,), name="x")
         >>> model = keras.Model(inputs, keras.layers.ReLU(name="relu")(inputs))
@@ -461,6 +467,15 @@ class Trace:
     def rows(self) -> list:
         """One dict per traced call: path, call, type, shape, mean, std, min, max, zeros, nonfinite."""
         return [c.summary() for c in self._calls]
+
+    def by_path(self) -> dict:
+        """``{path: statistics}`` with every call of a layer taken together (mean, std, min, max,
+        zeros, nonfinite, as in :meth:`rows`), in the order the pass met the layers."""
+        merged: dict = {}
+        for c in self._calls:
+            c.summary()  # makes its statistics when the activations were kept
+            merged.setdefault(c.path, Stats()).merge(c.stats)
+        return {path: stats.as_dict() for path, stats in merged.items()}
 
     def to_frame(self):
         """A pandas DataFrame of :meth:`rows`: one row per traced call.
@@ -540,7 +555,7 @@ def trace(model, x, layers=None, *, stats_only=False, batch_size=None) -> Trace:
         >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(inputs)))
         >>> t = kerasnb.trace(model, np.ones((5, 4), "float32"))
         >>> t.paths
-        ['x', 'backbone', 'backbone/conv3', 'head']
+        ['x', 'backbone', 'backbone/input_layer', 'backbone/conv3', 'head']
         >>> t["backbone/conv3"].shape
         (5, 3)
         >>> kerasnb.trace(model, np.ones((5, 4), "float32"), layers="conv3", stats_only=True).to_frame().shape
@@ -559,7 +574,9 @@ def trace(model, x, layers=None, *, stats_only=False, batch_size=None) -> Trace:
             n += 1
     if n == 0:
         raise InvalidEdit(f"trace() needs examples, and x yielded none. Received: an empty {type(x).__name__}")
-    return Trace(model.name, recorder.calls(), bool(stats_only), n)
+    where = {path: i for i, path in enumerate(paths)}  # the report's order: a nested model before its layers
+    calls = sorted(recorder.calls(), key=lambda c: (where[c.path], c.call))
+    return Trace(model.name, calls, bool(stats_only), n)
 
 
 class _Recorder:

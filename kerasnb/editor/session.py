@@ -263,6 +263,30 @@ class Session:
         step; deepening the same row again replaces that step. Returns the path."""
         return self._row_transform("deepen", key, activation)
 
+    def patch(self, key) -> str:
+        """Ablate the layer at ``key``: its output replaced by zeros for everything after it
+        (:func:`kerasnb.patch`), as one step; the probe comparison shows what moved. Returns the path."""
+        return self._row_transform("patch", key)
+
+    def activation_stats(self) -> dict:
+        """``{path: {"mean", "std", "min", "max", "zeros", "nonfinite"}}`` of the current model on the
+        editor's ``data`` (every call of a layer together), from one :func:`kerasnb.trace` with
+        statistics only; ``{}`` without data. Traced again once the model changes."""
+        if self.data is None:
+            return {}
+        model = self.model
+        cached = getattr(self, "_stats_cache", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        from ..tracing import trace
+
+        data = self.data
+        if isinstance(data, tuple) and len(data) in (2, 3) and hasattr(data[0], "shape"):
+            data = data[0]  # (x, y): the labels are not needed to look inside
+        stats = trace(model, data, stats_only=True).by_path()
+        self._stats_cache = (model, stats)
+        return stats
+
     def _row_transform(self, name: str, key, *arguments) -> str:
         """The whole-model action ``name`` on the row of ``key`` (its record checks ``(path, *arguments)``):
         one such step per row, taking the place of the row's earlier one. Returns the path."""
