@@ -550,12 +550,13 @@ def trace(model, x, layers=None, *, stats_only=False, batch_size=None) -> Trace:
         UnsupportedModel: a subclassed model without a functional graph.
 
     Examples:
-        >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="conv3")], name="backbone")
+        >>> inner = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3, name="conv3")],
+        ...                          name="backbone")
         >>> inputs = keras.Input((4,), name="x")
         >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(inputs)))
         >>> t = kerasnb.trace(model, np.ones((5, 4), "float32"))
         >>> t.paths
-        ['x', 'backbone', 'backbone/input_layer', 'backbone/conv3', 'head']
+        ['x', 'backbone', 'backbone/features', 'backbone/conv3', 'head']
         >>> t["backbone/conv3"].shape
         (5, 3)
         >>> kerasnb.trace(model, np.ones((5, 4), "float32"), layers="conv3", stats_only=True).to_frame().shape
