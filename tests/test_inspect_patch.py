@@ -69,7 +69,7 @@ def test_a_channel_ablation_and_a_broadcast_array(chain):
     x = _x((5, 6), seed=5)
     mask = np.ones(8, "float32")
     mask[[1, 4]] = 0.0
-    result = kerasnb.patch(chain, {"dense_1": lambda h: h * mask})
+    result = kerasnb.patch(chain, {"dense_1": lambda h: keras.ops.multiply(h, mask)})
     traced = kerasnb.trace(chain, x)
     head = chain.get_layer("head")
     np.testing.assert_allclose(to_numpy(result.model(x)), to_numpy(head(traced["dense_1"] * mask)), atol=1e-6)
