@@ -194,15 +194,20 @@ def patch(model, patches, *, positions=None):
                               f"[-1] is the last step), or None for the whole output. Received: positions={positions!r}")
         positions = [int(p) for p in positions]
     taken = {path.rsplit("/", 1)[-1] for path, _ in _graph.walk_layers(model)}
-    edits, what = [], []
+    outputs = {id(t) for t in _graph.output_tensors(model)}
+    edits, what, renamed = [], [], []
     for target, replacement in patches.items():
         for call_target, found in _calls(model, target):
             tensor = _output_of(found, target)
             layer, reason = _patch_layer(found, tensor, replacement, positions, target, taken)
             edits.append(PatchInsert(layer, after=call_target, new_reason=reason))
             what.append(f"{layer.name!r} {reason}")
+            if len(found.scopes) == 1 and id(tensor) in outputs:
+                renamed.append(f"The model output {found.path!r} gave now comes from {layer.name!r}, and is named "
+                               f"{layer.name!r} (a loss or metric keyed by output name needs the new name).")
     result = apply(model, edits)
     notes = [f"Patched: {', '.join(what)}. Layers after a patch compute on the replacement (kept_input_changed)."]
+    notes += renamed
     return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
 
 

@@ -575,6 +575,12 @@ def trace(model, x, layers=None, *, stats_only=False, batch_size=None) -> Trace:
             n += 1
     if n == 0:
         raise InvalidEdit(f"trace() needs examples, and x yielded none. Received: an empty {type(x).__name__}")
+    missing = [p for p in paths if not any(key[0] == p for key in recorder.order)]
+    if missing and layers is not None:
+        raise InvalidEdit(
+            f"{', '.join(map(repr, missing[:5]))} gave no output in the pass: each sits inside a nested model called "
+            "with keyword tensors (a mask), which runs as one call, so its layers' outputs are not seen. Trace the "
+            f"nested model's call as a whole, or trace the nested model itself. Received: layers={layers!r}")
     where = {path: i for i, path in enumerate(paths)}  # the report's order: a nested model before its layers
     calls = sorted(recorder.calls(), key=lambda c: (where[c.path], c.call))
     return Trace(model.name, calls, bool(stats_only), n)
