@@ -53,7 +53,7 @@ __all__ = [
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
     "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
-    "prune_global_plan", "deepen", "widen", "trace", "Trace", "patch", "UnsaveablePatch",
+    "prune_global_plan", "deepen", "widen", "grow_blocks", "trace", "Trace", "patch", "UnsaveablePatch",
 ]
 
 
@@ -85,6 +85,7 @@ _LAZY = {
     "prune_global": ("budget", "prune_global"),
     "deepen": ("deepening", "deepen"),
     "widen": ("growth", "widen"),
+    "grow_blocks": ("blocks_growth", "grow_blocks"),
     "prune_global_plan": ("budget", "prune_global_plan"),
     "trace": ("tracing", "trace"),
     "Trace": ("tracing", "Trace"),

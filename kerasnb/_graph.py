@@ -346,6 +346,27 @@ def tracked_layers(layer) -> list:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
+def named_sublayers(layer, prefix: str = "", seen: set | None = None):
+    """``(attribute path, sub-layer)`` for every layer ``layer`` holds in its attributes, at any
+    depth (``"attention.output_dense"``, ``"experts[0].down"``), each once, parents first."""
+    seen = set() if seen is None else seen
+    # Keras's own lists of what a layer tracks come last: a sub-layer is named by its attribute.
+    bookkeeping = ("_layers", "_tracked")
+    attributes = sorted(vars(layer).items(), key=lambda item: item[0] in bookkeeping)
+    for key, value in attributes:
+        if key.startswith("_inbound") or key.startswith("_outbound"):
+            continue
+        items = ([(f"{prefix}{key}", value)] if isinstance(value, keras.layers.Layer) else
+                 [(f"{prefix}{key}[{i}]", v) for i, v in enumerate(value)
+                  if isinstance(v, keras.layers.Layer)] if isinstance(value, (list, tuple)) else [])
+        for path, sub in items:
+            if id(sub) in seen or sub is layer:
+                continue
+            seen.add(id(sub))
+            yield path, sub
+            yield from named_sublayers(sub, path + ".", seen)
+
+
 def swap_sublayer(parent, old, new) -> None:
     """Put ``new`` wherever ``parent`` holds ``old``: its tracked layers, attributes, lists and dicts.
 

@@ -381,6 +381,17 @@ def _check_patch(target) -> dict:
     return {"target": target}
 
 
+def _plan_grow_blocks(model, settings, context):
+    from .blocks_growth import grow_blocks
+
+    result = grow_blocks(model, settings["target"])
+    return result, f"grow a block after {settings['target']!r} (a copy of it, output projections zero)"
+
+
+def _check_grow_blocks(target) -> dict:
+    return {"target": target}
+
+
 def _plan_configure(model, settings, context):
     from . import surgery
 
@@ -586,4 +597,9 @@ register_action(
     "patch", "patching:patch", "replace a layer's output by zeros (ablation), an array or a function of it, "
     "to see what depends on it", lambda step: "ablated (zeros)", whole_model=True, plan=_plan_patch,
     check=_check_patch, foretells=(S.NEW,), example={"key": "dense"}, control="ablate_button")
+register_action(
+    "grow_blocks", "blocks_growth:grow_blocks", "add after a transformer or residual block a copy of it whose "
+    "output projections are zero (block expansion): same outputs",
+    lambda step: "block grown after", whole_model=True, plan=_plan_grow_blocks, check=_check_grow_blocks,
+    foretells=(S.NEW,), example={"key": "block"}, control="grow_button")
 del S

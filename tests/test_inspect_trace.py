@@ -27,7 +27,8 @@ def _image_net():
 
 def _deep_nested():
     """A Sequential inside a functional model inside the model: paths two levels down; a shared layer."""
-    inner = keras.Sequential([keras.Input((4,)), L.Dense(4, activation="relu", name="conv3")], name="inner")
+    inner = keras.Sequential([keras.Input((4,), name="inner_in"), L.Dense(4, activation="relu", name="conv3")],
+                             name="inner")
     mid_in = keras.Input((4,), name="mid_in")
     middle = keras.Model(mid_in, L.Dense(4, name="mid_dense")(inner(mid_in)), name="backbone")
     inputs = keras.Input((4,), name="x")
@@ -132,10 +133,10 @@ def test_layers_takes_the_one_matcher(deep):
     dense = kerasnb.trace(deep, x, layers=L.Dense).paths
     assert dense == ["shared", "backbone/inner/conv3", "backbone/mid_dense", "head"]
     assert kerasnb.trace(deep, x, layers="backbone/*").paths == [
-        "backbone/mid_in", "backbone/inner", "backbone/inner/input_layer", "backbone/inner/conv3", "backbone/mid_dense"]
+        "backbone/mid_in", "backbone/inner", "backbone/inner/inner_in", "backbone/inner/conv3", "backbone/mid_dense"]
     assert kerasnb.trace(deep, x, layers=re.compile(r"conv\d$")).paths == ["backbone/inner/conv3"]
     assert kerasnb.trace(deep, x, layers=lambda path, layer: path.count("/") == 2).paths == [
-        "backbone/inner/input_layer", "backbone/inner/conv3"]
+        "backbone/inner/inner_in", "backbone/inner/conv3"]
     # the same selection as every other match=
     assert {e.target for e in kerasnb.replace_all(deep, "backbone/*", lambda layer: L.Identity()).edits} <= set(
         kerasnb.trace(deep, x, layers="backbone/*").paths)

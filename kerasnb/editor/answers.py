@@ -17,7 +17,7 @@ import numpy as np
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
-from .. import activations, lora
+from .. import activations, blocks_growth, lora
 from ..edits import Delete, Replace, Transform, Truncate
 from ..errors import IncompatibleShape, InvalidEdit, LayerNotFound, first_line, suggest
 from .steps import _entry_or_none, _key_in, _under, key_text, path_of
@@ -86,6 +86,7 @@ class RowActions:
     width: int = 0  # a Dense / convolution / recurrent / Embedding row's units or filters now
     widen_reason: str = "not asked"  # why "Widen..." is not offered here ("" when it is; the core may still refuse)
     deepen_reason: str = "not asked"  # why "Identity after" cannot add an identity layer here ("" when it can)
+    grow_reason: str = "not asked"  # why "Grow block after" is not offered here ("" when it is; the core may refuse)
 
     @property
     def can_prune_heads(self) -> bool:
@@ -102,6 +103,10 @@ class RowActions:
     @property
     def can_deepen(self) -> bool:
         return not self.deepen_reason
+
+    @property
+    def can_grow(self) -> bool:
+        return not self.grow_reason
 
     @property
     def can_insert(self) -> bool:
@@ -300,7 +305,20 @@ class Answers:
             **self._widen_answer(key, info, own),
             deepen_reason=(f"{key_text(key)} was replaced or deleted; add the identity layer after what stands "
                            "there now") if own is not None or info is None else "",
+            grow_reason=self._grow_reason(key, info, own),
         )
+
+    def _grow_reason(self, key, info, own) -> str:
+        """"Grow block after" on a transformer block's row or a residual Add's, or why not."""
+        import keras
+
+        if own is not None or info is None:
+            return f"{key_text(key)} was replaced or deleted; grow after a block that stands in the model now"
+        layer = self.layer(path_of(key))
+        if not (is_block(layer) or isinstance(layer, keras.layers.Add)):
+            return ("a block is grown after a transformer block, or after the Add that closes a residual block "
+                    f"x + f(x); this row is {_a(type(layer).__name__)}")
+        return blocks_growth.grow_refusal(self.session.model, path_of(key))
 
     def _heads_answer(self, path: str, own) -> dict:
         """"Heads..." on ``path``: the heads its layer had before the row's heads step, has now, or why not."""

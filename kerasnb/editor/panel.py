@@ -252,6 +252,10 @@ class Editor:
         self.deepen_button = w.Button(description="Identity after", icon="plus-square", layout=_grows(130),
                                       tooltip="insert after this layer a layer set to the identity (same outputs)")
         self.deepen_button.add_class("kn-deepen")
+        # Block expansion: a copy of this block whose output projections are zero; same outputs.
+        self.grow_button = w.Button(description="Grow block after", icon="clone", layout=_grows(140),
+                                    tooltip="add after this block a copy of it that adds nothing yet (same outputs)")
+        self.grow_button.add_class("kn-grow")
         # Net2WiderNet: more units or filters, copies of existing ones (shown once "Widen..." is clicked).
         self.widen_button = w.Button(description="Widen\u2026", icon="arrows-h", layout=_grows(100),
                                      tooltip="more units or filters, copies of existing ones (same outputs)")
@@ -451,8 +455,8 @@ class Editor:
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
-                    self.widen_button, self.deepen_button, self.input_button, self.heads_button, self.configure_button,
-                    self.ablate_button],
+                    self.widen_button, self.deepen_button, self.grow_button, self.input_button, self.heads_button,
+                    self.configure_button, self.ablate_button],
                    layout=_item()),
             self.prune_box,
             self.input_box,
@@ -508,6 +512,7 @@ class Editor:
         self.deepen_button.on_click(_Weak(self, "_click", "deepen"))
         self.ablate_button.on_click(_Weak(self, "_click", "patch"))
         self.stats_order.observe(_Weak(self, "_on_stats_order"), "value")
+        self.grow_button.on_click(_Weak(self, "_click", "grow_blocks"))
         self.widen_button.on_click(_Weak(self, "_click", "_open_widen"))
         self.widen_apply.on_click(_Weak(self, "_click", "_widen_from_widgets"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
@@ -989,6 +994,30 @@ class Editor:
         self.stats_view.value = ""  # a failure below leaves nothing stale
         self.stats_view.value = table.stats_html(self._rows, self.session.activation_stats(), self.stats_order.value)
 
+    def grow_blocks(self, *, key=None) -> None:
+        """Add after the selected block a copy of it that adds nothing yet, as one step ("Grow block after").
+
+        See ``kerasnb.grow_blocks`` (block expansion): the copy's output projections are zero, so the
+        model computes exactly what it did. The row is a transformer block (keras-hub's decoders) or the
+        Add that closes a residual block ``x + f(x)``.
+
+        Args:
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            UnsupportedLayer: the row is no block kerasnb can grow (a post-norm block, another layer).
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> block = keras.layers.Add(name="block")([inputs, keras.layers.Dense(8, name="f")(inputs)])
+            >>> residual = kerasnb.show_editor(keras.Model(inputs, keras.layers.Dense(2, name="out")(block)))
+            >>> residual.grow_blocks(key="block")
+            >>> residual.report.with_status("new")
+            ['f_copy', 'block_copy']
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.grow_blocks(self.selected), follow=True)
+
     def configure(self, *, key=None, **changes) -> None:
         """Rebuild the selected row's layer from its config with ``changes`` (``kerasnb.configure``).
 
@@ -1325,7 +1354,8 @@ class Editor:
         controls = [self.search, self.layer_picker, self.trainable_box, self.insert_picker,
                     self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
-                    self.like_button, self.cut_button, self.deepen_button, self.widen_button, self.widen_width,
+                    self.like_button, self.cut_button, self.deepen_button, self.grow_button, self.widen_button,
+                    self.widen_width,
                     self.widen_apply, self.input_button, self.input_shape,
                     self.channels_picker,
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
@@ -1501,7 +1531,8 @@ class Editor:
                 self.table.inline = {}
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
-                for button in (self.like_button, self.cut_button, self.deepen_button, self.widen_button, self.input_button,
+                for button in (self.like_button, self.cut_button, self.deepen_button, self.grow_button, self.widen_button,
+                               self.input_button,
                                self.lora_button, self.lora_off_button, self.heads_button, self.configure_button,
                                self.ablate_button):
                     button.disabled = True
@@ -1533,6 +1564,7 @@ class Editor:
             self._sync_widen(actions)
             self._sync_deepen(actions)
             self._sync_patch(actions)
+            self._sync_grow(actions)
             self._sync_configure(actions)
             self._sync_lora(actions.lora)
 
@@ -1573,6 +1605,12 @@ class Editor:
         self.ablate_button.tooltip = ("replace this layer's output by zeros (kerasnb.patch): what depends on it?"
                                       if actions.can_deepen else "this row's layer was replaced or deleted; ablate "
                                       "what stands there now")
+
+    def _sync_grow(self, actions) -> None:
+        """Offer "Grow block after" on a transformer block's row or a residual block's Add."""
+        self.grow_button.disabled = not actions.can_grow
+        self.grow_button.tooltip = actions.grow_reason or (
+            "add after this block a copy of it that adds nothing yet (same outputs)")
 
     def _sync_configure(self, actions) -> None:
         """Offer "Configure..." on a layer's row; its options text once opened there."""

@@ -287,6 +287,12 @@ class Session:
         self._stats_cache = (model, stats)
         return stats
 
+    def grow_blocks(self, key) -> str:
+        """Add after the block at ``key`` (a transformer block, or the Add closing a residual block) a copy
+        of it whose output projections are zero (:func:`kerasnb.grow_blocks`), as one step; growing after
+        the same row again replaces that step. Returns the path."""
+        return self._row_transform("grow_blocks", key)
+
     def _row_transform(self, name: str, key, *arguments) -> str:
         """The whole-model action ``name`` on the row of ``key`` (its record checks ``(path, *arguments)``):
         one such step per row, taking the place of the row's earlier one. Returns the path."""
