@@ -148,13 +148,7 @@ def layer_outputs(model, x) -> dict:
             f"{[tuple(t.shape) for t in inputs]}; compare() received {len(flat)} array(s) "
             f"{[a.shape for a in flat]}. Received: x of type {type(x).__name__}"
         )
-    recorder = tracing._Recorder(model, [p for p, _ in tracing.traceable(model)], {}, stats_only=False)
-    with _graph.memo():
-        recorder.run([_cast(v, t) for v, t in zip(flat, inputs)], "compare()")
-    out: dict = {}
-    for call in recorder.calls():  # calls in the pass's order: a shared layer's in call order
-        out.setdefault(call.path, []).extend(call.outputs())
-    return out
+    return tracing.every_output(model, [_cast(v, t) for v, t in zip(flat, inputs)], "compare()")
 
 
 def _cast(value, tensor):

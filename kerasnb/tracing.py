@@ -645,6 +645,19 @@ class _Recorder:
         return [self.found[k] for k in self.order]
 
 
+def every_output(model, xs, what: str) -> dict:
+    """``{path: [numpy output of each call, in call order (each output of a call in turn)]}`` for every
+    layer of ``model`` (nested ones at any depth) on the flat inputs ``xs``: one pass. ``what`` names the
+    caller in the message when the model cannot run on them (``"compare()"``)."""
+    recorder = _Recorder(model, [p for p, _ in traceable(model)], {}, stats_only=False)
+    with _graph.memo():
+        recorder.run(xs, what)
+    out: dict = {}
+    for call in sorted(recorder.calls(), key=lambda c: c.call):  # stable: paths keep the pass's order
+        out.setdefault(call.path, []).extend(call.outputs())
+    return out
+
+
 def _to_numpy(value, copy: bool = False):
     """A read-only numpy view of a backend tensor, without a copy where the backend allows it (TensorFlow's
     ``numpy()`` copies, ``numpy.asarray`` shares the buffer; so does JAX's on the CPU)."""
