@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from . import _graph, _remake, _targets
+from . import _graph, _remake, _targets, activations, deepening
 from ._pass import Record
 from .edits import Insert
 from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, first_line, surgery_errors_only
@@ -53,7 +53,8 @@ _ZEROABLE = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, 
              keras.layers.LayerNormalization)
 _WHAT_WORKS = ("a pre-norm transformer block of a keras-hub model (GPT-2, OPT, GPT-NeoX, Gemma, Llama, Mistral, "
                "Mixtral, Qwen, Phi-3, Falcon, Bloom...), given by its path (e.g. 'gpt2_backbone/transformer_layer_1'), "
-               "or the Add layer that closes a residual block x + f(x) of a functional model")
+               "or the Add layer that closes a residual block x + f(x) of a functional model (or the relu after it, "
+               "as in ResNet)")
 
 
 @surgery_errors_only
@@ -77,7 +78,9 @@ def grow_blocks(model, after, copy_of=None):
     - a **residual block** ``x + f(x)`` of a functional model, named by the Add layer that closes
       it: ``f``'s layers are copied and its last layer with weights is zeroed (Dense, EinsumDense,
       convolutions: kernel and bias; BatchNormalization and LayerNormalization: scale and
-      offset), where what follows it in ``f`` keeps zero at zero.
+      offset), where what follows it in ``f`` keeps zero at zero. A block ``relu(x + f(x))``
+      whose ``x`` is never negative (ResNet's identity blocks) can be named by its relu
+      (``"conv2_block2_out"``): the copy ends with a relu too.
 
     Args:
         model: A built functional model, keras-hub backbone or task; it is not changed.
@@ -201,6 +204,8 @@ class _Block:
     branch: tuple = ()  # residual: the NodeViews of f, in order
     skip_first: bool = True  # residual: the Add reads x first
     stream_keyword: str | None = None  # transformer: the keyword its call gets the stream by, if not positional
+    add_path: str = ""  # residual: the Add's path (``path`` is the block's last layer: the Add or its relu)
+    activation: object = None  # residual: the relu after the Add that ends the block (ResNet's), or None
 
     @property
     def what(self) -> str:
@@ -210,7 +215,8 @@ class _Block:
         if self.kind == "transformer":
             return BlockCopy(self.path, self.projections, self.experts,
                              f"copy of {self.layer.name}, output projections zero", self.stream_keyword)
-        return BranchCopy(self.path, f"copy of the block {self.layer.name}, output projections zero")
+        return BranchCopy(self.add_path, f"copy of the block {self.layer.name}, output projections zero",
+                          self.path if self.activation is not None else None)
 
 
 def _block_at(model, target, argument):
@@ -220,6 +226,8 @@ def _block_at(model, target, argument):
     layer, path = found.layer, found.path
     if isinstance(layer, keras.layers.Add):
         return _residual_block(found, target)
+    if _plain_relu(layer) and not _graph.is_input_layer(layer):
+        return _residual_block_with_relu(model, found, target)
     if _graph.is_input_layer(layer) or _graph.is_graph_model(layer) or not _graph.tracked_layers(layer):
         raise UnsupportedLayer(f"grow_blocks grows blocks: {_WHAT_WORKS}. {path!r} is a {type(layer).__name__}. "
                                f"Received: {argument}={target!r}")
@@ -266,6 +274,36 @@ def _transformer_block(found, target, argument):
                   tuple(experts), stream_keyword=stream_keyword)
 
 
+def _plain_relu(layer) -> bool:
+    """max(x, 0), nothing more: the identity on what a relu gave."""
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
+    return type(layer) is keras.layers.Activation and activations.name_of(layer.activation) == "relu"
+
+
+def _residual_block_with_relu(model, found, target):
+    """A block ``relu(x + f(x))`` named by its relu (ResNet's ``conv2_block2_out``): where ``x`` is never
+    negative, relu passes ``x + 0`` through unchanged, so the copy may end with the relu too."""
+    received = f"Received: {target!r} ({type(found.layer).__name__} {found.layer.name!r})"
+    call = found.single_call()
+    index = _graph.graph_index(found.scope)
+    producer = index.producer.get(id(call.input_tensors[0])) if len(call.input_tensors) == 1 else None
+    if producer is None or not isinstance(producer.operation, keras.layers.Add):
+        raise UnsupportedLayer(f"grow_blocks grows blocks: {_WHAT_WORKS}; a relu ends one when it follows the Add of "
+                               f"x + f(x). {found.path!r} follows no Add. {received}")
+    prefix = "/".join(scope.name for scope in found.scopes[1:])
+    add_path = f"{prefix}/{producer.operation.name}" if prefix else producer.operation.name
+    block = _residual_block(_targets.resolve(model, add_path, what="grow_blocks"), target)
+    skip = block.call.input_tensors[0 if block.skip_first else 1]
+    skip_producer = index.producer.get(id(skip))
+    if skip_producer is None or not deepening.never_negative(skip_producer.operation):
+        raise UnsupportedLayer(
+            f"grow_blocks: {found.path!r} is relu(x + f(x)) with an x that can be negative, so a copy ending in the "
+            f"relu would change it (relu(x + 0) is not x). What would work: grow after the Add {add_path!r} (the "
+            f"copy then ends before the relu). {received}")
+    return dataclasses.replace(block, path=found.path, given=found.given, add_path=add_path, activation=found.layer)
+
+
 def _residual_block(found, target):
     add, path = found.layer, found.path
     call = found.single_call()
@@ -284,7 +322,7 @@ def _residual_block(found, target):
             continue
         _zeroed_in(branch, out, received)  # refuses a branch whose end cannot be set to zero
         return _Block("residual", path, found.given, add, int(out.shape[-1]), call, branch=tuple(branch),
-                      skip_first=skip_first)
+                      skip_first=skip_first, add_path=path)
     raise UnsupportedLayer(f"grow_blocks: {path!r} does not close a residual block x + f(x) that a copy can follow: "
                            f"{'; '.join(dict.fromkeys(tried))}. What works: {_WHAT_WORKS}. {received}")
 
@@ -301,7 +339,9 @@ def _branch_between(index, skip, out):
             continue
         view = index.producer.get(id(tensor))
         if view is None or _graph.is_input_layer(view.operation):
-            return None, f"its branch reads {getattr(tensor, 'name', 'a tensor')!r}, not only the block's input"
+            return None, ("neither input is computed from the other alone (x + f(x) needs one input to be the "
+                          "block's input and the other f of it; a projection shortcut, as in the first block of a "
+                          "ResNet stage, is not)")
         if id(view.node) in found:
             continue
         if _graph.is_graph_model(view.operation):
@@ -450,6 +490,7 @@ class BranchCopy:
 
     source: str
     reason: str
+    activation: str | None = None  # the relu after the Add that ends the block, copied too
 
     def __call__(self, *args, **kwargs):
         raise TypeError("a BranchCopy is called by the rebuild (kerasnb_build)")
@@ -483,6 +524,12 @@ class BranchCopy:
         summed = [x, local[id(out)]] if found.skip_first else [local[id(out)], x]
         result = _remake.call_deferring(new_add, (summed,), {})
         state.record(new_add, Record(None, Status.NEW, f"copy of {add.name}: the copied block's residual add"))
+        if self.activation is not None:
+            relu = _source(rebuild, self.activation)
+            new_relu = _remade(rebuild, relu, f"{relu.name}_copy")
+            result = _remake.call_deferring(new_relu, (result,), {})
+            state.record(new_relu, Record(None, Status.NEW, f"copy of {relu.name}: the block's relu (its input "
+                                                             "is never negative, so it passes it through)"))
         return result
 
 

@@ -91,7 +91,7 @@ class TestResidualBlocks:
 
     def test_refusals_name_what_works(self, residual):
         model = residual[0]
-        with pytest.raises(UnsupportedLayer, match=r"x \+ f\(x\).*its branch reads"):
+        with pytest.raises(UnsupportedLayer, match=r"x \+ f\(x\).*projection shortcut"):
             kerasnb.grow_blocks(model, after="projected")  # a projection shortcut
         with pytest.raises(UnsupportedLayer, match="grow_blocks grows blocks.*Dense"):
             kerasnb.grow_blocks(model, after="stem")
@@ -105,6 +105,19 @@ class TestResidualBlocks:
         out = L.Add(name="block")([inputs, L.Dense(4, activation="sigmoid", name="f")(inputs)])
         with pytest.raises(UnsupportedLayer, match="does not give zero at zero"):
             kerasnb.grow_blocks(keras.Model(inputs, out), after="block")
+
+
+def test_resnet50_grows_after_identity_blocks_and_refuses_projection_ones(resnet50):
+    """relu(x + f(x)) named by its relu (x is a relu's output, so the copy may end in a relu too) or by its Add."""
+    model = resnet50
+    x = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype("float32")
+    result = kerasnb.grow_blocks(model, after=["conv2_block2_out", "conv4_block2_add"])
+    np.testing.assert_array_equal(_values(result.model(x)), _values(model(x)))
+    new = [row.layer for row in result.report if row.status == "new"]
+    assert new[-1] == "conv4_block2_add_copy" and "conv2_block2_out_copy" in new
+    assert result.report.row("conv2_block2_3_bn_copy").reason.endswith("zeroed: the block adds nothing until trained")
+    with pytest.raises(UnsupportedLayer, match="projection shortcut"):
+        kerasnb.grow_blocks(model, after="conv2_block1_out")
 
 
 def _two_widths():
@@ -139,8 +152,8 @@ HUB = {  # tiny configs after keras-hub's own *_backbone_test.py
 }
 
 
-# JAX runs keras-hub eagerly op by op (seconds per tiny model on CI): one family there, all on TensorFlow.
-@pytest.mark.parametrize("family", sorted(HUB) if keras.backend.backend() == "tensorflow" else ["llama"])
+# JAX runs keras-hub eagerly op by op (seconds per tiny model on CI): two families there, all on TensorFlow.
+@pytest.mark.parametrize("family", sorted(HUB) if keras.backend.backend() == "tensorflow" else ["gemma", "llama"])
 def test_hub_decoders_grow_exactly(family):
     keras.utils.set_random_seed(0)
     backbone = _random(HUB[family]())

@@ -315,7 +315,7 @@ class Answers:
         if own is not None or info is None:
             return f"{key_text(key)} was replaced or deleted; grow after a block that stands in the model now"
         layer = self.layer(path_of(key))
-        if not (is_block(layer) or isinstance(layer, keras.layers.Add)):
+        if not (is_block(layer) or isinstance(layer, (keras.layers.Add, keras.layers.Activation, keras.layers.ReLU))):
             return ("a block is grown after a transformer block, or after the Add that closes a residual block "
                     f"x + f(x); this row is {_a(type(layer).__name__)}")
         return blocks_growth.grow_refusal(self.session.model, path_of(key))
