@@ -22,6 +22,7 @@ from .errors import (
     NameClash,
     QuantizationRefused,
     SaveFailed,
+    UnsaveablePatch,
     SurgeryError,
     UnbuiltModel,
     UnknownShape,
@@ -54,7 +55,7 @@ __all__ = [
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
     "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
     "prune_global_plan", "deepen", "widen", "grow_blocks", "quantize", "quantization_sensitivity",
-    "QuantizationRefused",
+    "QuantizationRefused", "trace", "Trace", "patch", "UnsaveablePatch",
 ]
 
 
@@ -90,6 +91,9 @@ _LAZY = {
     "prune_global_plan": ("budget", "prune_global_plan"),
     "quantize": ("quantization", "quantize"),
     "quantization_sensitivity": ("quantization", "quantization_sensitivity"),
+    "trace": ("tracing", "trace"),
+    "Trace": ("tracing", "Trace"),
+    "patch": ("patching", "patch"),
 }
 
 

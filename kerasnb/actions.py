@@ -396,6 +396,21 @@ def _check_quantize(target="", mode="int8", keep_float=None) -> dict:
     return {"target": target, "mode": mode, "keep_float": int(keep_float) if keep_float else None}
 
 
+def _plan_patch(model, settings, context):
+    import numpy as np
+
+    from .patching import patch
+
+    # The panel's "Ablate": the row's output replaced by zeros (a scalar array: it broadcasts to any
+    # shape, and an array patch saves with the model).
+    result = patch(model, {settings["target"]: np.zeros((), "float32")})
+    return result, f"ablate {settings['target']!r}: its output replaced by zeros"
+
+
+def _check_patch(target) -> dict:
+    return {"target": target}
+
+
 def _plan_grow_blocks(model, settings, context):
     from .blocks_growth import grow_blocks
 
@@ -614,6 +629,10 @@ register_action(
     lambda step: f"quantized {step.params['mode']}" + (" (model)" if not step.params["target"] else ""),
     whole_model=True, plan=_plan_quantize, check=_check_quantize, foretells=(S.QUANTIZED,),
     example={"key": "dense", "mode": "int8"}, control="quantize_button")
+register_action(
+    "patch", "patching:patch", "replace a layer's output by zeros (ablation), an array or a function of it, "
+    "to see what depends on it", lambda step: "ablated (zeros)", whole_model=True, plan=_plan_patch,
+    check=_check_patch, foretells=(S.NEW,), example={"key": "dense"}, control="ablate_button")
 register_action(
     "grow_blocks", "blocks_growth:grow_blocks", "add after a transformer or residual block a copy of it whose "
     "output projections are zero (block expansion): same outputs",

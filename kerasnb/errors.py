@@ -375,6 +375,23 @@ class SaveFailed(SurgeryError):
     """
 
 
+class UnsaveablePatch(SaveFailed):
+    """A model patched with a Python function (``kerasnb.patch(model, {target: fn})``) cannot be saved.
+
+    A function is Python code, which a ``.keras`` file does not hold. The message says what saves:
+    an array patch, or the model without the patch.
+
+    Examples:
+        >>> inputs = keras.Input((3,), name="x")
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+        >>> patched = kerasnb.patch(model, {"out": lambda h: h * 0}).model
+        >>> patched.save("patched.keras")
+        Traceback (most recent call last):
+        ...
+        kerasnb.errors.UnsaveablePatch: The patch 'out_patch' replaces the output of 'out' with a Python function...
+    """
+
+
 def surgery_errors_only(function):
     """Decorate a public function so that whatever escapes it is a :class:`SurgeryError`.
 

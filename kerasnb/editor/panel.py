@@ -197,6 +197,7 @@ class Editor:
         self._build_details()
         self._build_global_prune()
         self._build_quantize()
+        self._build_inspect()
         self._assemble()
         self._connect()
 
@@ -485,13 +486,27 @@ class Editor:
         ], layout=w.Layout(width="auto", display="none"))
         self.quantize_box.add_class("kn-quantize-box")
 
+    def _build_inspect(self) -> None:
+        """"Ablate" (the row's output patched to zeros) and, with data=, each layer's activation statistics."""
+        self.ablate_button = w.Button(description="Ablate", icon="ban", layout=_grows(90),
+                                      tooltip="replace this layer's output by zeros (kerasnb.patch): what depends on it?")
+        self.ablate_button.add_class("kn-ablate")
+        self.stats_order = w.Dropdown(options=list(table.STATS_ORDERS), value="", description="sort by",
+                                      layout=w.Layout(width="auto"))
+        self.stats_order.add_class("kn-stats-order")
+        self.stats_view = w.HTML()
+        self.stats_view.add_class("kn-stats")
+        self.stats_box = w.VBox([self.stats_order, self.stats_view],
+                                layout=w.Layout(width="auto", display=None if self.session.data is not None else "none"))
+        self.stats_box.add_class("kn-stats-box")
+
     def _assemble(self) -> None:
         """The panel's widget tree, and its finalizer (closes every widget once the editor is closed or freed)."""
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
                     self.widen_button, self.deepen_button, self.grow_button, self.input_button, self.heads_button,
-                    self.configure_button],
+                    self.configure_button, self.ablate_button],
                    layout=_item()),
             self.prune_box,
             self.input_box,
@@ -509,7 +524,7 @@ class Editor:
         views = [self.graph, self.table] if self.graph is not None else [self.table]
         self.widget = w.VBox([
             self.title, self.summary, self.message, self.legend,
-            self.search, *views, self.controls,
+            self.search, *views, self.stats_box, self.controls,
             w.HBox([self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button],
                    layout=_item()),
             self.history_view, self.details,
@@ -547,6 +562,8 @@ class Editor:
         self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
         self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
         self.deepen_button.on_click(_Weak(self, "_click", "deepen"))
+        self.ablate_button.on_click(_Weak(self, "_click", "patch"))
+        self.stats_order.observe(_Weak(self, "_on_stats_order"), "value")
         self.grow_button.on_click(_Weak(self, "_click", "grow_blocks"))
         self.widen_button.on_click(_Weak(self, "_click", "_open_widen"))
         self.widen_apply.on_click(_Weak(self, "_click", "_widen_from_widgets"))
@@ -990,6 +1007,49 @@ class Editor:
         self._go_to(key)
         self._edit(lambda: self.session.deepen(self.selected, activation), follow=True)
 
+    def patch(self, *, key=None) -> None:
+        """Ablate the selected row's layer: its output replaced by zeros, as one step ("Ablate").
+
+        See ``kerasnb.patch``. The layers after it compute on zeros (``kept_input_changed``); with a
+        probe, the comparison in the weight report shows how far each output moved.
+
+        Args:
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            IncompatibleShape: the layer gives several tensors (patch the one that makes the one meant).
+
+        Examples:
+            >>> editor.patch(key="hidden")
+            >>> editor.report.with_status("new")
+            ['hidden_patch']
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.patch(self.selected), follow=True)
+
+    def activation_stats(self) -> dict:
+        """Each layer's activation statistics on the editor's ``data``, from one ``kerasnb.trace``.
+
+        ``{path: {"mean", "std", "min", "max", "zeros", "nonfinite"}}`` of the current model (every
+        call of a layer together), traced again after each edit; ``{}`` when the editor has no data.
+
+        Examples:
+            >>> editor.activation_stats()
+            {}
+        """
+        return self.session.activation_stats()
+
+    def _on_stats_order(self, change) -> None:
+        if not self._syncing:
+            self._show_problems(self._render([("the activation statistics", self._draw_stats)]))
+
+    def _draw_stats(self) -> None:
+        """Each row's activation statistics on data (traced again after each edit), sorted as chosen."""
+        if self.session.data is None:
+            return
+        self.stats_view.value = ""  # a failure below leaves nothing stale
+        self.stats_view.value = table.stats_html(self._rows, self.session.activation_stats(), self.stats_order.value)
+
     def grow_blocks(self, *, key=None) -> None:
         """Add after the selected block a copy of it that adds nothing yet, as one step ("Grow block after").
 
@@ -1409,7 +1469,8 @@ class Editor:
                     self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
                     self.prune_by, self.global_prune_button, self.global_budget, self.global_target, self.global_by,
                     self.global_round, self.global_apply, self.quantize_mode, self.quantize_button,
-                    self.quantize_model_button, self.quantize_model_mode, self.quantize_keep, self.quantize_model_apply]
+                    self.quantize_model_button, self.quantize_model_mode, self.quantize_keep, self.quantize_model_apply,
+                    self.ablate_button, self.stats_order]
         was = [(c, c.disabled) for c in controls if hasattr(c, "disabled")]
         for c, _ in was:
             c.disabled = True
@@ -1472,6 +1533,7 @@ class Editor:
             ("the controls", self._sync_controls),
             ("the whole-model actions", self._sync_model_actions),
             ("the history", self._draw_history),
+            ("the activation statistics", self._draw_stats),
             (self._details_name(), self._draw_details),
         ])
 
@@ -1577,7 +1639,8 @@ class Editor:
                 self.prune_box.layout.display = "none"
                 for button in (self.like_button, self.cut_button, self.deepen_button, self.grow_button, self.widen_button,
                                self.input_button,
-                               self.lora_button, self.lora_off_button, self.heads_button, self.configure_button):
+                               self.lora_button, self.lora_off_button, self.heads_button, self.configure_button,
+                               self.ablate_button):
                     button.disabled = True
                 for box in (self.input_box, self.heads_box, self.widen_box, self.configure_box):
                     box.layout.display = "none"
@@ -1607,6 +1670,7 @@ class Editor:
             self._sync_heads(actions)
             self._sync_widen(actions)
             self._sync_deepen(actions)
+            self._sync_patch(actions)
             self._sync_grow(actions)
             self._sync_configure(actions)
             self._sync_lora(actions.lora)
@@ -1652,6 +1716,13 @@ class Editor:
         self.deepen_button.disabled = not actions.can_deepen
         self.deepen_button.tooltip = actions.deepen_reason or (
             "insert after this layer a layer set to the identity (same outputs)")
+
+    def _sync_patch(self, actions) -> None:
+        """Offer "Ablate" where a layer of the current model stands (as "Identity after")."""
+        self.ablate_button.disabled = not actions.can_deepen
+        self.ablate_button.tooltip = ("replace this layer's output by zeros (kerasnb.patch): what depends on it?"
+                                      if actions.can_deepen else "this row's layer was replaced or deleted; ablate "
+                                      "what stands there now")
 
     def _sync_grow(self, actions) -> None:
         """Offer "Grow block after" on a transformer block's row or a residual block's Add."""

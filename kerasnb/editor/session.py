@@ -292,6 +292,30 @@ class Session:
         self._sensitivity = (model, mode, frame)
         return frame
 
+    def patch(self, key) -> str:
+        """Ablate the layer at ``key``: its output replaced by zeros for everything after it
+        (:func:`kerasnb.patch`), as one step; the probe comparison shows what moved. Returns the path."""
+        return self._row_transform("patch", key)
+
+    def activation_stats(self) -> dict:
+        """``{path: {"mean", "std", "min", "max", "zeros", "nonfinite"}}`` of the current model on the
+        editor's ``data`` (every call of a layer together), from one :func:`kerasnb.trace` with
+        statistics only; ``{}`` without data. Traced again once the model changes."""
+        if self.data is None:
+            return {}
+        model = self.model
+        cached = getattr(self, "_stats_cache", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        from ..tracing import trace
+
+        data = self.data
+        if isinstance(data, tuple) and len(data) in (2, 3) and hasattr(data[0], "shape"):
+            data = data[0]  # (x, y): the labels are not needed to look inside
+        stats = trace(model, data, stats_only=True).by_path()
+        self._stats_cache = (model, stats)
+        return stats
+
     def grow_blocks(self, key) -> str:
         """Add after the block at ``key`` (a transformer block, or the Add closing a residual block) a copy
         of it whose output projections are zero (:func:`kerasnb.grow_blocks`), as one step; growing after
