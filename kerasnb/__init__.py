@@ -20,7 +20,9 @@ from .errors import (
     InvalidRegistration,
     LayerNotFound,
     NameClash,
+    QuantizationRefused,
     SaveFailed,
+    UnsaveablePatch,
     SurgeryError,
     UnbuiltModel,
     UnknownShape,
@@ -53,7 +55,8 @@ __all__ = [
     "insert", "register_replacement", "replace", "set_trainable", "show_editor", "Editor",
     "change_input", "configure_all", "fold_batchnorm", "replace_all", "split_activations", "swap_activation",
     "truncate", "transforms", "enable_lora", "merge_lora", "count_macs", "prune_heads", "importance", "prune_global",
-    "prune_global_plan", "deepen", "widen",
+    "prune_global_plan", "deepen", "widen", "grow_blocks", "quantize", "quantization_sensitivity",
+    "QuantizationRefused", "trace", "Trace", "patch", "UnsaveablePatch",
 ]
 
 
@@ -85,7 +88,13 @@ _LAZY = {
     "prune_global": ("budget", "prune_global"),
     "deepen": ("deepening", "deepen"),
     "widen": ("growth", "widen"),
+    "grow_blocks": ("blocks_growth", "grow_blocks"),
     "prune_global_plan": ("budget", "prune_global_plan"),
+    "quantize": ("quantization", "quantize"),
+    "quantization_sensitivity": ("quantization", "quantization_sensitivity"),
+    "trace": ("tracing", "trace"),
+    "Trace": ("tracing", "Trace"),
+    "patch": ("patching", "patch"),
 }
 
 

@@ -72,6 +72,9 @@ def _call_piece(rebuild, piece, args, block: Block, anchor, kwargs=None):
         else:
             state.record(layer, Record(None, Status.NEW, _new_reason(block, made_by)))
         return out
+    if hasattr(piece, "kerasnb_build"):
+        # A piece that makes its own layers from the model's (a grown block): it records them.
+        return piece.kerasnb_build(rebuild, args, kwargs, block, anchor)
     if callable(piece):
         calls_before = {id(layer): _graph.call_count(layer) for layer in state.source_layers}
         failure = None

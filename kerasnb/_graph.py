@@ -346,6 +346,27 @@ def tracked_layers(layer) -> list:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
+def named_sublayers(layer, prefix: str = "", seen: set | None = None):
+    """``(attribute path, sub-layer)`` for every layer ``layer`` holds in its attributes, at any
+    depth (``"attention.output_dense"``, ``"experts[0].down"``), each once, parents first."""
+    seen = set() if seen is None else seen
+    # Keras's own lists of what a layer tracks come last: a sub-layer is named by its attribute.
+    bookkeeping = ("_layers", "_tracked")
+    attributes = sorted(vars(layer).items(), key=lambda item: item[0] in bookkeeping)
+    for key, value in attributes:
+        if key.startswith("_inbound") or key.startswith("_outbound"):
+            continue
+        items = ([(f"{prefix}{key}", value)] if isinstance(value, keras.layers.Layer) else
+                 [(f"{prefix}{key}[{i}]", v) for i, v in enumerate(value)
+                  if isinstance(v, keras.layers.Layer)] if isinstance(value, (list, tuple)) else [])
+        for path, sub in items:
+            if id(sub) in seen or sub is layer:
+                continue
+            seen.add(id(sub))
+            yield path, sub
+            yield from named_sublayers(sub, path + ".", seen)
+
+
 def swap_sublayer(parent, old, new) -> None:
     """Put ``new`` wherever ``parent`` holds ``old``: its tracked layers, attributes, lists and dicts.
 
@@ -660,6 +681,35 @@ def deferred_variables():
                 ) from error
     finally:
         global_state.set_global_attribute(key, found)
+
+
+@contextlib.contextmanager
+def without_forced_collections():
+    """Keras's ``Layer.__delattr__`` runs a full ``gc.collect()`` for every variable a layer drops
+    (``quantize()`` drops each float kernel), to free its device buffer at once: about 0.5 s per
+    layer with TensorFlow loaded. Inside a rebuild the dropped kernels were never given a buffer
+    (their values are deferred), so those collections free nothing; here they are skipped, and
+    ``gc.collect`` is put back however the block ends."""
+    import gc
+
+    collect = gc.collect
+    gc.collect = lambda *args, **kwargs: 0
+    try:
+        yield
+    finally:
+        gc.collect = collect
+
+
+def forget_deferred(variables) -> None:
+    """Variables a layer dropped inside :func:`deferred_variables` (Keras's ``quantize()`` replaces a
+    float kernel by an int8 one) are not initialised when the block ends: no memory drawn for them."""
+    from keras.src.backend.common import global_state
+
+    key = "uninitialized_variables"
+    gone = {id(v) for v in variables if getattr(v, "_value", None) is None}
+    pending = global_state.get_global_attribute(key)
+    if gone and pending:
+        global_state.set_global_attribute(key, [v for v in pending if id(v) not in gone])
 
 
 @contextlib.contextmanager

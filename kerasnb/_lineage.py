@@ -14,7 +14,7 @@ from . import _graph
 from .report import Status
 
 # What a weight rule did that the layer keeps through later rebuilds (a copy keeps the earlier status).
-_CHANGED_WEIGHTS = (Status.PRUNED, Status.ADAPTED, Status.FOLDED)
+_CHANGED_WEIGHTS = (Status.PRUNED, Status.ADAPTED, Status.FOLDED, Status.QUANTIZED)
 
 
 @dataclass

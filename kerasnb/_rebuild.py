@@ -224,7 +224,7 @@ class _GraphRebuild:
             outputs, node_faithful = local[id(view.input_tensors[action.keep])], False
         else:
             outputs, node_faithful = self.call_block(action.block, args, view.operation, kwargs), False
-        self._store(view, outputs, node_faithful, node_plan)
+        self._store(view, outputs, node_faithful, node_plan, kwargs)
 
     def _arguments(self, view, node_plan):
         """``(args, kwargs, local, inputs_faithful)``: the call's arguments on the new tensors (after
@@ -374,8 +374,9 @@ class _GraphRebuild:
             raise
         return new_model
 
-    def _store(self, view, outputs, node_faithful: bool, node_plan):
-        """Map the old call's outputs to the new ones, then run any inserts placed after the call."""
+    def _store(self, view, outputs, node_faithful: bool, node_plan, kwargs=None):
+        """Map the old call's outputs to the new ones, then run any inserts placed after the call (an
+        insert that asks for them, a grown transformer block, also gets the call's keyword tensors)."""
         flat = keras.tree.flatten(outputs)
         extra = self.plan.nested.get(id(view.operation))
         if extra is not None and extra.extra_outputs:  # the nested model gives inner outputs too (Truncate)
@@ -401,7 +402,8 @@ class _GraphRebuild:
                 )
             y = flat[0]
             for block in node_plan.after:
-                y = self.call_block(block, (y,), view.operation)
+                keywords = kwargs if getattr(block.edit, "keeps_call_keywords", False) else None
+                y = self.call_block(block, (y,), view.operation, keywords)
             self.tensors[id(view.outputs[0])] = y
 
     def _call_op(self, new_op, args, kwargs, view, inputs_faithful: bool, local: dict):

@@ -124,12 +124,27 @@ def _attributes(old_backbone, new_graph, strict=True):
             layers[key] = value.name
         elif isinstance(value, (list, tuple)) and value and all(
                 isinstance(v, keras.layers.Layer) and id(v) in old_ids for v in value):
-            layers[key] = [v.name for v in value if v.name in names]
+            layers[key] = _listed(value, new_graph, old_backbone)
         elif value is None or isinstance(value, (bool, int, float, str)):
             plain[key] = value
     if "transformer_layers" in layers and "num_layers" in plain:
         plain["num_layers"] = len(layers["transformer_layers"])  # dropped blocks: the count follows
     return layers, plain
+
+
+def _listed(old_list, new_graph, old_backbone) -> list:
+    """The names for a list attribute (``transformer_layers``) on the edited graph: the listed layers it
+    still has, and the new layers of the listed classes an edit added (a grown block), in the order
+    the graph calls them. A task's cached generation loops over this list: a block left out of it
+    would be skipped by ``generate()`` while ``call()`` runs it."""
+    listed = {layer.name for layer in old_list}
+    kinds = tuple({type(layer) for layer in old_list})
+    old_names = {layer.name for layer in old_backbone.layers}
+    added = [layer.name for layer in new_graph.layers if isinstance(layer, kinds) and layer.name not in old_names]
+    if not added:
+        names = {layer.name for layer in new_graph.layers}
+        return [layer.name for layer in old_list if layer.name in names]
+    return [layer.name for layer in new_graph.layers if layer.name in listed or layer.name in added]
 
 
 def _copy_head(new_task, rebuilt, backbone_name) -> list:

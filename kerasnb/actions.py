@@ -44,7 +44,7 @@ __all__ = ["Action", "register_action", "registry", "get", "Planned", "GLOBAL_BU
            "check_rank", "check_prune", "check_global", "prune_global_plan", "prune_plan", "delete_refusal",
            "single_call", "channel_width", "foretell", "foretell_same_shapes", "unchanged_report", "progress", "count_params", "describe",
            "functional", "input_layers", "input_tensors", "is_graph_model", "is_input_layer", "layer_aliases",
-           "output_tensors", "sublayers", "walk_layers", "memo"]
+           "output_tensors", "sublayers", "walk_layers", "memo", "model_bytes"]
 
 # The budgets of a whole-model prune: the fraction of the channels kept (keep=), of the parameters
 # kept at most (params=) or of the multiply-accumulates kept at most (macs=).
@@ -366,6 +366,62 @@ def _check_deepen(target, activation=None) -> dict:
     return {"target": target, "activation": activation}
 
 
+def model_bytes(model) -> int:
+    """The bytes of ``model``'s variables as stored (:func:`kerasnb.quantization.model_bytes`)."""
+    from .quantization import model_bytes as count
+
+    return count(model)
+
+
+def _plan_quantize(model, settings, context):
+    from .quantization import quantize
+
+    target, mode, keep = settings["target"], settings["mode"], settings["keep_float"]
+    data = getattr(context, "data", None) if keep else None
+    result = quantize(model, mode, match=target or None, data=data, keep_float=keep)
+    where = repr(target) if target else "the model"
+    kept = f", {keep} most sensitive layer(s) kept float" if keep else ""
+    return result, f"quantize {where} to {mode} with Keras's quantize(){kept}"
+
+
+def _check_quantize(target="", mode="int8", keep_float=None) -> dict:
+    from .quantization import MODES
+
+    if mode not in MODES:
+        raise InvalidEdit(f"mode is one of {', '.join(map(repr, MODES))}. Received: mode={mode!r}")
+    if keep_float is not None and (isinstance(keep_float, bool) or not isinstance(keep_float, numbers.Integral)
+                                   or keep_float < 0):
+        raise InvalidEdit(f"keep_float is how many layers stay float, a whole number >= 0 (or None). "
+                          f"Received: keep_float={keep_float!r}")
+    return {"target": target, "mode": mode, "keep_float": int(keep_float) if keep_float else None}
+
+
+def _plan_patch(model, settings, context):
+    import numpy as np
+
+    from .patching import patch
+
+    # The panel's "Ablate": the row's output replaced by zeros (a scalar array: it broadcasts to any
+    # shape, and an array patch saves with the model).
+    result = patch(model, {settings["target"]: np.zeros((), "float32")})
+    return result, f"ablate {settings['target']!r}: its output replaced by zeros"
+
+
+def _check_patch(target) -> dict:
+    return {"target": target}
+
+
+def _plan_grow_blocks(model, settings, context):
+    from .blocks_growth import grow_blocks
+
+    result = grow_blocks(model, settings["target"])
+    return result, f"grow a block after {settings['target']!r} (a copy of it, output projections zero)"
+
+
+def _check_grow_blocks(target) -> dict:
+    return {"target": target}
+
+
 def _plan_configure(model, settings, context):
     from . import surgery
 
@@ -567,4 +623,19 @@ register_action(
     "copies of existing ones (Net2WiderNet): same outputs",
     lambda step: f"widened to {step.params['width']}", whole_model=True, plan=_plan_widen, check=_check_widen,
     foretells=(S.ADAPTED,), example={"key": "dense", "width": 24}, control="widen_apply")
+register_action(
+    "quantize", "quantization:quantize", "store a layer's (or the model's) weights in int8 / int4 / float8 with "
+    "Keras's own quantize(), on a new model",
+    lambda step: f"quantized {step.params['mode']}" + (" (model)" if not step.params["target"] else ""),
+    whole_model=True, plan=_plan_quantize, check=_check_quantize, foretells=(S.QUANTIZED,),
+    example={"key": "dense", "mode": "int8"}, control="quantize_button")
+register_action(
+    "patch", "patching:patch", "replace a layer's output by zeros (ablation), an array or a function of it, "
+    "to see what depends on it", lambda step: "ablated (zeros)", whole_model=True, plan=_plan_patch,
+    check=_check_patch, foretells=(S.NEW,), example={"key": "dense"}, control="ablate_button")
+register_action(
+    "grow_blocks", "blocks_growth:grow_blocks", "add after a transformer or residual block a copy of it whose "
+    "output projections are zero (block expansion): same outputs",
+    lambda step: "block grown after", whole_model=True, plan=_plan_grow_blocks, check=_check_grow_blocks,
+    foretells=(S.NEW,), example={"key": "block"}, control="grow_button")
 del S

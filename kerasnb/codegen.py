@@ -231,7 +231,9 @@ def _layer_constructor(op) -> str:
     config = _graph.config_of(op)
     shown = _non_default(cls, config)
     try:
-        if shown is None:  # defaults unknown: the full config is always right
+        # Defaults unknown, or a quantized layer (its quantization_config is a serialized object only
+        # from_config reads back): the full config is always right.
+        if shown is None or getattr(op, "quantization_mode", None) is not None:
             return f"{qualified}.from_config({_literal(config)})"
         return f"{qualified}({', '.join(_keyword_arguments(shown, _literal))})"
     except _NotPlainData as error:

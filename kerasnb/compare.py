@@ -14,7 +14,7 @@ import warnings
 import keras
 import numpy as np
 
-from . import _graph
+from . import _graph, tracing
 from .errors import InvalidEdit
 
 __all__ = ["BrokenPromiseWarning", "compare", "layer_outputs"]
@@ -117,9 +117,9 @@ def compare(result, x, original=None, original_x=None):
 def layer_outputs(model, x) -> dict:
     """``{path: [output arrays]}`` for every layer of ``model`` on input ``x`` (inference mode).
 
-    Every call of a layer gives its outputs, in call order; a nested model called once is run on
+    Every call of a layer gives its outputs, in call order; a nested model is replayed on
     the values its call received, and its layers appear as ``"outer/inner"``. The model is not
-    changed (the probe is a new functional model over the model's own graph, run eagerly).
+    changed: this is :func:`kerasnb.trace`'s pass (each call made eagerly, which adds no call).
 
     Args:
         model: A built functional or Sequential model.
@@ -148,50 +148,7 @@ def layer_outputs(model, x) -> dict:
             f"{[tuple(t.shape) for t in inputs]}; compare() received {len(flat)} array(s) "
             f"{[a.shape for a in flat]}. Received: x of type {type(x).__name__}"
         )
-    out: dict = {}
-    _collect(model, flat, "", out)
-    return out
-
-
-def _collect(model, flat_inputs, prefix, out) -> None:
-    views = _graph.walk(model)
-    inputs = _graph.input_tensors(model)
-    value = {id(t): v for t, v in zip(inputs, flat_inputs)}
-    for layer, v in zip(_graph.input_layers(model), flat_inputs):
-        out.setdefault(prefix + layer.name, []).append(v)
-    wanted, seen = [], set(value)
-    for view in views:
-        for t in view.outputs:
-            if id(t) not in seen:
-                seen.add(id(t))
-                wanted.append(t)
-    if wanted:
-        probe = keras.Model(inputs, wanted)
-        try:
-            results = probe([_cast(v, t) for v, t in zip(flat_inputs, inputs)], training=False)
-        except Exception as error:
-            shapes = [tuple(a.shape) for a in flat_inputs]
-            raise InvalidEdit(
-                f"Model {model.name!r} cannot run on the input given to compare(): {type(error).__name__}: "
-                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''} It takes "
-                f"{[tuple(t.shape) for t in inputs]}. Received: arrays of shape {shapes}"
-            ) from None
-        results = results if isinstance(results, (list, tuple)) else [results]
-        for t, r in zip(wanted, keras.tree.flatten(results)):
-            value[id(t)] = np.asarray(keras.ops.convert_to_numpy(r))
-    nested_done = set()
-    for view in views:
-        op = view.operation
-        path = prefix + op.name
-        out.setdefault(path, []).extend(value[id(t)] for t in view.outputs if id(t) in value)
-        if _graph.is_graph_model(op) and view.n_calls == 1 and id(op) not in nested_done:
-            nested_done.add(id(op))
-            given = [value.get(id(t)) for t in view.input_tensors]
-            if len(given) == len(_graph.input_tensors(op)) and all(g is not None for g in given):
-                try:
-                    _collect(op, given, path + "/", out)
-                except InvalidEdit:
-                    pass  # a nested model that cannot run alone on these values: its layers get no rows
+    return tracing.every_output(model, [_cast(v, t) for v, t in zip(flat, inputs)], "compare()")
 
 
 def _cast(value, tensor):

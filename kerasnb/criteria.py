@@ -31,12 +31,10 @@ Gradients need the backend's own autodiff: TensorFlow, JAX and PyTorch are suppo
 
 from __future__ import annotations
 
-import inspect
-
 import keras
 import numpy as np
 
-from . import _channels, _graph, _slicing
+from . import _channels, _graph, _slicing, tracing
 from .errors import surgery_errors_only, IncompatibleShape, InvalidEdit, UnsupportedModel
 
 CRITERIA = ("l1", "l2", "bn_scale", "apoz", "taylor")
@@ -326,95 +324,12 @@ def _relu_like(op) -> bool:
 
 
 def _batches(model, data, by):
-    """A list of ``(inputs as a list of numpy arrays, labels or None)``, shapes checked."""
-    inputs = _graph.input_tensors(model)
-    if isinstance(data, tuple) and len(data) in (2, 3) and _whole_pair(data, inputs):
-        y = None if data[1] is None else keras.ops.convert_to_numpy(data[1])
-        items = _split(keras.tree.map_structure(keras.ops.convert_to_numpy, data[0]), y)
-    elif _arrayish(data) or isinstance(data, dict):
-        items = _split(data, None)
-    elif not hasattr(data, "__iter__") and hasattr(data, "__len__") and hasattr(data, "__getitem__"):
-        items = [_unpack(data[i], inputs) for i in range(len(data))]  # a keras.utils.PyDataset
-    elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise InvalidEdit(
-            f"data= is an array of inputs, a tuple (x, y) or an iterable of batches. Received: data of type "
-            f"{type(data).__name__}"
-        )
-    else:
-        items = [_unpack(batch, inputs) for batch in data]
+    """A list of ``(inputs as a list of numpy arrays, labels or None)``, shapes checked (read by
+    :func:`kerasnb.tracing.batches`, the one reader of examples)."""
+    items = list(tracing.batches(model, data, argument="data", batch_size=BATCH_SIZE))
     if not items:
         raise InvalidEdit(f"by={by!r} needs examples, and data= yielded none. Received: an empty {type(data).__name__}")
-    out = []
-    for x, y in items:
-        xs = _as_inputs(model, inputs, x)
-        out.append((xs, None if y is None else keras.ops.convert_to_numpy(y)))
-    return out
-
-
-def _arrayish(value) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
-def _whole_pair(data, inputs) -> bool:
-    """A tuple ``(x, y)`` of whole arrays (as ``model.fit(x, y)`` takes), not the inputs of a multi-input model."""
-    x = data[0]
-    if _is_multi(inputs):
-        if len(data) == len(inputs) and all(_arrayish(d) for d in data):
-            return False  # the inputs themselves
-        return isinstance(x, (list, tuple, dict))
-    return _arrayish(x)
-
-
-def _is_multi(inputs) -> bool:
-    return len(inputs) > 1
-
-
-def _split(x, y):
-    flat = keras.tree.flatten(x)
-    n = int(flat[0].shape[0])
-    return [(keras.tree.map_structure(lambda a: a[i:i + BATCH_SIZE], x), None if y is None else y[i:i + BATCH_SIZE])
-            for i in range(0, n, BATCH_SIZE)]
-
-
-def _unpack(batch, inputs):
-    if isinstance(batch, dict) or _arrayish(batch):
-        return batch, None
-    if isinstance(batch, (tuple, list)):
-        if _is_multi(inputs) and len(batch) == len(inputs) and all(_arrayish(b) for b in batch):
-            return list(batch), None  # the inputs of a multi-input model, no labels
-        if len(batch) in (1, 2, 3):
-            return batch[0], (batch[1] if len(batch) > 1 else None)
-    raise InvalidEdit(
-        "Each batch of data= is an array of inputs or a tuple (x, y) / (x, y, sample_weight). "
-        f"Received: a batch of type {type(batch).__name__}"
-    )
-
-
-def _as_inputs(model, inputs, x) -> list:
-    if isinstance(x, dict):
-        names = [layer.name for layer in _graph.input_layers(model)]
-        missing = [n for n in names if n not in x]
-        if missing:
-            raise IncompatibleShape(
-                f"data= as a dict needs the model's input names {names}. Received: keys {sorted(x)}"
-            )
-        flat = [x[n] for n in names]
-    else:
-        flat = keras.tree.flatten(x)
-    flat = [np.asarray(keras.ops.convert_to_numpy(a)) for a in flat]
-    expected = [tuple(t.shape) for t in inputs]
-    received = [a.shape for a in flat]
-    if len(flat) != len(inputs) or any(
-            len(r) != len(e) or any(d is not None and d != s for d, s in zip(e[1:], r[1:]))
-            for r, e in zip(received, expected)):
-        shown = expected[0] if len(expected) == 1 else expected
-        got = received[0] if len(received) == 1 else received
-        raise IncompatibleShape(
-            f"data= does not fit the model {model.name!r}: its input shape is {shown} (None: any size), a batch "
-            f"of data has shape {got}. Pass inputs shaped like the model's input (a batch axis first). "
-            f"Received: data with input shape {got}"
-        )
-    return [a.astype(t.dtype) if a.dtype != t.dtype else a for a, t in zip(flat, inputs)]
+    return items
 
 
 # ----------------------------------------------------------------------------- running the graph
@@ -423,32 +338,21 @@ def _as_inputs(model, inputs, x) -> list:
 def _run(model, xs, taps: dict, masks=None):
     """Outputs (flat list) and ``{id(tapped tensor): value}`` of one inference pass.
 
-    Each call of the graph is replayed on concrete tensors (eager calls add no node to a layer);
-    with ``masks`` (``{id(tensor): multiplier}``) a tapped tensor is multiplied by its mask before
+    The pass is :func:`kerasnb.tracing.replay` (eager calls add no node to a layer); with
+    ``masks`` (``{id(tensor): multiplier}``) a tapped tensor is multiplied by its mask before
     anything reads it.
     """
     tapped: dict = {}
-    return _run_graph(model, xs, taps, masks, tapped), tapped
 
+    def on_output(path, view, index, tensor, value):
+        if id(tensor) in taps:
+            if masks is not None:
+                value = value * keras.ops.cast(masks[id(tensor)], value.dtype)
+            tapped[id(tensor)] = value
+        return value
 
-def _run_graph(model, xs, taps, masks, tapped) -> list:
-    values = {id(t): x for t, x in zip(_graph.input_tensors(model), xs)}
-    for view in _graph.walk(model):
-        args, kwargs = view.fill_in(values)
-        op = view.operation
-        if _graph.is_graph_model(op) and _holds(op, taps):  # a tapped tensor inside: replay it too
-            outputs = _run_graph(op, [values[id(t)] for t in view.input_tensors], taps, masks, tapped)
-        else:
-            if _takes_training(op):
-                kwargs["training"] = False
-            outputs = keras.tree.flatten(op(*args, **kwargs))
-        for tensor, value in zip(view.outputs, outputs):
-            if id(tensor) in taps:
-                if masks is not None:
-                    value = value * keras.ops.cast(masks[id(tensor)], value.dtype)
-                tapped[id(tensor)] = value
-            values[id(tensor)] = value
-    return [values[id(t)] for t in _graph.output_tensors(model)]
+    outputs = tracing.replay(model, xs, on_output, descend=lambda prefix, op: _holds(op, taps))
+    return outputs, tapped
 
 
 def _holds(model, taps) -> bool:
@@ -458,16 +362,6 @@ def _holds(model, taps) -> bool:
         if _graph.is_graph_model(view.operation) and _holds(view.operation, taps):
             return True
     return False
-
-
-def _takes_training(operation) -> bool:
-    call = getattr(operation, "call", None)
-    if call is None:
-        return False
-    try:
-        return "training" in inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _apoz(model, per_group, batches) -> dict:

@@ -171,6 +171,11 @@ def _output_of(found):
     return tensor
 
 
+def never_negative(producer) -> bool:
+    """The layer's output is provably never negative (its activation or kind says so)."""
+    return _non_negative(producer)
+
+
 def _non_negative(producer) -> bool:
     """The producer's output is provably never negative (so relu on it is the identity)."""
     if isinstance(producer, keras.layers.Softmax):

@@ -394,6 +394,23 @@ class SaveFailed(SurgeryError):
     """
 
 
+class UnsaveablePatch(SaveFailed):
+    """A model patched with a Python function (``kerasnb.patch(model, {target: fn})``) cannot be saved.
+
+    A function is Python code, which a ``.keras`` file does not hold. The message says what saves:
+    an array patch, or the model without the patch.
+
+    Examples:
+        >>> inputs = keras.Input((3,), name="x")
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+        >>> patched = kerasnb.patch(model, {"out": lambda h: h * 0}).model
+        >>> patched.save("patched.keras")
+        Traceback (most recent call last):
+        ...
+        kerasnb.errors.UnsaveablePatch: The patch 'out_patch' replaces the output of 'out' with a Python function...
+    """
+
+
 def surgery_errors_only(function):
     """Decorate a public function so that whatever escapes it is a :class:`SurgeryError`.
 
@@ -488,3 +505,20 @@ def suggest(name: str, candidates) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+class QuantizationRefused(InvalidEdit):
+    """``kerasnb.quantize`` was asked for something Keras's quantization cannot do.
+
+    A layer named explicitly that Keras cannot quantize in that mode (a Conv2D, a subclass of
+    Dense, an Embedding in float8, a layer already quantized, a layer with LoRA), an unknown
+    mode, or GPTQ / AWQ. The message names what was received and what works. An ``InvalidEdit``.
+
+    Examples:
+        >>> inputs = keras.Input((8, 8, 3), name="image")
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs))
+        >>> kerasnb.quantize(model, "int8", match="conv")
+        Traceback (most recent call last):
+        ...
+        kerasnb.errors.QuantizationRefused: 'conv' cannot be quantized: it is a Conv2D: Keras quantizes only ...
+    """

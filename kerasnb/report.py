@@ -21,6 +21,8 @@ class Status(str, enum.Enum):
     - ``pruned``: weights kept but sliced to the remaining channels (or heads);
     - ``adapted``: weights carried over through a rule (e.g. a kernel summed for a new input);
     - ``folded``: another layer's weights folded in (a BatchNormalization, LoRA factors);
+    - ``quantized``: its weights stored in fewer bits (int8, int4) by Keras's quantization; computes
+      nearly what it did (the reason gives the mode and the bytes before and after);
     - ``reinitialized``: its old weights no longer fit; freshly initialised;
     - ``new``: added by the edit;
     - ``removed``: in the original, not in the new model;
@@ -40,6 +42,7 @@ class Status(str, enum.Enum):
     PRUNED = "pruned"
     ADAPTED = "adapted"
     FOLDED = "folded"
+    QUANTIZED = "quantized"
     REINITIALIZED = "reinitialized"
     NEW = "new"
     REMOVED = "removed"
@@ -66,6 +69,7 @@ NO_WEIGHTS = Status.NO_WEIGHTS
 PRUNED = Status.PRUNED
 ADAPTED = Status.ADAPTED
 FOLDED = Status.FOLDED
+QUANTIZED = Status.QUANTIZED
 
 STATUSES = tuple(Status)
 
@@ -76,6 +80,7 @@ STATUS_COLORS = {
     PRUNED: "#6a1b9a",
     ADAPTED: "#00838f",
     FOLDED: "#4e342e",
+    QUANTIZED: "#ad1457",
     REINITIALIZED: "#c62828",
     NEW: "#1565c0",
     REMOVED: "#757575",
@@ -88,6 +93,7 @@ STATUS_MEANINGS = {
     PRUNED: "weights kept but sliced to the remaining channels",
     ADAPTED: "weights carried over through a rule (e.g. a kernel summed for a new input); the reason names it",
     FOLDED: "another layer's weights folded in (e.g. a BatchNormalization); computes what both did",
+    QUANTIZED: "weights stored in fewer bits (int8, int4, float8); computes nearly what it did: see its drift",
     REINITIALIZED: "its old weights no longer fit; freshly initialised",
     NEW: "added by the edit",
     REMOVED: "in the original, not in the new model",
@@ -109,6 +115,9 @@ class LayerRow:
         trainable: Whether it trains.
         source: The original layer whose weights (or place) it carries, or ``""`` for a new one.
         is_container: True for a nested model; its layers have rows of their own.
+        bytes_before: The bytes of its variables in the original (a ``kerasnb.quantize`` report;
+            None elsewhere).
+        bytes_after: The bytes of its variables in the new model (likewise).
 
     Examples:
         >>> inputs = keras.Input((8,), name="x")
@@ -126,6 +135,9 @@ class LayerRow:
     trainable: bool = True
     source: str = ""  # the original layer whose weights (or place) it carries, or ""
     is_container: bool = False  # a nested model; its layers have rows of their own
+    # The bytes of its variables before and after (kerasnb.quantize fills them; None elsewhere).
+    bytes_before: int | None = None
+    bytes_after: int | None = None
 
 
 class WeightReport:
@@ -288,7 +300,7 @@ class WeightReport:
             if counts.get(KEPT_INPUT_CHANGED):
                 parts[-1] += f", {counts[KEPT_INPUT_CHANGED][0]} of them with changed input"
         for status, word in ((PRUNED, "pruned"), (ADAPTED, "adapted"), (FOLDED, "folded"),
-                             (REINITIALIZED, "reinitialized"), (NEW, "new"), (REMOVED, "removed")):
+                             (QUANTIZED, "quantized"), (REINITIALIZED, "reinitialized"), (NEW, "new"), (REMOVED, "removed")):
             if status in counts:
                 n, p = counts[status]
                 parts.append(f"{n} {word} ({_params(p)})" if p else f"{n} {word}")
@@ -299,7 +311,7 @@ class WeightReport:
 
         Returns:
             pandas.DataFrame: columns layer, type, status, reason, params, trainable, source,
-            is_container.
+            is_container; a ``kerasnb.quantize`` report also bytes_before and bytes_after.
 
         Examples:
             >>> inputs = keras.Input((8,), name="x")
@@ -316,7 +328,10 @@ class WeightReport:
         """
         import pandas as pd
 
-        return pd.DataFrame([_row_dict(row) for row in self.rows], columns=[f.name for f in fields(LayerRow)])
+        columns = [f.name for f in fields(LayerRow)]
+        if all(row.bytes_before is None and row.bytes_after is None for row in self.rows):
+            columns = [c for c in columns if c not in _BYTES]  # only a quantize report has them
+        return pd.DataFrame([_row_dict(row) for row in self.rows], columns=columns)
 
     def __repr__(self) -> str:
         width = max((len(r.layer) for r in self.rows), default=5)
@@ -349,6 +364,9 @@ class WeightReport:
             f"<div><b>Weight report</b>: {html.escape(self.summary())}<br><small>{legend}</small>"
             f"<table>{'<tr>' + head + '</tr>'}{''.join(body)}</table></div>"
         )
+
+
+_BYTES = ("bytes_before", "bytes_after")
 
 
 def _row_dict(row: LayerRow) -> dict:
@@ -409,7 +427,7 @@ def status_of(lin, *, has_weights: bool, container: bool = False, inside=()) -> 
         if any(l.original is not None and l.status == KEPT for l in inside):
             return KEPT_INPUT_CHANGED, "some layers inside changed or see changed inputs; see its rows"
         return REINITIALIZED, "none of its weights could be kept; see its rows"
-    if lin.status in (REINITIALIZED, PRUNED, ADAPTED, FOLDED):
+    if lin.status in (REINITIALIZED, PRUNED, ADAPTED, FOLDED, QUANTIZED):
         return lin.status, lin.reason
     if not has_weights:
         if lin.config_changed:

@@ -48,7 +48,9 @@ class Outcome:
 
 
 # What a weight rule can say it did; the report decides kept or kept_input_changed from the graph.
-_OUTCOME_KINDS = (Status.KEPT, Status.REINITIALIZED, Status.PRUNED, Status.ADAPTED, Status.FOLDED, Status.NO_WEIGHTS)
+# NEW: a layer an edit adds whose starting values a rule derives from another layer (a grown block).
+_OUTCOME_KINDS = (Status.KEPT, Status.REINITIALIZED, Status.PRUNED, Status.ADAPTED, Status.FOLDED, Status.QUANTIZED,
+                  Status.NO_WEIGHTS, Status.NEW)
 
 
 def carry(old, new) -> Outcome:

@@ -30,6 +30,7 @@ def model():
     x = L.GlobalAveragePooling1D(name="pool")(x)
     x = L.Dense(16, activation="relu", name="dense")(x)
     x = L.Dense(16, name="dense_1")(x)
+    x = L.Add(name="block")([x, L.Dense(16, name="branch")(x)])  # a residual block: grow_blocks
     return keras.Model(inputs, L.Dense(4, name="head")(x))
 
 

@@ -354,6 +354,22 @@ class TestPanel:
         assert editor.delete_button.description == "Delete" and editor.delete_button.disabled
         assert "not clear which one to pass on" in editor.delete_button.tooltip
 
+    def test_grow_a_block_from_the_panel_and_undo_it(self, lm):
+        editor = Editor(lm)
+        x = {"token_ids": np.array([[1, 2, 3, 0]], "int32"), "padding_mask": np.array([[1, 1, 1, 0]], "int32")}
+        editor.layer_picker.value = B + "embeddings_add"
+        assert editor.grow_button.disabled and "cannot set to give zero" in editor.grow_button.tooltip
+        editor.layer_picker.value = B + "transformer_layer_1"
+        assert not editor.grow_button.disabled
+        editor.grow_button.click()
+        assert editor.message_text.startswith("Done: grow a block after"), editor.message_text
+        assert type(editor.model) is type(lm) and editor.model.backbone.num_layers == 4
+        new = row_of(editor, B + "transformer_layer_1_copy")
+        assert new["status"] == "new" and "output projections zero" in new["reason"]
+        np.testing.assert_array_equal(to_numpy(editor.model(x)), to_numpy(lm(x)))
+        editor.undo_button.click()
+        assert editor.model.backbone.num_layers == 3 and lm.backbone.num_layers == 3
+
     def test_lora_on_a_row_then_off(self, editor):
         editor.layer_picker.value = "transformer_layer_1"
         assert not editor.lora_button.disabled and editor.lora_off_button.disabled

@@ -23,6 +23,8 @@ EXPECTED = [
     "00_quickstart", "01_dense_to_dropout", "02_conv1d_block", "03_vgg16_backbone",
     "04_why_keep_weights", "05_harder_graphs", "06_transformers", "07_inputs_and_patterns", "08_pruning",
     "09_growing",
+    "10_looking_inside",
+    "11_quantizing",
 ]
 IGNORED = ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP")
 

@@ -17,7 +17,7 @@ import numpy as np
 import kerasnb.actions as actions  # the editor's one internal facade
 import kerasnb.catalog as catalog  # not "from .. import catalog": kerasnb.__getattr__ recurses on it
 import kerasnb.fitting as fitting
-from .. import activations, lora
+from .. import activations, blocks_growth, lora
 from ..edits import Delete, Replace, Transform, Truncate
 from ..errors import IncompatibleShape, InvalidEdit, LayerNotFound, first_line, suggest
 from .steps import _entry_or_none, _key_in, _under, key_text, path_of
@@ -86,6 +86,9 @@ class RowActions:
     width: int = 0  # a Dense / convolution / recurrent / Embedding row's units or filters now
     widen_reason: str = "not asked"  # why "Widen..." is not offered here ("" when it is; the core may still refuse)
     deepen_reason: str = "not asked"  # why "Identity after" cannot add an identity layer here ("" when it can)
+    quantize_reason: str = "not asked"  # why "Quantize" is not offered here ("" when it is)
+    quantized: str = ""  # the mode of the row's own quantize step ("" when it has none)
+    grow_reason: str = "not asked"  # why "Grow block after" is not offered here ("" when it is; the core may refuse)
 
     @property
     def can_prune_heads(self) -> bool:
@@ -102,6 +105,14 @@ class RowActions:
     @property
     def can_deepen(self) -> bool:
         return not self.deepen_reason
+
+    @property
+    def can_quantize(self) -> bool:
+        return not self.quantize_reason
+
+    @property
+    def can_grow(self) -> bool:
+        return not self.grow_reason
 
     @property
     def can_insert(self) -> bool:
@@ -297,10 +308,23 @@ class Answers:
             input_reason=self._input_reason(path, is_input), cut_reason=self.cut_reason(key),
             delete_label="Drop block" if info is not None and is_block(self.layer(path)) else "Delete",
             lora=self.lora_info(key), **self._heads_answer(path, own), **self._configure_answer(key, info, own),
-            **self._widen_answer(key, info, own),
+            **self._widen_answer(key, info, own), **self._quantize_answer(key, info, own),
             deepen_reason=(f"{key_text(key)} was replaced or deleted; add the identity layer after what stands "
                            "there now") if own is not None or info is None else "",
+            grow_reason=self._grow_reason(key, info, own),
         )
+
+    def _grow_reason(self, key, info, own) -> str:
+        """"Grow block after" on a transformer block's row or a residual Add's, or why not."""
+        import keras
+
+        if own is not None or info is None:
+            return f"{key_text(key)} was replaced or deleted; grow after a block that stands in the model now"
+        layer = self.layer(path_of(key))
+        if not (is_block(layer) or isinstance(layer, (keras.layers.Add, keras.layers.Activation, keras.layers.ReLU))):
+            return ("a block is grown after a transformer block, or after the Add that closes a residual block "
+                    f"x + f(x); this row is {_a(type(layer).__name__)}")
+        return blocks_growth.grow_refusal(self.session.model, path_of(key))
 
     def _heads_answer(self, path: str, own) -> dict:
         """"Heads..." on ``path``: the heads its layer had before the row's heads step, has now, or why not."""
@@ -326,6 +350,22 @@ class Answers:
         if not width:
             return {"widen_reason": "only a layer with units or filters (Dense, convolution, recurrent, Embedding) widens"}
         return {"width": int(width), "widen_reason": ""}
+
+    def _quantize_answer(self, key, info, own) -> dict:
+        """"Quantize" on ``key``: offered on a layer Keras can quantize (a block: one holding such
+        layers), or why not; its own quantize step's mode, which the dropdown shows."""
+        from .. import quantization
+
+        path = path_of(key)
+        step = next((s for s in self.session.steps if s.label == "quantize" and s.target == path), None)
+        mode = step.params["mode"] if step is not None else ""
+        if info is None or own is not None:
+            return {"quantize_reason": f"{key_text(key)} was replaced or deleted; quantize what stands there now"}
+        if step is not None:  # quantized by its own step: offered again, to change the mode (the step is replaced)
+            return {"quantize_reason": "", "quantized": mode}
+        layer = self.layer(path)
+        why = quantization.refusal(layer, "int8") if layer is not None else f"{path!r} is not in the current model"
+        return {"quantize_reason": why, "quantized": mode}
 
     def _configure_answer(self, key, info, own) -> dict:
         """"Configure..." on ``key``: the options its configure step changes, or why it cannot be configured."""

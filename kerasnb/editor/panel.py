@@ -61,6 +61,12 @@ and "LoRA off" takes that row's LoRA step back; for the whole model, "LoRA on at
 it on every attention projection, and "Merge LoRA" folds the factors into the kernels. With
 LoRA on, only its factors train (the message line and the whole-model row say how many
 parameters train).
+
+Quantizing: "Quantize", with its mode (int8, int4, float8) beside it, is offered on a row Keras can
+quantize (a Dense, EinsumDense, Embedding or ReversibleEmbedding; a block holding such layers) and
+its tooltip says why not elsewhere; "Quantize model..." quantizes every such layer, its box showing
+the size now and, when the editor was opened with ``data=``, each layer's drift quantized alone and
+the size after (``keep float`` leaves the most sensitive ones float). Undo restores the float model.
 """
 
 from __future__ import annotations
@@ -90,6 +96,13 @@ from .session import CHANGE_INPUT_MODES, LORA_RANK, Session, call_of, change_tex
 def _item():
     """A fresh auto-width layout: one per box, so closing an editor closes only its own."""
     return w.Layout(width="auto")
+
+
+def _bytes_text(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _grows(pixels: int):
@@ -125,7 +138,8 @@ class Editor:
         model: A built functional or Sequential model (a keras-hub backbone or task too).
         probe: A small batch the model takes; the report then compares every layer's output
             on it in the edited model and the original.
-        data: Examples to measure channels on when pruning (``"apoz"``, ``"taylor"``).
+        data: Examples to measure channels on when pruning (``"apoz"``, ``"taylor"``), and the
+            output drift of each layer quantized alone ("Quantize model...").
 
     Attributes:
         model: The edited model (the original until the first edit).
@@ -182,6 +196,8 @@ class Editor:
         self._build_history_and_save(model)
         self._build_details()
         self._build_global_prune()
+        self._build_quantize()
+        self._build_inspect()
         self._assemble()
         self._connect()
 
@@ -251,6 +267,10 @@ class Editor:
         self.deepen_button = w.Button(description="Identity after", icon="plus-square", layout=_grows(130),
                                       tooltip="insert after this layer a layer set to the identity (same outputs)")
         self.deepen_button.add_class("kn-deepen")
+        # Block expansion: a copy of this block whose output projections are zero; same outputs.
+        self.grow_button = w.Button(description="Grow block after", icon="clone", layout=_grows(140),
+                                    tooltip="add after this block a copy of it that adds nothing yet (same outputs)")
+        self.grow_button.add_class("kn-grow")
         # Net2WiderNet: more units or filters, copies of existing ones (shown once "Widen..." is clicked).
         self.widen_button = w.Button(description="Widen\u2026", icon="arrows-h", layout=_grows(100),
                                      tooltip="more units or filters, copies of existing ones (same outputs)")
@@ -431,12 +451,62 @@ class Editor:
         ], layout=w.Layout(width="auto", display="none"))
         self.global_prune_box.add_class("kn-global-prune")
 
+    def _build_quantize(self) -> None:
+        """"Quantize" on a row (its mode beside it) and "Quantize model..." (mode, layers kept float,
+        the sensitivity table with data, the size before -> after; its box opens)."""
+        from ..quantization import MODES
+
+        self.quantize_mode = w.Dropdown(options=MODES, value="int8", description="quantize",
+                                        layout=w.Layout(width="190px"))
+        self.quantize_mode.add_class("kn-quantize-mode")
+        self.quantize_button = w.Button(description="Quantize", icon="compress", layout=_grows(110),
+                                        tooltip="store this layer's weights in fewer bits with Keras's quantize()")
+        self.quantize_button.add_class("kn-quantize")
+        self.quantize_info = w.HTML()
+        self.quantize_info.add_class("kn-quantize-info")
+        self.quantize_row = w.HBox([self.quantize_mode, self.quantize_button, self.quantize_info], layout=_item())
+        self.quantize_row.add_class("kn-quantize-row")
+        self.quantize_model_button = w.Button(description="Quantize model\u2026", icon="compress", layout=_grows(160),
+                                              tooltip="quantize every layer Keras can quantize; undo restores floats")
+        self.quantize_model_button.add_class("kn-quantize-model-open")
+        self.model_row.children = tuple(self.model_row.children) + (self.quantize_model_button,)
+        self.quantize_model_mode = w.Dropdown(options=MODES, value="int8", description="mode",
+                                              layout=w.Layout(width="170px"))
+        self.quantize_model_mode.add_class("kn-quantize-model-mode")
+        self.quantize_keep = w.BoundedIntText(value=0, min=0, max=1_000_000, description="keep float",
+                                              layout=w.Layout(width="170px"))
+        self.quantize_keep.add_class("kn-quantize-keep")
+        self.quantize_model_apply = w.Button(description="Apply", icon="check", layout=_grows(90))
+        self.quantize_model_apply.add_class("kn-quantize-model-apply")
+        self.quantize_model_info = w.HTML()
+        self.quantize_model_info.add_class("kn-quantize-model-info")
+        self.quantize_box = w.VBox([
+            w.HBox([self.quantize_model_mode, self.quantize_keep, self.quantize_model_apply], layout=_item()),
+            self.quantize_model_info,
+        ], layout=w.Layout(width="auto", display="none"))
+        self.quantize_box.add_class("kn-quantize-box")
+
+    def _build_inspect(self) -> None:
+        """"Ablate" (the row's output patched to zeros) and, with data=, each layer's activation statistics."""
+        self.ablate_button = w.Button(description="Ablate", icon="ban", layout=_grows(90),
+                                      tooltip="replace this layer's output by zeros (kerasnb.patch): what depends on it?")
+        self.ablate_button.add_class("kn-ablate")
+        self.stats_order = w.Dropdown(options=list(table.STATS_ORDERS), value="", description="sort by",
+                                      layout=w.Layout(width="auto"))
+        self.stats_order.add_class("kn-stats-order")
+        self.stats_view = w.HTML()
+        self.stats_view.add_class("kn-stats")
+        self.stats_box = w.VBox([self.stats_order, self.stats_view],
+                                layout=w.Layout(width="auto", display=None if self.session.data is not None else "none"))
+        self.stats_box.add_class("kn-stats-box")
+
     def _assemble(self) -> None:
         """The panel's widget tree, and its finalizer (closes every widget once the editor is closed or freed)."""
         self.controls = w.VBox([
             w.HBox([self.layer_picker, self.trainable_box, self.like_button], layout=_item()),
             w.HBox([self.insert_picker, self.insert_button, self.delete_button, self.prune_button, self.cut_button,
-                    self.widen_button, self.deepen_button, self.input_button, self.heads_button, self.configure_button],
+                    self.widen_button, self.deepen_button, self.grow_button, self.input_button, self.heads_button,
+                    self.configure_button, self.ablate_button],
                    layout=_item()),
             self.prune_box,
             self.input_box,
@@ -444,15 +514,17 @@ class Editor:
             self.widen_box,
             self.configure_box,
             self.lora_row,
+            self.quantize_row,
             self.model_row,
             self.swap_box,
             self.lora_box,
             self.global_prune_box,
+            self.quantize_box,
         ])
         views = [self.graph, self.table] if self.graph is not None else [self.table]
         self.widget = w.VBox([
             self.title, self.summary, self.message, self.legend,
-            self.search, *views, self.controls,
+            self.search, *views, self.stats_box, self.controls,
             w.HBox([self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button],
                    layout=_item()),
             self.history_view, self.details,
@@ -490,6 +562,9 @@ class Editor:
         self.like_button.on_click(_Weak(self, "_click", "_replace_all_selected"))
         self.cut_button.on_click(_Weak(self, "_click", "_truncate_selected"))
         self.deepen_button.on_click(_Weak(self, "_click", "deepen"))
+        self.ablate_button.on_click(_Weak(self, "_click", "patch"))
+        self.stats_order.observe(_Weak(self, "_on_stats_order"), "value")
+        self.grow_button.on_click(_Weak(self, "_click", "grow_blocks"))
         self.widen_button.on_click(_Weak(self, "_click", "_open_widen"))
         self.widen_apply.on_click(_Weak(self, "_click", "_widen_from_widgets"))
         self.input_button.on_click(_Weak(self, "_click", "_open_change_input"))
@@ -510,6 +585,10 @@ class Editor:
         self.lora_all_apply.on_click(_Weak(self, "_click", "_lora_all_from_widgets"))
         self.lora_all_off.on_click(_Weak(self, "_click", "disable_lora_attention"))
         self.merge_button.on_click(_Weak(self, "_click", "merge_lora"))
+        self.quantize_button.on_click(_Weak(self, "_click", "_quantize_from_widgets"))
+        self.quantize_model_button.on_click(_Weak(self, "_click", "_open_quantize_model"))
+        self.quantize_model_mode.observe(_Weak(self, "_on_quantize_model_mode"), "value")
+        self.quantize_model_apply.on_click(_Weak(self, "_click", "_quantize_model_from_widgets"))
         self.undo_button.on_click(_Weak(self, "_click", "undo"))
         self.redo_button.on_click(_Weak(self, "_click", "redo"))
         self.reset_button.on_click(_Weak(self, "_click", "reset"))
@@ -928,6 +1007,73 @@ class Editor:
         self._go_to(key)
         self._edit(lambda: self.session.deepen(self.selected, activation), follow=True)
 
+    def patch(self, *, key=None) -> None:
+        """Ablate the selected row's layer: its output replaced by zeros, as one step ("Ablate").
+
+        See ``kerasnb.patch``. The layers after it compute on zeros (``kept_input_changed``); with a
+        probe, the comparison in the weight report shows how far each output moved.
+
+        Args:
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            IncompatibleShape: the layer gives several tensors (patch the one that makes the one meant).
+
+        Examples:
+            >>> editor.patch(key="hidden")
+            >>> editor.report.with_status("new")
+            ['hidden_patch']
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.patch(self.selected), follow=True)
+
+    def activation_stats(self) -> dict:
+        """Each layer's activation statistics on the editor's ``data``, from one ``kerasnb.trace``.
+
+        ``{path: {"mean", "std", "min", "max", "zeros", "nonfinite"}}`` of the current model (every
+        call of a layer together), traced again after each edit; ``{}`` when the editor has no data.
+
+        Examples:
+            >>> editor.activation_stats()
+            {}
+        """
+        return self.session.activation_stats()
+
+    def _on_stats_order(self, change) -> None:
+        if not self._syncing:
+            self._show_problems(self._render([("the activation statistics", self._draw_stats)]))
+
+    def _draw_stats(self) -> None:
+        """Each row's activation statistics on data (traced again after each edit), sorted as chosen."""
+        if self.session.data is None:
+            return
+        self.stats_view.value = ""  # a failure below leaves nothing stale
+        self.stats_view.value = table.stats_html(self._rows, self.session.activation_stats(), self.stats_order.value)
+
+    def grow_blocks(self, *, key=None) -> None:
+        """Add after the selected block a copy of it that adds nothing yet, as one step ("Grow block after").
+
+        See ``kerasnb.grow_blocks`` (block expansion): the copy's output projections are zero, so the
+        model computes exactly what it did. The row is a transformer block (keras-hub's decoders) or the
+        Add that closes a residual block ``x + f(x)``.
+
+        Args:
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            UnsupportedLayer: the row is no block kerasnb can grow (a post-norm block, another layer).
+
+        Examples:
+            >>> inputs = keras.Input((8,), name="x")
+            >>> block = keras.layers.Add(name="block")([inputs, keras.layers.Dense(8, name="f")(inputs)])
+            >>> residual = kerasnb.show_editor(keras.Model(inputs, keras.layers.Dense(2, name="out")(block)))
+            >>> residual.grow_blocks(key="block")
+            >>> residual.report.with_status("new")
+            ['f_copy', 'block_copy']
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.grow_blocks(self.selected), follow=True)
+
     def configure(self, *, key=None, **changes) -> None:
         """Rebuild the selected row's layer from its config with ``changes`` (``kerasnb.configure``).
 
@@ -1111,6 +1257,54 @@ class Editor:
         """
         self._edit(self.session.merge_lora)
 
+    def quantize(self, mode: str = "int8", *, key=None) -> None:
+        """Quantize the selected row's layer with Keras's own quantize(), as one step ("Quantize").
+
+        See ``kerasnb.quantize``: on a block, the layers inside it Keras can quantize. Again with
+        another mode changes that step; undo brings the float layer back.
+
+        Args:
+            mode: ``"int8"`` (default), ``"int4"`` or ``"float8"``.
+            key: The row to act on, selected first; default the selected row.
+
+        Raises:
+            QuantizationRefused: Keras cannot quantize the row's layer in that mode (the reason
+                names it).
+
+        Examples:
+            >>> editor.select("hidden")
+            >>> editor.quantize("int8")
+            >>> editor.report.status("hidden"), editor.model.get_layer("hidden").kernel.dtype
+            ('quantized', 'int8')
+            >>> editor.undo()
+            >>> editor.model.get_layer("hidden").kernel.dtype
+            'float32'
+        """
+        self._go_to(key)
+        self._edit(lambda: self.session.quantize(self.selected, mode), follow=True)
+
+    def quantize_model(self, mode: str = "int8", keep_float=None) -> None:
+        """Quantize every layer Keras can quantize, as one step ("Quantize model...").
+
+        See ``kerasnb.quantize``; the message line gives the size before -> after. Again changes
+        that step; undo restores the float model.
+
+        Args:
+            mode: ``"int8"`` (default), ``"int4"`` or ``"float8"``.
+            keep_float: How many layers stay float: those with the most output drift per byte
+                saved on the editor's ``data`` (needs ``data=``); None or 0 keeps none.
+
+        Raises:
+            QuantizationRefused: nothing in the model can be quantized in that mode.
+            InvalidEdit: ``keep_float`` without the editor's ``data``.
+
+        Examples:
+            >>> editor.quantize_model("int4")
+            >>> editor.report.with_status("quantized")
+            ['hidden', 'out']
+        """
+        self._edit(lambda: self.session.quantize_model(mode, keep_float))
+
     def compare(self, x=None):
         """Run the edited model and the original on ``x`` and compare every layer's output.
 
@@ -1264,7 +1458,8 @@ class Editor:
         controls = [self.search, self.layer_picker, self.trainable_box, self.insert_picker,
                     self.insert_button, self.delete_button, self.prune_button, self.prune_slider,
                     self.undo_button, self.redo_button, self.reset_button, self.save_path, self.save_button,
-                    self.like_button, self.cut_button, self.deepen_button, self.widen_button, self.widen_width,
+                    self.like_button, self.cut_button, self.deepen_button, self.grow_button, self.widen_button,
+                    self.widen_width,
                     self.widen_apply, self.input_button, self.input_shape,
                     self.channels_picker,
                     self.input_apply, self.swap_button, self.swap_from, self.swap_to, self.swap_apply,
@@ -1273,7 +1468,9 @@ class Editor:
                     self.lora_off_button, self.lora_all_button,
                     self.lora_all_rank, self.lora_which, self.lora_all_apply, self.lora_all_off, self.merge_button,
                     self.prune_by, self.global_prune_button, self.global_budget, self.global_target, self.global_by,
-                    self.global_round, self.global_apply]
+                    self.global_round, self.global_apply, self.quantize_mode, self.quantize_button,
+                    self.quantize_model_button, self.quantize_model_mode, self.quantize_keep, self.quantize_model_apply,
+                    self.ablate_button, self.stats_order]
         was = [(c, c.disabled) for c in controls if hasattr(c, "disabled")]
         for c, _ in was:
             c.disabled = True
@@ -1336,6 +1533,7 @@ class Editor:
             ("the controls", self._sync_controls),
             ("the whole-model actions", self._sync_model_actions),
             ("the history", self._draw_history),
+            ("the activation statistics", self._draw_stats),
             (self._details_name(), self._draw_details),
         ])
 
@@ -1439,12 +1637,15 @@ class Editor:
                 self.table.inline = {}
                 self.prune_button.disabled = True
                 self.prune_box.layout.display = "none"
-                for button in (self.like_button, self.cut_button, self.deepen_button, self.widen_button, self.input_button,
-                               self.lora_button, self.lora_off_button, self.heads_button, self.configure_button):
+                for button in (self.like_button, self.cut_button, self.deepen_button, self.grow_button, self.widen_button,
+                               self.input_button,
+                               self.lora_button, self.lora_off_button, self.heads_button, self.configure_button,
+                               self.ablate_button):
                     button.disabled = True
                 for box in (self.input_box, self.heads_box, self.widen_box, self.configure_box):
                     box.layout.display = "none"
                 self.lora_info.value = ""
+                self.quantize_button.disabled, self.quantize_info.value = True, ""
                 return
             if self.layer_picker.value != key and key in [k for _, k in self.layer_picker.options]:
                 self.layer_picker.value = key
@@ -1469,8 +1670,11 @@ class Editor:
             self._sync_heads(actions)
             self._sync_widen(actions)
             self._sync_deepen(actions)
+            self._sync_patch(actions)
+            self._sync_grow(actions)
             self._sync_configure(actions)
             self._sync_lora(actions.lora)
+            self._sync_quantize(actions)
 
     def _sync_heads(self, actions) -> None:
         """Offer "Heads..." on a MultiHeadAttention row; its slider (1 .. heads - 1) once opened there."""
@@ -1497,11 +1701,34 @@ class Editor:
         self.widen_width.value = max(int(self.widen_width.value), actions.width + 1)
         self.widen_info.value = f"<span style='font-size:11px;color:#666'>{actions.width} now</span>"
 
+    def _sync_quantize(self, actions) -> None:
+        """Offer "Quantize" on a row Keras can quantize (a block: one holding such layers)."""
+        self.quantize_button.disabled = not actions.can_quantize
+        self.quantize_button.tooltip = actions.quantize_reason or (
+            "store this layer's weights in fewer bits with Keras's quantize(); undo brings the float layer back")
+        if actions.quantized:
+            self.quantize_mode.value = actions.quantized
+        text = f"quantized to {actions.quantized} by its own step" if actions.quantized else ""
+        self.quantize_info.value = f"<span style='font-size:11px;color:#666'>{html.escape(text)}</span>" if text else ""
+
     def _sync_deepen(self, actions) -> None:
         """Offer "Identity after" on a row that stands in the current model."""
         self.deepen_button.disabled = not actions.can_deepen
         self.deepen_button.tooltip = actions.deepen_reason or (
             "insert after this layer a layer set to the identity (same outputs)")
+
+    def _sync_patch(self, actions) -> None:
+        """Offer "Ablate" where a layer of the current model stands (as "Identity after")."""
+        self.ablate_button.disabled = not actions.can_deepen
+        self.ablate_button.tooltip = ("replace this layer's output by zeros (kerasnb.patch): what depends on it?"
+                                      if actions.can_deepen else "this row's layer was replaced or deleted; ablate "
+                                      "what stands there now")
+
+    def _sync_grow(self, actions) -> None:
+        """Offer "Grow block after" on a transformer block's row or a residual block's Add."""
+        self.grow_button.disabled = not actions.can_grow
+        self.grow_button.tooltip = actions.grow_reason or (
+            "add after this block a copy of it that adds nothing yet (same outputs)")
 
     def _sync_configure(self, actions) -> None:
         """Offer "Configure..." on a layer's row; its options text once opened there."""
@@ -1973,6 +2200,47 @@ class Editor:
                                                   applied=True)
         else:
             self._preview_global()
+
+    def _quantize_from_widgets(self) -> None:
+        self.quantize(self.quantize_mode.value)
+
+    def _open_quantize_model(self) -> None:
+        self.quantize_box.layout.display = None
+        self._draw_quantize_info()
+        self._say("Quantizing the model: choose the mode (and, with data, how many of the most sensitive layers stay "
+                  "float), then click Apply. Undo restores the float model.", "ok")
+
+    def _on_quantize_model_mode(self, change) -> None:
+        if not self._syncing and self.quantize_box.layout.display != "none":
+            self._guard(self._draw_quantize_info)
+
+    def _draw_quantize_info(self) -> None:
+        """The size now, and with data the sensitivity table and the size after (each row saves its bytes)."""
+        mode = self.quantize_model_mode.value
+        before = facade.model_bytes(self.session.model)
+        frame = self.session.quantization_sensitivity(mode)
+        if frame is None:
+            self.quantize_model_info.value = (
+                f"<span style='font-size:11px;color:#666'>model now {_bytes_text(before)}; the size after is said "
+                "once applied. Open the editor with data=x to see each layer's drift here and keep the most "
+                "sensitive float.</span>")
+            return
+        keep = min(int(self.quantize_keep.value or 0), max(len(frame) - 1, 0))
+        quantized = frame.iloc[:len(frame) - keep] if keep else frame
+        after = before - int(quantized["bytes_saved"].sum())
+        rows = "".join(
+            f"<tr><td><code>{html.escape(str(r.layer))}</code></td><td>{html.escape(str(r.type))}</td>"
+            f"<td style='text-align:right'>{r.rel_drift:.2%}</td><td style='text-align:right'>"
+            f"{_bytes_text(int(r.bytes_before))} \u2192 {_bytes_text(int(r.bytes_after))}</td></tr>"
+            for r in frame.itertuples())
+        self.quantize_model_info.value = (
+            f"<div style='font-size:11px'>{html.escape(mode)}: model {_bytes_text(before)} \u2192 "
+            f"{_bytes_text(after)}" + (f" ({keep} kept float)" if keep else "") + "<table><tr><th>layer</th>"
+            "<th>type</th><th>drift alone</th><th>bytes</th></tr>" + rows + "</table></div>")
+
+    def _quantize_model_from_widgets(self) -> None:
+        keep = int(self.quantize_keep.value or 0)
+        self.quantize_model(self.quantize_model_mode.value, keep_float=keep or None)
 
     def _global_prune_from_widgets(self) -> None:
         self.prune_global(**{self.global_budget.value: self.global_target.value}, by=self.global_by.value,

@@ -263,6 +263,65 @@ class Session:
         step; deepening the same row again replaces that step. Returns the path."""
         return self._row_transform("deepen", key, activation)
 
+    def quantize(self, key, mode: str = "int8") -> str:
+        """Quantize the layer at ``key`` with Keras's own quantize() (:func:`kerasnb.quantize`; a block:
+        the layers inside it Keras can quantize), as one step; quantizing the same row again replaces
+        that step, and undo brings the float layer back. Returns the path."""
+        return self._row_transform("quantize", key, mode)
+
+    def quantize_model(self, mode: str = "int8", keep_float=None):
+        """Quantize every layer Keras can quantize (:func:`kerasnb.quantize`), ``keep_float`` of them
+        (the most drift per byte saved on the editor's data) left float, as one step; again replaces
+        that step. Returns the step."""
+        settings = actions.get("quantize").check("", mode, keep_float)
+        old = next((s for s in self.steps if s.label == "quantize" and s.target == ""), None)
+        return self._put_transform(old, "quantize", settings)
+
+    def quantization_sensitivity(self, mode: str = "int8"):
+        """:func:`kerasnb.quantization_sensitivity` of the current model on the editor's data (kept
+        until the model or the mode changes), or None without data."""
+        if self.data is None:
+            return None
+        model = self.model
+        cached = getattr(self, "_sensitivity", None)
+        if cached is not None and cached[0] is model and cached[1] == mode:
+            return cached[2]
+        from ..quantization import quantization_sensitivity
+
+        frame = quantization_sensitivity(model, self.data, mode)
+        self._sensitivity = (model, mode, frame)
+        return frame
+
+    def patch(self, key) -> str:
+        """Ablate the layer at ``key``: its output replaced by zeros for everything after it
+        (:func:`kerasnb.patch`), as one step; the probe comparison shows what moved. Returns the path."""
+        return self._row_transform("patch", key)
+
+    def activation_stats(self) -> dict:
+        """``{path: {"mean", "std", "min", "max", "zeros", "nonfinite"}}`` of the current model on the
+        editor's ``data`` (every call of a layer together), from one :func:`kerasnb.trace` with
+        statistics only; ``{}`` without data. Traced again once the model changes."""
+        if self.data is None:
+            return {}
+        model = self.model
+        cached = getattr(self, "_stats_cache", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        from ..tracing import trace
+
+        data = self.data
+        if isinstance(data, tuple) and len(data) in (2, 3) and hasattr(data[0], "shape"):
+            data = data[0]  # (x, y): the labels are not needed to look inside
+        stats = trace(model, data, stats_only=True).by_path()
+        self._stats_cache = (model, stats)
+        return stats
+
+    def grow_blocks(self, key) -> str:
+        """Add after the block at ``key`` (a transformer block, or the Add closing a residual block) a copy
+        of it whose output projections are zero (:func:`kerasnb.grow_blocks`), as one step; growing after
+        the same row again replaces that step. Returns the path."""
+        return self._row_transform("grow_blocks", key)
+
     def _row_transform(self, name: str, key, *arguments) -> str:
         """The whole-model action ``name`` on the row of ``key`` (its record checks ``(path, *arguments)``):
         one such step per row, taking the place of the row's earlier one. Returns the path."""

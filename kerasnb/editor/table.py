@@ -315,3 +315,36 @@ def _diff(value) -> str:
     if value != value:  # NaN: the shapes differ
         return "&mdash;"
     return "0" if value == 0 else f"{value:.2e}"
+
+
+STATS_ORDERS = (("graph order", ""), ("zeros (most first)", "zeros"), ("mean", "mean"), ("std", "std"))
+
+
+def stats_html(rows, stats: dict, order: str = "") -> str:
+    """Each row's activation statistics (from :meth:`Session.activation_stats`) as an escaped HTML
+    table: mean, std and share of exact zeros, each a small number and a bar; ``order`` is ``""``
+    (graph order) or the column to sort by, largest first (``mean``, ``std``: by magnitude)."""
+    if not stats:
+        return ""
+    lines = [(r.path, r.type, stats[r.path]) for r in rows if r.path in stats]
+    if order in ("mean", "std", "zeros"):
+        lines.sort(key=lambda line: -abs(line[2][order]) if line[2][order] == line[2][order] else 0.0)
+    scale = {k: max((abs(s[k]) for _, _, s in lines if s[k] == s[k]), default=0.0) or 1.0 for k in ("mean", "std")}
+    scale["zeros"] = 1.0
+
+    def cell(value, key, color):
+        if value != value:  # NaN: no finite value
+            return "<td class='kn-num'>&mdash;</td>"
+        text = f"{value:.0%}" if key == "zeros" else f"{value:.3g}"
+        width = min(100.0, 100.0 * abs(value) / scale[key])
+        return (f"<td class='kn-num kn-stat-{key}'>{text}<div style='height:3px;width:{width:.0f}%;"
+                f"background:{color}'></div></td>")
+
+    body = "".join(
+        f"<tr class='kn-stats-row' data-layer='{html.escape(path)}'><td><code>{html.escape(path)}</code></td>"
+        f"<td>{html.escape(kind)}</td>{cell(s['mean'], 'mean', '#1565c0')}{cell(s['std'], 'std', '#6a1b9a')}"
+        f"{cell(s['zeros'], 'zeros', '#c62828')}</tr>"
+        for path, kind, s in lines)
+    return ("<div class='kn-stats-inner' style='font-size:12px'><b>Activations on data</b> (one trace; every call "
+            "of a layer together)<table class='kn-layers kn-stats-table'><tr><th>layer</th><th>type</th><th>mean</th>"
+            f"<th>std</th><th>zeros</th></tr>{body}</table></div>")
