@@ -159,6 +159,20 @@ def test_widen_layer_types_exact(name):
     assert result.report.status("t") == "adapted"
 
 
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="TensorFlow's CPU convolution does not run channels_first")
+def test_widen_channels_first_conv_batchnorm_flatten_exact():
+    """Channels on axis 1: the BatchNormalization's axis, and Flatten's (channel, row, column) order."""
+    inputs = keras.Input((2, 6, 6))
+    x = L.Conv2D(4, 3, data_format="channels_first", name="t")(inputs)
+    x = L.BatchNormalization(axis=1, name="bn")(x)
+    x = L.Conv2D(3, 3, data_format="channels_first", name="n")(x)
+    model = _randomised(keras.Model(inputs, L.Dense(2, name="out")(L.Flatten()(x))))
+    x = sample_input(model, batch=2)
+    for target, width in (("t", 7), ("n", 5)):
+        assert _max_diff(widen(model, target, filters=width, seed=0), model, x) <= TOLERANCE, target
+
+
 WIDEN_REFUSED = {  # name: (the layer after a Dense(4) 't', words of the refusal)
     "layer_normalization": (lambda: L.LayerNormalization(name="blocker"),
                             r"'blocker' \(LayerNormalization\) normalises over the widened channels"),
