@@ -68,6 +68,7 @@ function dom(host) {
     type: tr.find("select", "kn-row-type").map((s) => s.kids.map((o) => [o.textContent, o.selected])),
     params: tr.find("div", "kn-row-params").map((d) => d.find("input").map((i) => [i.dataset.param, i.value])),
     reason: tr.find("div", "kn-reason").map((r) => r.textContent),
+    act: tr.find("td", "kn-act").map((c) => [c.textContent, (c.find("div", "kn-act-bar")[0] || {style: {}}).style.width ?? null]),
   }));
 }
 
@@ -88,6 +89,7 @@ const rate = host.find("input", "kn-param-rate")[0];
 rate.value = "0.5";
 rate.fire("change");
 out.afterField = saved.at(-1).action;
+out.headers = host.find("th").map((h) => h.textContent);
 
 row("head").fire("click");
 out.afterClick = [saved.at(-1).selected, saved.at(-1).selected_call];
@@ -131,7 +133,8 @@ def run_view():
         row("shared", "kept", calls=2),
         row("shared", "kept", name="call 0", call=0, calls=2),
         row("shared", "kept", name="call 1", call=1, calls=2),
-        row("head", "reinitialized", reason="its kernel was (32, 1), now (64, 1)"),
+        {**row("head", "reinitialized", reason="its kernel was (32, 1), now (64, 1)"),
+         "act": {"mean": 0.5, "std": 0.25, "zeros": 0.125}},
     ]
     state = {
         "rows": rows, "total": len(rows), "page": 0, "pages": 1, "page_size": 100, "selected": "block/" + EVIL,
@@ -195,6 +198,15 @@ def test_a_reason_is_shown_as_text_once_expanded(view):
     head = next(r for r in view["third"] if r["layer"] == "head")
     assert head["reason"] == ["its kernel was (32, 1), now (64, 1)"]
     assert next(r for r in view["second"] if r["layer"] == "head")["reason"] == []
+
+
+def test_activation_statistics_are_a_column_when_rows_have_them(view):
+    """show_editor(model, data=x): each layer row's mean, std and share of zeros (a bar for it); a
+    row without statistics (a call's sub-row, a layer not traced) has an empty cell."""
+    assert view["headers"][-1] == "activations"
+    by_key = {(r["layer"], r["call"]): r for r in view["first"]}
+    assert by_key[("head", None)]["act"] == [["\u03bc 0.500 \u03c3 0.250 0s 13%", "13%"]]
+    assert by_key[("shared", "0")]["act"] == [["", None]]
 
 
 def test_progress_shows_layers_rebuilt_of_total(view):

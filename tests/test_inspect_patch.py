@@ -128,6 +128,8 @@ def test_the_panel_ablates_a_row_and_shows_statistics(chain):
         assert set(stats) >= {"dense", "dense_1", "head"}
         assert stats["dense"]["zeros"] == pytest.approx((kerasnb.trace(chain, x)["dense"] == 0).mean())
         assert "kn-stats-row" in editor.stats_view.value and "data-layer='dense_1'" in editor.stats_view.value
+        listed = {r["path"]: r for r in editor.table.listed if r["call"] is None}
+        assert listed["dense"]["act"]["zeros"] == pytest.approx(stats["dense"]["zeros"])  # the table's column
         editor.stats_order.value = "zeros"  # sorted: most zeros first
         assert editor.stats_view.value.index("data-layer='dense'") < editor.stats_view.value.index("data-layer='head'")
         editor.select("dense_1")
@@ -135,6 +137,7 @@ def test_the_panel_ablates_a_row_and_shows_statistics(chain):
         assert editor.session.steps[-1].action == "patch", editor.message_text
         assert editor.report.status("dense_1_patch") == "new"
         assert editor.activation_stats()["dense_1_patch"]["zeros"] == 1.0  # traced again after the edit
+        assert {r["path"]: r for r in editor.table.listed}["dense_1_patch"]["act"]["zeros"] == 1.0
         frame = editor.session.answers.compare().frame.set_index("layer")
         assert frame.loc["head", "max_abs_diff"] > 0 and frame.loc["dense", "max_abs_diff"] == 0
         editor.undo()

@@ -1545,11 +1545,21 @@ class Editor:
         self._reveal_selected()
         query = self.search.value
         listed = table.visible_rows(self._rows if rows is None else rows, query=query,
-                                    collapsed=self.table.collapsed)
+                                    collapsed=self.table.collapsed, stats=self._stats_for_table())
         with self._quietly():
             with self.table.hold_sync():
                 self._mark_selected()
                 self.table.show(listed, empty=f"No layer matches {query.strip()!r}." if query.strip() else "")
+
+    def _stats_for_table(self):
+        """The activation statistics the table's "activations" column shows, or None (no data, or a
+        trace that failed: the statistics box below the table says why)."""
+        if self.session.data is None:
+            return None
+        try:
+            return self.session.activation_stats()
+        except Exception:  # drawn as a problem by _draw_stats, where it is the whole story
+            return None
 
     def _show_selection(self) -> None:
         """The table marks the selected row (on its page; a folded nested model holding it opens)."""

@@ -13,6 +13,7 @@ named ``d1<img src=x onerror=alert(1)>`` is shown as those characters.
 from __future__ import annotations
 
 import html
+import math
 import pathlib
 from dataclasses import dataclass, replace
 
@@ -174,11 +175,13 @@ def _ancestors(path: str):
 # ----------------------------------------------------------------------------- the table widget
 
 
-def visible_rows(rows: list[TableRow], *, query: str = "", collapsed=()) -> list[dict]:
+def visible_rows(rows: list[TableRow], *, query: str = "", collapsed=(), stats=None) -> list[dict]:
     """What the table lists, as the plain dicts :class:`LayerTable` sends: the rows matching
     ``query`` (by name, type or edit; the nested models holding a match stay, for context), less
     the rows inside a folded nested model (``collapsed``), each shared layer followed by one
-    sub-row per call (``call`` is its index; ``None`` on layer rows)."""
+    sub-row per call (``call`` is its index; ``None`` on layer rows). With ``stats`` (the
+    session's activation statistics by path) a layer row has ``act``: its mean, std and share of
+    zeros (None where no value was finite), drawn as the table's "activations" column."""
     shown = [r for r in rows if matches(r, query)]
     if query.strip():
         keep = {r.path for r in shown}
@@ -194,6 +197,8 @@ def visible_rows(rows: list[TableRow], *, query: str = "", collapsed=()) -> list
                     "params": int(r.params), "trainable": bool(r.trainable), "status": str(r.status),
                     "reason": r.reason, "choice": r.choice, "depth": r.depth, "calls": r.calls, "call": None,
                     "group": bool(r.is_container and r.path in has_inside)})
+        if stats and r.path in stats:
+            out[-1]["act"] = {key: _finite_or_none(stats[r.path][key]) for key in ("mean", "std", "zeros")}
         if r.calls > 1:
             notes = dict(r.call_choices)
             for i in range(r.calls):
@@ -202,6 +207,11 @@ def visible_rows(rows: list[TableRow], *, query: str = "", collapsed=()) -> list
                             "choice": notes.get(i, ""), "depth": r.depth, "calls": r.calls, "call": i,
                             "group": False})
     return out
+
+
+def _finite_or_none(value):
+    value = float(value)
+    return value if math.isfinite(value) else None  # NaN and inf do not travel as JSON
 
 
 class LayerTable(anywidget.AnyWidget):

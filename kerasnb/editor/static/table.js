@@ -143,7 +143,24 @@ function inlineControls(model, row, typeCell, editCell) {
   editCell.appendChild(box);
 }
 
-function drawRow(model, row, body) {
+// A layer's activations on the editor's data (show_editor(model, data=...)): mean, std and the
+// share of exact zeros, with a bar for that share. Numbers only: nothing from the model.
+function statsCell(act) {
+  const cell = el("td", "kn-act");
+  if (!act) return cell;
+  const fmt = (v) => (v === null || v === undefined ? "\u2014" : Number(v).toPrecision(3));
+  cell.appendChild(el("span", "kn-act-mean", `\u03bc ${fmt(act.mean)}`));
+  cell.appendChild(el("span", "kn-act-std", ` \u03c3 ${fmt(act.std)}`));
+  const zeros = act.zeros === null || act.zeros === undefined ? null : Number(act.zeros);
+  cell.appendChild(el("span", "kn-act-zeros", ` 0s ${zeros === null ? "\u2014" : Math.round(100 * zeros) + "%"}`));
+  const bar = el("div", "kn-act-bar");
+  bar.style.width = `${zeros === null ? 0 : Math.round(100 * zeros)}%`;
+  cell.appendChild(bar);
+  cell.title = "activations on the editor's data: mean, standard deviation, share of exact zeros";
+  return cell;
+}
+
+function drawRow(model, row, body, withStats) {
   const sub = row.call !== null && row.call !== undefined;
   const tr = el("tr", sub ? "kn-call" : "kn-row");
   tr.dataset.layer = row.path;
@@ -192,6 +209,7 @@ function drawRow(model, row, body) {
   const editCell = el("td", "kn-choice");
   editCell.appendChild(el("span", null, row.choice));
   tr.appendChild(editCell);
+  if (withStats) tr.appendChild(statsCell(sub ? null : row.act));
   if (tr.classList.contains("kn-selected")) inlineControls(model, row, typeCell, editCell);
   tr.addEventListener("click", () => {
     if (!sameKey(row, model)) select(model, row);
@@ -225,12 +243,13 @@ function render({ model, el: host }) {
     } else {
       const table = el("table", "kn-layers");
       const head = el("tr");
-      for (const c of COLUMNS) head.appendChild(el("th", null, c));
+      const withStats = rows.some((row) => row.act);
+      for (const c of withStats ? [...COLUMNS, "activations"] : COLUMNS) head.appendChild(el("th", null, c));
       const thead = el("thead");
       thead.appendChild(head);
       table.appendChild(thead);
       const body = el("tbody");
-      for (const row of rows) drawRow(model, row, body);
+      for (const row of rows) drawRow(model, row, body, withStats);
       table.appendChild(body);
       root.appendChild(table);
     }
