@@ -85,10 +85,10 @@ class RowActions:
     configure_changes: dict = field(default_factory=dict)  # the options the row's configure step changes
     width: int = 0  # a Dense / convolution / recurrent / Embedding row's units or filters now
     widen_reason: str = "not asked"  # why "Widen..." is not offered here ("" when it is; the core may still refuse)
-    deepen_reason: str = "not asked"  # why "Identity after" cannot add an identity layer here ("" when it can)
+    deepen_reason: str = "not asked"  # why "Add identity layer after" cannot add an identity layer here ("" when it can)
     quantize_reason: str = "not asked"  # why "Quantize" is not offered here ("" when it is)
     quantized: str = ""  # the mode of the row's own quantize step ("" when it has none)
-    grow_reason: str = "not asked"  # why "Grow block after" is not offered here ("" when it is; the core may refuse)
+    grow_reason: str = "not asked"  # why "Grow a block after" is not offered here ("" when it is; the core may refuse)
 
     @property
     def can_prune_heads(self) -> bool:
@@ -315,7 +315,7 @@ class Answers:
         )
 
     def _grow_reason(self, key, info, own) -> str:
-        """"Grow block after" on a transformer block's row or a residual Add's, or why not."""
+        """"Grow a block after" on a transformer block's row or a residual Add's, or why not."""
         import keras
 
         if own is not None or info is None:

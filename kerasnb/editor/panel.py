@@ -264,11 +264,11 @@ class Editor:
         self.cut_button = w.Button(description="Cut here", icon="crop", layout=_grows(100))
         self.cut_button.add_class("kn-cut")
         # Net2DeeperNet: a layer set to the identity after this row; the model computes what it did.
-        self.deepen_button = w.Button(description="Identity after", icon="plus-square", layout=_grows(130),
+        self.deepen_button = w.Button(description="Add identity layer after", icon="plus-square", layout=_grows(180),
                                       tooltip="insert after this layer a layer set to the identity (same outputs)")
         self.deepen_button.add_class("kn-deepen")
         # Block expansion: a copy of this block whose output projections are zero; same outputs.
-        self.grow_button = w.Button(description="Grow block after", icon="clone", layout=_grows(140),
+        self.grow_button = w.Button(description="Grow a block after", icon="clone", layout=_grows(150),
                                     tooltip="add after this block a copy of it that adds nothing yet (same outputs)")
         self.grow_button.add_class("kn-grow")
         # Net2WiderNet: more units or filters, copies of existing ones (shown once "Widen..." is clicked).
@@ -987,7 +987,7 @@ class Editor:
         self._edit(lambda: self.session.widen(self.selected, width), follow=True)
 
     def deepen(self, activation=None, *, key=None) -> None:
-        """Insert after the selected row's layer a layer set to the identity, as one step ("Identity after").
+        """Insert after the selected row's layer a layer set to the identity, as one step ("Add identity layer after").
 
         See ``kerasnb.deepen`` (Net2DeeperNet): the model computes exactly what it did.
 
@@ -1051,7 +1051,7 @@ class Editor:
         self.stats_view.value = table.stats_html(self._rows, self.session.activation_stats(), self.stats_order.value)
 
     def grow_blocks(self, *, key=None) -> None:
-        """Add after the selected block a copy of it that adds nothing yet, as one step ("Grow block after").
+        """Add after the selected block a copy of it that adds nothing yet, as one step ("Grow a block after").
 
         See ``kerasnb.grow_blocks`` (block expansion): the copy's output projections are zero, so the
         model computes exactly what it did. The row is a transformer block (keras-hub's decoders) or the
@@ -1722,20 +1722,20 @@ class Editor:
         self.quantize_info.value = f"<span style='font-size:11px;color:#666'>{html.escape(text)}</span>" if text else ""
 
     def _sync_deepen(self, actions) -> None:
-        """Offer "Identity after" on a row that stands in the current model."""
+        """Offer "Add identity layer after" on a row that stands in the current model."""
         self.deepen_button.disabled = not actions.can_deepen
         self.deepen_button.tooltip = actions.deepen_reason or (
             "insert after this layer a layer set to the identity (same outputs)")
 
     def _sync_patch(self, actions) -> None:
-        """Offer "Ablate" where a layer of the current model stands (as "Identity after")."""
+        """Offer "Ablate" where a layer of the current model stands (as "Add identity layer after")."""
         self.ablate_button.disabled = not actions.can_deepen
         self.ablate_button.tooltip = ("replace this layer's output by zeros (kerasnb.patch): what depends on it?"
                                       if actions.can_deepen else "this row's layer was replaced or deleted; ablate "
                                       "what stands there now")
 
     def _sync_grow(self, actions) -> None:
-        """Offer "Grow block after" on a transformer block's row or a residual block's Add."""
+        """Offer "Grow a block after" on a transformer block's row or a residual block's Add."""
         self.grow_button.disabled = not actions.can_grow
         self.grow_button.tooltip = actions.grow_reason or (
             "add after this block a copy of it that adds nothing yet (same outputs)")
