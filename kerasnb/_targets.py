@@ -48,6 +48,12 @@ class Target:
         """``"outer/inner"``: the names of the nested models and of the layer."""
         return "/".join([s.name for s in self.scopes[1:]] + [self.layer.name])
 
+    def call_outputs(self) -> list:
+        """The Keras tensors the one call meant gives (an input layer: its own output)."""
+        if _graph.is_input_layer(self.layer):
+            return keras.tree.flatten(self.layer.output)
+        return [t for t in keras.tree.flatten(self.single_call().outputs) if isinstance(t, keras.KerasTensor)]
+
     def single_call(self):
         """The one call meant, or AmbiguousTarget listing the ``(name, i)`` targets to choose from."""
         if len(self.calls) == 1:

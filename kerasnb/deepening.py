@@ -155,10 +155,7 @@ class IdentityInsert(Insert):
 
 def _output_of(found):
     """The one Keras tensor the target's call gives."""
-    if _graph.is_input_layer(found.layer):
-        outputs = keras.tree.flatten(found.layer.output)
-    else:
-        outputs = [t for t in keras.tree.flatten(found.single_call().outputs) if isinstance(t, keras.KerasTensor)]
+    outputs = found.call_outputs()
     if len(outputs) != 1:
         raise IncompatibleShape(f"deepen inserts after a layer giving one tensor; {found.path!r} gives "
                                 f"{len(outputs)}. Received: after={found.given!r}")

@@ -221,10 +221,7 @@ def _calls(model, target):
 
 
 def _output_of(found, given):
-    if _graph.is_input_layer(found.layer):
-        outputs = keras.tree.flatten(found.layer.output)
-    else:
-        outputs = [t for t in keras.tree.flatten(found.single_call().outputs) if isinstance(t, keras.KerasTensor)]
+    outputs = found.call_outputs()
     if len(outputs) != 1:
         raise IncompatibleShape(f"patch replaces the output of a call giving one tensor; {found.path!r} gives "
                                 f"{len(outputs)}. Patch the layer that makes the one you mean. Received: target={given!r}")
