@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _graph, _targets
 from .edits import Insert
-from .errors import AmbiguousTarget, IncompatibleShape, InvalidEdit, UnsaveablePatch, surgery_errors_only
+from .errors import IncompatibleShape, InvalidEdit, UnsaveablePatch, surgery_errors_only
 
 __all__ = ["ActivationPatch", "PatchInsert", "patch"]
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _graph, _targets, weights
 from .edits import Transform
-from .errors import surgery_errors_only, InvalidEdit, LayerNotFound, QuantizationRefused
+from .errors import InvalidEdit, QuantizationRefused, surgery_errors_only
 from .report import Status, WeightReport
 from .surgery import SurgeryResult, apply
 from .weights import Outcome
