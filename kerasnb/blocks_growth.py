@@ -26,7 +26,7 @@ import numpy as np
 from . import _graph, _remake, _targets, activations, deepening
 from ._pass import Record
 from .edits import Insert
-from .errors import IncompatibleShape, InvalidEdit, UnsupportedLayer, first_line, surgery_errors_only
+from .errors import IncompatibleShape, InvalidEdit, SurgeryError, UnsupportedLayer, first_line, surgery_errors_only
 from .report import Status
 from .weights import Outcome, carried_values
 
@@ -121,7 +121,7 @@ def grow_blocks(model, after, copy_of=None):
     if not targets:
         raise InvalidEdit(f"grow_blocks needs at least one block to grow after: {_WHAT_WORKS}. Received: after=[]")
     source = None if copy_of is None else _block_at(model, copy_of, "copy_of")
-    edits, checks = [], []
+    edits, checks = [], {}  # checks: a transformer copy's reason -> (the block it follows, the block it copies)
     for target in targets:
         anchor = _block_at(model, target, "after")
         copied = source or anchor
@@ -134,13 +134,13 @@ def grow_blocks(model, after, copy_of=None):
                                     f"gives width {anchor.width}; a copy must fit the stream it joins. Received: "
                                     f"after={target!r}, copy_of={copy_of!r}")
         piece = copied.piece()
-        edits.append(GrowBlock(piece, after=anchor.given, new_reason=piece.reason))
-        checks.append((anchor, copied))
+        edits.append(GrowBlock(piece, after=anchor.given))
+        if isinstance(piece, BlockCopy):
+            checks.setdefault(piece.reason, (anchor, copied))
     result = apply(model, edits)
-    grown = [row.layer for row in result.report if row.status == Status.NEW and row.reason.startswith("copy of ")
-             and row.reason.endswith("output projections zero")]
-    for path in grown:  # a copy of a transformer block: checked by running it
-        _check_identity(result.model, path, checks)
+    for row in result.report:  # each copy of a transformer block: checked by running it
+        if row.status == Status.NEW and row.reason in checks:
+            _check_identity(result.model, row.layer, *checks[row.reason])
     notes = [f"{len(targets)} block(s) grown, each a copy of a trained block that adds nothing yet: the model "
              "computes exactly what it did. Train it (the new blocks alone, or all) to use them."]
     return dataclasses.replace(result, notes=tuple(notes) + tuple(result.notes))
@@ -160,8 +160,6 @@ def grow_refusal(model, target) -> str:
         >>> grow_refusal(model, "f")[:33]
         'grow_blocks grows blocks: a pre-n'
     """
-    from .errors import SurgeryError
-
     try:
         _block_at(model, target, "after")
     except SurgeryError as refusal:
@@ -184,7 +182,6 @@ class GrowBlock(Insert):
         ('GrowBlock', 'block')
     """
 
-    new_reason: str = ""
     keeps_call_keywords: bool = True
 
 
@@ -206,6 +203,17 @@ class _Block:
     stream_keyword: str | None = None  # transformer: the keyword its call gets the stream by, if not positional
     add_path: str = ""  # residual: the Add's path (``path`` is the block's last layer: the Add or its relu)
     activation: object = None  # residual: the relu after the Add that ends the block (ResNet's), or None
+    zeroed: object = None  # residual: the NodeView of f whose layer is zeroed
+
+    @property
+    def skip(self):
+        """Residual: the Add's input that is the block's input ``x``."""
+        return self.call.input_tensors[0 if self.skip_first else 1]
+
+    @property
+    def out(self):
+        """Residual: the Add's input that is ``f(x)``."""
+        return self.call.input_tensors[1 if self.skip_first else 0]
 
     @property
     def what(self) -> str:
@@ -215,8 +223,7 @@ class _Block:
         if self.kind == "transformer":
             return BlockCopy(self.path, self.projections, self.experts,
                              f"copy of {self.layer.name}, output projections zero", self.stream_keyword)
-        return BranchCopy(self.add_path, f"copy of the block {self.layer.name}, output projections zero",
-                          self.path if self.activation is not None else None)
+        return BranchCopy(self.add_path, self.path if self.activation is not None else None)
 
 
 def _block_at(model, target, argument):
@@ -294,8 +301,7 @@ def _residual_block_with_relu(model, found, target):
     prefix = "/".join(scope.name for scope in found.scopes[1:])
     add_path = f"{prefix}/{producer.operation.name}" if prefix else producer.operation.name
     block = _residual_block(_targets.resolve(model, add_path, what="grow_blocks"), target)
-    skip = block.call.input_tensors[0 if block.skip_first else 1]
-    skip_producer = index.producer.get(id(skip))
+    skip_producer = index.producer.get(id(block.skip))
     if skip_producer is None or not deepening.never_negative(skip_producer.operation):
         raise UnsupportedLayer(
             f"grow_blocks: {found.path!r} is relu(x + f(x)) with an x that can be negative, so a copy ending in the "
@@ -320,9 +326,9 @@ def _residual_block(found, target):
         if branch is None:
             tried.append(why)
             continue
-        _zeroed_in(branch, out, received)  # refuses a branch whose end cannot be set to zero
+        zeroed = _zeroed_in(branch, out, received)  # refuses a branch whose end cannot be set to zero
         return _Block("residual", path, found.given, add, int(out.shape[-1]), call, branch=tuple(branch),
-                      skip_first=skip_first, add_path=path)
+                      skip_first=skip_first, add_path=path, zeroed=zeroed)
     raise UnsupportedLayer(f"grow_blocks: {path!r} does not close a residual block x + f(x) that a copy can follow: "
                            f"{'; '.join(dict.fromkeys(tried))}. What works: {_WHAT_WORKS}. {received}")
 
@@ -489,7 +495,6 @@ class BranchCopy:
     with weights zero, and a new Add."""
 
     source: str
-    reason: str
     activation: str | None = None  # the relu after the Add that ends the block, copied too
 
     def __call__(self, *args, **kwargs):
@@ -498,14 +503,11 @@ class BranchCopy:
     def kerasnb_build(self, rebuild, args, kwargs, block, anchor):
         add = _source(rebuild, self.source)
         found = _residual_block(_targets.resolve(rebuild.model, add, what="grow_blocks"), self.source)
-        skip = found.call.input_tensors[0 if found.skip_first else 1]
-        out = found.call.input_tensors[1 if found.skip_first else 0]
-        zeroed = _zeroed_in(found.branch, out, f"Received: {self.source!r}")
         (x,) = args
-        local, state = {id(skip): x}, rebuild.state
+        local, state = {id(found.skip): x}, rebuild.state
         for view in found.branch:
             op = view.operation
-            zero = view is zeroed
+            zero = view is found.zeroed
             reason = (f"copy of {op.name} in {add.name}, zeroed: the block adds nothing until trained" if zero
                       else f"copy of {op.name} in {add.name}")
             if isinstance(op, keras.layers.Layer):
@@ -521,7 +523,7 @@ class BranchCopy:
             for old_t, new_t in zip(view.outputs, keras.tree.flatten(outputs)):
                 local[id(old_t)] = new_t
         new_add = _remade(rebuild, add, f"{add.name}_copy")
-        summed = [x, local[id(out)]] if found.skip_first else [local[id(out)], x]
+        summed = [x, local[id(found.out)]] if found.skip_first else [local[id(found.out)], x]
         result = _remake.call_deferring(new_add, (summed,), {})
         state.record(new_add, Record(None, Status.NEW, f"copy of {add.name}: the copied block's residual add"))
         if self.activation is not None:
@@ -536,11 +538,10 @@ class BranchCopy:
 # ----------------------------------------------------------------------------- the check
 
 
-def _check_identity(model, path, checks) -> None:
-    """Run the grown transformer block at ``path`` on a random input with its call's keyword tensors:
-    it must give its input back exactly, or the grow is refused."""
+def _check_identity(model, path, anchor, copied) -> None:
+    """Run the grown copy of ``copied`` at ``path`` on a random input with the keyword tensors of the
+    call of ``anchor`` (the block it follows): it must give its input back exactly, or the grow is refused."""
     layer = _targets.layer_at(model, path)
-    anchor, copied = next((a, c) for a, c in checks if c.kind == "transformer" and isinstance(layer, type(c.layer)))
     x_tensor = ([t for t in keras.tree.flatten(anchor.call.args) if isinstance(t, keras.KerasTensor)]
                 or [anchor.call.kwargs[anchor.stream_keyword]])[0]
     rng = np.random.default_rng(0)
@@ -553,7 +554,7 @@ def _check_identity(model, path, checks) -> None:
         y = layer(**{anchor.stream_keyword: x}, **kwargs) if anchor.stream_keyword else layer(x, **kwargs)
     except Exception as error:
         raise UnsupportedLayer(f"grow_blocks could not check the copy {path!r} of {copied.path!r} on a random input "
-                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}), so it "
+                               f"({type(error).__name__}: {first_line(error)}), so it "
                                f"cannot promise it adds nothing. Received: copy of {copied.path!r}") from None
     y = keras.tree.flatten(y)[0]
     gap = float(np.max(np.abs(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))

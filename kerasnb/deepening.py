@@ -169,11 +169,6 @@ def _output_of(found):
 
 
 def never_negative(producer) -> bool:
-    """The layer's output is provably never negative (its activation or kind says so)."""
-    return _non_negative(producer)
-
-
-def _non_negative(producer) -> bool:
     """The producer's output is provably never negative (so relu on it is the identity)."""
     if isinstance(producer, keras.layers.Softmax):
         return True
@@ -191,7 +186,7 @@ def _check_activation(name, producer, tensor, where: str) -> None:
     if name in (None, "linear"):
         return
     if name == "relu":
-        if _non_negative(producer):
+        if never_negative(producer):
             return
         raise InvalidEdit(
             f"{where}: relu is the identity only on inputs that are never negative, and {producer.name!r} "
