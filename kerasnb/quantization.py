@@ -31,7 +31,7 @@ from .surgery import SurgeryResult, apply
 from .weights import Outcome
 
 __all__ = ["quantize", "quantization_sensitivity", "MODES", "quantizable", "why_not_quantizable", "refusal",
-           "model_bytes"]
+           "model_bytes", "size_text"]
 
 MODES = ("int8", "int4", "float8")  # what kerasnb.quantize takes (Keras's own weight-only modes)
 _CALIBRATED = ("gptq", "awq")  # Keras's modes that need a whole-model calibration pass
@@ -426,7 +426,7 @@ def _quantized_inside(modes: dict, paths: list, config):
         before = sum(_bytes(o.weights) for _, o, _ in parts)
         after = sum(_bytes(n.weights) for _, _, n in parts)
         names = ", ".join(p.split("/", 1)[-1] for p in paths)
-        reason = (f"{'/'.join(used)} on {len(parts)} layer(s) inside ({names}): {_size(before)} -> {_size(after)}")
+        reason = (f"{'/'.join(used)} on {len(parts)} layer(s) inside ({names}): {size_text(before)} -> {size_text(after)}")
         return Outcome(Status.QUANTIZED, reason)
 
     rule.changes_computation = True
@@ -442,8 +442,8 @@ def _reason(mode, old, new) -> str:
     added = [v for v in new.weights if _name(v) not in names]
     extra = _bytes(added)
     what = "scales and histories" if mode == "float8" else "scales"
-    text = f"{mode}: {_name(big)} {_size(_bytes([big]))} -> {_size(_bytes([after]) if after is not None else 0)}"
-    text += f" (+ {what} {_size(extra)})" if added else ""
+    text = f"{mode}: {_name(big)} {size_text(_bytes([big]))} -> {size_text(_bytes([after]) if after is not None else 0)}"
+    text += f" (+ {what} {size_text(extra)})" if added else ""
     if mode == "float8":
         text += "; float8 keeps float32 kernels (a training scheme): the layer grows"
     return text
@@ -468,7 +468,14 @@ def _bytes(variables) -> int:
     return total
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """``n`` bytes in words, as the reasons and notes give them: ``"4.0 MB"``, ``"256 B"``.
+
+    Examples:
+        >>> from kerasnb.quantization import size_text
+        >>> size_text(4 * 2**20), size_text(256)
+        ('4.0 MB', '256 B')
+    """
     for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -498,7 +505,7 @@ def _size_notes(original, new_model, report, chosen) -> list:
     rows = [r for r in report.rows if r.status == Status.QUANTIZED]
     q_before, q_after = sum(r.bytes_before for r in rows), sum(r.bytes_after for r in rows)
     notes = [f"Quantized {len(chosen)} layer(s) ({'/'.join(modes)}) with Keras's quantize(): those rows' bytes "
-             f"{_size(q_before)} -> {_size(q_after)}; the model's {_size(before)} -> {_size(after)} "
+             f"{size_text(q_before)} -> {size_text(q_after)}; the model's {size_text(before)} -> {size_text(after)} "
              f"({after / before:.0%} of before). The layers after them see slightly changed inputs: "
              "result.compare(x) shows the drift."]
     if "float8" in modes:

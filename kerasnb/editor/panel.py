@@ -98,13 +98,6 @@ def _item():
     return w.Layout(width="auto")
 
 
-def _bytes_text(n: int) -> str:
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def _grows(pixels: int):
     """A button's layout: as wide as its label needs (never cut to "Save .ker..."), at least ``pixels``."""
     return w.Layout(width="auto", min_width=f"{pixels}px")
@@ -2226,12 +2219,14 @@ class Editor:
 
     def _draw_quantize_info(self) -> None:
         """The size now, and with data the sensitivity table and the size after (each row saves its bytes)."""
+        from ..quantization import size_text
+
         mode = self.quantize_model_mode.value
         before = facade.model_bytes(self.session.model)
         frame = self.session.quantization_sensitivity(mode)
         if frame is None:
             self.quantize_model_info.value = (
-                f"<span style='font-size:11px;color:#666'>model now {_bytes_text(before)}; the size after is said "
+                f"<span style='font-size:11px;color:#666'>model now {size_text(before)}; the size after is said "
                 "once applied. Open the editor with data=x to see each layer's drift here and keep the most "
                 "sensitive float.</span>")
             return
@@ -2241,11 +2236,11 @@ class Editor:
         rows = "".join(
             f"<tr><td><code>{html.escape(str(r.layer))}</code></td><td>{html.escape(str(r.type))}</td>"
             f"<td style='text-align:right'>{r.rel_drift:.2%}</td><td style='text-align:right'>"
-            f"{_bytes_text(int(r.bytes_before))} \u2192 {_bytes_text(int(r.bytes_after))}</td></tr>"
+            f"{size_text(int(r.bytes_before))} \u2192 {size_text(int(r.bytes_after))}</td></tr>"
             for r in frame.itertuples())
         self.quantize_model_info.value = (
-            f"<div style='font-size:11px'>{html.escape(mode)}: model {_bytes_text(before)} \u2192 "
-            f"{_bytes_text(after)}" + (f" ({keep} kept float)" if keep else "") + "<table><tr><th>layer</th>"
+            f"<div style='font-size:11px'>{html.escape(mode)}: model {size_text(before)} \u2192 "
+            f"{size_text(after)}" + (f" ({keep} kept float)" if keep else "") + "<table><tr><th>layer</th>"
             "<th>type</th><th>drift alone</th><th>bytes</th></tr>" + rows + "</table></div>")
 
     def _quantize_model_from_widgets(self) -> None:
